@@ -1,0 +1,42 @@
+# Two commands do all the set-up on a fresh machine (Python 3.11+):
+#   make demo   - two small services exchanging events through a broker
+#   make test   - the whole test suite (installs Mosquitto's binaries when missing and root)
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck check bench clean mosquitto
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m tars.mqtt.demo
+
+mosquitto:
+	@command -v mosquitto >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq || true) && apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; \
+	  else echo "Mosquitto not found: install it (apt-get install mosquitto mosquitto-clients)"; exit 1; fi; }
+
+test: $(STAMP) mosquitto
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench examples
+	$(VENV)/bin/ruff format --check src tests bench examples
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+check: lint typecheck test
+
+bench: $(STAMP) mosquitto
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) build dist .mypy_cache .ruff_cache

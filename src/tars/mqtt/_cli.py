@@ -1,0 +1,103 @@
+"""The ``tars-mqtt`` command line. One subcommand so far: ``broker``.
+
+``tars-mqtt broker`` (also ``python -m tars.mqtt.testing``) runs the testing kit's
+:class:`~tars.mqtt.testing.InMemoryBroker` over TCP until Ctrl-C or SIGTERM, for trying a
+service by hand. It is a development and test broker, not a production one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main", "run_broker"]
+
+_BROKER_HELP = (
+    "Run tars-core's development and test MQTT 5 broker over TCP until Ctrl-C. It keeps "
+    "everything in memory and has no authentication, authorization or TLS: "
+    "never use it in production."
+)
+
+
+def _add_broker_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=1883, help="TCP port, 0 for a free one (1883)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every packet decision")
+
+
+def broker_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The parser of ``python -m tars.mqtt.testing`` (the ``broker`` options alone)."""
+    parser = argparse.ArgumentParser(prog=prog, description=_BROKER_HELP)
+    _add_broker_arguments(parser)
+    return parser
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tars-mqtt", description="tars-core tools.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    broker = commands.add_parser(
+        "broker", help="run a development/test MQTT 5 broker", description=_BROKER_HELP
+    )
+    _add_broker_arguments(broker)
+    return parser
+
+
+async def run_broker(host: str, port: int) -> None:
+    """Serve the in-memory broker on ``host:port`` until SIGINT/SIGTERM (or cancellation).
+
+    Prints one line with the broker's URL once it listens.
+
+    Raises:
+        OSError: the address cannot be bound (port in use...).
+    """
+    from .testing import InMemoryBroker  # the CLI is optional; keep the import lazy
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not on every platform
+            loop.add_signal_handler(signum, stop.set)
+    try:
+        async with InMemoryBroker(name="tars-mqtt") as broker:
+            await broker.serve_tcp(host, port)
+            print(
+                f"tars-mqtt dev broker (not for production) listening on {broker.tcp_url}",
+                flush=True,
+            )
+            await stop.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        asyncio.run(run_broker(args.host, args.port))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f"tars-mqtt: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``tars-mqtt``; returns the exit status."""
+    args = _parser().parse_args(argv)
+    if args.command == "broker":
+        return _serve(args)
+    raise AssertionError(f"unhandled command {args.command!r}")  # argparse requires one
+
+
+def main_broker(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """Entry point of ``python -m tars.mqtt.testing``: the broker options only."""
+    return _serve(broker_parser(prog).parse_args(argv))

@@ -1,0 +1,528 @@
+"""Client configuration: the broker URL, every option with its default, and the environment.
+
+A configuration is checked once, when it is built, so a typo fails at start-up with a
+:class:`~tars.mqtt.ConfigError` that names the option (or environment variable) to fix, never
+later on the first reconnect. Passwords travel inside ``mqtt_url``; they are kept out of every
+``repr``, ``str`` and error message this module produces, which is why pydantic's own
+``ValidationError`` (it quotes the input) is never let out.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import types
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Self, Union, get_args, get_origin
+from urllib.parse import quote, unquote
+
+import pydantic
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
+
+from ._errors import ConfigError
+
+__all__ = [
+    "ENV_VARS",
+    "ConnectionParams",
+    "MQTTClientConfig",
+    "parse_mqtt_url",
+    "redact_url",
+]
+
+_SCHEMES = {"mqtt": (1883, False), "mqtts": (8883, True)}
+_MASK = "***"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionParams:
+    """Where and how to connect, as parsed from ``mqtt_url``; the password never shows."""
+
+    host: str
+    port: int
+    tls: bool
+    username: str | None = None
+    password: str | None = None
+
+    def __repr__(self) -> str:
+        password = None if self.password is None else _MASK
+        return (
+            f"ConnectionParams(host={self.host!r}, port={self.port}, tls={self.tls}, "
+            f"username={self.username!r}, password={password!r})"
+        )
+
+    __str__ = __repr__
+
+    @property
+    def redacted_url(self) -> str:
+        """The URL with the password masked, e.g. ``mqtt://user:***@host:1883``: fit for logs."""
+        userinfo = ""
+        if self.username is not None or self.password is not None:
+            userinfo = quote(self.username or "", safe="")
+            userinfo += f":{_MASK}@" if self.password is not None else "@"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        scheme = "mqtts" if self.tls else "mqtt"
+        return f"{scheme}://{userinfo}{host}:{self.port}"
+
+
+class _URLError(ValueError):
+    """A URL problem, described without quoting any part of the URL that may hold a secret."""
+
+
+def redact_url(url: str) -> str:
+    """Mask any password in a URL-ish string with ``***``, even when it does not parse.
+
+    Everything between the first ``:`` of the user-info and the last ``@`` is masked, so a
+    password holding unescaped ``@``, ``/`` or ``#`` is masked whole. Without an ``@``, a
+    ``user:secret`` authority whose "port" is not a number is masked as well. Erring towards
+    masking too much is deliberate: this is for logs.
+    """
+    scheme_end = url.find("://")
+    at = url.rfind("@")
+    start = scheme_end + 3 if 0 <= scheme_end < at or (scheme_end >= 0 and at < 0) else 0
+    if at >= 0:
+        colon = url.find(":", start, at)
+        return url if colon < 0 else f"{url[: colon + 1]}{_MASK}{url[at:]}"
+    end = len(url)
+    for stop in "/?#":
+        found = url.find(stop, start)
+        if found >= 0:
+            end = min(end, found)
+    authority = url[start:end]
+    colon = authority.find(":")
+    port = authority[colon + 1 :]
+    if colon < 0 or authority.startswith("[") or port.isdigit() or not port:
+        return url
+    # "mqtt://user:secret" (host forgotten): the "port" may be a password cut short by an
+    # unescaped '/', so everything after the colon goes.
+    return f"{url[: start + colon + 1]}{_MASK}"
+
+
+def parse_mqtt_url(url: str) -> ConnectionParams:
+    """Parse ``mqtt[s]://[user[:password]@]host[:port][/]`` into :class:`ConnectionParams`.
+
+    ``mqtt`` defaults to port 1883, ``mqtts`` to 8883 with TLS; the scheme is case-insensitive;
+    IPv6 hosts go in brackets; the user name and password are percent-decoded.
+
+    Raises:
+        ConfigError: (``field="mqtt_url"``) unknown scheme, missing host, a port that is not an
+            integer in 1..65535, a path other than ``/``, a query or a fragment, or bad
+            percent-encoding. The message never contains the password.
+    """
+    try:
+        return _parse(url)
+    except _URLError as exc:
+        raise ConfigError("mqtt_url", str(exc)) from None
+
+
+def _parse(url: str) -> ConnectionParams:
+    if not isinstance(url, str):
+        raise _URLError("must be a string like mqtt://host:1883")
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise _URLError("must look like mqtt://[user[:password]@]host[:port] (or mqtts://)")
+    scheme = scheme.lower()
+    if scheme not in _SCHEMES:
+        shown = f" {scheme!r}" if scheme.isascii() and scheme.isalnum() else ""
+        raise _URLError(f"unknown scheme{shown}: use mqtt:// or mqtts:// (TLS)")
+    default_port, tls = _SCHEMES[scheme]
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, tail = rest[:end], rest[end:]
+    if tail not in ("", "/"):
+        raise _URLError(
+            "must not have a path, query or fragment; "
+            "percent-encode '/', '?', '#' and '@' in the user name and password"
+        )
+    userinfo, at, hostport = authority.rpartition("@")
+    host, port = _parse_hostport(hostport, default_port)
+    username: str | None = None
+    password: str | None = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        try:
+            username = unquote(user, errors="strict") or None
+            password = unquote(secret, errors="strict") if colon else None
+        except UnicodeDecodeError:
+            raise _URLError("the user name or password is not percent-encoded UTF-8") from None
+    return ConnectionParams(host, port, tls, username, password)
+
+
+def _parse_hostport(hostport: str, default_port: int) -> tuple[str, int]:
+    if hostport.startswith("["):
+        close = hostport.find("]")
+        after = hostport[close + 1 :] if close > 0 else ""
+        if close < 0 or (after and not after.startswith(":")):
+            raise _URLError("an IPv6 host must be written in brackets, e.g. mqtt://[::1]:1883")
+        host = hostport[1:close]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise _URLError("the host in brackets is not an IPv6 address") from None
+        port_text = after[1:]
+    else:
+        if hostport.count(":") > 1:
+            raise _URLError("an IPv6 host must be written in brackets, e.g. mqtt://[::1]:1883")
+        host, _, port_text = hostport.partition(":")
+    if not host:
+        raise _URLError("missing host, e.g. mqtt://localhost:1883")
+    if any(c.isspace() or not c.isprintable() for c in host):
+        raise _URLError("the host contains whitespace or control characters")
+    if not port_text:
+        return host, default_port
+    if not (port_text.isascii() and port_text.isdigit() and 1 <= int(port_text) <= 65535):
+        raise _URLError("the port must be an integer from 1 to 65535")
+    return host, int(port_text)
+
+
+class MQTTClientConfig(pydantic.BaseModel):
+    """Every option of an :class:`~tars.mqtt.MQTTClient`, checked at construction.
+
+    Build it directly, or with :meth:`from_env` from ``MQTT_*`` environment variables.
+
+    Raises:
+        ConfigError: on construction, for any bad or unknown option; ``field`` names it.
+    """
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", strict=True, allow_inf_nan=False, hide_input_in_errors=True
+    )
+
+    mqtt_url: str = Field(
+        description="Broker URL: mqtt://[user[:password]@]host[:port] (1883) or mqtts:// (8883, "
+        "TLS). Percent-encode special characters in the user name and password."
+    )
+    client_id: str = Field(
+        description="MQTT client identifier; also the default source of envelopes and a level of "
+        "the health topics, so it must not be empty or contain '+', '#' or NUL."
+    )
+    source_name: str | None = Field(
+        None, description="The 'source' stamped on published envelopes; defaults to client_id."
+    )
+    keepalive: int = Field(60, ge=1, le=3600, description="MQTT keep-alive, in seconds.")
+    enable_health: bool = Field(
+        False, description="Publish a retained health status and a last will saying offline."
+    )
+    enable_heartbeat: bool = Field(
+        False, description="Publish heartbeats every heartbeat_interval seconds."
+    )
+    heartbeat_interval: float = Field(5.0, ge=1, description="Seconds between heartbeats.")
+    dedupe_ttl: float = Field(
+        0.0,
+        ge=0,
+        description="Drop messages whose envelope id was seen this many seconds ago; "
+        "0 turns de-duplication off.",
+    )
+    dedupe_max_entries: int = Field(
+        0,
+        ge=0,
+        validate_default=True,  # so that dedupe_ttl > 0 with the default 0 is caught
+        description="Most envelope ids remembered for de-duplication (needed when dedupe_ttl > 0).",
+    )
+    reconnect_min_delay: float = Field(
+        0.5, gt=0, description="First delay before reconnecting, in seconds."
+    )
+    reconnect_max_delay: float = Field(
+        5.0,
+        gt=0,
+        validate_default=True,  # so that reconnect_min_delay above the default 5.0 is caught
+        description="Longest delay between reconnect attempts, in seconds (>= "
+        "reconnect_min_delay).",
+    )
+    connect_timeout: float = Field(
+        10.0, gt=0, description="Seconds allowed for TCP, TLS and CONNACK on each attempt."
+    )
+    wait_for_broker: bool = Field(
+        True,
+        description="connect() keeps retrying while the broker is down at start; False "
+        "fails fast with ConnectError.",
+    )
+    clean_start: bool = Field(True, description="Start a new MQTT session on the first connect.")
+    session_expiry_interval: int = Field(
+        0,
+        ge=0,
+        le=4_294_967_295,
+        description="Seconds the broker keeps the session after a "
+        "disconnect (0: ends with the connection).",
+    )
+    max_payload_size: int = Field(
+        1_048_576,
+        ge=1,
+        le=268_435_455,
+        description="Largest payload published or accepted, in bytes.",
+    )
+    receive_maximum: int = Field(
+        100,
+        ge=1,
+        le=65535,
+        description="Most QoS 1/2 messages the broker may have in flight towards us.",
+    )
+    tls_ca_file: str | None = Field(
+        None, description="CA bundle (PEM) to verify the broker with; None uses the system store."
+    )
+    tls_insecure: bool = Field(
+        False, description="Skip TLS certificate and host name checks (tests only)."
+    )
+    queue_size: int = Field(1000, ge=1, description="Capacity of each subscription's queue.")
+    overflow: Literal["block", "drop_oldest", "drop_newest"] = Field(
+        "block",
+        description="What a full subscription queue does: block the link (flow "
+        "control), drop the oldest or drop the newest message.",
+    )
+    handler_concurrency: int = Field(
+        1, ge=1, description="Messages each subscription handles at the same time."
+    )
+    handler_timeout: float | None = Field(
+        None, gt=0, description="Seconds a handler may run before it is cancelled; None: no limit."
+    )
+    watchdog_missed_heartbeats: int = Field(
+        3, ge=1, description="Missed heartbeat round trips before the link is declared dead."
+    )
+    publish_timeout: float = Field(
+        10.0, gt=0, description="Seconds a QoS 1/2 publish waits for its acknowledgement."
+    )
+    outbox_max_messages: int = Field(
+        10_000, ge=0, description="Most messages kept while disconnected (0: keep none)."
+    )
+    outbox_max_bytes: int = Field(
+        16 * 1024 * 1024, ge=0, description="Most payload bytes kept while disconnected."
+    )
+    outbox_message_ttl: float | None = Field(
+        None, gt=0, description="Seconds a queued message stays sendable; None: no expiry."
+    )
+    outbox_policy: Literal["drop_oldest", "drop_newest", "block", "raise"] = Field(
+        "drop_oldest",
+        description="What a full outbox does: drop the oldest or the newest "
+        "message, block the publisher, or raise OutboxFullError.",
+    )
+    queue_qos0_offline: bool = Field(
+        False, description="Keep QoS 0 messages in the outbox while disconnected too."
+    )
+
+    _connection: ConnectionParams = PrivateAttr()
+
+    def __init__(self, /, **data: Any) -> None:
+        unknown = sorted(set(data) - set(type(self).model_fields))
+        if unknown:
+            raise _unknown_options(unknown)
+        try:
+            super().__init__(**data)
+        except pydantic.ValidationError as exc:
+            error = _to_config_error(exc)
+        else:
+            return
+        # Raised outside the except block so the ValidationError, which quotes the input (the
+        # password included), is not even kept as __context__.
+        raise error
+
+    @classmethod
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:
+        """Validate a mapping (e.g. a parsed config file) like the constructor does.
+
+        Raises:
+            ConfigError: as the constructor.
+        """
+        try:
+            return super().model_validate(obj, *args, **kwargs)
+        except pydantic.ValidationError as exc:
+            error = _to_config_error(exc)
+        raise error
+
+    @classmethod
+    def model_validate_json(cls, json_data: Any, *args: Any, **kwargs: Any) -> Self:
+        """Validate a JSON document like the constructor does.
+
+        Raises:
+            ConfigError: as the constructor (``field="config"`` for JSON that does not parse).
+        """
+        try:
+            return super().model_validate_json(json_data, *args, **kwargs)
+        except pydantic.ValidationError as exc:
+            error = _to_config_error(exc)
+        raise error
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Keep the parsed URL (already checked by the field validator)."""
+        self._connection = parse_mqtt_url(self.mqtt_url)
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        _parse(value)
+        return value
+
+    @field_validator("client_id")
+    @classmethod
+    def _check_client_id(cls, value: str) -> str:
+        if not value:
+            raise ValueError("must not be empty")
+        if "+" in value or "#" in value or "\0" in value:
+            raise ValueError("must not contain '+', '#' or NUL: it is used as a topic level")
+        try:
+            size = len(value.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise ValueError("is not valid UTF-8") from None
+        if size > 65535:
+            raise ValueError("must be at most 65,535 bytes of UTF-8")
+        return value
+
+    @field_validator("source_name", "tls_ca_file")
+    @classmethod
+    def _check_not_empty(cls, value: str | None) -> str | None:
+        if value == "":
+            raise ValueError("must not be empty (leave it unset instead)")
+        return value
+
+    @field_validator("dedupe_max_entries")
+    @classmethod
+    def _check_dedupe(cls, value: int, info: ValidationInfo) -> int:
+        ttl = info.data.get("dedupe_ttl")
+        if ttl is not None and ttl > 0 and value == 0:
+            raise ValueError("must be > 0 when dedupe_ttl > 0 (it bounds the memory used)")
+        return value
+
+    @field_validator("reconnect_max_delay")
+    @classmethod
+    def _check_delays(cls, value: float, info: ValidationInfo) -> float:
+        low = info.data.get("reconnect_min_delay")
+        if low is not None and value < low:
+            raise ValueError(f"must be >= reconnect_min_delay ({low})")
+        return value
+
+    @property
+    def source(self) -> str:
+        """The ``source`` of published envelopes: ``source_name`` or else ``client_id``."""
+        return self.source_name or self.client_id
+
+    @property
+    def connection(self) -> ConnectionParams:
+        """Host, port, TLS and credentials parsed from ``mqtt_url`` (parsed once)."""
+        return self._connection
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy with ``update`` applied, validated like a new config (pydantic would not).
+
+        ``deep`` is accepted for compatibility; every field is immutable, so it changes nothing.
+
+        Raises:
+            ConfigError: as the constructor.
+        """
+        return type(self)(**{**self.model_dump(), **(update or {})})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in type(self).model_fields:
+            raise AttributeError(f"{name}: the config is frozen; use model_copy(update={{...}})")
+        super().__setattr__(name, value)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, redact_url(value) if name == "mqtt_url" else value
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Self:
+        """Build a config from ``MQTT_*`` variables (see :data:`ENV_VARS`); overrides win.
+
+        Booleans accept true/false, 1/0, yes/no, on/off in any case; an empty value leaves an
+        option at its default.
+
+        Raises:
+            ConfigError: a variable that does not parse (``field`` is the variable's name,
+                e.g. ``MQTT_KEEPALIVE``), ``MQTT_URL`` or ``MQTT_CLIENT_ID`` missing, or any
+                value the constructor refuses (``field`` is the option's name and the message
+                names the variable it came from).
+        """
+        source = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for name, var in ENV_VARS.items():
+            if name in overrides:
+                continue
+            raw = source.get(var)
+            if raw is None or raw.strip() == "":
+                if cls.model_fields[name].is_required():
+                    raise ConfigError(var, "is not set (and no override was given)")
+                continue
+            values[name] = _from_text(var, raw, _KINDS[name])
+        try:
+            return cls(**values, **overrides)
+        except ConfigError as exc:
+            if exc.field not in values:
+                raise
+            error = ConfigError(exc.field, f"{_message_of(exc)} (from {ENV_VARS[exc.field]})")
+        raise error
+
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+ENV_VARS: dict[str, str] = {
+    name: "MQTT_URL" if name == "mqtt_url" else f"MQTT_{name.upper()}"
+    for name in MQTTClientConfig.model_fields
+}
+"""Option name -> environment variable read by :meth:`MQTTClientConfig.from_env`."""
+
+
+def _kind(annotation: Any) -> type:
+    """The scalar type an option's environment variable is parsed as (bool, int, float, str)."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        annotation = next(arg for arg in get_args(annotation) if arg is not type(None))
+    return annotation if annotation in (bool, int, float) else str
+
+
+_KINDS = {name: _kind(info.annotation) for name, info in MQTTClientConfig.model_fields.items()}
+
+
+def _from_text(var: str, raw: str, kind: type) -> Any:
+    text = raw.strip()
+    if kind is bool:
+        lowered = text.lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ConfigError(var, f"{raw!r} is not a boolean: use true/false, 1/0, yes/no or on/off")
+    if kind is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(var, f"{raw!r} is not an integer") from None
+    if kind is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(var, f"{raw!r} is not a number") from None
+    return text
+
+
+def _message_of(error: ConfigError) -> str:
+    return str(error).removeprefix(f"{error.field}: ")
+
+
+def _unknown_options(unknown: list[str]) -> ConfigError:
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, MQTTClientConfig.model_fields, n=1)
+        if close:
+            hints.append(f"{name!r} -> did you mean {close[0]!r}?")
+    suffix = f" ({'; '.join(hints)})" if hints else ""
+    return ConfigError(
+        ", ".join(unknown), f"unknown option{'s' if len(unknown) > 1 else ''}{suffix}"
+    )
+
+
+def _to_config_error(exc: pydantic.ValidationError) -> ConfigError:
+    """The first problem as a ConfigError; pydantic's ``input_value`` is deliberately dropped."""
+    errors = exc.errors(include_url=False, include_input=False)
+    first = errors[0]
+    inner = first.get("ctx", {}).get("error")
+    if isinstance(inner, ConfigError):
+        # model_validate() runs our __init__, whose ConfigError pydantic wrapped: unwrap it.
+        return ConfigError(inner.field, _message_of(inner))
+    loc = first["loc"]
+    field = str(loc[0]) if loc else "config"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "missing":
+        message = "is required"
+    others = sorted({str(e["loc"][0]) for e in errors[1:] if e["loc"]} - {field})
+    if others:
+        message += f" (also invalid: {', '.join(others)})"
+    return ConfigError(field, message)

@@ -1,0 +1,311 @@
+"""The event envelope: its model, its ids, and the fast codec every event goes through.
+
+An envelope is the JSON object every TARS service publishes::
+
+    {"id": "...", "type": "stt.final", "ts": 1718000000.25, "source": "stt-worker",
+     "correlate": null, "data": {...}}
+
+Every published and received event passes through :func:`encode_event` or
+:func:`decode_envelope`, so both skip pydantic's general machinery: encoding builds the wire dict
+and hands it to orjson directly, decoding checks the shape by hand and builds the frozen
+:class:`Envelope` with ``model_construct``. The :class:`Envelope` model itself stays the
+documented contract (and the source of ``schemas/envelope.schema.json``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, RootModel
+
+from tars.mqtt._errors import EnvelopeError
+
+__all__ = [
+    "Envelope",
+    "decode_envelope",
+    "encode_event",
+    "envelope_from_json",
+    "envelope_id",
+    "new_id",
+]
+
+
+class Envelope(BaseModel):
+    """One event as it travels on the wire: metadata with fixed names around a JSON object.
+
+    Frozen, because a received event may be handed to several handlers and none of them may
+    change what the others see.
+    """
+
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
+
+    id: str
+    """Unique per message (see :func:`new_id`); never reused as another message's ``correlate``."""
+    type: str
+    """What happened, as a dotted name (``"stt.final"``); consumers dispatch on it."""
+    ts: float
+    """When the producer built the event, in Unix seconds."""
+    source: str
+    """Who produced the event (the producing client's id or service name)."""
+    correlate: str | None = None
+    """The ``id`` of the event this one answers, or None. Older producers omit it."""
+    data: dict[str, Any]
+    """The event's own payload, a JSON object."""
+
+
+# --- ids -----------------------------------------------------------------------------------------
+#
+# new_id() returns a UUIDv7 string (RFC 9562, "method 1": a dedicated counter): 48 bits of Unix
+# milliseconds, a 26-bit counter split around the variant bits, and a 48-bit random node fixed per
+# process. The counter makes ids unique within a process without drawing randomness per call; the
+# node makes them unique across processes; the timestamp makes them sort by creation time and
+# keeps them readable as UUIDs by consumers that parse the seed's uuid4 ids. Only the counter part
+# is formatted per call: the millisecond prefix is cached and the node is preformatted.
+
+_COUNTER_MASK = (1 << 26) - 1
+_node_suffix = ""
+_counter: itertools.count[int] = itertools.count()
+# (millisecond, formatted prefix) as one tuple, so a thread never pairs one with the other's twin.
+_ms_prefix: tuple[int, str] = (-1, "")
+
+
+def _reseed() -> None:
+    """Draw a fresh node and counter start; runs at import and in every forked child."""
+    global _node_suffix, _counter
+    rnd = int.from_bytes(os.urandom(10), "big")
+    _node_suffix = f"-{rnd & 0xFFFF_FFFF_FFFF:012x}"
+    _counter = itertools.count(rnd >> 54)
+
+
+_reseed()
+os.register_at_fork(after_in_child=_reseed)
+
+
+def new_id() -> str:
+    """Return a new message id: a UUIDv7 string, unique across calls, processes and forks.
+
+    About five times cheaper than ``str(uuid.uuid4())`` because it needs no system randomness
+    per call. URL-safe (lowercase hex and dashes).
+    """
+    global _ms_prefix
+    ms = time.time_ns() // 1_000_000
+    cached_ms, prefix = _ms_prefix
+    if ms != cached_ms:
+        prefix = f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-7"
+        _ms_prefix = (ms, prefix)
+    count = next(_counter) & _COUNTER_MASK
+    return f"{prefix}{count >> 14:03x}-{0x8000 | (count & 0x3FFF):04x}{_node_suffix}"
+
+
+# --- encoding ------------------------------------------------------------------------------------
+
+
+def _default(obj: Any) -> Any:
+    """Turn the values orjson does not know into JSON (orjson calls this only for those).
+
+    Sets become lists (in iteration order); Decimals become strings, as pydantic's JSON mode does,
+    so no precision is lost on the way; nested models and non-dict mappings are dumped like the
+    top-level data.
+    """
+    if isinstance(obj, set | frozenset):
+        return list(obj)
+    if isinstance(obj, Decimal):
+        return str(obj)
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    raise TypeError(f"type {type(obj).__name__} is not JSON serializable")
+
+
+def _model_data(model: BaseModel) -> orjson.Fragment:
+    """Serialize a model's data with pydantic's own JSON mode (ints as keys, sets, datetimes...).
+
+    ``model_dump_json`` produces the same JSON as ``model_dump(mode="json")`` without building
+    the intermediate dicts; orjson then embeds it as is.
+    """
+    if isinstance(model, RootModel) and not isinstance(model.root, Mapping | BaseModel):
+        raise TypeError(
+            f"event data must serialize to a JSON object, got a {type(model).__name__} "
+            f"wrapping {type(model.root).__name__}"
+        )
+    return orjson.Fragment(model.model_dump_json())
+
+
+def encode_event(
+    event_type: str,
+    data: Mapping[str, Any] | BaseModel,
+    *,
+    source: str,
+    correlate: str | None = None,
+) -> tuple[str, bytes]:
+    """Build the wire bytes of a new event and return ``(id, payload)``.
+
+    ``data`` is a mapping (int keys, datetimes, UUIDs, sets, Decimals and nested models are
+    accepted) or a pydantic model (serialized in pydantic's JSON mode). ``correlate`` is the id
+    of the event this one answers. No :class:`Envelope` is built: this is the publish hot path.
+
+    Raises:
+        TypeError: ``data`` is neither a mapping nor a model, or holds a value that cannot be
+            written as JSON.
+    """
+    if isinstance(data, BaseModel):
+        body: Any = _model_data(data)
+    elif isinstance(data, dict):
+        body = data
+    elif isinstance(data, Mapping):
+        body = dict(data)
+    else:
+        raise TypeError(
+            f"event data must be a Mapping or a pydantic BaseModel, not {type(data).__name__}"
+        )
+    msg_id = new_id()
+    wire = {
+        "id": msg_id,
+        "type": event_type,
+        "ts": time.time(),
+        "source": source,
+        "correlate": correlate,
+        "data": body,
+    }
+    try:
+        payload = orjson.dumps(wire, default=_default)
+    except orjson.JSONEncodeError:
+        # Most likely a non-str key; the option that allows those is measurably slower, so it is
+        # only paid for the payloads that need it.
+        try:
+            payload = orjson.dumps(wire, default=_default, option=orjson.OPT_NON_STR_KEYS)
+        except orjson.JSONEncodeError as exc:
+            raise TypeError(f"cannot encode data of event {event_type!r} as JSON: {exc}") from exc
+    return msg_id, payload
+
+
+# --- decoding ------------------------------------------------------------------------------------
+#
+# envelope_from_json builds the Envelope the way Envelope.model_construct does (a bare instance and
+# its four attributes) but without model_construct's per-field Python loop, which measured
+# slower (about 4 us) than the parse and the checks together. tests/unit/test_envelope.py checks
+# that both build the same object, so a pydantic upgrade that changes the recipe fails there.
+
+_new_instance = object.__new__
+_set_attr = object.__setattr__
+_ALL_FIELDS = frozenset(Envelope.model_fields)
+_FIELDS_WITHOUT_CORRELATE = _ALL_FIELDS - {"correlate"}
+
+
+def decode_envelope(payload: bytes | bytearray | memoryview | str) -> Envelope:
+    """Parse wire bytes into a frozen :class:`Envelope`.
+
+    orjson parses (strict JSON: no NaN, valid UTF-8 only), then :func:`envelope_from_json`
+    checks the shape.
+
+    Raises:
+        EnvelopeError: the payload is not UTF-8 JSON or not an envelope; the message says which
+            check failed, never the whole payload.
+    """
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise EnvelopeError(f"not a JSON envelope: {exc.msg} (at {exc.pos})") from exc
+    return envelope_from_json(obj)
+
+
+def envelope_from_json(obj: object) -> Envelope:
+    """Build an :class:`Envelope` from an already-parsed JSON value (one parse per message).
+
+    The shape is checked by hand (an object; ``id``, ``type``, ``source`` strings; ``ts`` a
+    number, not a boolean; ``data`` an object; ``correlate`` a string, null or absent) instead
+    of running pydantic validation, because every received event comes through here. An
+    integer ``ts`` is stored as a float. Extra keys are ignored, so newer producers can add
+    fields.
+
+    Raises:
+        EnvelopeError: ``obj`` does not have the envelope's shape.
+    """
+    if type(obj) is not dict:
+        raise EnvelopeError(f"not a JSON envelope: expected an object, got {_json_type(obj)}")
+    msg_id = obj.get("id")
+    event_type = obj.get("type")
+    source = obj.get("source")
+    ts = obj.get("ts")
+    data = obj.get("data")
+    correlate = obj.get("correlate")
+    if type(msg_id) is not str:
+        raise EnvelopeError(_field_problem("id", "a string", msg_id))
+    if type(event_type) is not str:
+        raise EnvelopeError(_field_problem("type", "a string", event_type))
+    if type(source) is not str:
+        raise EnvelopeError(_field_problem("source", "a string", source))
+    if type(ts) is float:
+        pass
+    elif type(ts) is int:
+        ts = float(ts)
+    else:
+        raise EnvelopeError(_field_problem("ts", "a number", ts))
+    if type(data) is not dict:
+        raise EnvelopeError(_field_problem("data", "an object", data))
+    if correlate is not None and type(correlate) is not str:
+        raise EnvelopeError(_field_problem("correlate", "a string or null", correlate))
+    envelope = _new_instance(Envelope)
+    _set_attr(
+        envelope,
+        "__dict__",
+        {
+            "id": msg_id,
+            "type": event_type,
+            "ts": ts,
+            "source": source,
+            "correlate": correlate,
+            "data": data,
+        },
+    )
+    _set_attr(
+        envelope,
+        "__pydantic_fields_set__",
+        set(_ALL_FIELDS if "correlate" in obj else _FIELDS_WITHOUT_CORRELATE),
+    )
+    _set_attr(envelope, "__pydantic_extra__", None)
+    _set_attr(envelope, "__pydantic_private__", None)
+    return envelope
+
+
+def _field_problem(field: str, expected: str, value: object) -> str:
+    """Say what is wrong with one field, naming the JSON type found rather than the value."""
+    found = "missing or null" if value is None else f"got {_json_type(value)}"
+    return f"not a JSON envelope: {field!r} must be {expected} ({found})"
+
+
+def _json_type(value: object) -> str:
+    """Name the JSON type of a parsed value, for error messages that must not echo payloads."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def envelope_id(obj: object) -> str | None:
+    """Return the ``id`` of an already-parsed JSON envelope, or None when it has none.
+
+    Lets dedup key on ids of payloads that were parsed for another reason, without a second
+    parse or a model.
+    """
+    if isinstance(obj, dict):
+        msg_id = obj.get("id")
+        if type(msg_id) is str:
+            return msg_id
+    return None

@@ -1,0 +1,140 @@
+"""The exception tree of tars-core.
+
+Every error the library raises on purpose derives from :class:`MQTTError`, so a service can
+catch "anything MQTT" in one clause. Errors that are really about a bad argument also derive from
+:class:`ValueError` (or :class:`TypeError`), so generic validation code keeps working::
+
+    MQTTError
+    ├── ConfigError (ValueError)          bad URL, bad option, bad environment variable
+    ├── InvalidTopicError (ValueError)    topic name or filter breaks the MQTT rules
+    ├── PayloadTooLarge (ValueError)      payload over the configured or broker maximum
+    ├── EnvelopeError (ValueError)        bytes that are not a valid envelope
+    ├── ClientStateError                  call that makes no sense in the client's state
+    ├── NotConnectedError                 no link and nothing may be queued
+    ├── ConnectError                      could not open a session (reason_code when refused)
+    ├── ConnectionLostError               the link went away under an operation
+    ├── ProtocolError                     the peer broke MQTT 5 (malformed or unexpected packet)
+    ├── PublishError                      the broker refused a publish (reason_code)
+    ├── SubscribeError                    the broker refused a subscription (reason_code)
+    └── OutboxFullError                   the outbox is full and its policy is "raise"
+
+Transport errors (``OSError``, ``ssl.SSLError``, ``socket.gaierror``) are caught at the connection
+boundary and re-raised as one of these with the original as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ClientStateError",
+    "ConfigError",
+    "ConnectError",
+    "ConnectionLostError",
+    "EnvelopeError",
+    "InvalidTopicError",
+    "MQTTError",
+    "NotConnectedError",
+    "OutboxFullError",
+    "PayloadTooLarge",
+    "ProtocolError",
+    "PublishError",
+    "SubscribeError",
+]
+
+
+class MQTTError(Exception):
+    """Root of every error tars-core raises on purpose."""
+
+
+class ConfigError(MQTTError, ValueError):
+    """A configuration value is invalid.
+
+    ``field`` names the option (or environment variable) at fault, so the message can point at
+    the line of configuration to fix. The message never contains a password.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class InvalidTopicError(MQTTError, ValueError):
+    """A topic name or topic filter does not follow the MQTT 5 rules."""
+
+    def __init__(self, topic: str, reason: str) -> None:
+        shown = topic if len(topic) <= 200 else topic[:200] + "..."
+        super().__init__(f"invalid topic {shown!r}: {reason}")
+        self.topic = topic
+        self.reason = reason
+
+
+class PayloadTooLarge(MQTTError, ValueError):
+    """A payload is larger than the configured maximum or the broker's maximum packet size."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"payload of {size} bytes exceeds the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class EnvelopeError(MQTTError, ValueError):
+    """Bytes could not be read as an :class:`~tars.mqtt.Envelope` (not JSON, wrong shape)."""
+
+
+class ClientStateError(MQTTError):
+    """The call does not make sense in the client's current state (e.g. publish after close)."""
+
+
+class NotConnectedError(MQTTError):
+    """There is no connection to the broker and the operation may not wait or be queued."""
+
+
+class ConnectError(MQTTError):
+    """A connection or session could not be established.
+
+    ``reason_code`` is the broker's CONNACK reason code when the broker refused us, else None
+    (DNS failure, refused TCP connection, TLS failure, timeout...). ``refused`` is true when the
+    TCP connection itself was refused (nothing listens on the port): the reconnect policy retries
+    that sooner, since it costs the broker's host nothing.
+    """
+
+    def __init__(
+        self, message: str, reason_code: int | None = None, *, refused: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.reason_code = reason_code
+        self.refused = refused
+
+
+class ConnectionLostError(MQTTError):
+    """The link to the broker was lost while an operation was waiting on it."""
+
+
+class ProtocolError(MQTTError):
+    """The peer sent something MQTT 5 does not allow (malformed or unexpected packet)."""
+
+    def __init__(self, message: str, reason_code: int = 0x82) -> None:
+        super().__init__(message)
+        self.reason_code = reason_code
+
+
+class PublishError(MQTTError):
+    """The broker answered a QoS 1/2 publish with a failure reason code."""
+
+    def __init__(self, message: str, reason_code: int) -> None:
+        super().__init__(message)
+        self.reason_code = reason_code
+
+
+class SubscribeError(MQTTError):
+    """The broker refused a subscription (SUBACK/UNSUBACK with a failure reason code)."""
+
+    def __init__(self, topic: str, reason_code: int) -> None:
+        super().__init__(
+            f"subscription to {topic!r} refused by the broker (reason code {reason_code:#x})"
+        )
+        self.topic = topic
+        self.reason_code = reason_code
+
+
+class OutboxFullError(MQTTError):
+    """The outbox is full and its overflow policy is ``raise``."""

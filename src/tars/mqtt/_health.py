@@ -1,0 +1,106 @@
+"""Health reporting: the payloads a client publishes about itself, and where.
+
+Each client with health enabled publishes, under its own ``client_id``:
+
+* ``system/health/{client_id}``: a retained envelope of type ``health.status`` whose data is a
+  :class:`HealthStatus`. The broker holds the latest one, and the connection's will replaces it
+  with an "offline" status (:func:`will_payload`) when the process dies without disconnecting,
+  so a dashboard shows a crashed service as unhealthy instead of as its last good state.
+* ``system/keepalive/{client_id}``: bare :class:`HeartbeatPayload` objects (no envelope, they are
+  frequent and only ever read by the client itself) that prove the publish/subscribe round trip.
+"""
+
+from __future__ import annotations
+
+import orjson
+from pydantic import BaseModel, ConfigDict
+
+from tars.mqtt._envelope import encode_event
+
+__all__ = [
+    "HEALTH_EVENT_TYPE",
+    "WILL_ERROR",
+    "WILL_EVENT",
+    "HealthStatus",
+    "HeartbeatPayload",
+    "encode_health",
+    "encode_heartbeat",
+    "health_topic",
+    "keepalive_topic",
+    "will_payload",
+]
+
+HEALTH_EVENT_TYPE = "health.status"
+"""The envelope ``type`` of health status events."""
+
+WILL_EVENT = "offline"
+"""The ``event`` of the will's health status."""
+WILL_ERROR = "connection lost unexpectedly"
+"""The ``error`` of the will's health status."""
+
+
+class HealthStatus(BaseModel):
+    """The ``data`` of a ``health.status`` envelope: is the service healthy, and why not."""
+
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
+
+    ok: bool
+    """True when the service considers itself healthy."""
+    event: str | None = None
+    """What changed, in a word or two (``"ready"``, ``"offline"``...), or None."""
+    error: str | None = None
+    """Why the service is unhealthy, for humans; None when ``ok``."""
+    timestamp: float
+    """When the status was produced, in Unix seconds."""
+
+
+class HeartbeatPayload(BaseModel):
+    """A heartbeat a client sends to itself through the broker."""
+
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
+
+    ok: bool
+    """Always true for a heartbeat the client sends."""
+    event: str
+    """Always ``"heartbeat"``."""
+    timestamp: float
+    """When the heartbeat was sent (the sender's clock), in seconds."""
+
+
+def health_topic(client_id: str) -> str:
+    """Return the topic a client's health status is published (retained) on."""
+    return f"system/health/{client_id}"
+
+
+def keepalive_topic(client_id: str) -> str:
+    """Return the topic a client sends its heartbeats to (and subscribes to)."""
+    return f"system/keepalive/{client_id}"
+
+
+def encode_health(
+    ok: bool, event: str | None, error: str | None, *, source: str, timestamp: float
+) -> tuple[str, bytes]:
+    """Build a ``health.status`` envelope and return ``(id, payload)``.
+
+    Its data is exactly the fields of :class:`HealthStatus`, with ``timestamp`` as a float.
+    """
+    return encode_event(
+        HEALTH_EVENT_TYPE,
+        {"ok": ok, "event": event, "error": error, "timestamp": float(timestamp)},
+        source=source,
+    )
+
+
+def encode_heartbeat(timestamp: float) -> bytes:
+    """Build a heartbeat payload: ``{"ok": true, "event": "heartbeat", "timestamp": ...}``."""
+    return orjson.dumps({"ok": True, "event": "heartbeat", "timestamp": float(timestamp)})
+
+
+def will_payload(*, source: str, timestamp: float) -> bytes:
+    """Build the will: the health status the broker publishes if the connection dies uncleanly.
+
+    It reads ``ok: false``, event ``"offline"``, error ``"connection lost unexpectedly"``. Its
+    ``timestamp`` (and envelope ``ts``) is when the will was built, i.e. when the connection was
+    opened: the broker only publishes it later, unchanged.
+    """
+    return encode_health(False, WILL_EVENT, WILL_ERROR, source=source, timestamp=timestamp)[1]

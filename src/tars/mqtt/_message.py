@@ -1,0 +1,115 @@
+"""The message a handler receives: topic, payload, QoS, retain flag, and a lazily parsed envelope.
+
+One :class:`Message` is built per received PUBLISH and shared by every subscription it matches,
+so the JSON is parsed at most once however many handlers (and the dedup window) look at it, and
+the payload bytes are never copied after the codec produced them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import orjson
+from mqtt5 import PublishPacket
+
+from ._envelope import Envelope, envelope_from_json
+from ._errors import EnvelopeError
+
+__all__ = ["Message"]
+
+_UNSET: Final[Any] = object()
+
+
+class Message:
+    """A received MQTT message. Read-only.
+
+    ``payload`` is the raw bytes; :meth:`json` and :attr:`envelope` parse them on first use and
+    cache the result. ``packet`` is the codec's ``mqtt5.PublishPacket`` for the MQTT 5
+    properties (``user_properties``, ``response_topic``, ``correlation_data``, ``content_type``,
+    ``message_expiry_interval``...).
+    """
+
+    __slots__ = ("_envelope", "_json", "_packet", "_payload", "_qos", "_retain", "_topic")
+
+    def __init__(self, packet: PublishPacket) -> None:
+        self._packet = packet
+        self._topic: str = packet.topic
+        self._payload: bytes = packet.payload
+        self._qos = int(packet.qos)
+        self._retain: bool = packet.retain
+        self._json: Any = _UNSET
+        self._envelope: Envelope | EnvelopeError | None = None
+
+    @property
+    def topic(self) -> str:
+        """The topic the message was published on (not the filter it matched)."""
+        return self._topic
+
+    @property
+    def payload(self) -> bytes:
+        """The payload as received."""
+        return self._payload
+
+    @property
+    def qos(self) -> int:
+        """The QoS it was delivered with (the lower of publish and subscription QoS)."""
+        return self._qos
+
+    @property
+    def retain(self) -> bool:
+        """True when the broker sent a retained message (e.g. the last health status)."""
+        return self._retain
+
+    @property
+    def packet(self) -> PublishPacket:
+        """The underlying ``mqtt5.PublishPacket`` (MQTT 5 properties)."""
+        return self._packet
+
+    def json(self) -> Any:
+        """The payload parsed as JSON (cached). Raises :class:`~tars.mqtt.EnvelopeError`."""
+        value = self._json
+        if value is _UNSET:
+            try:
+                value = orjson.loads(self._payload)
+            except orjson.JSONDecodeError as exc:
+                value = EnvelopeError(f"payload is not JSON: {exc}")
+            self._json = value
+        if isinstance(value, EnvelopeError):
+            raise value
+        return value
+
+    @property
+    def envelope(self) -> Envelope:
+        """The payload as an :class:`~tars.mqtt.Envelope` (cached).
+
+        Raises :class:`~tars.mqtt.EnvelopeError` when the payload is not JSON or not an envelope.
+        """
+        env = self._envelope
+        if env is None:
+            try:
+                env = envelope_from_json(self.json())
+            except EnvelopeError as exc:
+                env = exc
+            self._envelope = env
+        if isinstance(env, EnvelopeError):
+            raise env
+        return env
+
+    @property
+    def envelope_id(self) -> str | None:
+        """The envelope id when the payload is a JSON object with a string ``id``, else None."""
+        try:
+            value = self.json()
+        except EnvelopeError:
+            return None
+        if type(value) is dict:
+            eid = value.get("id")
+            if type(eid) is str:
+                return eid
+        return None
+
+    def __repr__(self) -> str:
+        return (
+            f"<Message topic={self._topic!r} qos={self._qos} retain={self._retain} "
+            f"payload={len(self._payload)} bytes>"
+        )

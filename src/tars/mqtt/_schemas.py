@@ -1,0 +1,106 @@
+"""Write (or check) the JSON Schemas of the wire payloads under ``schemas/``.
+
+Run from the repository root::
+
+    python -m tars.mqtt._schemas           # regenerate schemas/*.schema.json
+    python -m tars.mqtt._schemas --check   # exit 1 when a committed file is missing or stale
+
+The files are generated from the pydantic models, so the models stay the single source of truth;
+they are committed so that services in other languages, and the integration suite checking real
+wire captures, can validate payloads without importing this package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from tars.mqtt._envelope import Envelope
+from tars.mqtt._health import HealthStatus, HeartbeatPayload
+
+__all__ = ["SCHEMA_MODELS", "check_schemas", "main", "render_schemas", "write_schemas"]
+
+SCHEMA_MODELS: dict[str, type[BaseModel]] = {
+    "envelope.schema.json": Envelope,
+    "health_status.schema.json": HealthStatus,
+    "heartbeat.schema.json": HeartbeatPayload,
+}
+"""File name under ``schemas/`` -> the model it describes."""
+
+_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's validation schema, tagged with the draft pydantic writes (2020-12)."""
+    return {"$schema": _DIALECT, **model.model_json_schema()}
+
+
+def render_schemas() -> dict[str, str]:
+    """Return each schema file's exact text: sorted keys, two-space indent, final newline.
+
+    Stable formatting keeps the committed files byte-for-byte reproducible, so a diff in them
+    always means the models changed.
+    """
+    return {
+        name: json.dumps(_schema(model), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        for name, model in SCHEMA_MODELS.items()
+    }
+
+
+def check_schemas(directory: Path) -> list[str]:
+    """Return the names of the schema files in ``directory`` that are missing or out of date."""
+    stale = []
+    for name, text in render_schemas().items():
+        path = directory / name
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            stale.append(name)
+    return stale
+
+
+def write_schemas(directory: Path) -> list[str]:
+    """Write the schema files that are missing or out of date; return their names."""
+    directory.mkdir(parents=True, exist_ok=True)
+    stale = check_schemas(directory)
+    texts = render_schemas()
+    for name in stale:
+        (directory / name).write_text(texts[name], encoding="utf-8")
+    return stale
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (1 when ``--check`` finds a difference)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tars.mqtt._schemas",
+        description="Write (or check) the JSON Schemas of the wire payloads.",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="only compare; exit 1 if any file differs"
+    )
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=Path("schemas"),
+        help="the schemas directory (default: ./schemas, run from the repository root)",
+    )
+    args = parser.parse_args(argv)
+    directory: Path = args.dir
+    if args.check:
+        stale = check_schemas(directory)
+        for name in stale:
+            print(f"{directory / name} is missing or out of date", file=sys.stderr)
+        if stale:
+            print("run: python -m tars.mqtt._schemas", file=sys.stderr)
+        return 1 if stale else 0
+    for name in write_schemas(directory):
+        print(f"wrote {directory / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

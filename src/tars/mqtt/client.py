@@ -1,0 +1,946 @@
+"""MQTTClient: the one MQTT client every TARS service uses.
+
+It composes the small parts (config, session, connection, dispatcher, outbox, backoff,
+liveness, health) and owns the lifecycle: an explicit :class:`ClientState`, one supervisor task
+that connects, reconnects with backoff, restores subscriptions and flushes the outbox, and one
+liveness task (heartbeat, watchdog, publish-ack timeout). Every background task is named, owned
+here, and gone after :meth:`MQTTClient.shutdown`.
+
+Publish path: ``publish_event`` -> envelope bytes -> session (connected) or outbox (not) -> wire.
+Receive path: wire -> session -> dispatcher -> dedup -> the subscription's queue -> its handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, Self, Unpack
+
+from mqtt5 import QoS, RetainHandling, TopicFilter, Will
+from pydantic import BaseModel
+
+from ._backoff import BackoffPolicy, ExponentialBackoff
+from ._config import MQTTClientConfig
+from ._connection import Connection, Connector, open_connection
+from ._dedup import DedupWindow
+from ._dispatch import Dispatcher, Handler, Overflow, Subscription
+from ._envelope import encode_event
+from ._errors import (
+    ClientStateError,
+    ConnectError,
+    ConnectionLostError,
+    MQTTError,
+    NotConnectedError,
+    OutboxFullError,
+    PayloadTooLarge,
+    SubscribeError,
+)
+from ._health import (
+    encode_health,
+    encode_heartbeat,
+    health_topic,
+    keepalive_topic,
+    will_payload,
+)
+from ._liveness import HeartbeatSchedule, Watchdog
+from ._message import Message
+from ._options import ClientOptions
+from ._outbox import Outbox, OutboxItem
+from ._session import PublishDone, Session
+from ._topics import validate_topic_filter, validate_topic_name
+
+__all__ = ["ClientState", "ClientStats", "MQTTClient"]
+
+log = logging.getLogger("tars.mqtt")
+
+# CONNACK reasons that no retry will fix while the configuration stays the same.
+_FATAL_CONNACK: Final = frozenset({0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C})
+_SHUTDOWN_TIMEOUT: Final = 5.0
+_LIVENESS_TICK: Final = 1.0
+
+Hook = Callable[[], Awaitable[None]]
+
+
+class ClientState(enum.Enum):
+    """Where the client is in its life. Only the transitions below happen::
+
+    CREATED -> CONNECTING -> CONNECTED <-> RECONNECTING -> CLOSING -> CLOSED -> CONNECTING ...
+    """
+
+    CREATED = "created"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientStats:
+    """A snapshot of the client's counters (:attr:`MQTTClient.stats`)."""
+
+    published: int  # publishes handed to a link (QoS 0 sent, QoS 1/2 in flight)
+    publish_failed: int  # QoS 1/2 publishes the broker refused
+    dropped_offline: int  # QoS 0 publishes dropped while disconnected
+    outbox_dropped: int  # dropped by the outbox policy or limits
+    outbox_expired: int  # older than outbox_message_ttl when the link came back
+    received: int  # messages offered to subscription queues
+    handled: int
+    failed: int  # handler raised
+    timed_out: int  # handler exceeded its timeout
+    dropped: int  # dropped by a subscription's overflow policy
+    deduplicated: int
+    invalid: int  # not an envelope / not valid for a typed handler
+    unmatched: int  # received but no subscription wanted it
+    connects: int  # successful connections (the first one included)
+    stale_links: int  # links the watchdog or the publish timeout tore down
+
+
+class MQTTClient:
+    """An asyncio MQTT 5 client with envelopes, dispatch, reconnection, heartbeat and health.
+
+    ``MQTTClient("mqtt://user:pass@host:1883", "stt-worker", enable_health=True)`` — every
+    keyword is a field of :class:`~tars.mqtt.MQTTClientConfig` (or pass ``config=``). Bad values
+    raise :class:`~tars.mqtt.ConfigError` here, at construction.
+
+    ``backoff`` replaces the reconnect policy; ``ssl_context`` the TLS settings of ``mqtts://``;
+    ``connector`` the transport (e.g. :class:`tars.mqtt.testing.InMemoryBroker`'s).
+    """
+
+    def __init__(
+        self,
+        mqtt_url: str | None = None,
+        client_id: str | None = None,
+        *,
+        config: MQTTClientConfig | None = None,
+        backoff: BackoffPolicy | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        connector: Connector | None = None,
+        **options: Unpack[ClientOptions],
+    ) -> None:
+        if config is None:
+            fields: dict[str, Any] = dict(options)
+            if mqtt_url is not None:
+                fields["mqtt_url"] = mqtt_url
+            if client_id is not None:
+                fields["client_id"] = client_id
+            config = MQTTClientConfig(**fields)
+        elif mqtt_url is not None or client_id is not None or options:
+            raise TypeError("pass either config= or mqtt_url/client_id/options, not both")
+        self._config = config
+        self._params = config.connection
+        self._backoff: BackoffPolicy = backoff or ExponentialBackoff(
+            min_delay=config.reconnect_min_delay, max_delay=config.reconnect_max_delay
+        )
+        self._ssl_context = ssl_context
+        self._connector = connector
+        self._state = ClientState.CREATED
+        self._session: Session | None = None
+        self._conn: Connection | None = None
+        self._dispatcher = Dispatcher(self._on_block)
+        self._listeners = [self._dispatcher.on_packet]
+        self._outbox = self._new_outbox()
+        self._outbox_room: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._first_connect: asyncio.Future[None] | None = None
+        self._closed: asyncio.Future[None] | None = None
+        self._connected_event: asyncio.Event | None = None
+        self._blocked = 0
+        self._valid_topics: dict[str, None] = {}
+        self._flush_waiters: list[asyncio.Future[None]] = []
+        self._connect_hooks: list[Hook] = []
+        self._disconnect_hooks: list[Hook] = []
+        self._watchdog = Watchdog(config.heartbeat_interval, config.watchdog_missed_heartbeats)
+        self._last_ack = 0.0
+        self._waiting_since: float | None = None
+        self._counts = dict.fromkeys(
+            ("published", "publish_failed", "dropped_offline", "connects", "stale_links"), 0
+        )
+
+    @classmethod
+    def from_env(
+        cls,
+        env: Mapping[str, str] | None = None,
+        *,
+        backoff: BackoffPolicy | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        connector: Connector | None = None,
+        **overrides: Any,
+    ) -> Self:
+        """Build a client from ``MQTT_URL``, ``MQTT_CLIENT_ID`` and the other ``MQTT_*`` variables.
+
+        Raises :class:`~tars.mqtt.ConfigError` naming the variable at fault.
+        """
+        config = MQTTClientConfig.from_env(env, **overrides)
+        return cls(config=config, backoff=backoff, ssl_context=ssl_context, connector=connector)
+
+    def __repr__(self) -> str:
+        return (
+            f"<MQTTClient {self._config.client_id!r} {self._params.redacted_url} "
+            f"state={self._state.value}>"
+        )
+
+    # --- properties --------------------------------------------------------------------------
+
+    @property
+    def config(self) -> MQTTClientConfig:
+        """The validated configuration (frozen)."""
+        return self._config
+
+    @property
+    def client_id(self) -> str:
+        return self._config.client_id
+
+    @property
+    def state(self) -> ClientState:
+        return self._state
+
+    @property
+    def connected(self) -> bool:
+        """True exactly while a CONNACK-ed link is up and the client is usable on it."""
+        conn = self._conn
+        return self._state is ClientState.CONNECTED and conn is not None and conn.is_connected
+
+    @property
+    def client(self) -> Connection | None:
+        """The protocol-level connection while connected, else None. Read-only.
+
+        For what the client does not wrap: publish with MQTT 5 properties, subscribe with
+        options, read the broker's CONNACK. Subscriptions made through it are not restored
+        after a reconnect; messages they bring reach listeners added with
+        :meth:`add_message_listener`.
+        """
+        return self._conn if self.connected else None
+
+    @property
+    def stats(self) -> ClientStats:
+        """A snapshot of every counter (client and subscriptions)."""
+        totals = dict.fromkeys(
+            ("received", "handled", "failed", "timed_out", "dropped", "deduplicated", "invalid"), 0
+        )
+        for sub in self._dispatcher.subscriptions():
+            for name in totals:
+                totals[name] += getattr(sub.stats, name)
+        return ClientStats(
+            outbox_dropped=self._outbox.dropped,
+            outbox_expired=self._outbox.expired,
+            unmatched=self._dispatcher.unmatched,
+            **self._counts,
+            **totals,
+        )
+
+    # --- hooks -------------------------------------------------------------------------------
+
+    def on_connect(self, hook: Hook) -> Hook:
+        """Register ``async def hook() -> None`` run after every (re)connection. Decorator-friendly."""
+        self._connect_hooks.append(hook)
+        return hook
+
+    def on_disconnect(self, hook: Hook) -> Hook:
+        """Register ``async def hook() -> None`` run after every lost link."""
+        self._disconnect_hooks.append(hook)
+        return hook
+
+    def add_message_listener(self, listener: Callable[[Any], None]) -> Callable[[], None]:
+        """Call ``listener(packet)`` synchronously for every PUBLISH received (raw
+        ``mqtt5.PublishPacket``); returns a function that removes it. Keep it fast."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.shutdown()
+
+    async def connect(self) -> None:
+        """Connect, and keep reconnecting by itself until :meth:`shutdown`.
+
+        Returns once connected. While the broker is down at start it waits and retries
+        (``wait_for_broker=True``, the default) or raises :class:`~tars.mqtt.ConnectError`.
+        A refusal no retry can fix (bad credentials, not authorized, bad client id) raises
+        :class:`~tars.mqtt.ConnectError` at once. Raises :class:`~tars.mqtt.ClientStateError`
+        when already connecting or connected.
+        """
+        if self._state not in (ClientState.CREATED, ClientState.CLOSED):
+            raise ClientStateError(f"connect() while {self._state.value}")
+        loop = asyncio.get_running_loop()
+        cfg = self._config
+        will = None
+        if cfg.enable_health:
+            will = Will(
+                health_topic(cfg.client_id),
+                payload=will_payload(source=cfg.source, timestamp=time.time()),
+                qos=QoS.AT_LEAST_ONCE,
+                retain=True,
+            )
+        params = self._params
+        self._session = Session(
+            cfg.client_id,
+            keep_alive=cfg.keepalive,
+            clean_start=cfg.clean_start,
+            session_expiry_interval=cfg.session_expiry_interval,
+            receive_maximum=cfg.receive_maximum,
+            username=params.username,
+            password=params.password,
+            will=will,
+        )
+        self._state = ClientState.CONNECTING
+        self._first_connect = loop.create_future()
+        self._closed = loop.create_future()
+        self._connected_event = asyncio.Event()
+        self._outbox_room = asyncio.Event()
+        if cfg.enable_heartbeat:
+            sid = self._dispatcher.add_internal(keepalive_topic(cfg.client_id), self._on_echo)
+            self._heartbeat_sid = sid
+        for sub in self._dispatcher.subscriptions():
+            sub.start()
+        self._spawn(self._supervise(), "tars-mqtt-supervisor")
+        self._spawn(self._liveness(), "tars-mqtt-liveness")
+        try:
+            await asyncio.shield(self._first_connect)
+        except BaseException:
+            await self.shutdown()
+            raise
+
+    async def shutdown(self, timeout: float = _SHUTDOWN_TIMEOUT) -> None:
+        """Close gracefully: health ``shutdown``, pending acks flushed, DISCONNECT, every task
+        cancelled. Idempotent, never raises, returns within about ``timeout`` seconds."""
+        if self._state in (ClientState.CREATED, ClientState.CLOSED):
+            return
+        if self._state is ClientState.CLOSING:
+            if self._closed is not None:
+                await asyncio.shield(self._closed)
+            return
+        was_connected = self.connected
+        self._state = ClientState.CLOSING
+        if self._connected_event is not None:
+            self._connected_event.clear()
+        deadline = asyncio.get_running_loop().time() + timeout
+        try:
+            conn = self._conn
+            if was_connected and conn is not None:
+                await self._say_goodbye(conn, timeout / 2)
+            await self._cancel_tasks(max(0.1, deadline - asyncio.get_running_loop().time()))
+            await asyncio.gather(
+                *(sub.stop() for sub in self._dispatcher.subscriptions()), return_exceptions=True
+            )
+        except Exception:  # shutdown never raises: log and finish the job
+            log.exception("error during shutdown of %s", self._config.client_id)
+        finally:
+            self._finish_close()
+
+    async def disconnect(self) -> None:
+        """Same as :meth:`shutdown` (kept for code written against paho-style clients)."""
+        await self.shutdown()
+
+    # --- publishing --------------------------------------------------------------------------
+
+    async def publish_event(
+        self,
+        topic: str,
+        event_type: str,
+        data: Mapping[str, Any] | BaseModel,
+        *,
+        correlation_id: str | None = None,
+        qos: int = 0,
+        retain: bool = False,
+        wait: bool = True,
+    ) -> str:
+        """Wrap ``data`` in an :class:`~tars.mqtt.Envelope` and publish it; return its id.
+
+        See :meth:`publish` for ``qos``, ``retain``, ``wait`` and the errors raised; also
+        ``TypeError`` when ``data`` is not a mapping or pydantic model or cannot be serialized.
+        """
+        msg_id, payload = encode_event(
+            event_type, data, source=self._config.source, correlate=correlation_id
+        )
+        await self.publish(topic, payload, qos=qos, retain=retain, wait=wait)
+        return msg_id
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes | str,
+        *,
+        qos: int = 0,
+        retain: bool = False,
+        wait: bool = True,
+        properties: dict[str, Any] | None = None,
+    ) -> None:
+        """Publish raw bytes (or str, sent as UTF-8).
+
+        QoS 1/2 with ``wait=True`` return once the broker acknowledged (across reconnects:
+        the message is resent); ``wait=False`` returns once the message is handed over (the ack
+        is tracked, see :meth:`flush`). While disconnected, QoS 1/2 (and QoS 0 with
+        ``queue_qos0_offline``) go to the outbox; QoS 0 is otherwise dropped and counted.
+
+        Raises :class:`~tars.mqtt.InvalidTopicError`, :class:`~tars.mqtt.PayloadTooLarge`,
+        ``ValueError`` (qos), :class:`~tars.mqtt.NotConnectedError` (before :meth:`connect`),
+        :class:`~tars.mqtt.ClientStateError` (after :meth:`shutdown`),
+        :class:`~tars.mqtt.OutboxFullError` (policy ``raise``),
+        :class:`~tars.mqtt.PublishError` (the broker refused it).
+        """
+        if topic not in self._valid_topics:
+            validate_topic_name(topic)
+            if len(self._valid_topics) >= 4096:
+                self._valid_topics.clear()
+            self._valid_topics[topic] = None
+        if type(payload) is not bytes:
+            if isinstance(payload, str):
+                payload = payload.encode()
+            elif isinstance(payload, bytearray | memoryview):
+                payload = bytes(payload)
+            else:
+                raise TypeError(f"payload must be bytes or str, not {type(payload).__name__}")
+        if qos != 0 and qos != 1 and qos != 2:
+            raise ValueError(f"qos must be 0, 1 or 2, not {qos!r}")
+        limit = self._config.max_payload_size
+        if len(payload) > limit:
+            raise PayloadTooLarge(len(payload), limit)
+        state = self._state
+        conn = self._conn
+        if state is ClientState.CONNECTED and conn is not None and conn.is_connected:
+            if qos and not wait and self._session is not None:
+                await conn.wait_for_capacity()
+            fut = conn.publish_nowait(
+                topic, payload, qos=qos, retain=retain, wait=wait, properties=properties
+            )
+            self._counts["published"] += 1
+            if fut is not None:
+                await fut
+            elif conn._write_paused:
+                await conn.drain()
+            return
+        if state is ClientState.CREATED:
+            raise NotConnectedError("publish() before connect()")
+        if state is ClientState.CLOSING or state is ClientState.CLOSED:
+            raise ClientStateError(f"publish() while {state.value}")
+        await self._publish_offline(topic, payload, qos, retain, wait, properties)
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Wait until every QoS 1/2 publish issued so far is acknowledged and the outbox is
+        empty. Raises ``TimeoutError`` after ``timeout`` seconds."""
+        async with asyncio.timeout(timeout):
+            while not self._flushed():
+                if self._state in (ClientState.CLOSED, ClientState.CREATED):
+                    raise ClientStateError(f"flush() while {self._state.value}")
+                waiter = asyncio.get_running_loop().create_future()
+                self._flush_waiters.append(waiter)
+                await waiter
+
+    async def publish_health(
+        self, ok: bool, event: str | None = None, error: str | None = None
+    ) -> str:
+        """Publish a retained ``health.status`` envelope to ``system/health/{client_id}`` (QoS 1)."""
+        cfg = self._config
+        msg_id, payload = encode_health(
+            ok, event, error, source=cfg.source, timestamp=time.time()
+        )
+        await self.publish(health_topic(cfg.client_id), payload, qos=1, retain=True)
+        return msg_id
+
+    # --- subscribing -------------------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        topic: str,
+        handler: Handler,
+        qos: int = 0,
+        *,
+        queue_size: int | None = None,
+        overflow: Overflow | None = None,
+        concurrency: int | None = None,
+        timeout: float | None = None,
+    ) -> Subscription:
+        """Call ``handler`` for every message on ``topic`` (a filter; wildcards and
+        ``$share/group/...`` allowed), from its own bounded queue.
+
+        The handler is ``async def handler(payload: bytes)``, or takes a
+        :class:`~tars.mqtt.Message`, an :class:`~tars.mqtt.Envelope` or a pydantic model (the
+        envelope's data, validated) when its first parameter is annotated so. Per-subscription
+        ``queue_size``, ``overflow``, ``concurrency`` and ``timeout`` default to the config's.
+        Before :meth:`connect` the subscription is sent on connect.
+
+        Raises :class:`~tars.mqtt.InvalidTopicError`, ``TypeError`` (not an async handler),
+        ``ValueError`` (qos or options), :class:`~tars.mqtt.SubscribeError` (broker refused),
+        :class:`~tars.mqtt.ClientStateError` (after shutdown).
+        """
+        validate_topic_filter(topic)
+        if qos not in (0, 1, 2):
+            raise ValueError(f"qos must be 0, 1 or 2, not {qos!r}")
+        if self._state in (ClientState.CLOSING, ClientState.CLOSED):
+            raise ClientStateError(f"subscribe() while {self._state.value}")
+        cfg = self._config
+        dedup = None
+        if cfg.dedupe_ttl > 0:
+            dedup = DedupWindow(cfg.dedupe_ttl, cfg.dedupe_max_entries)
+        sub = Subscription(
+            topic,
+            handler,
+            qos=qos,
+            queue_size=queue_size if queue_size is not None else cfg.queue_size,
+            overflow=overflow if overflow is not None else cfg.overflow,
+            concurrency=concurrency if concurrency is not None else cfg.handler_concurrency,
+            timeout=timeout if timeout is not None else cfg.handler_timeout,
+            dedup=dedup,
+            on_block=self._on_block,
+        )
+        before = self._dispatcher.filters.get(topic)
+        self._dispatcher.add(sub)
+        if self._state is not ClientState.CREATED:
+            sub.start()
+        conn = self._conn
+        if self.connected and conn is not None and (before is None or qos > before):
+            try:
+                await self._send_subscribe(conn, topic, qos, retained=True)
+            except BaseException:
+                self._dispatcher.remove(sub)
+                await sub.stop()
+                raise
+        return sub
+
+    async def unsubscribe(self, topic: str | Subscription, handler: Handler | None = None) -> None:
+        """Remove the subscriptions on ``topic`` (all, or only ``handler``'s), or one
+        :class:`Subscription`; the broker is told when no handler is left on the filter."""
+        if isinstance(topic, Subscription):
+            subs = [topic]
+        else:
+            subs = [
+                s
+                for s in self._dispatcher.subscriptions(topic)
+                if handler is None or s.handler == handler
+            ]
+        for sub in subs:
+            emptied = self._dispatcher.remove(sub)
+            await sub.stop()
+            conn = self._conn
+            if emptied and self.connected and conn is not None:
+                try:
+                    await conn.unsubscribe(sub.topic_filter)
+                except ConnectionLostError:
+                    pass  # the filter is gone from our registry: it is not restored
+
+    # --- internals: publishing ---------------------------------------------------------------
+
+    async def _publish_offline(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        wait: bool,
+        properties: dict[str, Any] | None,
+    ) -> None:
+        cfg = self._config
+        if qos == 0 and not cfg.queue_qos0_offline:
+            self._counts["dropped_offline"] += 1
+            log.debug("not connected: QoS 0 message for %r dropped", topic)
+            return
+        loop = asyncio.get_running_loop()
+        outbox = self._outbox
+        if outbox.policy == "block":
+            while not outbox.has_room(len(payload)) and not self.connected:
+                assert self._outbox_room is not None
+                self._outbox_room.clear()
+                await self._outbox_room.wait()
+            if self.connected:  # the link came back while we waited
+                await self.publish(topic, payload, qos=qos, retain=retain, wait=wait)
+                return
+        fut: asyncio.Future[int] | None = loop.create_future() if qos and wait else None
+        ttl = cfg.outbox_message_ttl
+        expires = time.monotonic() + ttl if ttl is not None else None
+        item = OutboxItem(topic, payload, qos, retain, properties, fut, expires)
+        for dropped in outbox.put(item):
+            self._fail(dropped.future, OutboxFullError(f"outbox full: message for {topic!r} dropped"))
+            log.warning("outbox full: dropped a message for %r", dropped.topic)
+        if fut is not None:
+            await fut
+
+    def _flush_outbox(self, conn: Connection) -> None:
+        ready, expired = self._outbox.take_all(time.monotonic())
+        for item in expired:
+            self._fail(item.future, OutboxFullError("message expired in the outbox"))
+        for item in ready:
+            fut = conn.publish_nowait(
+                item.topic,
+                item.payload,
+                qos=item.qos,
+                retain=item.retain,
+                wait=item.future is not None,
+                properties=item.properties,
+            )
+            self._counts["published"] += 1
+            if fut is not None and item.future is not None:
+                _chain(fut, item.future)
+        if self._outbox_room is not None:
+            self._outbox_room.set()
+
+    def _on_publish_done(self, event: PublishDone) -> None:
+        self._last_ack = time.monotonic()
+        if event.reason_code >= 0x80:
+            self._counts["publish_failed"] += 1
+            if event.handle is None:
+                log.warning("broker refused a publish: reason code %#x", event.reason_code)
+        if self._flush_waiters and self._flushed():
+            self._wake_flush()
+
+    def _flushed(self) -> bool:
+        session = self._session
+        pending = session.unfinished_count if session is not None else 0
+        return pending == 0 and len(self._outbox) == 0
+
+    def _wake_flush(self) -> None:
+        for waiter in self._flush_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._flush_waiters.clear()
+
+    @staticmethod
+    def _fail(fut: asyncio.Future[Any] | None, exc: BaseException) -> None:
+        if fut is not None and not fut.done():
+            fut.set_exception(exc)
+
+    # --- internals: the supervisor -----------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        """Connect, and reconnect with backoff whenever the link is lost, until cancelled."""
+        assert self._first_connect is not None
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        cfg = self._config
+        params = self._params
+        while True:
+            session = self._session
+            assert session is not None
+            try:
+                conn = await open_connection(
+                    session,
+                    params.host,
+                    params.port,
+                    listeners=self._listeners,
+                    ssl_context=self._tls_context(),
+                    connector=self._connector,
+                    timeout=cfg.connect_timeout,
+                    on_publish_done=self._on_publish_done,
+                    display=params.redacted_url,
+                )
+            except ConnectError as exc:
+                first = not self._first_connect.done()
+                fatal = exc.reason_code in _FATAL_CONNACK
+                if first and (fatal or not cfg.wait_for_broker):
+                    self._first_connect.set_exception(exc)
+                    return
+                delay = self._backoff.next_delay(attempt, refused=exc.refused)
+                attempt += 1
+                if delay is None:
+                    log.error("giving up connecting to %s: %s", params.redacted_url, exc)
+                    if first:
+                        self._first_connect.set_exception(exc)
+                    self._spawn(self.shutdown(), "tars-mqtt-give-up")
+                    return
+                log.info("%s; retrying in %.2f s", exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            up_at = loop.time()
+            if not await self._link_up(conn):
+                continue
+            await conn.wait_closed()
+            self._link_down(conn)
+            # A link that dropped soon after it came up keeps growing the backoff (a client id
+            # clash or a broker that kicks us must not become a reconnect storm).
+            if loop.time() - up_at > self._config.reconnect_max_delay:
+                attempt = 0
+            delay = self._backoff.next_delay(attempt, refused=False)
+            attempt += 1
+            if delay is None:
+                self._spawn(self.shutdown(), "tars-mqtt-give-up")
+                return
+            await asyncio.sleep(delay)
+
+    async def _link_up(self, conn: Connection) -> bool:
+        """Restore subscriptions, flush the outbox, then open the client for business."""
+        assert self._first_connect is not None and self._connected_event is not None
+        cfg = self._config
+        first = not self._first_connect.done()
+        self._conn = conn
+        if self._blocked:
+            conn.pause_reading()
+        session_present = bool(conn.connack is not None and conn.connack.session_present)
+        try:
+            await self._restore_subscriptions(conn, resend=not session_present or first)
+        except ConnectionLostError:
+            self._conn = None
+            return False
+        self._flush_outbox(conn)
+        self._state = ClientState.CONNECTED
+        self._counts["connects"] += 1
+        now = asyncio.get_running_loop().time()
+        self._watchdog.start(now)
+        self._waiting_since = None
+        self._connected_event.set()
+        log.info(
+            "%s connected to %s%s",
+            cfg.client_id,
+            self._params.redacted_url,
+            " (session resumed)" if session_present else "",
+        )
+        if cfg.enable_health:
+            _, payload = encode_health(
+                True,
+                "ready" if first else "reconnected",
+                None,
+                source=cfg.source,
+                timestamp=time.time(),
+            )
+            conn.publish_nowait(health_topic(cfg.client_id), payload, qos=1, retain=True, wait=False)
+        if first:
+            self._first_connect.set_result(None)
+        self._run_hooks(self._connect_hooks, "connect")
+        if self._flush_waiters and self._flushed():
+            self._wake_flush()
+        return True
+
+    def _link_down(self, conn: Connection) -> None:
+        assert self._connected_event is not None
+        self._conn = None
+        self._connected_event.clear()
+        if self._state is ClientState.CONNECTED:
+            self._state = ClientState.RECONNECTING
+            reason = conn.close_reason
+            log.warning(
+                "%s lost its link to %s: %s",
+                self._config.client_id,
+                self._params.redacted_url,
+                reason or "closed",
+            )
+            self._run_hooks(self._disconnect_hooks, "disconnect")
+
+    async def _restore_subscriptions(self, conn: Connection, *, resend: bool) -> None:
+        jobs = []
+        if resend:
+            for topic, qos in self._dispatcher.filters.items():
+                jobs.append(self._send_subscribe(conn, topic, qos, retained=True, raise_=False))
+        for topic, sid in self._dispatcher.internal_topics().items():
+            jobs.append(self._send_internal_subscribe(conn, topic, sid))
+        if jobs:
+            await asyncio.gather(*jobs)
+
+    async def _send_subscribe(
+        self, conn: Connection, topic: str, qos: int, *, retained: bool, raise_: bool = True
+    ) -> None:
+        connack = conn.connack
+        use_ids = connack is None or connack.subscription_id_available
+        handling = RetainHandling.SEND_ALWAYS if retained else RetainHandling.SEND_NEVER
+        tf = TopicFilter(topic, max_qos=QoS(qos), retain_handling=handling)
+        sid = self._dispatcher.subscription_id(topic) if use_ids else None
+        codes = await conn.subscribe(tf, subscription_id=sid)
+        if codes and codes[0] >= 0x80:
+            error = SubscribeError(topic, codes[0])
+            if raise_:
+                raise error
+            log.error("%s", error)
+
+    async def _send_internal_subscribe(self, conn: Connection, topic: str, sid: int) -> None:
+        connack = conn.connack
+        use_ids = connack is None or connack.subscription_id_available
+        tf = TopicFilter(topic, max_qos=QoS.AT_MOST_ONCE, retain_handling=RetainHandling.SEND_NEVER)
+        codes = await conn.subscribe(tf, subscription_id=sid if use_ids else None)
+        if codes and codes[0] >= 0x80:
+            log.error("%s", SubscribeError(topic, codes[0]))
+
+    # --- internals: liveness -----------------------------------------------------------------
+
+    def _on_echo(self, msg: Message) -> None:
+        self._watchdog.heartbeat_returned(asyncio.get_running_loop().time())
+
+    async def _liveness(self) -> None:
+        """Heartbeat, heartbeat watchdog and publish-ack timeout, for whichever link is up."""
+        assert self._connected_event is not None
+        cfg = self._config
+        loop = asyncio.get_running_loop()
+        schedule = HeartbeatSchedule(cfg.heartbeat_interval)
+        topic = keepalive_topic(cfg.client_id)
+        current: Connection | None = None
+        while True:
+            conn = self._conn
+            if conn is None or not self.connected:
+                if self._connected_event.is_set():
+                    # The link just died and the supervisor has not noticed yet: yield to it
+                    # (Event.wait() on a set event would not).
+                    await asyncio.sleep(_LIVENESS_TICK / 10)
+                else:
+                    await self._connected_event.wait()
+                continue
+            now = loop.time()
+            if conn is not current:  # a new link: beat at once, watch from now
+                current = conn
+                schedule = HeartbeatSchedule(cfg.heartbeat_interval)
+            wake = now + _LIVENESS_TICK
+            if cfg.enable_heartbeat:
+                if schedule.due(now):
+                    conn.publish_nowait(topic, encode_heartbeat(time.time()), qos=0)
+                    schedule.sent(now)
+                if self._watchdog.is_stale(now):
+                    self._stale(conn, "no heartbeat came back through the broker")
+                    continue
+                wake = min(wake, schedule.next_due(), self._watchdog.deadline())
+            if self._ack_overdue(conn, time.monotonic()):
+                self._stale(conn, f"no publish ack within {cfg.publish_timeout:g} s")
+                continue
+            await asyncio.sleep(max(0.0, wake - loop.time()))
+
+    def _ack_overdue(self, conn: Connection, now: float) -> bool:
+        session = self._session
+        if session is None or session.inflight_count == 0:
+            self._waiting_since = None
+            return False
+        if self._waiting_since is None:
+            self._waiting_since = now
+            return False
+        return now - max(self._waiting_since, self._last_ack) > self._config.publish_timeout
+
+    def _stale(self, conn: Connection, why: str) -> None:
+        self._counts["stale_links"] += 1
+        log.warning("%s: link to the broker is stale (%s); reconnecting", self.client_id, why)
+        conn.abort(ConnectionLostError(f"stale link: {why}"))
+        self._link_down(conn)
+
+    # --- internals: misc ---------------------------------------------------------------------
+
+    def _on_block(self, blocked: bool) -> None:
+        self._blocked += 1 if blocked else -1
+        conn = self._conn
+        if conn is None:
+            return
+        if blocked and self._blocked == 1:
+            conn.pause_reading()
+        elif not blocked and self._blocked == 0:
+            conn.resume_reading()
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if not self._params.tls:
+            return None
+        if self._ssl_context is None:
+            ctx = ssl.create_default_context(cafile=self._config.tls_ca_file)
+            if self._config.tls_insecure:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            self._ssl_context = ctx
+        return self._ssl_context
+
+    def _new_outbox(self) -> Outbox:
+        cfg = self._config
+        return Outbox(
+            max_messages=cfg.outbox_max_messages,
+            max_bytes=cfg.outbox_max_bytes,
+            ttl=cfg.outbox_message_ttl,
+            policy=cfg.outbox_policy,
+        )
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+    def _run_hooks(self, hooks: list[Hook], what: str) -> None:
+        for hook in hooks:
+            self._spawn(_guard(hook, what), f"tars-mqtt-hook:{what}")
+
+    async def _say_goodbye(self, conn: Connection, timeout: float) -> None:
+        """Last words on a live link: health ``shutdown``, pending acks, then DISCONNECT."""
+        try:
+            async with asyncio.timeout(timeout):
+                if self._config.enable_health:
+                    _, payload = encode_health(
+                        False, "shutdown", None, source=self._config.source, timestamp=time.time()
+                    )
+                    await conn.publish(health_topic(self.client_id), payload, qos=1, retain=True)
+                session = self._session
+                while session is not None and session.unfinished_count and conn.is_connected:
+                    waiter = asyncio.get_running_loop().create_future()
+                    self._flush_waiters.append(waiter)
+                    await waiter
+        except (TimeoutError, MQTTError) as exc:
+            log.debug("shutdown: could not finish pending work: %r", exc)
+        await conn.disconnect(timeout=max(0.1, timeout / 2))
+
+    async def _cancel_tasks(self, timeout: float) -> None:
+        me = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not me]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            done, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:
+                log.error("task %s did not stop within %.1f s", task.get_name(), timeout)
+
+    def _finish_close(self) -> None:
+        conn = self._conn
+        if conn is not None:
+            conn.abort()
+        self._conn = None
+        error = ClientStateError("the client was shut down")
+        if self._session is not None:
+            for handle in self._session.abandon():
+                if isinstance(handle, asyncio.Future):
+                    self._fail(handle, error)
+        for item in self._outbox.take_all(time.monotonic())[0]:
+            self._fail(item.future, error)
+        if self._first_connect is not None and not self._first_connect.done():
+            self._first_connect.set_exception(error)
+            self._first_connect.exception()
+        self._wake_flush()
+        self._dispatcher.remove_internal(keepalive_topic(self._config.client_id))
+        if self._connected_event is not None:
+            self._connected_event.clear()
+        if self._outbox_room is not None:
+            self._outbox_room.set()
+        self._blocked = 0
+        self._state = ClientState.CLOSED
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
+
+
+def _chain(source: asyncio.Future[int], target: asyncio.Future[int]) -> None:
+    """Complete ``target`` (the caller's waiter) when ``source`` (the link's ack) completes."""
+
+    def done(fut: asyncio.Future[int]) -> None:
+        if target.done():
+            return
+        if fut.cancelled():
+            target.cancel()
+        elif (exc := fut.exception()) is not None:
+            target.set_exception(exc)
+        else:
+            target.set_result(fut.result())
+
+    source.add_done_callback(done)
+
+
+async def _guard(hook: Hook, what: str) -> None:
+    try:
+        await hook()
+    except Exception:
+        log.exception("%s hook %r failed", what, hook)

@@ -1,0 +1,438 @@
+"""What the broker does with each packet: the MQTT 5 server rules, over links and sessions.
+
+The core is synchronous: a link hands it one decoded packet, it updates sessions and
+subscriptions and writes answers through links. The only asynchrony is timers (will delay,
+session expiry, delayed deliveries), all ``loop.call_later`` handles it owns and cancels in
+:meth:`BrokerCore.shutdown`; no task is ever created here.
+
+Which rules, briefly (MQTT 5.0 sections in brackets):
+
+- CONNECT [3.1]: the first packet; an empty client id gets an assigned one; ``clean_start``
+  discards the old session; a second connection with the same client id takes over (the old
+  link gets DISCONNECT 0x8E); session expiry 0 ends the session with the connection.
+- Will [3.1.2.5]: published when a link ends other than by DISCONNECT 0x00 (drop, keep-alive
+  timeout, protocol error, takeover, DISCONNECT 0x04), after its will delay or when the session
+  ends, whichever is first, unless the client reconnects meanwhile.
+- PUBLISH [3.3, 4.3]: QoS 1 answered with PUBACK, QoS 2 with PUBREC and forwarded once (a
+  repeat of a packet id awaiting PUBREL is answered, not forwarded); "no matching subscribers"
+  (0x10) is reported as Mosquitto does. Topic aliases are not offered (maximum 0).
+- Malformed bytes [4.13]: CONNACK 0x81 before the session exists, DISCONNECT 0x81 after, then
+  close. Protocol errors likewise with 0x82 and friends.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import mqtt5
+
+from .._errors import InvalidTopicError
+from .._topics import split_shared, validate_topic_filter, validate_topic_name
+from ._broker_faults import Faults
+from ._broker_link import LinkState
+from ._broker_router import Router
+from ._broker_session import Delivery, Session, StoredMessage, Subscription
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from ._broker_link import BrokerLink
+
+__all__ = ["AuthCallback", "BrokerCore"]
+
+_log = logging.getLogger("tars.mqtt.testing.broker")
+
+AuthCallback = Callable[[str, str | None, bytes | None], bool]
+"""``auth(client_id, username, password) -> accepted``; a refusal is CONNACK 0x86."""
+
+_NEVER_EXPIRES = 0xFFFFFFFF
+_Deliveries = list[tuple[str, Delivery]]
+
+
+class BrokerCore:
+    """Sessions, subscriptions and the packet rules of one broker (see the module docstring)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        max_packet_size: int | None,
+        receive_maximum: int,
+        max_queued: int,
+        auth: AuthCallback | None,
+        faults: Faults,
+    ) -> None:
+        self._loop = loop
+        self.max_packet_size = max_packet_size
+        self.receive_maximum = receive_maximum
+        self.max_queued = max_queued
+        self.auth = auth
+        self.router = Router()
+        self.faults = faults
+        self.sessions: dict[str, Session] = {}
+        self.links: dict[BrokerLink, None] = {}  # every open link, in opening order
+        self.connected: dict[str, BrokerLink] = {}  # client id -> its CONNACK-ed link
+        self._will_timers: dict[str, asyncio.TimerHandle] = {}
+        self._expiry_timers: dict[str, asyncio.TimerHandle] = {}
+        self._delayed: deque[tuple[float, _Deliveries]] = deque()
+        self._delay_timer: asyncio.TimerHandle | None = None
+        self._assigned_ids = itertools.count(1)
+
+    def now(self) -> float:
+        return self._loop.time()
+
+    # -- links ---------------------------------------------------------------------------------
+
+    def link_opened(self, link: BrokerLink) -> None:
+        self.links[link] = None
+
+    def link_lost(self, link: BrokerLink) -> None:
+        self.links.pop(link, None)
+        self.detach(link, send_will=True)
+
+    def handle(self, link: BrokerLink, packet: mqtt5.Packet) -> None:
+        """Apply one packet received on ``link``."""
+        if link.state is LinkState.AWAIT_CONNECT:
+            if isinstance(packet, mqtt5.ConnectPacket):
+                self._on_connect(link, packet)
+            else:
+                self.protocol_error(link, 0x82, f"{type(packet).__name__} before CONNECT")
+            return
+        session = link.session
+        if session is None:  # closing: whatever follows does not count
+            return
+        if isinstance(packet, mqtt5.PublishPacket):
+            self._on_publish(link, session, packet)
+        elif isinstance(packet, mqtt5.PubAckPacket):
+            self._send(link, session, session.on_puback(packet.packet_id, self.now()))
+        elif isinstance(packet, mqtt5.PubRecPacket):
+            code = int(packet.reason_code)
+            self._send(link, session, session.on_pubrec(packet.packet_id, code, self.now()))
+        elif isinstance(packet, mqtt5.PubRelPacket):
+            self._on_pubrel(link, session, packet)
+        elif isinstance(packet, mqtt5.PubCompPacket):
+            self._send(link, session, session.on_pubcomp(packet.packet_id, self.now()))
+        elif isinstance(packet, mqtt5.SubscribePacket):
+            self._on_subscribe(link, session, packet)
+        elif isinstance(packet, mqtt5.UnsubscribePacket):
+            self._on_unsubscribe(link, session, packet)
+        elif isinstance(packet, mqtt5.PingReqPacket):
+            link.send(mqtt5.PingRespPacket())
+        elif isinstance(packet, mqtt5.DisconnectPacket):
+            self._on_disconnect(link, session, packet)
+        else:
+            self.protocol_error(link, 0x82, f"unexpected {type(packet).__name__}")
+
+    def protocol_error(self, link: BrokerLink, reason_code: int, why: str) -> None:
+        """The client broke MQTT: tell it (CONNACK or DISCONNECT), close, publish its will."""
+        _log.debug("%r: %s -> closing with %#x", link, why, reason_code)
+        link.disconnect(reason_code)
+        self.detach(link, send_will=True)
+
+    def keep_alive_expired(self, link: BrokerLink) -> None:
+        self.protocol_error(link, 0x8D, "keep-alive timeout")
+
+    def detach(self, link: BrokerLink, *, send_will: bool) -> None:
+        """Unbind a closing link from its session: will, session end or expiry timer."""
+        client_id, session = link.client_id, link.session
+        link.session = None
+        if client_id is None or session is None:
+            return
+        if self.connected.get(client_id) is link:
+            del self.connected[client_id]
+        session.detach()
+        will = link.will if send_will else None
+        link.will = None
+        if session.expiry_interval == 0:
+            self.end_session(client_id)
+            if will is not None:
+                self._publish_will(client_id, will)
+            return
+        if will is not None:
+            delay = min(will.will_delay_interval, session.expiry_interval)
+            if delay <= 0:
+                self._publish_will(client_id, will)
+            else:
+                self._will_timers[client_id] = self._loop.call_later(
+                    delay, self._fire_will, client_id, will
+                )
+        if session.expiry_interval != _NEVER_EXPIRES:
+            self._expiry_timers[client_id] = self._loop.call_later(
+                session.expiry_interval, self.end_session, client_id
+            )
+
+    def end_session(self, client_id: str) -> None:
+        """Forget a session: its subscriptions, queue and in-flight state."""
+        timer = self._expiry_timers.pop(client_id, None)
+        if timer is not None:
+            timer.cancel()
+        if self.sessions.pop(client_id, None) is not None:
+            self.router.remove_client(client_id)
+            _log.debug("session %r ended", client_id)
+
+    def _fire_will(self, client_id: str, will: mqtt5.Will) -> None:
+        self._will_timers.pop(client_id, None)
+        self._publish_will(client_id, will)
+
+    def _publish_will(self, client_id: str, will: mqtt5.Will) -> None:
+        _log.debug("will of %r published on %r", client_id, will.topic)
+        self.publish(StoredMessage.from_will(will, client_id, self.now()))
+
+    # -- CONNECT -------------------------------------------------------------------------------
+
+    def _on_connect(self, link: BrokerLink, packet: mqtt5.ConnectPacket) -> None:
+        if packet.receive_max == 0 or packet.max_packet_size == 0:
+            self.protocol_error(link, 0x82, "receive maximum or maximum packet size of 0")
+            return
+        if packet.authentication_method is not None:
+            self.protocol_error(link, 0x8C, "enhanced authentication is not supported")
+            return
+        if packet.will is not None:
+            try:
+                validate_topic_name(packet.will.topic)
+            except InvalidTopicError as exc:
+                self.protocol_error(link, 0x90, f"will: {exc}")
+                return
+        if self.auth is not None and not self.auth(
+            packet.client_id, packet.username, packet.password
+        ):
+            self.protocol_error(link, 0x86, f"credentials of {packet.client_id!r} refused")
+            return
+        client_id = packet.client_id
+        assigned: str | None = None
+        if not client_id:
+            client_id = assigned = f"auto-{next(self._assigned_ids)}-{secrets.token_hex(4)}"
+        previous = self.connected.get(client_id)
+        if previous is not None:
+            _log.debug("%r taken over by a new connection", previous)
+            previous.disconnect(0x8E)
+            self.detach(previous, send_will=True)
+        will_timer = self._will_timers.pop(client_id, None)
+        if will_timer is not None:
+            will_timer.cancel()  # reconnected within the will delay: no will
+        expiry_timer = self._expiry_timers.pop(client_id, None)
+        if expiry_timer is not None:
+            expiry_timer.cancel()
+        session = self.sessions.get(client_id)
+        present = session is not None and not packet.clean_start
+        if session is not None and packet.clean_start:
+            self.end_session(client_id)
+            session = None
+        if session is None:
+            session = self.sessions[client_id] = Session(client_id, max_queued=self.max_queued)
+        session.expiry_interval = packet.session_expiry_interval
+        session.attach(receive_maximum=packet.receive_max, max_packet_size=packet.max_packet_size)
+        link.bind(client_id, session, packet.will, packet.keep_alive)
+        self.connected[client_id] = link
+        link.send(
+            mqtt5.ConnAckPacket(
+                session_present=present,
+                assigned_client_id=assigned,
+                receive_max=self.receive_maximum,
+                max_packet_size=self.max_packet_size,
+                topic_alias_max=0,
+            )
+        )
+        _log.debug("%r connected (session present: %s)", link, present)
+        self._send(link, session, session.resume(self.now()))
+
+    # -- PUBLISH and its acknowledgements ------------------------------------------------------
+
+    def _on_publish(self, link: BrokerLink, session: Session, packet: mqtt5.PublishPacket) -> None:
+        if packet.topic_alias is not None:
+            self.protocol_error(link, 0x94, "topic alias used but none offered")
+            return
+        try:
+            validate_topic_name(packet.topic)
+        except InvalidTopicError as exc:
+            self.protocol_error(link, 0x90, str(exc))
+            return
+        qos = int(packet.qos)
+        packet_id = packet.packet_id or 0
+        if qos and not packet_id:
+            self.protocol_error(link, 0x82, "QoS > 0 PUBLISH with packet id 0")
+            return
+        if qos == 2 and packet_id in session.inbound_qos2:
+            link.send(mqtt5.PubRecPacket(packet_id))  # a repeat before PUBREL: answer only
+            return
+        if qos == 2 and len(session.inbound_qos2) >= self.receive_maximum:
+            self.protocol_error(link, 0x93, "receive maximum exceeded")
+            return
+        assert link.client_id is not None
+        matched = self.publish(StoredMessage.from_publish(packet, link.client_id, self.now()))
+        code = 0x00 if matched else 0x10
+        if qos == 1:
+            link.send(mqtt5.PubAckPacket(packet_id, reason_code=mqtt5.PubAckReasonCode(code)))
+        elif qos == 2:
+            session.inbound_qos2.add(packet_id)
+            link.send(mqtt5.PubRecPacket(packet_id, reason_code=mqtt5.PubRecReasonCode(code)))
+
+    def _on_pubrel(self, link: BrokerLink, session: Session, packet: mqtt5.PubRelPacket) -> None:
+        if packet.packet_id in session.inbound_qos2:
+            session.inbound_qos2.discard(packet.packet_id)
+            link.send(mqtt5.PubCompPacket(packet.packet_id))
+        else:
+            reason = mqtt5.PubCompReasonCode.PACKET_ID_NOT_FOUND
+            link.send(mqtt5.PubCompPacket(packet.packet_id, reason_code=reason))
+
+    # -- routing -------------------------------------------------------------------------------
+
+    def publish(self, message: StoredMessage) -> bool:
+        """Retain and fan out one message (later, while a delivery delay is set).
+
+        Returns:
+            Whether any subscription matched (for the 0x10 reason code).
+        """
+        if message.retain:
+            self.router.retain(message)
+        deliveries = self.router.route(message, self.connected.__contains__)
+        if self.faults.delay > 0 or self._delayed:
+            self._delayed.append((self.now() + self.faults.delay, deliveries))
+            self._arm_delay_timer()
+        else:
+            self._deliver(deliveries)
+        return bool(deliveries)
+
+    def _deliver(self, deliveries: _Deliveries) -> None:
+        now = self.now()
+        for client_id, delivery in deliveries:
+            session = self.sessions.get(client_id)
+            if session is None:
+                continue
+            packets = session.offer(delivery, now)
+            link = self.connected.get(client_id)
+            if link is not None:
+                self._send(link, session, packets)
+
+    def _send(self, link: BrokerLink, session: Session, packets: Sequence[mqtt5.Packet]) -> None:
+        for packet in packets:
+            link.send(packet)
+        if link.holding_reordered and session.window_full():
+            link.release_reordered()  # nothing more can come: do not hold the rest forever
+
+    def _arm_delay_timer(self) -> None:
+        if self._delay_timer is None and self._delayed:
+            self._delay_timer = self._loop.call_at(self._delayed[0][0], self._release_delayed)
+
+    def _release_delayed(self) -> None:
+        self._delay_timer = None
+        now = self.now()
+        while self._delayed and self._delayed[0][0] <= now:
+            self._deliver(self._delayed.popleft()[1])
+        self._arm_delay_timer()
+
+    # -- SUBSCRIBE / UNSUBSCRIBE ---------------------------------------------------------------
+
+    def _on_subscribe(
+        self, link: BrokerLink, session: Session, packet: mqtt5.SubscribePacket
+    ) -> None:
+        if packet.packet_id == 0 or packet.subscription_id == 0:
+            self.protocol_error(link, 0x82, "SUBSCRIBE with packet id or subscription id 0")
+            return
+        client_id = session.client_id
+        codes: list[mqtt5.SubAckReasonCode] = []
+        retained: list[Delivery] = []
+        now = self.now()
+        for requested in packet.topic_filters:
+            pattern = requested.pattern
+            try:
+                validate_topic_filter(pattern)
+                group, inner = split_shared(pattern)
+            except InvalidTopicError:
+                codes.append(mqtt5.SubAckReasonCode.TOPIC_FILTER_INVALID)
+                continue
+            if group is not None and requested.no_local:
+                self.protocol_error(link, 0x82, "no local on a shared subscription")
+                return
+            refusal = self.faults.refusal_for(pattern)
+            if refusal is not None:
+                codes.append(mqtt5.SubAckReasonCode(refusal))
+                continue
+            existed = self.router.has(client_id, pattern)
+            qos = int(requested.max_qos)
+            handling = int(requested.retain_handling)
+            subscription = Subscription(
+                topic_filter=pattern,
+                qos=qos,
+                no_local=requested.no_local,
+                retain_as_published=requested.retain_as_published,
+                retain_handling=handling,
+                subscription_id=packet.subscription_id,
+            )
+            self.router.add(client_id, subscription)
+            codes.append(mqtt5.SubAckReasonCode(qos))
+            if group is None and (handling == 0 or (handling == 1 and not existed)):
+                ids = () if packet.subscription_id is None else (packet.subscription_id,)
+                retained.extend(
+                    Delivery(message, min(message.qos, qos), True, ids)
+                    for message in self.router.retained_matching(inner, now)
+                )
+        link.send(mqtt5.SubAckPacket(packet.packet_id, codes))
+        for delivery in retained:
+            self._send(link, session, session.offer(delivery, now))
+
+    def _on_unsubscribe(
+        self, link: BrokerLink, session: Session, packet: mqtt5.UnsubscribePacket
+    ) -> None:
+        if packet.packet_id == 0:
+            self.protocol_error(link, 0x82, "UNSUBSCRIBE with packet id 0")
+            return
+        codes: list[mqtt5.UnsubAckReasonCode] = []
+        for pattern in packet.patterns:
+            try:
+                validate_topic_filter(pattern)
+            except InvalidTopicError:
+                codes.append(mqtt5.UnsubAckReasonCode.TOPIC_FILTER_INVALID)
+                continue
+            removed = self.router.remove(session.client_id, pattern)
+            codes.append(
+                mqtt5.UnsubAckReasonCode.SUCCESS
+                if removed
+                else mqtt5.UnsubAckReasonCode.NO_SUBSCRIPTION_EXISTED
+            )
+        link.send(mqtt5.UnsubAckPacket(packet.packet_id, codes))
+
+    # -- the rest ------------------------------------------------------------------------------
+
+    def _on_disconnect(
+        self, link: BrokerLink, session: Session, packet: mqtt5.DisconnectPacket
+    ) -> None:
+        new_expiry = packet.session_expiry_interval
+        if new_expiry is not None:
+            if session.expiry_interval == 0 and new_expiry != 0:
+                self.protocol_error(link, 0x82, "session expiry set on DISCONNECT after 0")
+                return
+            session.expiry_interval = new_expiry
+        if packet.reason_code == mqtt5.DisconnectReasonCode.NORMAL_DISCONNECTION:
+            link.will = None
+        _log.debug("%r disconnected (%s)", link, packet.reason_code.name)
+        link.close()
+        self.detach(link, send_will=True)
+
+    # -- broker-wide operations ----------------------------------------------------------------
+
+    def forget_everything(self) -> None:
+        """Drop every session, retained message and delayed delivery (links must be gone)."""
+        for client_id in list(self.sessions):
+            self.end_session(client_id)
+        self.router.clear_retained()
+        self._cancel_timers()
+
+    def shutdown(self) -> None:
+        """Cancel every timer: nothing of the broker runs after this."""
+        self._cancel_timers()
+
+    def _cancel_timers(self) -> None:
+        for timer in itertools.chain(self._will_timers.values(), self._expiry_timers.values()):
+            timer.cancel()
+        self._will_timers.clear()
+        self._expiry_timers.clear()
+        self._delayed.clear()
+        if self._delay_timer is not None:
+            self._delay_timer.cancel()
+            self._delay_timer = None

@@ -1,0 +1,362 @@
+"""One network connection of the broker: framing, writing, keep-alive and link-level faults.
+
+A :class:`BrokerLink` is the ``asyncio.Protocol`` on the broker's side of a connection, TCP or
+in-memory alike. It cuts the byte stream into packets (checking the broker's maximum packet size
+before buffering a whole packet), hands them to the broker core, and writes the core's answers,
+coalesced per loop turn. It owns no MQTT state: the session does.
+
+Faults that act on the wire live here: a stalled link neither reads nor writes (its socket stays
+open and what it would have written is held until unstalled), a PUBLISH may be written twice,
+and a run of PUBLISH packets may be held and written in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import socket
+from typing import TYPE_CHECKING
+
+import mqtt5
+
+if TYPE_CHECKING:
+    from ._broker_core import BrokerCore
+    from ._broker_session import Session
+
+__all__ = ["BrokerLink", "LinkState"]
+
+_log = logging.getLogger("tars.mqtt.testing.broker")
+
+_CONNECT_TIMEOUT = 10.0  # seconds a new connection may take to send CONNECT
+_V311_UNSUPPORTED = b"\x20\x02\x00\x01"  # MQTT 3.1.1 CONNACK: unacceptable protocol version
+
+
+class LinkState(enum.Enum):
+    AWAIT_CONNECT = "await-connect"
+    CONNECTED = "connected"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+def frame_length(buffer: bytes | bytearray, pos: int) -> int | None:
+    """Total size of the packet starting at ``pos``, or None if its fixed header is incomplete.
+
+    Raises:
+        ValueError: the remaining-length field runs over four bytes (malformed).
+    """
+    value = 0
+    multiplier = 1
+    for index in range(pos + 1, pos + 5):
+        if index >= len(buffer):
+            return None
+        byte = buffer[index]
+        value += (byte & 0x7F) * multiplier
+        if not byte & 0x80:
+            return index + 1 - pos + value
+        multiplier *= 128
+    raise ValueError("remaining length longer than four bytes")
+
+
+def _protocol_level(chunk: bytes) -> int | None:
+    """The protocol level byte of a CONNECT packet, if the packet is long enough to have one."""
+    header = 2
+    while header < 5 and chunk[header - 1] & 0x80:
+        header += 1
+    level_at = header + 6  # two length bytes, then "MQTT"
+    return chunk[level_at] if len(chunk) > level_at else None
+
+
+def with_duplicate_flag(packet: mqtt5.PublishPacket) -> mqtt5.PublishPacket:
+    """The same PUBLISH with DUP set (packets from the codec are immutable)."""
+    return mqtt5.PublishPacket(
+        packet.topic,
+        packet.payload,
+        qos=packet.qos,
+        retain=packet.retain,
+        packet_id=packet.packet_id,
+        duplicate=True,
+        payload_format_indicator=packet.payload_format_indicator,
+        message_expiry_interval=packet.message_expiry_interval,
+        content_type=packet.content_type,
+        response_topic=packet.response_topic,
+        correlation_data=packet.correlation_data,
+        subscription_ids=packet.subscription_ids,
+        user_properties=packet.user_properties,
+    )
+
+
+class BrokerLink(asyncio.Protocol):
+    """The broker's end of one connection (see the module docstring)."""
+
+    def __init__(self, core: BrokerCore, label: str) -> None:
+        self._core = core
+        self.label = label
+        self.state = LinkState.AWAIT_CONNECT
+        self.client_id: str | None = None
+        self.session: Session | None = None
+        self.will: mqtt5.Will | None = None
+        self.keep_alive = 0
+        self.stalled = False
+        self.closed = asyncio.Event()
+        self._transport: asyncio.Transport | None = None
+        self._inbound = bytearray()
+        self._outbound = bytearray()
+        self._held = bytearray()
+        self._flush_handle: asyncio.Handle | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_received = 0.0
+        self._reorder_left = 0
+        self._reordered: list[mqtt5.PublishPacket] = []
+
+    def __repr__(self) -> str:
+        return f"<BrokerLink {self.label} {self.client_id!r} {self.state.value}>"
+
+    # -- asyncio.Protocol ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.label = f"{self.label} {peer[0]}:{peer[1]}"
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Without it, every small ack waits for the peer's delayed ACK (tens of ms).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._last_received = self._core.now()
+        self._arm_timer(_CONNECT_TIMEOUT)
+        self._core.link_opened(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.state not in (LinkState.AWAIT_CONNECT, LinkState.CONNECTED):
+            return
+        self._last_received = self._core.now()
+        self._inbound += data
+        self._process()
+
+    def eof_received(self) -> bool | None:
+        return False  # a half-closed MQTT connection is a closed one
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state = LinkState.CLOSED
+        self._cancel_timer()
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self._inbound.clear()
+        self._outbound.clear()
+        self._held.clear()
+        self._reordered.clear()
+        _log.debug("%r lost (%s)", self, exc or "closed")
+        self._core.link_lost(self)
+        self.closed.set()
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _process(self) -> None:
+        buffer = self._inbound
+        pos = 0
+        try:
+            while not self.stalled and self.state in (
+                LinkState.AWAIT_CONNECT,
+                LinkState.CONNECTED,
+            ):
+                total = frame_length(buffer, pos)
+                if total is None:
+                    break
+                limit = self._core.max_packet_size
+                if limit is not None and total > limit:
+                    self._core.protocol_error(self, 0x95, f"packet of {total} bytes over {limit}")
+                    break
+                if len(buffer) - pos < total:
+                    break
+                chunk = bytes(buffer[pos : pos + total])
+                pos += total
+                packet = self._decode(chunk)
+                if packet is None:
+                    break
+                self._core.handle(self, packet)
+        except ValueError as exc:  # a broken remaining length
+            self._core.protocol_error(self, 0x81, str(exc))
+        finally:
+            del buffer[:pos]
+
+    def _decode(self, chunk: bytes) -> mqtt5.Packet | None:
+        try:
+            packet, size = mqtt5.read(memoryview(chunk))
+        except (ValueError, IndexError) as exc:
+            # IndexError here means the packet's own fields overrun its declared length.
+            if (
+                self.state is LinkState.AWAIT_CONNECT
+                and chunk[0] == 0x10
+                and _protocol_level(chunk) in (3, 4)
+            ):
+                _log.debug("%r: MQTT 3.x client refused (this broker speaks MQTT 5 only)", self)
+                self.write_raw(_V311_UNSUPPORTED)
+                self.close()
+                return None
+            self._core.protocol_error(self, 0x81, f"malformed packet: {exc}")
+            return None
+        if size != len(chunk):
+            self._core.protocol_error(self, 0x81, "packet shorter than its remaining length")
+            return None
+        return packet
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def send(self, packet: mqtt5.Packet) -> None:
+        """Write one packet (coalesced with the others of this loop turn)."""
+        if isinstance(packet, mqtt5.PublishPacket) and not packet.duplicate:
+            self._send_fresh_publish(packet)
+        else:
+            self.write_raw(packet.write())
+
+    def write_raw(self, data: bytes) -> None:
+        if self.state is LinkState.CLOSED or self._transport is None:
+            return
+        if self.stalled:
+            self._held += data
+            return
+        self._outbound += data
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        if self._outbound and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(bytes(self._outbound))
+        self._outbound.clear()
+
+    def _send_fresh_publish(self, packet: mqtt5.PublishPacket) -> None:
+        if self._reorder_left == 0 and self.client_id is not None:
+            claimed = self._core.faults.claim_reorder(self.client_id)
+            if claimed:
+                _log.debug("%r: next %d deliveries reordered", self, claimed)
+                self._reorder_left = claimed
+        if self._reorder_left:
+            self._reordered.append(packet)
+            self._reorder_left -= 1
+            if self._reorder_left == 0:
+                self.release_reordered()
+            return
+        self._emit(packet)
+
+    def release_reordered(self) -> None:
+        """Write the held PUBLISH packets, last first (also when fewer than asked are held)."""
+        held, self._reordered = self._reordered, []
+        self._reorder_left = 0
+        for packet in reversed(held):
+            self._emit(packet)
+
+    @property
+    def holding_reordered(self) -> bool:
+        return bool(self._reordered)
+
+    def _emit(self, packet: mqtt5.PublishPacket) -> None:
+        data = packet.write()
+        self.write_raw(data)
+        if self._core.faults.take_duplicate(packet.topic):
+            _log.debug("%r: PUBLISH on %r sent twice", self, packet.topic)
+            self.write_raw(with_duplicate_flag(packet).write() if packet.qos else data)
+
+    # -- closing -------------------------------------------------------------------------------
+
+    def disconnect(self, reason_code: int) -> None:
+        """Send DISCONNECT (or, before CONNACK, a refusing CONNACK) and close after it."""
+        if self.state is LinkState.CONNECTED:
+            reason = mqtt5.DisconnectReasonCode(reason_code)
+            self.write_raw(mqtt5.DisconnectPacket(reason_code=reason).write())
+        elif self.state is LinkState.AWAIT_CONNECT:
+            reason_connack = mqtt5.ConnAckReasonCode(reason_code)
+            self.write_raw(mqtt5.ConnAckPacket(reason_code=reason_connack).write())
+        self.close()
+
+    def close(self) -> None:
+        """Close after what was written (held data of a stalled link is dropped)."""
+        if self.state in (LinkState.CLOSING, LinkState.CLOSED):
+            return
+        self.state = LinkState.CLOSING
+        self._cancel_timer()
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        self._flush()
+        if self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        """Drop the connection at once: no DISCONNECT, unsent data lost (a crash, a cut cable)."""
+        if self.state is LinkState.CLOSED:
+            return
+        self.state = LinkState.CLOSING
+        self._cancel_timer()
+        if self._transport is not None:
+            self._transport.abort()
+
+    # -- connection state ----------------------------------------------------------------------
+
+    def bind(
+        self, client_id: str, session: Session, will: mqtt5.Will | None, keep_alive: int
+    ) -> None:
+        self.state = LinkState.CONNECTED
+        self.client_id = client_id
+        self.session = session
+        self.will = will
+        self.keep_alive = keep_alive
+        self._cancel_timer()
+        if keep_alive:
+            self._arm_timer(1.5 * keep_alive)
+
+    # -- stall ---------------------------------------------------------------------------------
+
+    def stall(self) -> None:
+        """Stop reading and writing; the connection stays open. Keep-alive is not enforced."""
+        if self.stalled or self.state not in (LinkState.AWAIT_CONNECT, LinkState.CONNECTED):
+            return
+        self.stalled = True
+        if self._transport is not None:
+            self._transport.pause_reading()
+        self._held += self._outbound
+        self._outbound.clear()
+
+    def unstall(self) -> None:
+        if not self.stalled:
+            return
+        self.stalled = False
+        if self.state not in (LinkState.AWAIT_CONNECT, LinkState.CONNECTED):
+            return
+        self._last_received = self._core.now()
+        held, self._held = self._held, bytearray()
+        self.write_raw(bytes(held))
+        if self._transport is not None:
+            self._transport.resume_reading()
+        self._process()
+
+    # -- keep-alive ----------------------------------------------------------------------------
+
+    def _arm_timer(self, delay: float) -> None:
+        self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timer(self) -> None:
+        """Enforce the CONNECT deadline, then 1.5 x keep-alive of silence (MQTT 5, 3.1.2.10)."""
+        self._timer = None
+        if self.state is LinkState.AWAIT_CONNECT:
+            if self.stalled:
+                self._arm_timer(_CONNECT_TIMEOUT)
+                return
+            _log.debug("%r: no CONNECT in time", self)
+            self.abort()
+            return
+        if self.state is not LinkState.CONNECTED or not self.keep_alive:
+            return
+        limit = 1.5 * self.keep_alive
+        idle = self._core.now() - self._last_received
+        if self.stalled or idle < limit:
+            self._arm_timer(limit if self.stalled else limit - idle)
+            return
+        self._core.keep_alive_expired(self)

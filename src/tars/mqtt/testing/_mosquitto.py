@@ -1,0 +1,366 @@
+"""Run a real Mosquitto broker, on a free port, for tests.
+
+The in-memory broker answers most questions; some can only be answered by the broker the fleet
+runs in production: does a persistent session survive a broker restart, does a client reconnect
+after ``kill -9``, what does the latency look like with a real TCP stack. :class:`MosquittoBroker`
+starts one private Mosquitto per use, with its own configuration, log and persistence files in
+its own directory, on a port nobody else uses (never 1883, never the system configuration), and
+stops, kills or restarts it on demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+__all__ = ["MosquittoBroker"]
+
+# Where distributions put the broker when /usr/sbin is not on a non-root user's PATH.
+_FALLBACK_BINARIES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+_LOG_TAIL_LINES = 30
+_POLL_INTERVAL = 0.02
+_RUNNING = re.compile(rb"mosquitto version \S+ running")
+
+
+def _find_binary(binary: str | None) -> str | None:
+    """Return the path of the Mosquitto executable, or None when there is none."""
+    if binary is not None:
+        return shutil.which(binary)
+    found = shutil.which("mosquitto")
+    if found is not None:
+        return found
+    for candidate in _FALLBACK_BINARIES:
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _free_port(host: str) -> int:
+    """Ask the kernel for a port nobody listens on (bind to port 0, read it, let it go)."""
+    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _accepts_tcp(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class MosquittoBroker:
+    """A private Mosquitto process for tests, kept on one port across restarts.
+
+    Use it as a context manager (``with MosquittoBroker() as broker:``) or through the
+    ``mosquitto_broker`` / ``shared_mosquitto`` pytest fixtures. Clients connect to
+    :attr:`url`. :meth:`stop` is a graceful shutdown (the broker saves its persistence file),
+    :meth:`kill` is ``kill -9`` (it saves nothing more), :meth:`restart` does either and starts
+    again on the same port. The ``a``-prefixed methods do the same off the event loop, so a
+    test's loop keeps serving its clients while the broker goes down and comes back.
+
+    ``persistence`` keeps sessions, queued messages and retained messages across restarts.
+    ``workdir`` holds the configuration, log and persistence files; by default a temporary
+    directory removed by :meth:`close`. ``extra_config`` is appended to the generated
+    configuration, so its lines override the defaults written above it. ``binary`` names the
+    Mosquitto executable (default: ``mosquitto`` on PATH, else ``/usr/sbin/mosquitto``).
+
+    Raises :class:`ValueError` for a ``workdir`` path with whitespace (Mosquitto's configuration
+    format cannot quote it).
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        persistence: bool = True,
+        workdir: str | os.PathLike[str] | None = None,
+        extra_config: str = "",
+        binary: str | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port if port is not None else _free_port(host)
+        self.persistence = persistence
+        self.extra_config = extra_config
+        self._binary = binary
+        self._owns_workdir = workdir is None
+        if workdir is None:
+            self._workdir = Path(tempfile.mkdtemp(prefix="tars-mosquitto-"))
+        else:
+            self._workdir = Path(workdir).absolute()
+            if any(char.isspace() for char in str(self._workdir)):
+                raise ValueError(f"workdir {str(self._workdir)!r} contains whitespace")
+            self._workdir.mkdir(parents=True, exist_ok=True)
+        self._process: subprocess.Popen[bytes] | None = None
+        # The async methods run the blocking parts in worker threads: one operation at a time.
+        self._lock = threading.RLock()
+        self._closed = False
+
+    @staticmethod
+    def available(binary: str | None = None) -> bool:
+        """Tell whether a Mosquitto executable can be found (see ``binary`` in the class doc)."""
+        return _find_binary(binary) is not None
+
+    @property
+    def url(self) -> str:
+        """The ``mqtt://host:port`` URL clients connect to."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"mqtt://{host}:{self.port}"
+
+    @property
+    def workdir(self) -> Path:
+        """The directory holding the configuration, log and persistence files."""
+        return self._workdir
+
+    @property
+    def config_path(self) -> Path:
+        """The configuration file Mosquitto is started with (written by :meth:`start`)."""
+        return self._workdir / "mosquitto.conf"
+
+    @property
+    def log_path(self) -> Path:
+        """Mosquitto's log file; its stdout and stderr go there too."""
+        return self._workdir / "mosquitto.log"
+
+    @property
+    def persistence_path(self) -> Path:
+        """The persistence database; each save replaces it (a new file renamed over it)."""
+        return self._workdir / "mosquitto.db"
+
+    @property
+    def pid(self) -> int | None:
+        """The process id of the running broker, or None when it is not running."""
+        return self._process.pid if self.is_running and self._process is not None else None
+
+    @property
+    def is_running(self) -> bool:
+        """True while the broker process is alive (it may not accept connections yet)."""
+        return self._process is not None and self._process.poll() is None
+
+    def log_text(self) -> str:
+        """Everything the broker logged so far, across restarts (empty before the first start)."""
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def config_text(self) -> str:
+        """The configuration :meth:`start` writes."""
+        lines = [
+            "# Written by tars.mqtt.testing.MosquittoBroker: a throwaway broker for tests.",
+            f"listener {self.port} {self.host}",
+            "allow_anonymous true",
+            # Mosquitto's default (Nagle on) delays every small reply: ~44 ms per QoS 1 round trip.
+            "set_tcp_nodelay true",
+            # 0 = no limit. The default (20) is also sent as the CONNACK Receive Maximum, which
+            # would cap every client at 20 QoS 1/2 publishes in flight; with 0 the broker's
+            # outgoing window follows each client's own Receive Maximum instead.
+            "max_inflight_messages 0",
+            # Per client, beyond those in flight. The default (1000) silently drops messages for
+            # a persistent-session subscriber that is away while a few thousand are published.
+            "max_queued_messages 100000",
+            f"log_dest file {self.log_path}",
+            # Mosquitto's default set, written out so that extra_config can only add to it:
+            # start() waits for the "running" line (information).
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+        ]
+        if self.persistence:
+            lines += [
+                "persistence true",
+                f"persistence_location {self._workdir}/",
+                # Save after every change (a queued or retained message, a subscription) instead
+                # of every 30 minutes, so that a kill -9 loses as little as possible. It costs
+                # 0.5-1.5 ms per routed QoS 1 message (measured): benchmarks use persistence=False.
+                "autosave_interval 1",
+                "autosave_on_changes true",
+            ]
+        if os.geteuid() == 0:
+            # Started as root, Mosquitto switches to the "mosquitto" user, which may not write
+            # our workdir. Staying the current user keeps the files ours.
+            lines.append(f"user {pwd.getpwuid(os.geteuid()).pw_name}")
+        if self.extra_config:
+            lines += ["# extra_config", self.extra_config]
+        return "\n".join(lines) + "\n"
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start the broker and return once its port accepts TCP connections.
+
+        A failed bind (the port still held by a previous broker) is retried until ``timeout``.
+        Raises :class:`RuntimeError` (with the end of the log) when the executable is missing,
+        the broker is already running or closed, exits, or does not listen within ``timeout``.
+        """
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this MosquittoBroker is closed")
+            if self.is_running:
+                raise RuntimeError(f"Mosquitto is already running on port {self.port}")
+            binary = _find_binary(self._binary)
+            if binary is None:
+                raise RuntimeError(
+                    "Mosquitto not found: install it (apt-get install mosquitto mosquitto-clients)"
+                )
+            self.config_path.write_text(self.config_text(), encoding="utf-8")
+            deadline = time.monotonic() + timeout
+            while not self._spawn_and_wait(binary, deadline):
+                time.sleep(0.05)  # the old socket is going away; bind again shortly
+
+    def _spawn_and_wait(self, binary: str, deadline: float) -> bool:
+        """Spawn once; True when listening, False when the bind failed and may be retried."""
+        log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                [binary, "-c", str(self.config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        process = self._process
+        while True:
+            if process.poll() is not None:
+                self._process = None
+                if (
+                    b"Address already in use" in self._read_log_from(log_offset)
+                    and time.monotonic() < deadline
+                ):
+                    return False
+                raise RuntimeError(
+                    f"Mosquitto exited with code {process.returncode} while starting on port "
+                    f"{self.port}\n{self._log_tail()}"
+                )
+            # The port may accept because another process holds it: the log says whether ours
+            # opened its listener (it writes "running" after that), then TCP confirms.
+            new_log = self._read_log_from(log_offset)
+            if _RUNNING.search(new_log) and _accepts_tcp(self.host, self.port):
+                return True
+            if time.monotonic() >= deadline:
+                self._kill_process()
+                raise RuntimeError(
+                    f"Mosquitto did not accept connections on port {self.port} in time\n"
+                    f"{self._log_tail()}"
+                )
+            time.sleep(_POLL_INTERVAL)
+
+    def _read_log_from(self, offset: int) -> bytes:
+        with self.log_path.open("rb") as log:
+            log.seek(offset)
+            return log.read()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the broker gracefully (SIGTERM): it saves its persistence file and exits.
+
+        Does nothing when it is not running. Raises :class:`RuntimeError` when it does not exit
+        within ``timeout``; it is then killed, and may not have saved its state.
+        """
+        with self._lock:
+            process = self._process
+            if process is None:
+                return
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self._kill_process()
+                    raise RuntimeError(
+                        f"Mosquitto did not stop within {timeout} s and was killed\n"
+                        f"{self._log_tail()}"
+                    ) from None
+            self._process = None
+
+    def kill(self) -> None:
+        """Kill the broker (SIGKILL) and wait for it to exit: nothing more is saved."""
+        with self._lock:
+            self._kill_process()
+
+    def _kill_process(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+
+    def restart(self, timeout: float = 10.0, *, kill: bool = False) -> None:
+        """Stop (or, with ``kill``, kill) the broker, then start it again on the same port."""
+        with self._lock:
+            if kill:
+                self.kill()
+            else:
+                self.stop(timeout)
+            self.start(timeout)
+
+    def close(self) -> None:
+        """Stop the broker and remove the temporary workdir (a given workdir is kept).
+
+        Idempotent. The broker cannot be started again afterwards.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self.stop()
+            finally:
+                if self._owns_workdir:
+                    shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def _log_tail(self) -> str:
+        lines = self.log_text().splitlines()[-_LOG_TAIL_LINES:]
+        return "Mosquitto log (last lines):\n" + "\n".join(lines)
+
+    async def astart(self, timeout: float = 10.0) -> None:
+        """:meth:`start` in a worker thread, so the event loop keeps running."""
+        await asyncio.to_thread(self.start, timeout)
+
+    async def astop(self, timeout: float = 10.0) -> None:
+        """:meth:`stop` in a worker thread, so the event loop keeps running."""
+        await asyncio.to_thread(self.stop, timeout)
+
+    async def akill(self) -> None:
+        """:meth:`kill` in a worker thread, so the event loop keeps running."""
+        await asyncio.to_thread(self.kill)
+
+    async def arestart(self, timeout: float = 10.0, *, kill: bool = False) -> None:
+        """:meth:`restart` in a worker thread, so the event loop keeps running."""
+        await asyncio.to_thread(self.restart, timeout, kill=kill)
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running else "stopped"
+        return f"<MosquittoBroker {self.url} {state}>"

@@ -1,0 +1,77 @@
+"""Smoke test of the benchmark harness: ``python -m bench --quick`` runs and reports everything.
+
+It runs the real thing (its own Mosquitto, one process per client and case, a few hundred
+messages each) and checks the report, never the figures: on a shared machine they mean nothing
+at this size.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+PEERS = ("gmqtt", "aiomqtt", "paho")
+TARS = ("tars_event", "tars_raw")
+CASES = (
+    "qos0_pipelined",
+    "qos1_pipelined",
+    "qos0_sequential",
+    "qos1_sequential",
+    "rtt_qos0",
+    "rtt_qos1",
+    "rss",
+    "large_qos0",
+)
+
+
+def _tars_client_exists() -> bool:
+    try:
+        from tars.mqtt import Message, MQTTClient  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _section(report: str, case: str) -> str:
+    """The Markdown of one case's table (from its heading to the next heading)."""
+    for chunk in report.split("\n### ")[1:]:
+        if f"(`{case}`," in chunk.splitlines()[0]:
+            return chunk.split("\n## ")[0]
+    raise AssertionError(f"no section for {case} in the report")
+
+
+def test_quick_bench_reports_every_client_and_case(tmp_path: Path) -> None:
+    report_path, raw_path = tmp_path / "RESULTS.md", tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--output", str(report_path),
+         "--json", str(raw_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=55,
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    results = {(r["client"], r["case"]): r for r in json.loads(raw_path.read_text())}
+    assert set(results) == {(client, case) for client in PEERS + TARS for case in CASES}
+    tars_status = "ok" if _tars_client_exists() else "unavailable"
+    for (client, case), result in results.items():
+        expected = tars_status if client in TARS else "ok"
+        assert result["status"] == expected, (client, case, result.get("error"))
+
+    report = report_path.read_text(encoding="utf-8")
+    assert proc.stdout.strip() == report.strip()
+    for case in CASES:
+        rows = [line for line in _section(report, case).splitlines() if line.startswith("| ")]
+        clients = [row.split("|")[1].strip().rstrip(" †") for row in rows[1:]]
+        assert clients == [*TARS, *PEERS], case
+    assert "## Targets" in report
+    assert "> 1 means the row is better" in report

@@ -1,0 +1,527 @@
+"""The asyncio connection (session + transport) against a real Mosquitto.
+
+Each test opens links with :func:`open_connection` and drives them through the public
+:class:`Connection` API; Mosquitto, its command-line clients and a tiny misbehaving server are
+the peers. The ``shared_mosquitto`` broker serves tests that leave it running (each on topics of
+its own); tests that stop, kill or reconfigure a broker get one of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import mqtt5
+import pytest
+from mqtt5 import ConnAckPacket, DisconnectPacket, DisconnectReasonCode, PublishPacket
+
+from tars.mqtt._connection import Connection, Connector, MessageListener, open_connection
+from tars.mqtt._errors import ClientStateError, ConnectError, ConnectionLostError, ProtocolError
+from tars.mqtt._session import Session
+from tars.mqtt.testing._mosquitto import MosquittoBroker
+
+pytestmark = pytest.mark.mosquitto
+
+_ids = itertools.count()
+
+
+def unique(prefix: str) -> str:
+    """A client id or topic no other test (or test run) on the shared broker uses."""
+    return f"{prefix}-{os.getpid()}-{next(_ids)}"
+
+
+class Inbox:
+    """A :data:`MessageListener` that keeps every message and lets a test wait for some."""
+
+    def __init__(self) -> None:
+        self.messages: list[PublishPacket] = []
+        self._arrived = asyncio.Event()
+
+    def __call__(self, message: PublishPacket) -> None:
+        self.messages.append(message)
+        self._arrived.set()
+
+    async def wait_for(self, count: int, timeout: float = 5.0) -> list[PublishPacket]:
+        """The first ``count`` messages, once they are here."""
+        async with asyncio.timeout(timeout):
+            while len(self.messages) < count:
+                self._arrived.clear()
+                await self._arrived.wait()
+        return self.messages[:count]
+
+
+async def connect(
+    broker: MosquittoBroker,
+    session: Session | None = None,
+    listeners: list[MessageListener] | None = None,
+    **options: Any,
+) -> Connection:
+    return await open_connection(
+        session or Session(unique("conn")),
+        broker.host,
+        broker.port,
+        listeners=listeners if listeners is not None else [],
+        timeout=5.0,
+        **options,
+    )
+
+
+class CountingTransport(asyncio.Transport):
+    """A transport that counts the writes its protocol makes, then passes them on."""
+
+    def __init__(self, inner: asyncio.Transport) -> None:
+        super().__init__()
+        self.inner = inner
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+        self.inner.write(data)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def abort(self) -> None:
+        self.inner.abort()
+
+    def is_closing(self) -> bool:
+        return self.inner.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.inner.get_extra_info(name, default)
+
+    def pause_reading(self) -> None:
+        self.inner.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.inner.resume_reading()
+
+    def get_write_buffer_size(self) -> int:
+        return self.inner.get_write_buffer_size()
+
+
+class Relay(asyncio.Protocol):
+    """Sits between a TCP transport and the connection, handing it a :class:`CountingTransport`."""
+
+    def __init__(self, protocol: asyncio.Protocol) -> None:
+        self.protocol = protocol
+        self.transport: CountingTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = CountingTransport(transport)
+        self.protocol.connection_made(self.transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.protocol.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.protocol.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.protocol.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.protocol.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.protocol.resume_writing()
+
+
+def counting_connector(broker: MosquittoBroker) -> tuple[Connector, list[CountingTransport]]:
+    """A connector over TCP whose transports (one per link) count the connection's writes."""
+    transports: list[CountingTransport] = []
+
+    async def connector(factory: Callable[[], asyncio.Protocol]) -> tuple[Any, Any]:
+        relay = Relay(factory())
+        await asyncio.get_running_loop().create_connection(lambda: relay, broker.host, broker.port)
+        assert relay.transport is not None
+        transports.append(relay.transport)
+        return relay.transport, relay.protocol
+
+    return connector, transports
+
+
+async def run(*argv: str, timeout: float = 10.0) -> tuple[int, str]:
+    """Run a Mosquitto command-line client; returns its exit code and stdout."""
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            out, err = await process.communicate()
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    assert process.returncode == 0, err.decode()
+    return process.returncode, out.decode()
+
+
+async def until(condition: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
+    """Poll ``condition`` (each poll is a round trip to a peer) until it holds."""
+    async with asyncio.timeout(timeout):
+        while not await condition():
+            await asyncio.sleep(0.02)
+
+
+# --- connecting -----------------------------------------------------------------------------
+
+
+async def test_connect_and_disconnect(shared_mosquitto: MosquittoBroker) -> None:
+    conn = await connect(shared_mosquitto, Session(unique("c"), keep_alive=30))
+    assert conn.is_connected
+    assert conn.state == "connected"
+    assert conn.connack.reason_code == 0
+    await conn.disconnect()
+    assert conn.state == "closed"
+    assert not conn.is_connected
+    assert conn.close_reason is None  # we ended it
+
+
+async def test_nothing_listening_is_a_refused_connect_error() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    session = Session(unique("c"))
+    with pytest.raises(ConnectError) as info:
+        await open_connection(session, "127.0.0.1", port, listeners=[], timeout=5.0)
+    assert info.value.refused is True
+    assert info.value.reason_code is None
+    # The session is free for the next attempt.
+    assert session.state.value == "disconnected"
+
+
+async def test_a_broker_that_refuses_us_gives_its_reason_code() -> None:
+    broker = MosquittoBroker(persistence=False, extra_config="allow_anonymous false")
+    await broker.astart()
+    try:
+        with pytest.raises(ConnectError) as info:
+            await connect(broker)
+        assert info.value.reason_code == 0x87  # not authorized
+        assert info.value.refused is False
+    finally:
+        await asyncio.to_thread(broker.close)
+
+
+async def test_a_session_serves_one_link_at_a_time(shared_mosquitto: MosquittoBroker) -> None:
+    session = Session(unique("one"))
+    conn = await connect(shared_mosquitto, session)
+    try:
+        with pytest.raises(ClientStateError):
+            await connect(shared_mosquitto, session)
+        assert conn.is_connected
+    finally:
+        await conn.disconnect()
+    second = await connect(shared_mosquitto, session)  # free again once the first has closed
+    await second.disconnect()
+
+
+async def test_tcp_nodelay_is_set_on_the_socket(shared_mosquitto: MosquittoBroker) -> None:
+    transports: list[asyncio.BaseTransport] = []
+
+    async def plain_tcp(factory: Callable[[], asyncio.Protocol]) -> tuple[Any, Any]:
+        loop = asyncio.get_running_loop()
+        host, port = shared_mosquitto.host, shared_mosquitto.port
+        transport, protocol = await loop.create_connection(factory, host, port)
+        transports.append(transport)
+        return transport, protocol
+
+    conn = await connect(shared_mosquitto, connector=plain_tcp)
+    try:
+        sock = transports[0].get_extra_info("socket")
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        await conn.disconnect()
+
+
+# --- publish and subscribe ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("qos", [0, 1, 2])
+async def test_publish_to_our_own_subscription(shared_mosquitto: MosquittoBroker, qos: int) -> None:
+    inbox = Inbox()
+    topic = unique("own")
+    conn = await connect(shared_mosquitto, listeners=[inbox])
+    try:
+        assert await conn.subscribe(topic, qos=2) == (2,)
+        reason = await conn.publish(topic, b"payload-%d" % qos, qos=qos, content_type="text/x")
+        assert reason == 0
+        [message] = await inbox.wait_for(1)
+        assert (message.topic, message.payload, message.qos) == (topic, b"payload-%d" % qos, qos)
+        assert message.content_type == "text/x"
+    finally:
+        await conn.disconnect()
+
+
+async def test_qos1_and_qos2_publishes_pipeline_and_all_complete(
+    shared_mosquitto: MosquittoBroker,
+) -> None:
+    inbox = Inbox()
+    topic = unique("pipe")
+    conn = await connect(shared_mosquitto, listeners=[inbox])
+    try:
+        await conn.subscribe(topic, qos=2)
+        futures = [conn.publish_nowait(topic, b"%d" % n, qos=1 + n % 2) for n in range(500)]
+        reasons = await asyncio.wait_for(asyncio.gather(*(f for f in futures if f)), 10)
+        assert reasons == [0] * 500
+        messages = await inbox.wait_for(500)
+        assert sorted(int(m.payload) for m in messages) == list(range(500))
+    finally:
+        await conn.disconnect()
+
+
+async def test_unsubscribe_stops_the_messages(shared_mosquitto: MosquittoBroker) -> None:
+    topic = unique("unsub")
+    conn = await connect(shared_mosquitto)
+    try:
+        await conn.subscribe(topic, qos=1)
+        assert await conn.publish(topic, b"x", qos=1) == 0
+        assert await conn.unsubscribe(topic) == (0,)
+        # The broker itself says nobody is subscribed any more (PUBACK 0x10).
+        assert await conn.publish(topic, b"x", qos=1) == 0x10
+        assert await conn.unsubscribe(topic) == (0x11,)  # no subscription existed
+    finally:
+        await conn.disconnect()
+
+
+async def test_our_qos2_publish_reaches_an_independent_subscriber_once(
+    shared_mosquitto: MosquittoBroker,
+) -> None:
+    base = unique("peer")
+    sub = asyncio.create_task(
+        run(
+            "mosquitto_sub", "-V", "mqttv5", "-h", shared_mosquitto.host,
+            "-p", str(shared_mosquitto.port), "-q", "2", "-C", "1", "-v",
+            "-t", f"{base}/#", "-T", f"{base}/probe",
+        )
+    )  # fmt: skip
+    conn = await connect(shared_mosquitto)
+    try:
+
+        async def subscribed() -> bool:
+            # PUBACK 0 (not 0x10 "no matching subscribers") once mosquitto_sub is in.
+            return await conn.publish(f"{base}/probe", b"", qos=1) == 0
+
+        await until(subscribed)
+        assert await conn.publish(f"{base}/data", b"exactly-once", qos=2) == 0
+        _, out = await asyncio.wait_for(sub, 10)
+        assert out == f"{base}/data exactly-once\n"
+    finally:
+        sub.cancel()
+        await conn.disconnect()
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+async def test_a_mosquitto_pub_message_reaches_our_listener(
+    shared_mosquitto: MosquittoBroker, qos: int
+) -> None:
+    inbox = Inbox()
+    topic = unique("from-pub")
+    conn = await connect(shared_mosquitto, listeners=[inbox])
+    try:
+        await conn.subscribe(topic, qos=2)
+        await run(
+            "mosquitto_pub", "-V", "mqttv5", "-h", shared_mosquitto.host,
+            "-p", str(shared_mosquitto.port), "-q", str(qos), "-t", topic, "-m", "hello",
+        )  # fmt: skip
+        [message] = await inbox.wait_for(1)
+        assert (message.payload, message.qos) == (b"hello", qos)
+    finally:
+        await conn.disconnect()
+
+
+async def test_a_failing_listener_does_not_stop_the_others(
+    shared_mosquitto: MosquittoBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(message: PublishPacket) -> None:
+        raise RuntimeError("listener bug")
+
+    inbox = Inbox()
+    topic = unique("broken")
+    conn = await connect(shared_mosquitto, listeners=[broken, inbox])
+    try:
+        await conn.subscribe(topic, qos=1)
+        await conn.publish(topic, b"a", qos=1)
+        await conn.publish(topic, b"b", qos=1)
+        assert [m.payload for m in await inbox.wait_for(2)] == [b"a", b"b"]
+        assert conn.is_connected
+        assert "listener bug" in caplog.text
+    finally:
+        await conn.disconnect()
+
+
+# --- the link over time ---------------------------------------------------------------------
+
+
+async def test_keep_alive_keeps_an_idle_link_up(shared_mosquitto: MosquittoBroker) -> None:
+    connector, transports = counting_connector(shared_mosquitto)
+    # A PINGRESP may take longer than the keep alive: the next PINGREQ still goes out on time.
+    session = Session(unique("ka"), keep_alive=1, ping_timeout=2.5)
+    conn = await connect(shared_mosquitto, session, connector=connector)
+    try:
+        # Mosquitto drops a client silent for 1.5 x keep alive: that may not happen in 3 s.
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(conn.wait_closed(), 3.0)
+        assert conn.is_connected
+        pings = [w for w in transports[0].writes if w == mqtt5.PingReqPacket().write()]
+        assert len(pings) >= 2
+    finally:
+        await conn.disconnect()
+
+
+async def test_qos0_publishes_of_one_loop_turn_share_few_writes(
+    shared_mosquitto: MosquittoBroker,
+) -> None:
+    inbox = Inbox()
+    topic = unique("coalesce")
+    connector, transports = counting_connector(shared_mosquitto)
+    conn = await connect(shared_mosquitto, listeners=[inbox], connector=connector)
+    try:
+        await conn.subscribe(topic, qos=0)
+        writes_before = len(transports[0].writes)
+        for n in range(1000):
+            conn.publish_nowait(topic, b"%d" % n)
+        messages = await inbox.wait_for(1000, timeout=10)
+        assert [int(m.payload) for m in messages] == list(range(1000))
+        assert len(transports[0].writes) - writes_before < 20
+    finally:
+        await conn.disconnect()
+
+
+async def test_a_persistent_session_gets_its_messages_after_a_broker_restart(
+    mosquitto_broker: MosquittoBroker,
+) -> None:
+    topic = unique("queued")
+    session = Session(unique("away"), clean_start=False, session_expiry_interval=300)
+    subscriber = await connect(mosquitto_broker, session)
+    assert await subscriber.subscribe(topic, qos=1) == (1,)
+    await subscriber.disconnect()
+
+    publisher = await connect(mosquitto_broker)
+    for n in range(5):
+        assert await publisher.publish(topic, b"%d" % n, qos=1) == 0
+    await mosquitto_broker.arestart()  # graceful: the broker saves the queued messages
+    await asyncio.wait_for(publisher.wait_closed(), 5)
+    assert isinstance(publisher.close_reason, ConnectionLostError)  # not ours: not None
+
+    inbox = Inbox()
+    back = await connect(mosquitto_broker, session, listeners=[inbox])
+    try:
+        assert back.connack.session_present is True
+        messages = await inbox.wait_for(5)
+        assert [(m.payload, m.qos) for m in messages] == [(b"%d" % n, 1) for n in range(5)]
+    finally:
+        await back.disconnect()
+
+
+async def _saved(path: Path, text: str) -> bool:
+    data = await asyncio.to_thread(lambda: path.read_bytes() if path.exists() else b"")
+    return text.encode() in data
+
+
+async def test_a_qos1_publish_survives_a_broker_kill_on_a_resumed_session(
+    mosquitto_broker: MosquittoBroker,
+) -> None:
+    topic = unique("survivor")
+    inbox = Inbox()
+    session = Session(unique("pub"), clean_start=False, session_expiry_interval=300)
+    conn = await connect(mosquitto_broker, session, listeners=[inbox])
+    await conn.subscribe(topic, qos=1)
+    # Wait until the broker has written our session's subscription to disk.
+    await until(lambda: _saved(mosquitto_broker.workdir / "mosquitto.db", topic))
+
+    # Freeze the broker, so our PUBLISH reaches its socket but is never answered, then kill it.
+    pid = mosquitto_broker.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        publish = asyncio.create_task(conn.publish(topic, b"in-flight", qos=1))
+    finally:
+        await mosquitto_broker.akill()
+    await asyncio.wait_for(conn.wait_closed(), 5)
+    assert isinstance(conn.close_reason, ConnectionLostError)
+    assert not publish.done()
+
+    await mosquitto_broker.astart()
+    again = await connect(mosquitto_broker, session, listeners=[inbox])
+    try:
+        assert again.connack.session_present is True
+        assert await asyncio.wait_for(publish, 5) == 0
+        [message] = await inbox.wait_for(1)
+        assert message.payload == b"in-flight"
+    finally:
+        await again.disconnect()
+
+
+async def test_a_pending_subscribe_fails_when_the_broker_goes_away(
+    mosquitto_broker: MosquittoBroker,
+) -> None:
+    conn = await connect(mosquitto_broker)
+    pid = mosquitto_broker.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # the SUBSCRIBE will never be answered
+    try:
+        subscribe = asyncio.create_task(conn.subscribe(unique("never"), qos=1))
+    finally:
+        await mosquitto_broker.akill()
+    with pytest.raises(ConnectionLostError):
+        await asyncio.wait_for(subscribe, 5)
+    assert conn.state == "closed"
+    with pytest.raises(ConnectionLostError):
+        conn.publish_nowait("t", b"x")
+
+
+# --- a peer that breaks the protocol --------------------------------------------------------
+
+
+async def _junk_server(first_reply: bytes) -> tuple[asyncio.Server, asyncio.Queue[bytes]]:
+    """A server that answers the CONNECT with ``first_reply``, then records what it gets."""
+    received: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)  # the CONNECT
+        writer.write(first_reply)
+        rest = await reader.read()  # everything until the client closes
+        received.put_nowait(rest)
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, received
+
+
+async def test_junk_instead_of_connack_is_a_connect_error_caused_by_a_protocol_error() -> None:
+    server, received = await _junk_server(b"\x00\x00garbage")
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(ConnectError) as info:
+            await open_connection(Session("c"), "127.0.0.1", port, listeners=[], timeout=5.0)
+        assert isinstance(info.value.__cause__, ProtocolError)
+        assert info.value.__cause__.reason_code == 0x81
+        rest = await asyncio.wait_for(received.get(), 5)
+        assert rest == DisconnectPacket(reason_code=DisconnectReasonCode.MALFORMED_PACKET).write()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_junk_after_connack_closes_the_link_with_a_protocol_error() -> None:
+    server, received = await _junk_server(ConnAckPacket().write() + b"\xff\xff\xff\xff\xff")
+    port = server.sockets[0].getsockname()[1]
+    try:
+        conn = await open_connection(Session("c"), "127.0.0.1", port, listeners=[], timeout=5.0)
+        await asyncio.wait_for(conn.wait_closed(), 5)
+        assert isinstance(conn.close_reason, ProtocolError)
+        assert conn.close_reason.reason_code == 0x81
+        rest = await asyncio.wait_for(received.get(), 5)
+        assert rest == DisconnectPacket(reason_code=DisconnectReasonCode.MALFORMED_PACKET).write()
+    finally:
+        server.close()
+        await server.wait_closed()
