@@ -376,6 +376,12 @@ def render(
 ) -> str:
     """The whole report as Markdown."""
     lines = ["# tars-core benchmark", ""]
+    if mode.startswith("quick"):
+        lines += [
+            "> **Quick mode**: a few hundred messages per run, one run each: these figures check",
+            "> that the harness works, they do not measure anything. Run `make bench` for that.",
+            "",
+        ]
     lines += _targets(outcomes)
     lines += ["## Results", ""]
     for name in cases:

@@ -1,1 +1,1 @@
-"""tars-core: shared building blocks of the TARS fleet. The MQTT client lives in :mod:`tars.mqtt`."""
+"""tars-core: shared building blocks of the TARS fleet; the MQTT client is :mod:`tars.mqtt`."""

@@ -67,9 +67,9 @@ class Connection(asyncio.Protocol):
     """One network link of a session: the protocol-level connection under the client.
 
     Obtain one from :func:`open_connection` (the client does it for you). Methods raise
-    :class:`~tars.mqtt.NotConnectedError`-family errors (:class:`~tars.mqtt.ConnectionLostError`)
-    once the link is gone, and :class:`~tars.mqtt.PublishError` /
-    :class:`~tars.mqtt.SubscribeError` when the broker refuses.
+    :class:`~tars.mqtt.ConnectionLostError` once the link is gone, and publishes raise
+    :class:`~tars.mqtt.PublishError` when the broker refuses them; :meth:`subscribe` and
+    :meth:`unsubscribe` return the broker's reason codes as they are (the caller decides).
     """
 
     def __init__(

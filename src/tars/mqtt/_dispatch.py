@@ -124,7 +124,9 @@ class Subscription:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
         if overflow not in ("block", "drop_oldest", "drop_newest"):
-            raise ValueError(f"overflow must be block, drop_oldest or drop_newest, not {overflow!r}")
+            raise ValueError(
+                f"overflow must be block, drop_oldest or drop_newest, not {overflow!r}"
+            )
         if timeout is not None and timeout <= 0:
             raise ValueError("timeout must be > 0")
         self.topic_filter = topic_filter

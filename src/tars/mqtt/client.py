@@ -13,6 +13,7 @@ Receive path: wire -> session -> dispatcher -> dedup -> the subscription's queue
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import ssl
@@ -27,14 +28,15 @@ from pydantic import BaseModel
 
 from ._backoff import BackoffPolicy, ExponentialBackoff
 from ._config import MQTTClientConfig
-from ._connection import Connection, Connector, open_connection
+from ._connection import Connection, Connector, MessageListener, open_connection
 from ._dedup import DedupWindow
 from ._dispatch import Dispatcher, Handler, Overflow, Subscription
-from ._envelope import encode_event
+from ._envelope import Envelope, encode_event
 from ._errors import (
     ClientStateError,
     ConnectError,
     ConnectionLostError,
+    EnvelopeError,
     MQTTError,
     NotConnectedError,
     OutboxFullError,
@@ -144,7 +146,7 @@ class MQTTClient:
         self._session: Session | None = None
         self._conn: Connection | None = None
         self._dispatcher = Dispatcher(self._on_block)
-        self._listeners = [self._dispatcher.on_packet]
+        self._listeners: list[MessageListener] = [self._dispatcher.on_packet]
         self._outbox = self._new_outbox()
         self._outbox_room: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -154,6 +156,8 @@ class MQTTClient:
         self._blocked = 0
         self._valid_topics: dict[str, None] = {}
         self._flush_waiters: list[asyncio.Future[None]] = []
+        self._pending_requests: dict[str, asyncio.Future[Envelope]] = {}
+        self._response_topics: set[str] = set()
         self._connect_hooks: list[Hook] = []
         self._disconnect_hooks: list[Hook] = []
         self._watchdog = Watchdog(config.heartbeat_interval, config.watchdog_missed_heartbeats)
@@ -238,7 +242,7 @@ class MQTTClient:
     # --- hooks -------------------------------------------------------------------------------
 
     def on_connect(self, hook: Hook) -> Hook:
-        """Register ``async def hook() -> None`` run after every (re)connection. Decorator-friendly."""
+        """Register ``async def hook() -> None``, run after every (re)connection (a decorator)."""
         self._connect_hooks.append(hook)
         return hook
 
@@ -247,7 +251,7 @@ class MQTTClient:
         self._disconnect_hooks.append(hook)
         return hook
 
-    def add_message_listener(self, listener: Callable[[Any], None]) -> Callable[[], None]:
+    def add_message_listener(self, listener: MessageListener) -> Callable[[], None]:
         """Call ``listener(packet)`` synchronously for every PUBLISH received (raw
         ``mqtt5.PublishPacket``); returns a function that removes it. Keep it fast."""
         self._listeners.append(listener)
@@ -305,8 +309,7 @@ class MQTTClient:
         self._connected_event = asyncio.Event()
         self._outbox_room = asyncio.Event()
         if cfg.enable_heartbeat:
-            sid = self._dispatcher.add_internal(keepalive_topic(cfg.client_id), self._on_echo)
-            self._heartbeat_sid = sid
+            self._dispatcher.add_internal(keepalive_topic(cfg.client_id), self._on_echo)
         for sub in self._dispatcher.subscriptions():
             sub.start()
         self._spawn(self._supervise(), "tars-mqtt-supervisor")
@@ -371,6 +374,78 @@ class MQTTClient:
         )
         await self.publish(topic, payload, qos=qos, retain=retain, wait=wait)
         return msg_id
+
+    async def request(
+        self,
+        topic: str,
+        event_type: str,
+        data: Mapping[str, Any] | BaseModel,
+        *,
+        response_topic: str,
+        qos: int = 1,
+        timeout: float = 10.0,
+    ) -> Envelope:
+        """Publish an event and wait for the answer whose ``correlate`` is its id.
+
+        The answer is expected on ``response_topic`` (an exact topic the client subscribes to
+        on first use, and after every reconnect). The request carries MQTT 5
+        ``response_topic`` and ``correlation_data`` too, so a responder can simply call
+        :meth:`reply`. The correlation is registered before the request leaves, so an answer
+        can never arrive "too early".
+
+        Raises ``TimeoutError`` after ``timeout`` seconds, plus what :meth:`publish` raises.
+        """
+        validate_topic_name(response_topic)
+        msg_id, payload = encode_event(event_type, data, source=self._config.source)
+        if response_topic not in self._response_topics:
+            self._response_topics.add(response_topic)
+            sid = self._dispatcher.add_internal(response_topic, self._on_response)
+            conn = self._conn
+            if self.connected and conn is not None:
+                await self._send_internal_subscribe(conn, response_topic, sid)
+        fut: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
+        self._pending_requests[msg_id] = fut
+        try:
+            async with asyncio.timeout(timeout):
+                await self.publish(
+                    topic,
+                    payload,
+                    qos=qos,
+                    properties={
+                        "response_topic": response_topic,
+                        "correlation_data": msg_id.encode(),
+                    },
+                )
+                return await fut
+        finally:
+            self._pending_requests.pop(msg_id, None)
+
+    async def reply(
+        self,
+        request: Message,
+        event_type: str,
+        data: Mapping[str, Any] | BaseModel,
+        *,
+        topic: str | None = None,
+        qos: int | None = None,
+    ) -> str:
+        """Answer a request received as a :class:`~tars.mqtt.Message`: publish an event whose
+        ``correlate`` is the request's envelope id, on ``topic`` or else the request's MQTT 5
+        response topic, at the request's QoS unless ``qos`` is given. Returns the answer's id.
+
+        Raises :class:`~tars.mqtt.EnvelopeError` when the request is not an envelope and
+        ``ValueError`` when there is no topic to answer on.
+        """
+        target = topic or request.packet.response_topic
+        if not target:
+            raise ValueError("the request has no response topic: pass topic=")
+        return await self.publish_event(
+            target,
+            event_type,
+            data,
+            correlation_id=request.envelope.id,
+            qos=request.qos if qos is None else qos,
+        )
 
     async def publish(
         self,
@@ -446,11 +521,9 @@ class MQTTClient:
     async def publish_health(
         self, ok: bool, event: str | None = None, error: str | None = None
     ) -> str:
-        """Publish a retained ``health.status`` envelope to ``system/health/{client_id}`` (QoS 1)."""
+        """Publish a retained ``health.status`` envelope on ``system/health/{client_id}``, QoS 1."""
         cfg = self._config
-        msg_id, payload = encode_health(
-            ok, event, error, source=cfg.source, timestamp=time.time()
-        )
+        msg_id, payload = encode_health(ok, event, error, source=cfg.source, timestamp=time.time())
         await self.publish(health_topic(cfg.client_id), payload, qos=1, retain=True)
         return msg_id
 
@@ -530,10 +603,9 @@ class MQTTClient:
             await sub.stop()
             conn = self._conn
             if emptied and self.connected and conn is not None:
-                try:
+                # On a lost link the filter is gone from our registry anyway: not restored.
+                with contextlib.suppress(ConnectionLostError):
                     await conn.unsubscribe(sub.topic_filter)
-                except ConnectionLostError:
-                    pass  # the filter is gone from our registry: it is not restored
 
     # --- internals: publishing ---------------------------------------------------------------
 
@@ -566,7 +638,9 @@ class MQTTClient:
         expires = time.monotonic() + ttl if ttl is not None else None
         item = OutboxItem(topic, payload, qos, retain, properties, fut, expires)
         for dropped in outbox.put(item):
-            self._fail(dropped.future, OutboxFullError(f"outbox full: message for {topic!r} dropped"))
+            self._fail(
+                dropped.future, OutboxFullError(f"outbox full: message for {topic!r} dropped")
+            )
             log.warning("outbox full: dropped a message for %r", dropped.topic)
         if fut is not None:
             await fut
@@ -674,7 +748,8 @@ class MQTTClient:
 
     async def _link_up(self, conn: Connection) -> bool:
         """Restore subscriptions, flush the outbox, then open the client for business."""
-        assert self._first_connect is not None and self._connected_event is not None
+        assert self._first_connect is not None
+        assert self._connected_event is not None
         cfg = self._config
         first = not self._first_connect.done()
         self._conn = conn
@@ -707,7 +782,9 @@ class MQTTClient:
                 source=cfg.source,
                 timestamp=time.time(),
             )
-            conn.publish_nowait(health_topic(cfg.client_id), payload, qos=1, retain=True, wait=False)
+            conn.publish_nowait(
+                health_topic(cfg.client_id), payload, qos=1, retain=True, wait=False
+            )
         if first:
             self._first_connect.set_result(None)
         self._run_hooks(self._connect_hooks, "connect")
@@ -764,6 +841,16 @@ class MQTTClient:
             log.error("%s", SubscribeError(topic, codes[0]))
 
     # --- internals: liveness -----------------------------------------------------------------
+
+    def _on_response(self, msg: Message) -> None:
+        try:
+            correlate = msg.envelope.correlate
+        except EnvelopeError:
+            log.warning("non-envelope message on response topic %r ignored", msg.topic)
+            return
+        fut = self._pending_requests.pop(correlate, None) if correlate else None
+        if fut is not None and not fut.done():
+            fut.set_result(msg.envelope)
 
     def _on_echo(self, msg: Message) -> None:
         self._watchdog.heartbeat_returned(asyncio.get_running_loop().time())
@@ -892,7 +979,7 @@ class MQTTClient:
         for task in tasks:
             task.cancel()
         if tasks:
-            done, pending = await asyncio.wait(tasks, timeout=timeout)
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
             for task in pending:
                 log.error("task %s did not stop within %.1f s", task.get_name(), timeout)
 

@@ -5,10 +5,10 @@ prints what crosses the wire; then everything shuts down cleanly and a one-scree
 printed. The broker is a real Mosquitto when one is installed, else tars-core's embedded
 development broker (:mod:`tars.mqtt.testing`) over TCP on a free local port.
 
-- ``stt``: "hears" utterances and publishes ``stt.final`` events on ``stt/final`` (QoS 1),
-  then waits for the router's answer (matched by correlation id).
-- ``router``: subscribes to ``stt/final``, picks an intent, answers ``router.intent`` on
-  ``router/intent`` with ``correlation_id`` set to the utterance's envelope id.
+- ``stt``: "hears" utterances and sends each as a ``stt.final`` request on ``stt/final``
+  (QoS 1), waiting for the router's answer on ``stt/answers`` (matched by correlation id).
+- ``router``: subscribes to ``stt/final``, picks an intent, and replies ``router.intent``
+  with ``correlate`` set to the utterance's envelope id.
 - ``monitor``: watches ``system/health/+`` and ``system/keepalive/+``.
 """
 
@@ -24,7 +24,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 
-from . import Envelope, Message, MQTTClient
+from . import Message, MQTTClient
 
 UTTERANCES = (
     "what time is it",
@@ -50,7 +50,9 @@ async def demo_broker(prefer: str = "auto") -> AsyncIterator[tuple[str, str]]:
             await broker.astop()
         return
     if prefer == "mosquitto":
-        raise SystemExit("Mosquitto is not installed: apt-get install mosquitto (or use --broker embedded)")
+        raise SystemExit(
+            "Mosquitto is not installed: apt-get install mosquitto (or use --broker embedded)"
+        )
     embedded = InMemoryBroker()
     await embedded.start()
     try:
@@ -68,7 +70,6 @@ async def run_demo(prefer: str = "auto", heartbeat_interval: float = 1.0) -> dic
     """Run the whole demo and return the figures of its summary."""
     async with demo_broker(prefer) as (url, description):
         _say("demo", f"broker: {description} ({url})")
-        options = {"enable_health": True, "enable_heartbeat": True}
         monitor = MQTTClient(url, "monitor")
         health: Counter[str] = Counter()
         beats: Counter[str] = Counter()
@@ -90,43 +91,42 @@ async def run_demo(prefer: str = "auto", heartbeat_interval: float = 1.0) -> dic
             await monitor.subscribe("system/health/+", on_health, qos=1)
             await monitor.subscribe("system/keepalive/+", on_beat)
 
-            router = MQTTClient(url, "router", heartbeat_interval=heartbeat_interval, **options)
-            stt = MQTTClient(url, "stt", heartbeat_interval=heartbeat_interval, **options)
-            answers: dict[str, asyncio.Future[Envelope]] = {}
+            router = MQTTClient(
+                url,
+                "router",
+                enable_health=True,
+                enable_heartbeat=True,
+                heartbeat_interval=heartbeat_interval,
+            )
+            stt = MQTTClient(
+                url,
+                "stt",
+                enable_health=True,
+                enable_heartbeat=True,
+                heartbeat_interval=heartbeat_interval,
+            )
             latencies: list[float] = []
 
-            async def route(event: Envelope) -> None:
-                text = str(event.data["text"])
+            async def route(request: Message) -> None:
+                text = str(request.envelope.data["text"])
                 intent = next((v for k, v in INTENTS.items() if k in text), "memory")
                 _say("router", f"{text!r} -> intent {intent}")
-                await router.publish_event(
-                    "router/intent",
-                    "router.intent",
-                    {"intent": intent, "text": text},
-                    correlation_id=event.id,
-                    qos=1,
-                )
-
-            async def on_intent(event: Envelope) -> None:
-                fut = answers.get(event.correlate or "")
-                if fut is not None and not fut.done():
-                    fut.set_result(event)
+                await router.reply(request, "router.intent", {"intent": intent, "text": text})
 
             async with router, stt:
                 await router.subscribe("stt/final", route, qos=1)
-                await stt.subscribe("router/intent", on_intent, qos=1)
-                loop = asyncio.get_running_loop()
                 for text in UTTERANCES:
                     started = time.perf_counter()
-                    fut: asyncio.Future[Envelope] = loop.create_future()
-                    msg_id = await stt.publish_event(
-                        "stt/final", "stt.final", {"text": text, "confidence": 0.93}, qos=1
+                    _say("stt", f"heard {text!r}")
+                    answer = await stt.request(
+                        "stt/final",
+                        "stt.final",
+                        {"text": text, "confidence": 0.93},
+                        response_topic="stt/answers",
+                        timeout=5,
                     )
-                    answers[msg_id] = fut
-                    _say("stt", f"heard {text!r} (event {msg_id[:8]})")
-                    answer = await asyncio.wait_for(fut, timeout=5)
                     latencies.append((time.perf_counter() - started) * 1000)
-                    _say("stt", f"router says {answer.data['intent']!r}")
+                    _say("stt", f"router says {answer.data['intent']!r} (to {answer.correlate})")
                 # Let a few heartbeats cross the wire before closing.
                 await asyncio.sleep(heartbeat_interval * 1.5)
                 stats = {"stt": stt.stats, "router": router.stats}

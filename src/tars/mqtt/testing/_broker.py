@@ -109,7 +109,7 @@ class InMemoryBroker:
             auth=self._auth,
             faults=self._faults,
         )
-        self._state = BrokerState.RUNNING
+        self._set_state(BrokerState.RUNNING)
 
     async def close(self) -> None:
         """Stop: DISCONNECT 0x8B to every client, close listeners, cancel every timer.
@@ -118,7 +118,7 @@ class InMemoryBroker:
         """
         if self._state is BrokerState.CLOSED:
             return
-        self._state = BrokerState.CLOSED
+        self._set_state(BrokerState.CLOSED)
         core = self._core
         if core is None:
             return
@@ -274,7 +274,13 @@ class InMemoryBroker:
             ClientStateError: the broker is not running.
         """
         core = self._running_core()
-        self._state = BrokerState.RESTARTING
+        self._set_state(BrokerState.RESTARTING)
+        closed_servers = []
+        if downtime > 0:
+            closed_servers = [server for server, _, _ in self._servers if server is not None]
+            for server in closed_servers:
+                server.close()  # at once: a connect from now on is refused
+            self._servers = [(None, host, port) for _, host, port in self._servers]
         links = list(core.links)
         for link in links:
             core.detach(link, send_will=False)
@@ -283,22 +289,21 @@ class InMemoryBroker:
         if not keep_sessions:
             core.forget_everything()
         if downtime > 0:
-            await self._pause_listeners(downtime)
-        if self._state is BrokerState.RESTARTING:
-            self._state = BrokerState.RUNNING
-
-    async def _pause_listeners(self, downtime: float) -> None:
-        for server, _, _ in self._servers:
-            if server is not None:
-                server.close()
+            for server in closed_servers:
                 await server.wait_closed()
-        self._servers = [(None, host, port) for _, host, port in self._servers]
-        await asyncio.sleep(downtime)
-        if self._state is not BrokerState.RESTARTING:
-            return
-        self._servers = [
-            (await self._listen(host, port), host, port) for _, host, port in self._servers
-        ]
+            await asyncio.sleep(downtime)
+            if self._state is BrokerState.RESTARTING:
+                self._servers = [
+                    (await self._listen(host, port), host, port) for _, host, port in self._servers
+                ]
+        if self._state is BrokerState.RESTARTING:
+            self._set_state(BrokerState.RUNNING)
+
+    def _set_state(self, state: BrokerState) -> None:
+        self._state = state
+        if self._core is not None:
+            # TCP connections a listener still accepts meanwhile are cut at once.
+            self._core.accepting = state is BrokerState.RUNNING
 
     # -- faults on messages --------------------------------------------------------------------
 

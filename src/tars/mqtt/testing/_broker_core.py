@@ -72,6 +72,7 @@ class BrokerCore:
         self.receive_maximum = receive_maximum
         self.max_queued = max_queued
         self.auth = auth
+        self.accepting = True  # False while the broker restarts or closes
         self.router = Router()
         self.faults = faults
         self.sessions: dict[str, Session] = {}

@@ -117,6 +117,9 @@ class BrokerLink(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
+        if not self._core.accepting:
+            self.abort()  # accepted by a listener of a broker that is going down
+            return
         peer = transport.get_extra_info("peername")
         if peer:
             self.label = f"{self.label} {peer[0]}:{peer[1]}"
@@ -258,7 +261,9 @@ class BrokerLink(asyncio.Protocol):
         self.write_raw(data)
         if self._core.faults.take_duplicate(packet.topic):
             _log.debug("%r: PUBLISH on %r sent twice", self, packet.topic)
-            self.write_raw(with_duplicate_flag(packet).write() if packet.qos else data)
+            # (The codec's enums are always truthy: compare, never test them as booleans.)
+            at_most_once = packet.qos == mqtt5.QoS.AT_MOST_ONCE
+            self.write_raw(data if at_most_once else with_duplicate_flag(packet).write())
 
     # -- closing -------------------------------------------------------------------------------
 
