@@ -39,7 +39,7 @@ def broker_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tars-mqtt", description="tars-core tools.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True)
     broker = commands.add_parser(
         "broker", help="run a development/test MQTT 5 broker", description=_BROKER_HELP
     )

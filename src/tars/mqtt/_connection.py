@@ -61,6 +61,8 @@ Connector = Callable[[Callable[[], asyncio.Protocol]], Awaitable[tuple[Any, Any]
 (the in-memory broker of :mod:`tars.mqtt.testing`, a Unix socket, a websocket adapter...)."""
 
 _DEFAULT_UNACKED_LIMIT: Final = 1000
+# Packets queued in one loop turn before they are written at once instead of at its end.
+_FLUSH_BACKLOG: Final = 64
 
 
 class Connection(asyncio.Protocol):
@@ -178,9 +180,23 @@ class Connection(asyncio.Protocol):
         if qos and wait:
             fut = self._loop.create_future()
         session.publish(topic, payload, qos, retain, handle=fut, properties=properties)
-        if self._flush_handle is None:
+        if session.output_backlog >= _FLUSH_BACKLOG:
+            # A producer that never yields must still reach the socket, so that the
+            # transport's high-water mark (pause_writing -> drain) can push back on it.
+            self._flush()
+        elif self._flush_handle is None:
             self._flush_handle = self._loop.call_soon(self._flush)
         return fut
+
+    @property
+    def write_paused(self) -> bool:
+        """True while the transport's buffer is over its high-water mark (see :meth:`drain`)."""
+        return self._write_paused
+
+    @property
+    def at_capacity(self) -> bool:
+        """True while the session owes ``unacked_limit`` or more QoS 1/2 outcomes."""
+        return self._session.unfinished_count >= self._unacked_limit
 
     async def wait_for_capacity(self) -> None:
         """Wait while the session owes more than ``unacked_limit`` QoS 1/2 outcomes.

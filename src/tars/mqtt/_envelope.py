@@ -155,8 +155,10 @@ def encode_event(
         TypeError: ``data`` is neither a mapping nor a model, or holds a value that cannot be
             written as JSON.
     """
-    if isinstance(data, BaseModel):
-        body: Any = _model_data(data)
+    if type(data) is dict:  # the common case first: isinstance(x, BaseModel) costs an ABC check
+        body: Any = data
+    elif isinstance(data, BaseModel):
+        body = _model_data(data)
     elif isinstance(data, dict):
         body = data
     elif isinstance(data, Mapping):

@@ -356,6 +356,11 @@ class Session:
     def has_data_to_send(self) -> bool:
         return bool(self._out)
 
+    @property
+    def output_backlog(self) -> int:
+        """Packets queued for the wire since the last :meth:`data_to_send`."""
+        return len(self._out)
+
     # --- calls ------------------------------------------------------------------------------
 
     def publish(

@@ -16,9 +16,10 @@ import asyncio
 import contextlib
 import enum
 import logging
+import signal
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self, Unpack
@@ -351,6 +352,47 @@ class MQTTClient:
         """Same as :meth:`shutdown` (kept for code written against paho-style clients)."""
         await self.shutdown()
 
+    async def run_forever(self, signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> None:
+        """Connect (unless already connected), serve until one of ``signals`` arrives or the
+        client is shut down elsewhere, then :meth:`shutdown` gracefully: the last line of a
+        service's ``main()``, so every service handles SIGINT/SIGTERM the same way.
+
+        The handlers are installed with ``loop.add_signal_handler`` and the previous ones put
+        back on return. Where that is not possible (Windows, or not in the main thread) it
+        still shuts down when cancelled (Ctrl-C under ``asyncio.run``). Raises what
+        :meth:`connect` raises.
+        """
+        if self._state in (ClientState.CREATED, ClientState.CLOSED):
+            await self.connect()
+        closed = self._closed
+        if closed is None or closed.done():
+            return
+        loop = asyncio.get_running_loop()
+        stop: asyncio.Future[int] = loop.create_future()
+
+        def on_signal(signum: int) -> None:
+            if not stop.done():
+                stop.set_result(signum)
+
+        installed: list[tuple[int, Any]] = []
+        for signum in signals:
+            previous = signal.getsignal(signum)
+            try:
+                loop.add_signal_handler(signum, on_signal, signum)
+            except (NotImplementedError, RuntimeError, ValueError):
+                continue
+            installed.append((signum, previous))
+        try:
+            await asyncio.wait((stop, closed), return_when=asyncio.FIRST_COMPLETED)
+            if stop.done():
+                log.info("%s: signal %s received, shutting down", self.client_id, stop.result())
+        finally:
+            for signum, previous in installed:
+                loop.remove_signal_handler(signum)
+                if previous is not None:
+                    signal.signal(signum, previous)
+            await self.shutdown()
+
     # --- publishing --------------------------------------------------------------------------
 
     async def publish_event(
@@ -489,18 +531,26 @@ class MQTTClient:
             raise PayloadTooLarge(len(payload), limit)
         state = self._state
         conn = self._conn
-        if state is ClientState.CONNECTED and conn is not None and conn.is_connected:
-            if qos and not wait and self._session is not None:
-                await conn.wait_for_capacity()
-            fut = conn.publish_nowait(
-                topic, payload, qos=qos, retain=retain, wait=wait, properties=properties
-            )
-            self._counts["published"] += 1
-            if fut is not None:
-                await fut
-            elif conn._write_paused:
-                await conn.drain()
-            return
+        if state is ClientState.CONNECTED and conn is not None:
+            if qos and not wait and conn.at_capacity:
+                # A link lost meanwhile is not this publish's failure: it takes the offline
+                # path below (outbox), like any publish made while reconnecting.
+                with contextlib.suppress(ConnectionLostError):
+                    await conn.wait_for_capacity()
+                state = self._state
+            try:
+                fut = conn.publish_nowait(
+                    topic, payload, qos=qos, retain=retain, wait=wait, properties=properties
+                )
+            except ConnectionLostError:
+                pass  # the link died and the supervisor has not noticed yet: offline path
+            else:
+                self._counts["published"] += 1
+                if fut is not None:
+                    await fut
+                elif conn.write_paused:
+                    await conn.drain()
+                return
         if state is ClientState.CREATED:
             raise NotConnectedError("publish() before connect()")
         if state is ClientState.CLOSING or state is ClientState.CLOSED:

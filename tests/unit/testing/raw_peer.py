@@ -39,7 +39,9 @@ class RawPeer(asyncio.Protocol):
         self.closed = asyncio.Event()
         self.lost_with: Exception | None = None
         self.raw = bytearray()  # every byte received, for tests on exact framing
-        self._set_aside: deque[mqtt5.PublishPacket] = deque()  # deliveries seen while awaiting an ack
+        self._set_aside: deque[mqtt5.PublishPacket] = (
+            deque()
+        )  # deliveries seen while awaiting an ack
         self._buffer = bytearray()
         self._ids = itertools.count(1)
 
@@ -105,7 +107,9 @@ class RawPeer(asyncio.Protocol):
             if isinstance(packet, kind):
                 self._set_aside.extend(held)
                 return packet
-            assert isinstance(packet, mqtt5.PublishPacket), f"expected {kind.__name__}, got {packet!r}"
+            assert isinstance(packet, mqtt5.PublishPacket), (
+                f"expected {kind.__name__}, got {packet!r}"
+            )
             held.append(packet)
 
     async def expect(self, kind: type[P], timeout: float = WAIT) -> P:

@@ -105,9 +105,7 @@ async def test_keep_alive_timeout_after_one_and_a_half_intervals(
     assert (await watcher.receive_publish()).payload == b"gone"
 
 
-async def test_pings_keep_a_connection_alive(
-    broker: InMemoryBroker, open_peer: PeerOpener
-) -> None:
+async def test_pings_keep_a_connection_alive(broker: InMemoryBroker, open_peer: PeerOpener) -> None:
     peer = await open_peer(broker)
     await peer.connect("pinger", keep_alive=1)
     deadline = time.monotonic() + 2.0  # past the 1.5 s a silent client would get
@@ -117,9 +115,7 @@ async def test_pings_keep_a_connection_alive(
     assert broker.connected_clients == ["pinger"]
 
 
-async def test_first_packet_must_be_connect(
-    broker: InMemoryBroker, open_peer: PeerOpener
-) -> None:
+async def test_first_packet_must_be_connect(broker: InMemoryBroker, open_peer: PeerOpener) -> None:
     peer = await open_peer(broker)
     peer.send(mqtt5.PingReqPacket())
     connack = await peer.expect(mqtt5.ConnAckPacket)

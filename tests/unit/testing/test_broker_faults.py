@@ -18,7 +18,9 @@ from unit.testing.raw_peer import PeerOpener, RawPeer, assert_nothing_more, conn
 QoS = mqtt5.QoS
 
 
-async def pair(open_peer: PeerOpener, broker: InMemoryBroker, qos: int = 1) -> tuple[RawPeer, RawPeer]:
+async def pair(
+    open_peer: PeerOpener, broker: InMemoryBroker, qos: int = 1
+) -> tuple[RawPeer, RawPeer]:
     """A subscriber to ``t/#`` and a publisher."""
     sub = await connected(open_peer, broker, "sub")
     await sub.subscribe("t/#", qos=qos)
@@ -201,6 +203,8 @@ async def test_fault_arguments_are_checked(broker: InMemoryBroker) -> None:
         broker.reorder_next(1)
     with pytest.raises(ValueError, match="failure reason code"):
         broker.refuse_subscriptions("a", reason_code=0x00)
+    with pytest.raises(ValueError, match="failure reason code"):
+        broker.refuse_subscriptions("a", reason_code=0x99)  # PUBACK-only code
 
 
 # -- restart -----------------------------------------------------------------------------------

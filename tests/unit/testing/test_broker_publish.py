@@ -32,7 +32,12 @@ async def test_publish_reaches_subscriber_at_each_qos(
         assert isinstance(ack, mqtt5.PubCompPacket)
         assert ack.reason_code == mqtt5.PubCompReasonCode.SUCCESS
     got = await sub.receive_publish()
-    assert (got.topic, got.payload, int(got.qos), got.retain) == ("room/1/temp", b"21.5", qos, False)
+    assert (got.topic, got.payload, int(got.qos), got.retain) == (
+        "room/1/temp",
+        b"21.5",
+        qos,
+        False,
+    )
     assert (got.packet_id is None) == (qos == 0)
     await assert_nothing_more(sub)
     assert broker.sessions()["sub"].inflight == 0

@@ -340,7 +340,7 @@ class InMemoryBroker:
 
         Raises:
             InvalidTopicError: ``topic_filter`` is not a valid filter.
-            ValueError: ``reason_code`` is not a failure code (0x80 and above).
+            ValueError: ``reason_code`` is not a SUBACK failure code (0x80 and above).
         """
         self._faults.refuse(topic_filter, reason_code)
 

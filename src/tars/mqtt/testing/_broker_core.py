@@ -32,11 +32,12 @@ from typing import TYPE_CHECKING
 import mqtt5
 
 from .._errors import InvalidTopicError
-from .._topics import split_shared, validate_topic_filter, validate_topic_name
+from .._topics import validate_topic_name
 from ._broker_faults import Faults
 from ._broker_link import LinkState
 from ._broker_router import Router
-from ._broker_session import Delivery, Session, StoredMessage, Subscription
+from ._broker_session import Delivery, Session, StoredMessage
+from ._broker_subscribe import shared_no_local, subscribe, unsubscribe
 
 if TYPE_CHECKING:
     import asyncio
@@ -335,44 +336,11 @@ class BrokerCore:
         if packet.packet_id == 0 or packet.subscription_id == 0:
             self.protocol_error(link, 0x82, "SUBSCRIBE with packet id or subscription id 0")
             return
-        client_id = session.client_id
-        codes: list[mqtt5.SubAckReasonCode] = []
-        retained: list[Delivery] = []
+        if shared_no_local(packet):
+            self.protocol_error(link, 0x82, "no local on a shared subscription")
+            return
         now = self.now()
-        for requested in packet.topic_filters:
-            pattern = requested.pattern
-            try:
-                validate_topic_filter(pattern)
-                group, inner = split_shared(pattern)
-            except InvalidTopicError:
-                codes.append(mqtt5.SubAckReasonCode.TOPIC_FILTER_INVALID)
-                continue
-            if group is not None and requested.no_local:
-                self.protocol_error(link, 0x82, "no local on a shared subscription")
-                return
-            refusal = self.faults.refusal_for(pattern)
-            if refusal is not None:
-                codes.append(mqtt5.SubAckReasonCode(refusal))
-                continue
-            existed = self.router.has(client_id, pattern)
-            qos = int(requested.max_qos)
-            handling = int(requested.retain_handling)
-            subscription = Subscription(
-                topic_filter=pattern,
-                qos=qos,
-                no_local=requested.no_local,
-                retain_as_published=requested.retain_as_published,
-                retain_handling=handling,
-                subscription_id=packet.subscription_id,
-            )
-            self.router.add(client_id, subscription)
-            codes.append(mqtt5.SubAckReasonCode(qos))
-            if group is None and (handling == 0 or (handling == 1 and not existed)):
-                ids = () if packet.subscription_id is None else (packet.subscription_id,)
-                retained.extend(
-                    Delivery(message, min(message.qos, qos), True, ids)
-                    for message in self.router.retained_matching(inner, now)
-                )
+        codes, retained = subscribe(self.router, self.faults, session.client_id, packet, now)
         link.send(mqtt5.SubAckPacket(packet.packet_id, codes))
         for delivery in retained:
             self._send(link, session, session.offer(delivery, now))
@@ -383,19 +351,7 @@ class BrokerCore:
         if packet.packet_id == 0:
             self.protocol_error(link, 0x82, "UNSUBSCRIBE with packet id 0")
             return
-        codes: list[mqtt5.UnsubAckReasonCode] = []
-        for pattern in packet.patterns:
-            try:
-                validate_topic_filter(pattern)
-            except InvalidTopicError:
-                codes.append(mqtt5.UnsubAckReasonCode.TOPIC_FILTER_INVALID)
-                continue
-            removed = self.router.remove(session.client_id, pattern)
-            codes.append(
-                mqtt5.UnsubAckReasonCode.SUCCESS
-                if removed
-                else mqtt5.UnsubAckReasonCode.NO_SUBSCRIPTION_EXISTED
-            )
+        codes = unsubscribe(self.router, session.client_id, packet.patterns)
         link.send(mqtt5.UnsubAckPacket(packet.packet_id, codes))
 
     # -- the rest ------------------------------------------------------------------------------

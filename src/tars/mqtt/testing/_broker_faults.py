@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import mqtt5
+
 from .._topics import split_shared, topic_matches, validate_topic_filter
 
 __all__ = ["Faults"]
@@ -72,10 +74,13 @@ class Faults:
 
     def refuse(self, topic_filter: str, reason_code: int) -> None:
         validate_topic_filter(topic_filter)
-        if not 0x80 <= reason_code <= 0xFF:
-            raise ValueError(
-                f"a refusal needs a failure reason code (0x80-0xFF), not {reason_code:#x}"
-            )
+        try:
+            mqtt5.SubAckReasonCode(reason_code)
+            valid = reason_code >= 0x80
+        except ValueError:
+            valid = False
+        if not valid:
+            raise ValueError(f"{reason_code:#x} is not a SUBACK failure reason code")
         self._refusals[topic_filter] = reason_code
 
     def refusal_for(self, requested: str) -> int | None:

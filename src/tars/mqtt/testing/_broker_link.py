@@ -67,6 +67,24 @@ def _protocol_level(chunk: bytes) -> int | None:
     return chunk[level_at] if len(chunk) > level_at else None
 
 
+def read_packet(chunk: bytes) -> tuple[mqtt5.Packet, int]:
+    """``mqtt5.read`` of one whole packet, with every way it fails turned into ValueError.
+
+    IndexError means the packet's own fields overrun its declared length. mqtt5 0.8 also
+    *panics* on invalid UTF-8 in any string field: pyo3's ``PanicException``, which derives
+    from BaseException (so ``except Exception`` misses it), after reporting the
+    UnicodeDecodeError to ``sys.unraisablehook``. Only that exception is caught here.
+    """
+    try:
+        return mqtt5.read(memoryview(chunk))
+    except (ValueError, IndexError) as exc:
+        raise ValueError(str(exc)) from exc
+    except BaseException as exc:
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise ValueError(f"undecodable packet (codec panic: {exc})") from None
+
+
 def with_duplicate_flag(packet: mqtt5.PublishPacket) -> mqtt5.PublishPacket:
     """The same PUBLISH with DUP set (packets from the codec are immutable)."""
     return mqtt5.PublishPacket(
@@ -186,10 +204,10 @@ class BrokerLink(asyncio.Protocol):
             del buffer[:pos]
 
     def _decode(self, chunk: bytes) -> mqtt5.Packet | None:
+        """One whole packet's bytes to a packet; None (and the link closing) when malformed."""
         try:
-            packet, size = mqtt5.read(memoryview(chunk))
-        except (ValueError, IndexError) as exc:
-            # IndexError here means the packet's own fields overrun its declared length.
+            packet, size = read_packet(chunk)
+        except ValueError as exc:
             if (
                 self.state is LinkState.AWAIT_CONNECT
                 and chunk[0] == 0x10
@@ -273,8 +291,11 @@ class BrokerLink(asyncio.Protocol):
             reason = mqtt5.DisconnectReasonCode(reason_code)
             self.write_raw(mqtt5.DisconnectPacket(reason_code=reason).write())
         elif self.state is LinkState.AWAIT_CONNECT:
-            reason_connack = mqtt5.ConnAckReasonCode(reason_code)
-            self.write_raw(mqtt5.ConnAckPacket(reason_code=reason_connack).write())
+            try:
+                refused = mqtt5.ConnAckReasonCode(reason_code)
+            except ValueError:  # a DISCONNECT-only code: say no more than "unspecified"
+                refused = mqtt5.ConnAckReasonCode.UNSPECIFIED_ERROR
+            self.write_raw(mqtt5.ConnAckPacket(reason_code=refused).write())
         self.close()
 
     def close(self) -> None:
