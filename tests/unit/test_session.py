@@ -842,3 +842,38 @@ def test_repr_never_shows_the_password() -> None:
     assert "hunter2-secret" not in repr(session)
     session.connection_made(0.0)
     assert "hunter2-secret" not in repr(session)
+
+
+def _connected_session() -> Session:
+    session = Session("cid")
+    session.connection_made(0.0)
+    session.data_to_send()
+    session.receive_data(mqtt5.ConnAckPacket().write(), 0.0)
+    return session
+
+
+# The codec reports the UnicodeDecodeError to sys.unraisablehook before it panics: a side effect
+# of mqtt5 0.8 itself, which pytest would otherwise turn into an error.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_invalid_utf8_topic_from_broker_is_a_protocol_error_not_a_crash() -> None:
+    # mqtt5 0.8 panics (a BaseException) on invalid UTF-8; the session must turn that into a
+    # DISCONNECT 0x81, or a broken broker could kill the service.
+    session = _connected_session()
+    body = b"\x00\x02\xff\xfe" + b"\x00" + b"payload"  # topic b"\xff\xfe", no properties
+    events = session.receive_data(bytes([0x30, len(body)]) + body, 1.0)
+    assert len(events) == 1
+    assert isinstance(events[0], Disconnected)
+    assert events[0].reason_code == 0x81
+    sent, _ = mqtt5.read(memoryview(session.data_to_send()))
+    assert isinstance(sent, mqtt5.DisconnectPacket)
+    assert int(sent.reason_code) == 0x81
+
+
+def test_complete_packet_whose_fields_overrun_it_is_malformed_not_incomplete() -> None:
+    # A PUBLISH that declares 3 bytes but whose topic length says 200: all its bytes are there,
+    # so waiting for more would hang the link forever.
+    session = _connected_session()
+    events = session.receive_data(b"\x30\x03\x00\xc8a", 1.0)
+    assert len(events) == 1
+    assert isinstance(events[0], Disconnected)
+    assert events[0].reason_code == 0x81

@@ -10,18 +10,16 @@ later on the first reconnect. Passwords travel inside ``mqtt_url``; they are kep
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import os
 import types
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any, Literal, Self, Union, get_args, get_origin
-from urllib.parse import quote, unquote
 
 import pydantic
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
 
 from ._errors import ConfigError
+from ._url import ConnectionParams, check_mqtt_url, parse_mqtt_url, redact_url
 
 __all__ = [
     "ENV_VARS",
@@ -30,149 +28,6 @@ __all__ = [
     "parse_mqtt_url",
     "redact_url",
 ]
-
-_SCHEMES = {"mqtt": (1883, False), "mqtts": (8883, True)}
-_MASK = "***"
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionParams:
-    """Where and how to connect, as parsed from ``mqtt_url``; the password never shows."""
-
-    host: str
-    port: int
-    tls: bool
-    username: str | None = None
-    password: str | None = None
-
-    def __repr__(self) -> str:
-        password = None if self.password is None else _MASK
-        return (
-            f"ConnectionParams(host={self.host!r}, port={self.port}, tls={self.tls}, "
-            f"username={self.username!r}, password={password!r})"
-        )
-
-    __str__ = __repr__
-
-    @property
-    def redacted_url(self) -> str:
-        """The URL with the password masked, e.g. ``mqtt://user:***@host:1883``: fit for logs."""
-        userinfo = ""
-        if self.username is not None or self.password is not None:
-            userinfo = quote(self.username or "", safe="")
-            userinfo += f":{_MASK}@" if self.password is not None else "@"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        scheme = "mqtts" if self.tls else "mqtt"
-        return f"{scheme}://{userinfo}{host}:{self.port}"
-
-
-class _URLError(ValueError):
-    """A URL problem, described without quoting any part of the URL that may hold a secret."""
-
-
-def redact_url(url: str) -> str:
-    """Mask any password in a URL-ish string with ``***``, even when it does not parse.
-
-    Everything between the first ``:`` of the user-info and the last ``@`` is masked, so a
-    password holding unescaped ``@``, ``/`` or ``#`` is masked whole. Without an ``@``, a
-    ``user:secret`` authority whose "port" is not a number is masked as well. Erring towards
-    masking too much is deliberate: this is for logs.
-    """
-    scheme_end = url.find("://")
-    at = url.rfind("@")
-    start = scheme_end + 3 if 0 <= scheme_end < at or (scheme_end >= 0 and at < 0) else 0
-    if at >= 0:
-        colon = url.find(":", start, at)
-        return url if colon < 0 else f"{url[: colon + 1]}{_MASK}{url[at:]}"
-    end = len(url)
-    for stop in "/?#":
-        found = url.find(stop, start)
-        if found >= 0:
-            end = min(end, found)
-    authority = url[start:end]
-    colon = authority.find(":")
-    port = authority[colon + 1 :]
-    if colon < 0 or authority.startswith("[") or port.isdigit() or not port:
-        return url
-    # "mqtt://user:secret" (host forgotten): the "port" may be a password cut short by an
-    # unescaped '/', so everything after the colon goes.
-    return f"{url[: start + colon + 1]}{_MASK}"
-
-
-def parse_mqtt_url(url: str) -> ConnectionParams:
-    """Parse ``mqtt[s]://[user[:password]@]host[:port][/]`` into :class:`ConnectionParams`.
-
-    ``mqtt`` defaults to port 1883, ``mqtts`` to 8883 with TLS; the scheme is case-insensitive;
-    IPv6 hosts go in brackets; the user name and password are percent-decoded.
-
-    Raises:
-        ConfigError: (``field="mqtt_url"``) unknown scheme, missing host, a port that is not an
-            integer in 1..65535, a path other than ``/``, a query or a fragment, or bad
-            percent-encoding. The message never contains the password.
-    """
-    try:
-        return _parse(url)
-    except _URLError as exc:
-        raise ConfigError("mqtt_url", str(exc)) from None
-
-
-def _parse(url: str) -> ConnectionParams:
-    if not isinstance(url, str):
-        raise _URLError("must be a string like mqtt://host:1883")
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        raise _URLError("must look like mqtt://[user[:password]@]host[:port] (or mqtts://)")
-    scheme = scheme.lower()
-    if scheme not in _SCHEMES:
-        shown = f" {scheme!r}" if scheme.isascii() and scheme.isalnum() else ""
-        raise _URLError(f"unknown scheme{shown}: use mqtt:// or mqtts:// (TLS)")
-    default_port, tls = _SCHEMES[scheme]
-    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-    authority, tail = rest[:end], rest[end:]
-    if tail not in ("", "/"):
-        raise _URLError(
-            "must not have a path, query or fragment; "
-            "percent-encode '/', '?', '#' and '@' in the user name and password"
-        )
-    userinfo, at, hostport = authority.rpartition("@")
-    host, port = _parse_hostport(hostport, default_port)
-    username: str | None = None
-    password: str | None = None
-    if at:
-        user, colon, secret = userinfo.partition(":")
-        try:
-            username = unquote(user, errors="strict") or None
-            password = unquote(secret, errors="strict") if colon else None
-        except UnicodeDecodeError:
-            raise _URLError("the user name or password is not percent-encoded UTF-8") from None
-    return ConnectionParams(host, port, tls, username, password)
-
-
-def _parse_hostport(hostport: str, default_port: int) -> tuple[str, int]:
-    if hostport.startswith("["):
-        close = hostport.find("]")
-        after = hostport[close + 1 :] if close > 0 else ""
-        if close < 0 or (after and not after.startswith(":")):
-            raise _URLError("an IPv6 host must be written in brackets, e.g. mqtt://[::1]:1883")
-        host = hostport[1:close]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise _URLError("the host in brackets is not an IPv6 address") from None
-        port_text = after[1:]
-    else:
-        if hostport.count(":") > 1:
-            raise _URLError("an IPv6 host must be written in brackets, e.g. mqtt://[::1]:1883")
-        host, _, port_text = hostport.partition(":")
-    if not host:
-        raise _URLError("missing host, e.g. mqtt://localhost:1883")
-    if any(c.isspace() or not c.isprintable() for c in host):
-        raise _URLError("the host contains whitespace or control characters")
-    if not port_text:
-        return host, default_port
-    if not (port_text.isascii() and port_text.isdigit() and 1 <= int(port_text) <= 65535):
-        raise _URLError("the port must be an integer from 1 to 65535")
-    return host, int(port_text)
 
 
 class MQTTClientConfig(pydantic.BaseModel):
@@ -348,7 +203,7 @@ class MQTTClientConfig(pydantic.BaseModel):
     @field_validator("mqtt_url")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        _parse(value)
+        check_mqtt_url(value)
         return value
 
     @field_validator("client_id")

@@ -20,6 +20,7 @@ import inspect
 import logging
 import time
 import typing
+import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("tars.mqtt.dispatch")
+
+_MAX_SUBSCRIPTION_ID = 268_435_455  # MQTT 5: a Variable Byte Integer from 1 to 2**28 - 1
 
 Overflow = Literal["block", "drop_oldest", "drop_newest"]
 Handler = Callable[[Any], Awaitable[None]]
@@ -335,7 +338,6 @@ class Dispatcher:
         self._by_filter: dict[str, list[Subscription]] = {}
         self._filter_ids: dict[str, int] = {}
         self._by_id: dict[int, str] = {}
-        self._next_id = 0
         self._matcher: TopicMatcher[Subscription] = TopicMatcher()
         self._internal: dict[str, tuple[int, Callable[[Message], None]]] = {}
         self._internal_by_id: dict[int, Callable[[Message], None]] = {}
@@ -363,9 +365,9 @@ class Dispatcher:
         new = subs is None
         if subs is None:
             subs = self._by_filter[topic_filter] = []
-            self._next_id += 1
-            self._filter_ids[topic_filter] = self._next_id
-            self._by_id[self._next_id] = topic_filter
+            sid = self._stable_id(topic_filter)
+            self._filter_ids[topic_filter] = sid
+            self._by_id[sid] = topic_filter
         subs.append(sub)
         self._matcher.add(split_shared(topic_filter)[1], sub)
         return new
@@ -387,10 +389,25 @@ class Dispatcher:
     def add_internal(self, topic: str, callback: Callable[[Message], None]) -> int:
         """A synchronous, queue-less consumer of one exact topic, for the client's own use
         (the heartbeat echo). Returns the subscription identifier to subscribe with."""
-        self._next_id += 1
-        self._internal[topic] = (self._next_id, callback)
-        self._internal_by_id[self._next_id] = callback
-        return self._next_id
+        self.remove_internal(topic)
+        sid = self._stable_id(topic)
+        self._internal[topic] = (sid, callback)
+        self._internal_by_id[sid] = callback
+        return sid
+
+    def _stable_id(self, topic_filter: str) -> int:
+        """The subscription identifier of a filter, derived from the filter alone.
+
+        A persistent session outlives the process: what the broker queued while the service was
+        away carries the identifiers the previous process chose. Counting 1, 2, 3... in
+        subscription order would route those messages to the wrong handler whenever the new
+        process subscribes in another order; a checksum of the filter gives every process the
+        same identifier (a collision within one client moves to the next free identifier).
+        """
+        sid = zlib.crc32(topic_filter.encode()) % _MAX_SUBSCRIPTION_ID + 1
+        while sid in self._by_id or sid in self._internal_by_id:
+            sid = sid % _MAX_SUBSCRIPTION_ID + 1
+        return sid
 
     def internal_topics(self) -> dict[str, int]:
         return {topic: sid for topic, (sid, _) in self._internal.items()}

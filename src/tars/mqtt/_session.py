@@ -489,9 +489,21 @@ class Session:
                 try:
                     packet, size = read(view[pos:])
                 except IndexError:
+                    need = _packet_size(data[pos : pos + 5])
+                    if need and end - pos >= need:  # all there: its fields overrun its length
+                        self._protocol_error(events, _MALFORMED, "malformed packet: truncated")
+                        return events
                     break
                 except ValueError as exc:
                     self._protocol_error(events, _MALFORMED, f"malformed packet: {exc}")
+                    return events
+                except BaseException as exc:
+                    # mqtt5 0.8 panics on invalid UTF-8 in a string field: pyo3's
+                    # PanicException derives from BaseException. A broker's bad bytes must
+                    # end the link, not the process.
+                    if type(exc).__name__ != "PanicException":
+                        raise
+                    self._protocol_error(events, _MALFORMED, "malformed packet: invalid UTF-8")
                     return events
                 pos += size
                 if type(packet) is PublishPacket and self.state is SessionState.CONNECTED:

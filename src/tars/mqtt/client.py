@@ -531,13 +531,15 @@ class MQTTClient:
             raise PayloadTooLarge(len(payload), limit)
         state = self._state
         conn = self._conn
+        while state is ClientState.CONNECTED and conn is not None and qos and not wait:
+            if not conn.at_capacity or not conn.is_connected:
+                break
+            # A link lost meanwhile is not this publish's failure: decide again on whatever
+            # link (or none: the outbox) there is once the wait is over.
+            with contextlib.suppress(ConnectionLostError):
+                await conn.wait_for_capacity()
+            state, conn = self._state, self._conn
         if state is ClientState.CONNECTED and conn is not None:
-            if qos and not wait and conn.at_capacity:
-                # A link lost meanwhile is not this publish's failure: it takes the offline
-                # path below (outbox), like any publish made while reconnecting.
-                with contextlib.suppress(ConnectionLostError):
-                    await conn.wait_for_capacity()
-                state = self._state
             try:
                 fut = conn.publish_nowait(
                     topic, payload, qos=qos, retain=retain, wait=wait, properties=properties
@@ -549,7 +551,10 @@ class MQTTClient:
                 if fut is not None:
                     await fut
                 elif conn.write_paused:
-                    await conn.drain()
+                    # Handed over already: a QoS 1/2 message is resent on the next link, and a
+                    # QoS 0 one is at most once anyway. Losing the link here is not an error.
+                    with contextlib.suppress(ConnectionLostError):
+                        await conn.drain()
                 return
         if state is ClientState.CREATED:
             raise NotConnectedError("publish() before connect()")
@@ -873,7 +878,11 @@ class MQTTClient:
         connack = conn.connack
         use_ids = connack is None or connack.subscription_id_available
         handling = RetainHandling.SEND_ALWAYS if retained else RetainHandling.SEND_NEVER
-        tf = TopicFilter(topic, max_qos=QoS(qos), retain_handling=handling)
+        # retain_as_published off (MQTT 5's default; mqtt5's TopicFilter defaults to on): a
+        # handler sees retain=True only on the broker's stored copy, never on a live update.
+        tf = TopicFilter(
+            topic, max_qos=QoS(qos), retain_handling=handling, retain_as_published=False
+        )
         sid = self._dispatcher.subscription_id(topic) if use_ids else None
         codes = await conn.subscribe(tf, subscription_id=sid)
         if codes and codes[0] >= 0x80:

@@ -1,4 +1,4 @@
-"""The dev broker from the command line: ``python -m tars.mqtt.testing`` and ``tars-mqtt broker``."""
+"""The dev broker on the command line: ``python -m tars.mqtt.testing``, ``tars-mqtt broker``."""
 
 from __future__ import annotations
 
@@ -61,7 +61,8 @@ async def test_runs_until_ctrl_c_and_prints_its_url(command: list[str]) -> None:
 async def test_sigterm_stops_it_cleanly() -> None:
     process = await start(*COMMANDS["module"], "--port", "0")
     try:
-        assert process.stdout is not None and process.stderr is not None
+        assert process.stdout is not None
+        assert process.stderr is not None
         await asyncio.wait_for(process.stdout.readline(), 15)
         process.terminate()
         assert await asyncio.wait_for(process.wait(), 15) == 0

@@ -35,7 +35,7 @@ async def test_tcp_and_memory_clients_share_one_broker() -> None:
 
 async def test_serve_tcp_on_a_taken_port_raises(broker: InMemoryBroker) -> None:
     port = int((broker.tcp_url or "").rsplit(":", 1)[1])
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="address already in use"):
         await broker.serve_tcp(port=port)
 
 

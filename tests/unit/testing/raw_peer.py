@@ -186,7 +186,7 @@ class RawPeer(asyncio.Protocol):
     async def receive_publish(
         self, *, ack: bool = True, timeout: float = WAIT
     ) -> mqtt5.PublishPacket:
-        """The next packet, a PUBLISH; acknowledged (PUBACK, or PUBREC/PUBREL/PUBCOMP) if ``ack``."""
+        """The next packet, a PUBLISH; acknowledged (PUBACK, or the QoS 2 flow) if ``ack``."""
         publish = await self.expect(mqtt5.PublishPacket, timeout)
         if ack:
             await self.ack(publish)

@@ -47,6 +47,17 @@ class BrokerState(enum.Enum):
 class InMemoryBroker:
     """A development and test MQTT 5 broker living in the current event loop.
 
+    Where MQTT 5 leaves the broker a choice, this one:
+
+    - sends a client whose subscriptions overlap ONE copy of a message, at the highest granted
+      QoS, with every matching subscription id;
+    - gives each message of a ``$share/{group}/{filter}`` to one connected member, round robin;
+    - answers a QoS 1/2 publish nobody subscribed to with reason code 0x10, as Mosquitto does;
+    - queues QoS 1/2 (not QoS 0) messages for an absent client with a session, up to
+      ``max_queued_messages``, then drops new ones (counted in :meth:`sessions`);
+    - publishes a will on takeover too (MQTT 5, 3.1.4), but not on :meth:`restart` or
+      :meth:`close`, where the broker, not the client, goes away.
+
     Args:
         name: shown in :attr:`url`, peer names and logs; tells brokers of one test apart.
         max_packet_size: the largest packet a client may send (CONNACK advertises it; a larger
@@ -160,7 +171,7 @@ class InMemoryBroker:
         if not self._servers:
             return None
         _, host, port = self._servers[0]
-        return f"mqtt://{host}:{port}"
+        return f"mqtt://[{host}]:{port}" if ":" in host else f"mqtt://{host}:{port}"
 
     # -- connecting ----------------------------------------------------------------------------
 
@@ -231,8 +242,10 @@ class InMemoryBroker:
     def retained(self, topic: str) -> bytes | None:
         """The payload retained on exactly ``topic``, or None."""
         core = self._core
-        message = None if core is None else core.router.retained(topic)
-        if message is None or message.expired(core.now() if core else 0.0):
+        if core is None:
+            return None
+        message = core.router.retained(topic)
+        if message is None or message.expired(core.now()):
             return None
         return message.payload
 

@@ -5,6 +5,9 @@ in-memory alike. It cuts the byte stream into packets (checking the broker's max
 before buffering a whole packet), hands them to the broker core, and writes the core's answers,
 coalesced per loop turn. It owns no MQTT state: the session does.
 
+The broker does not slow down on ``pause_writing``: a client that stops reading lets its
+buffer grow, bounded for QoS 1/2 by its own receive maximum (a dev broker's trade-off).
+
 Faults that act on the wire live here: a stalled link neither reads nor writes (its socket stays
 open and what it would have written is held until unstalled), a PUBLISH may be written twice,
 and a run of PUBLISH packets may be held and written in reverse order.
