@@ -1,4 +1,4 @@
-"""A complete TARS service in nine lines of code: the one in the README.
+"""A complete TARS service in fewer than 10 lines of code: the one in the README.
 
 It reads its broker and identity from the environment, answers every ``shout/in`` event with a
 ``shout.out`` event on ``shout/out``, keeps a retained health status on

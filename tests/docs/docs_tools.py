@@ -13,12 +13,16 @@ import ast
 import asyncio
 import contextlib
 import difflib
+import enum
+import inspect
 import io
 import os
 import re
 import signal
 import sys
+import textwrap
 import tokenize
+import typing
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +82,7 @@ def code_lines(source: str) -> list[int]:
 # --- the migration guide's figures -----------------------------------------------------------
 
 PATTERNS: dict[str, str] = {
+    "setup": "Imports and configuration (URL, client id, topics)",
     "connection": "Connection, reconnect loop, session set-up",
     "envelope": "Envelope wrapping and parsing",
     "publish": "Publishing",
@@ -165,12 +170,151 @@ def config_table() -> str:
     return "\n".join(rows)
 
 
+# --- the API reference's signatures -----------------------------------------------------------
+
+API_MEMBERS_REQUIRED = ("MQTTClient", "Message", "Subscription")
+"""Classes whose every public method and property must be in docs/api.md, not just the class."""
+
+
+class _Shown(str):
+    """An annotation or default shown as written (no quotes)."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _annotation(value: Any) -> str:
+    text = value if isinstance(value, str) else inspect.formatannotation(value)
+    return text.replace("typing.", "")
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, enum.Enum):
+        return f"{type(value).__module__}.{value.name}"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_value(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    return repr(value)
+
+
+def _signature(func: Any, *, drop_first: bool = False, returns: bool = True) -> str:
+    sig = inspect.signature(func)
+    params = list(sig.parameters.values())[1 if drop_first else 0 :]
+    shown = [
+        p.replace(
+            annotation=p.empty if p.annotation is p.empty else _Shown(_annotation(p.annotation)),
+            default=p.empty if p.default is p.empty else _Shown(_value(p.default)),
+        )
+        for p in params
+    ]
+    text = str(sig.replace(parameters=shown, return_annotation=inspect.Signature.empty))
+    if returns and sig.return_annotation is not inspect.Signature.empty:
+        text += f" -> {_annotation(sig.return_annotation)}"
+    return text
+
+
+def _init_attributes(cls: type) -> set[str]:
+    """Names the class's ``__init__`` assigns as ``self.<name>`` (public instance attributes)."""
+    init = cls.__dict__.get("__init__")
+    if init is None:
+        return set()
+    tree = ast.parse(textwrap.dedent(inspect.getsource(init)))
+    return {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "self"
+        and isinstance(node.ctx, ast.Store)
+        and not node.attr.startswith("_")
+    }
+
+
+def _bases(cls: type) -> str:
+    names = [b.__name__ for b in cls.__bases__ if b is not object]
+    return f"class {cls.__name__}({', '.join(names)})"
+
+
+def api_signature(dotted: str) -> str:
+    """How docs/api.md shows a public name (``MQTTClient``) or member (``MQTTClient.publish``).
+
+    Raises ``AttributeError`` when the name does not exist (a stale entry in the reference).
+    """
+    import tars.mqtt
+
+    owner_name, _, member = dotted.partition(".")
+    if owner_name not in tars.mqtt.__all__:
+        raise AttributeError(f"{owner_name} is not in tars.mqtt.__all__")
+    owner = getattr(tars.mqtt, owner_name)
+    if not member:
+        return _object_signature(owner_name, owner)
+    try:
+        raw = inspect.getattr_static(owner, member)
+    except AttributeError:
+        if member in _init_attributes(owner):
+            return f"attribute {member}"
+        raise
+    if isinstance(raw, property):
+        returns = inspect.signature(raw.fget).return_annotation if raw.fget else Any
+        return f"property {member}: {_annotation(returns)}"
+    if isinstance(raw, classmethod):
+        return f"classmethod {member}{_signature(raw.__func__, drop_first=True)}"
+    if isinstance(raw, staticmethod):
+        return f"staticmethod {member}{_signature(raw.__func__)}"
+    if callable(raw):
+        prefix = "async " if inspect.iscoroutinefunction(raw) else ""
+        return f"{prefix}{member}{_signature(raw, drop_first=True)}"
+    return f"{member}: {_annotation(owner.__annotations__.get(member, type(raw)))}"
+
+
+def _object_signature(name: str, obj: Any) -> str:
+    if inspect.isclass(obj):
+        if issubclass(obj, BaseException) or issubclass(obj, enum.Enum):
+            return _bases(obj)
+        if getattr(obj, "_is_protocol", False):
+            return f"class {name}(Protocol)"
+        if typing.is_typeddict(obj):
+            return f"class {name}(TypedDict, total={getattr(obj, '__total__', True)})"
+        init = obj.__dict__.get("__init__")
+        if init is not None:
+            return f"{name}{_signature(init, drop_first=True, returns=False)}"
+        return f"{name}{_signature(obj, returns=False)}"
+    prefix = "async " if inspect.iscoroutinefunction(obj) else ""
+    return f"{prefix}{name}{_signature(obj)}"
+
+
+def public_members(cls: type) -> list[str]:
+    """The public methods and properties a class defines or inherits from the library."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if klass.__module__.startswith("tars."):
+            names.update(n for n in vars(klass) if not n.startswith("_"))
+            names.update(_init_attributes(klass))
+    return sorted(names)
+
+
+_API_HEADING = re.compile(r"^#{3,4} `([\w.]+)`\s*$")
+
+
+def api_entries(text: str) -> dict[str, str]:
+    """Each ``### `Name``` / ``#### `Name.member``` heading of api.md and the signature below it
+    (the first line of the entry, in backticks)."""
+    entries: dict[str, str] = {}
+    lines = text.splitlines()
+    for index, line in enumerate(lines):
+        match = _API_HEADING.match(line)
+        if match is None:
+            continue
+        following = next((x for x in lines[index + 1 :] if x.strip()), "")
+        entries[match.group(1)] = following.strip().removeprefix("`").removesuffix("`")
+    return entries
+
+
 # --- generated regions in Markdown ------------------------------------------------------------
 
 
 def region(text: str, name: str) -> str:
     """The text between ``<!-- name:start -->`` and ``<!-- name:end -->`` (stripped)."""
-    match = re.search(rf"<!-- {name}:start -->\n(.*?)\n<!-- {name}:end -->", text, re.S)
+    match = re.search(rf"<!-- {name}:start -->\n(.*?)\n?<!-- {name}:end -->", text, re.S)
     if match is None:
         raise LookupError(f"no <!-- {name}:start --> ... <!-- {name}:end --> region")
     return match.group(1).strip()
@@ -179,8 +323,8 @@ def region(text: str, name: str) -> str:
 def replace_region(text: str, name: str, body: str) -> str:
     region(text, name)  # raises when missing
     return re.sub(
-        rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)",
-        lambda m: m.group(1) + body + m.group(2),
+        rf"(<!-- {name}:start -->\n).*?\n?(<!-- {name}:end -->)",
+        lambda m: m.group(1) + body + "\n" + m.group(2),
         text,
         flags=re.S,
     )

@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 from collections.abc import Callable
 
 import pytest
 
 from support.mosquitto_cli import Inbox, connected_client, unique
-from tars.mqtt import ClientState, Envelope, MQTTClient
+from tars.mqtt import ClientState, ConnectError, Envelope, MQTTClient
 from tars.mqtt.testing import MosquittoBroker
 
 pytestmark = pytest.mark.mosquitto
@@ -98,3 +99,48 @@ async def test_it_uses_an_existing_connection_and_the_signals_given(
     await asyncio.wait_for(task, 5)
     assert client.state is ClientState.CLOSED
     assert signal.getsignal(signal.SIGUSR1) is usr_before
+
+
+async def test_a_signal_while_still_connecting_ends_it_cleanly() -> None:
+    """The handlers are in place before connecting: a service told to stop while the broker is
+    still unreachable stops gracefully instead of dying of the signal's default action."""
+    client = MQTTClient(
+        f"mqtt://127.0.0.1:{free_port()}", unique("forever"), reconnect_min_delay=0.1
+    )
+    before = signal.getsignal(signal.SIGTERM)
+    task = asyncio.create_task(client.run_forever())
+    await wait_until(lambda: signal.getsignal(signal.SIGTERM) is not before)
+    assert not client.connected  # still trying to reach the broker
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.wait_for(task, 5)
+    assert client.state is ClientState.CLOSED
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def free_port() -> int:
+    with socket.socket() as placeholder:
+        placeholder.bind(("127.0.0.1", 0))
+        port: int = placeholder.getsockname()[1]
+        return port
+
+
+async def test_it_raises_what_connect_raises_and_restores_the_handlers() -> None:
+    client = MQTTClient(f"mqtt://127.0.0.1:{free_port()}", unique("forever"), wait_for_broker=False)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(ConnectError):
+        await asyncio.wait_for(client.run_forever(), 5)
+    assert client.state is ClientState.CLOSED
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+async def test_cancelling_it_while_connecting_closes_the_client() -> None:
+    client = MQTTClient(f"mqtt://127.0.0.1:{free_port()}", unique("forever"))
+    before = signal.getsignal(signal.SIGTERM)
+    task = asyncio.create_task(client.run_forever())
+    await wait_until(lambda: client.state is ClientState.CONNECTING)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    assert client.state is ClientState.CLOSED
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("tars-mqtt")]

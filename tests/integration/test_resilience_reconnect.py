@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
+import mqtt5
 import pytest
 
 from support.mosquitto_cli import Inbox, unique
@@ -128,3 +129,77 @@ async def test_a_policy_that_gives_up_closes_the_client(
     with pytest.raises(ClientStateError):
         await client.publish("resilience/after-give-up", b"x", qos=1)
     assert client_tasks() == []
+
+
+class KickingBroker:
+    """A fake broker that accepts every CONNECT, answers the first SUBSCRIBE with a SUBACK and,
+    in the same write, a DISCONNECT "server shutting down": a link lost just as the client
+    finishes restoring its subscriptions."""
+
+    def __init__(self) -> None:
+        self.attempts: Inbox[None] = Inbox()
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> KickingBroker:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.attempts.add(None)
+        buffer = b""
+        try:
+            while chunk := await reader.read(65536):
+                buffer += chunk
+                while buffer:
+                    try:
+                        packet, size = mqtt5.read(memoryview(buffer))
+                    except IndexError:
+                        break
+                    buffer = buffer[size:]
+                    if isinstance(packet, mqtt5.ConnectPacket):
+                        writer.write(mqtt5.ConnAckPacket().write())
+                    elif isinstance(packet, mqtt5.SubscribePacket):
+                        granted = [mqtt5.SubAckReasonCode.GRANTED_QOS_AT_MOST_ONCE] * len(
+                            packet.topic_filters
+                        )
+                        shutting_down = mqtt5.DisconnectReasonCode.SERVER_SHUTTING_DOWN
+                        writer.write(
+                            mqtt5.SubAckPacket(packet.packet_id, granted).write()
+                            + mqtt5.DisconnectPacket(reason_code=shutting_down).write()
+                        )
+                        await writer.drain()
+                        return
+        finally:
+            writer.close()
+
+
+async def test_a_link_lost_while_restoring_subscriptions_is_retried_with_backoff() -> None:
+    async with KickingBroker() as broker:
+        recording = RecordingBackoff(ExponentialBackoff(min_delay=0.05, max_delay=0.2))
+        client = MQTTClient(
+            f"mqtt://127.0.0.1:{broker.port}",
+            unique("kicked"),
+            enable_health=True,  # a health "ready" is published on a link that is up
+            backoff=recording,
+        )
+
+        async def handler(payload: bytes) -> None:
+            pass
+
+        await client.subscribe("resilience/kicked", handler)
+        connecting = asyncio.create_task(client.connect())
+        # The supervisor survives each lost link and backs off before trying again.
+        await broker.attempts.wait_for(3, timeout=5)
+        assert [attempt for attempt, _, _ in recording.calls.items[:2]] == [0, 1]
+        assert not client.connected
+        await client.shutdown()
+        with pytest.raises(ClientStateError):
+            await connecting
+        assert client_tasks() == []

@@ -128,7 +128,8 @@ async def test_an_unacknowledged_publish_is_resent_with_dup_on_the_resumed_sessi
             captured = await observer.wait_for(1)
             assert captured[0].payload == b"owed"
             conn = client.client
-            assert conn is not None and conn.connack.session_present
+            assert conn is not None
+            assert conn.connack.session_present
             assert client.stats.stale_links == 1
         received = [
             line for line in broker.log_text().splitlines() if f"PUBLISH from {client_id} (" in line

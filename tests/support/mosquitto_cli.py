@@ -12,7 +12,7 @@ import contextlib
 import itertools
 import os
 import shutil
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
@@ -27,6 +27,7 @@ __all__ = [
     "connected_client",
     "mosquitto_pub",
     "unique",
+    "wait_until",
 ]
 
 T = TypeVar("T")
@@ -77,7 +78,7 @@ class Inbox(Generic[T]):
 class MosquittoSub:
     """A ``mosquitto_sub -V mqttv5`` process; ``async with`` returns once it is subscribed.
 
-    ``count`` is ``-C`` (exit after that many messages); without it, it runs until closed.
+    ``count`` is ``-C`` (print that many messages, then stop); it is killed on exit either way.
     """
 
     def __init__(
@@ -139,7 +140,8 @@ class MosquittoSub:
         await self.close()
 
     async def _read(self) -> None:
-        assert self._process is not None and self._process.stdout is not None
+        assert self._process is not None
+        assert self._process.stdout is not None
         stdout = self._process.stdout
         while line := await stdout.readline():
             text = line.decode("utf-8", "replace").rstrip("\n")
@@ -155,18 +157,13 @@ class MosquittoSub:
         """The first ``count`` messages it printed."""
         return await self.messages.wait_for(count, timeout)
 
-    async def wait_exit(self, timeout: float = 5.0) -> int:
-        """Wait for the process to end by itself (``-C`` reached); return its exit status."""
-        assert self._process is not None and self._reader is not None
-        async with asyncio.timeout(timeout):
-            await self._reader
-            return await self._process.wait()
-
     async def close(self) -> None:
         process = self._process
         if process is not None and process.returncode is None:
+            # SIGKILL, not SIGTERM: mosquitto_sub 2.0.11 sometimes deadlocks (futex) while
+            # disconnecting after -C, and its SIGTERM handler only asks for a disconnect.
             with contextlib.suppress(ProcessLookupError):
-                process.terminate()
+                process.kill()
             await process.wait()
         if self._reader is not None:
             with contextlib.suppress(asyncio.CancelledError):
@@ -184,7 +181,8 @@ async def mosquitto_pub(
 ) -> None:
     """Publish ``payload`` byte for byte (read from stdin) with ``mosquitto_pub -V mqttv5``."""
     args = ["-V", "mqttv5", "-h", broker.host, "-p", str(broker.port), "-t", topic]
-    args += ["-q", str(qos), "-s", *extra_args]
+    # -s reads the payload from stdin; it refuses an empty one, which -n (null message) sends.
+    args += ["-q", str(qos), "-s" if payload else "-n", *extra_args]
     if retain:
         args.append("-r")
     process = await asyncio.create_subprocess_exec(
@@ -198,6 +196,13 @@ async def mosquitto_pub(
         _, err = await process.communicate(payload)
     if process.returncode != 0:
         raise AssertionError(f"mosquitto_pub failed ({process.returncode}): {err.decode()}")
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll ``predicate`` (for state with no event to await, e.g. a counter) until it holds."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.005)
 
 
 @contextlib.asynccontextmanager

@@ -196,14 +196,21 @@ class Subscription:
     # --- worker ------------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start the worker that feeds the handler (the client calls it on connect)."""
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(
                 self._run(), name=f"tars-mqtt-sub:{self.topic_filter}"
             )
 
     async def stop(self) -> None:
-        """Cancel the worker and any running handler; queued messages are dropped (counted)."""
-        tasks = [t for t in (self._worker, *self._running) if t is not None]
+        """Cancel the worker and any running handler; queued messages are dropped (counted).
+
+        Called from this subscription's own handler (a one-shot handler unsubscribing itself,
+        a "stop" command shutting the client down), the calling handler is neither cancelled
+        nor awaited, which would deadlock; it finishes, then its worker ends.
+        """
+        me = asyncio.current_task()
+        tasks = [t for t in (self._worker, *self._running) if t is not None and t is not me]
         self._worker = None
         for task in tasks:
             task.cancel()
@@ -229,7 +236,8 @@ class Subscription:
         loop = asyncio.get_running_loop()
         if self.concurrency > 1:
             self._slots = asyncio.Semaphore(self.concurrency)
-        while True:
+        me = asyncio.current_task()
+        while self._worker is me:  # stop() from inside a handler: end after that call
             if not queue:
                 self._signal_idle()
                 waiter = loop.create_future()

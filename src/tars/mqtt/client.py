@@ -159,6 +159,9 @@ class MQTTClient:
         self._flush_waiters: list[asyncio.Future[None]] = []
         self._pending_requests: dict[str, asyncio.Future[Envelope]] = {}
         self._response_topics: set[str] = set()
+        # Filters added (or raised in QoS) while no link was up: a resumed broker session does
+        # not have them, so the next link subscribes them even when it skips the others.
+        self._unsent_filters: set[str] = set()
         self._connect_hooks: list[Hook] = []
         self._disconnect_hooks: list[Hook] = []
         self._watchdog = Watchdog(config.heartbeat_interval, config.watchdog_missed_heartbeats)
@@ -200,10 +203,12 @@ class MQTTClient:
 
     @property
     def client_id(self) -> str:
+        """The MQTT client id (also the last level of the health and keepalive topics)."""
         return self._config.client_id
 
     @property
     def state(self) -> ClientState:
+        """Where the client is in its lifecycle (see :class:`ClientState`)."""
         return self._state
 
     @property
@@ -340,9 +345,11 @@ class MQTTClient:
             if was_connected and conn is not None:
                 await self._say_goodbye(conn, timeout / 2)
             await self._cancel_tasks(max(0.1, deadline - asyncio.get_running_loop().time()))
-            await asyncio.gather(
-                *(sub.stop() for sub in self._dispatcher.subscriptions()), return_exceptions=True
-            )
+            # One after the other in this task (not gathered in tasks of their own), so that a
+            # handler calling shutdown() is recognized by its subscription's stop() as the
+            # caller, and is neither cancelled nor waited for.
+            for sub in self._dispatcher.subscriptions():
+                await sub.stop()
         except Exception:  # shutdown never raises: log and finish the job
             log.exception("error during shutdown of %s", self._config.client_id)
         finally:
@@ -362,11 +369,6 @@ class MQTTClient:
         still shuts down when cancelled (Ctrl-C under ``asyncio.run``). Raises what
         :meth:`connect` raises.
         """
-        if self._state in (ClientState.CREATED, ClientState.CLOSED):
-            await self.connect()
-        closed = self._closed
-        if closed is None or closed.done():
-            return
         loop = asyncio.get_running_loop()
         stop: asyncio.Future[int] = loop.create_future()
 
@@ -374,6 +376,8 @@ class MQTTClient:
             if not stop.done():
                 stop.set_result(signum)
 
+        # Handlers before connecting: a signal while (re)trying to reach the broker, or just
+        # after "ready" went out, must stop the service gracefully, not kill it.
         installed: list[tuple[int, Any]] = []
         for signum in signals:
             previous = signal.getsignal(signum)
@@ -382,8 +386,16 @@ class MQTTClient:
             except (NotImplementedError, RuntimeError, ValueError):
                 continue
             installed.append((signum, previous))
+        connecting: asyncio.Task[None] | None = None
         try:
-            await asyncio.wait((stop, closed), return_when=asyncio.FIRST_COMPLETED)
+            if self._state in (ClientState.CREATED, ClientState.CLOSED):
+                connecting = loop.create_task(self.connect(), name="tars-mqtt-run-forever-connect")
+                await asyncio.wait((connecting, stop), return_when=asyncio.FIRST_COMPLETED)
+                if connecting.done():
+                    connecting.result()  # raises what connect() raised
+            closed = self._closed
+            if not stop.done() and closed is not None and not closed.done():
+                await asyncio.wait((stop, closed), return_when=asyncio.FIRST_COMPLETED)
             if stop.done():
                 log.info("%s: signal %s received, shutting down", self.client_id, stop.result())
         finally:
@@ -391,6 +403,11 @@ class MQTTClient:
                 loop.remove_signal_handler(signum)
                 if previous is not None:
                     signal.signal(signum, previous)
+            if connecting is not None and not connecting.done():
+                connecting.cancel()
+                await asyncio.wait((connecting,))
+                if not connecting.cancelled():
+                    connecting.exception()  # retrieved: shutdown() below is the outcome
             await self.shutdown()
 
     # --- publishing --------------------------------------------------------------------------
@@ -633,7 +650,11 @@ class MQTTClient:
         if self._state is not ClientState.CREATED:
             sub.start()
         conn = self._conn
-        if self.connected and conn is not None and (before is None or qos > before):
+        if before is not None and qos <= before:
+            pass  # the broker's subscription on this filter already covers it
+        elif conn is None or not conn.is_connected:
+            self._unsent_filters.add(topic)
+        else:  # a live link, even one still restoring subscriptions: subscribe on it now
             try:
                 await self._send_subscribe(conn, topic, qos, retained=True)
             except BaseException:
@@ -686,8 +707,13 @@ class MQTTClient:
                 self._outbox_room.clear()
                 await self._outbox_room.wait()
             if self.connected:  # the link came back while we waited
-                await self.publish(topic, payload, qos=qos, retain=retain, wait=wait)
+                await self.publish(
+                    topic, payload, qos=qos, retain=retain, wait=wait, properties=properties
+                )
                 return
+            if self._state is ClientState.CLOSING or self._state is ClientState.CLOSED:
+                # Woken by shutdown(), which emptied the outbox: queuing now would never send.
+                raise ClientStateError(f"publish() while {self._state.value}")
         fut: asyncio.Future[int] | None = loop.create_future() if qos and wait else None
         ttl = cfg.outbox_message_ttl
         expires = time.monotonic() + ttl if ttl is not None else None
@@ -786,10 +812,12 @@ class MQTTClient:
                 await asyncio.sleep(delay)
                 continue
             up_at = loop.time()
-            if not await self._link_up(conn):
-                continue
-            await conn.wait_closed()
-            self._link_down(conn)
+            if await self._link_up(conn):
+                await conn.wait_closed()
+                self._link_down(conn)
+            else:  # lost while restoring subscriptions: let it end, then back off like any loss
+                conn.abort()
+                await conn.wait_closed()
             # A link that dropped soon after it came up keeps growing the backoff (a client id
             # clash or a broker that kicks us must not become a reconnect storm).
             if loop.time() - up_at > self._config.reconnect_max_delay:
@@ -808,14 +836,21 @@ class MQTTClient:
         cfg = self._config
         first = not self._first_connect.done()
         self._conn = conn
-        if self._blocked:
-            conn.pause_reading()
         session_present = bool(conn.connack is not None and conn.connack.session_present)
         try:
             await self._restore_subscriptions(conn, resend=not session_present or first)
         except ConnectionLostError:
             self._conn = None
             return False
+        if not conn.is_connected:
+            # Ended (a DISCONNECT, a protocol error) in the same read as the last SUBACK: the
+            # health publish and the outbox flush below would raise on it.
+            self._conn = None
+            return False
+        if self._blocked:
+            # Only now: paused before, the SUBACKs above could never be read while a handler
+            # holds a full "block" queue, and the link would hang half-open until it catches up.
+            conn.pause_reading()
         self._flush_outbox(conn)
         self._state = ClientState.CONNECTED
         self._counts["connects"] += 1
@@ -864,13 +899,15 @@ class MQTTClient:
 
     async def _restore_subscriptions(self, conn: Connection, *, resend: bool) -> None:
         jobs = []
-        if resend:
-            for topic, qos in self._dispatcher.filters.items():
+        unsent = set(self._unsent_filters)
+        for topic, qos in self._dispatcher.filters.items():
+            if resend or topic in unsent:
                 jobs.append(self._send_subscribe(conn, topic, qos, retained=True, raise_=False))
         for topic, sid in self._dispatcher.internal_topics().items():
             jobs.append(self._send_internal_subscribe(conn, topic, sid))
         if jobs:
             await asyncio.gather(*jobs)
+        self._unsent_filters -= unsent
 
     async def _send_subscribe(
         self, conn: Connection, topic: str, qos: int, *, retained: bool, raise_: bool = True
@@ -937,6 +974,11 @@ class MQTTClient:
                 current = conn
                 schedule = HeartbeatSchedule(cfg.heartbeat_interval)
             wake = now + _LIVENESS_TICK
+            if self._blocked:
+                # A "block" queue stopped reading the link on purpose: no echo and no ack can
+                # come back meanwhile, which says nothing about the link. Watch afresh after.
+                self._watchdog.start(now)
+                self._waiting_since = time.monotonic()
             if cfg.enable_heartbeat:
                 if schedule.due(now):
                     conn.publish_nowait(topic, encode_heartbeat(time.time()), qos=0)

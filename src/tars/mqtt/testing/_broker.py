@@ -49,8 +49,8 @@ class InMemoryBroker:
 
     Where MQTT 5 leaves the broker a choice, this one:
 
-    - sends a client whose subscriptions overlap ONE copy of a message, at the highest granted
-      QoS, with every matching subscription id;
+    - sends a client whose subscriptions overlap one copy of a message per matching
+      subscription, each at that subscription's QoS and with its id, as Mosquitto does;
     - gives each message of a ``$share/{group}/{filter}`` to one connected member, round robin;
     - answers a QoS 1/2 publish nobody subscribed to with reason code 0x10, as Mosquitto does;
     - queues QoS 1/2 (not QoS 0) messages for an absent client with a session, up to

@@ -5,9 +5,12 @@ client can never disagree on what a filter means (``$``-topics, ``#`` matching i
 
 Choices where MQTT 5 leaves room (section 3.3.4):
 
-- A client whose non-shared subscriptions overlap gets ONE copy of a message, at the highest
-  QoS granted among the matching subscriptions, carrying every matching subscription id; the
-  retain flag is kept if any matching subscription asked for retain-as-published.
+- A client whose non-shared subscriptions overlap gets one copy of a message per matching
+  subscription, each at that subscription's QoS, with its options (retain-as-published) and
+  its subscription id, as Mosquitto does. (One merged copy at the highest QoS would be allowed
+  too, but a handler on a QoS 0 filter would then see QoS 2 here and QoS 0 in production, and
+  a QoS 0 filter's copies would be queued for an absent client: the contract suite checks
+  that both brokers agree.)
 - A shared subscription ``$share/{group}/{filter}`` gives each message to one member of the
   group, round robin over the members that are connected; when none is, round robin over all
   members (the message then waits in that member's session). A shared subscription is a
@@ -113,19 +116,15 @@ class Router:
         self, message: StoredMessage, online: Callable[[str], bool]
     ) -> list[tuple[str, Delivery]]:
         """The deliveries of one message: (client id, delivery) pairs (see the module rules)."""
-        matched: dict[str, list[Subscription]] = {}
+        deliveries: list[tuple[str, Delivery]] = []
         for client_id, topic_filter in self._direct.match(message.topic):
             subscription = self._by_client[client_id][topic_filter]
             if subscription.no_local and client_id == message.publisher:
                 continue
-            matched.setdefault(client_id, []).append(subscription)
-        deliveries = [
-            (client_id, _merge(message, subscriptions))
-            for client_id, subscriptions in matched.items()
-        ]
+            deliveries.append((client_id, _delivery(message, subscription)))
         for key in self._shared.match(message.topic):
             client_id, subscription = self._groups[key].pick(online)
-            deliveries.append((client_id, _merge(message, [subscription])))
+            deliveries.append((client_id, _delivery(message, subscription)))
         return deliveries
 
     # -- retained messages ---------------------------------------------------------------------
@@ -152,8 +151,9 @@ class Router:
         self._retained.clear()
 
 
-def _merge(message: StoredMessage, subscriptions: list[Subscription]) -> Delivery:
-    granted = max(subscription.qos for subscription in subscriptions)
-    retain = message.retain and any(s.retain_as_published for s in subscriptions)
-    ids = tuple(s.subscription_id for s in subscriptions if s.subscription_id is not None)
-    return Delivery(message, min(message.qos, granted), retain, ids)
+def _delivery(message: StoredMessage, subscription: Subscription) -> Delivery:
+    retain = message.retain and subscription.retain_as_published
+    sid = subscription.subscription_id
+    return Delivery(
+        message, min(message.qos, subscription.qos), retain, () if sid is None else (sid,)
+    )

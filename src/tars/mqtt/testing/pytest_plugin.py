@@ -7,22 +7,42 @@ installed, so a service's tests can ask for a broker by name:
 - ``shared_mosquitto``: one Mosquitto for the whole session, for tests that leave it running.
 - ``make_tcp_proxy``: ``await make_tcp_proxy(host, port)`` puts a :class:`TcpFaultProxy` in
   front of a broker; every proxy is closed after the test (needs pytest-asyncio).
+- ``in_memory_broker``: a started :class:`InMemoryBroker` (no socket), closed after the test.
+- ``mqtt_client_factory``: ``await mqtt_client_factory("svc", **options)`` returns a connected
+  :class:`~tars.mqtt.MQTTClient` on the in-memory broker (or on ``broker=`` any other one);
+  every client it made is shut down after the test.
+- ``mqtt_client``: one connected client (``"test-client"``) on the in-memory broker.
 
-The Mosquitto fixtures skip the test, with the reason, when Mosquitto is not installed.
+The async fixtures need pytest-asyncio. The Mosquitto fixtures skip the test, with the reason,
+when Mosquitto is not installed.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import itertools
 from collections.abc import AsyncIterator, Iterator
-from typing import Protocol
+from typing import Protocol, TypeAlias, Unpack
 
 import pytest
 
+from tars.mqtt import ClientOptions, MQTTClient
+from tars.mqtt.testing._broker import InMemoryBroker
 from tars.mqtt.testing._mosquitto import MosquittoBroker
 from tars.mqtt.testing._proxy import TcpFaultProxy
 
-__all__ = ["TcpProxyFactory", "make_tcp_proxy", "mosquitto_broker", "shared_mosquitto"]
+__all__ = [
+    "BrokerTarget",
+    "HasURL",
+    "MQTTClientFactory",
+    "TcpProxyFactory",
+    "in_memory_broker",
+    "make_tcp_proxy",
+    "mosquitto_broker",
+    "mqtt_client",
+    "mqtt_client_factory",
+    "shared_mosquitto",
+]
 
 _NO_MOSQUITTO = (
     "Mosquitto is not installed (apt-get install mosquitto mosquitto-clients, "
@@ -104,5 +124,98 @@ if importlib.util.find_spec("pytest_asyncio") is not None:
 
 
 # --- In-memory broker fixtures ------------------------------------------------------------
-# Reserved for the in-memory broker (InMemoryBroker) fixtures, added here by their owner.
-# --------------------------------------------------------------------------------------------
+
+
+class HasURL(Protocol):
+    """A broker reached over TCP at ``url``: :class:`MosquittoBroker`, :class:`TcpFaultProxy`."""
+
+    @property
+    def url(self) -> str: ...
+
+
+BrokerTarget: TypeAlias = InMemoryBroker | HasURL | str
+"""Where ``mqtt_client_factory`` connects a client: an :class:`InMemoryBroker` (through its
+``connector``, no socket), anything with an ``mqtt://`` :attr:`~HasURL.url`, or a URL itself
+(e.g. ``in_memory_broker.tcp_url`` after ``serve_tcp()``)."""
+
+
+class MQTTClientFactory(Protocol):
+    """The type of the ``mqtt_client_factory`` fixture.
+
+    ``await factory("svc", enable_health=True)`` builds an :class:`~tars.mqtt.MQTTClient` with
+    those options (every keyword is a :class:`~tars.mqtt.MQTTClientConfig` field), connects it
+    and returns it; the fixture shuts it down after the test. ``client_id`` defaults to a fresh
+    ``client-{n}``. ``broker`` defaults to the test's ``in_memory_broker``. ``connect=False``
+    returns it unconnected, to subscribe before connecting (a resumed session delivers what was
+    queued right after CONNACK).
+
+    Unless told otherwise the client does not wait for a broker that is not there
+    (``wait_for_broker=False``): a test pointed at the wrong broker fails at once with
+    :class:`~tars.mqtt.ConnectError` instead of retrying until the test times out.
+    """
+
+    async def __call__(
+        self,
+        client_id: str | None = None,
+        *,
+        broker: BrokerTarget | None = None,
+        connect: bool = True,
+        **options: Unpack[ClientOptions],
+    ) -> MQTTClient: ...
+
+
+def _client_on(target: BrokerTarget, client_id: str, options: ClientOptions) -> MQTTClient:
+    if isinstance(target, InMemoryBroker):
+        return MQTTClient(target.url, client_id, connector=target.connector, **options)
+    url = target if isinstance(target, str) else target.url
+    return MQTTClient(url, client_id, **options)
+
+
+if importlib.util.find_spec("pytest_asyncio") is not None:
+    import pytest_asyncio
+
+    @pytest_asyncio.fixture
+    async def in_memory_broker() -> AsyncIterator[InMemoryBroker]:
+        """A started :class:`InMemoryBroker` of the test's own, closed after it.
+
+        Clients reach it without a socket (``connector=in_memory_broker.connector``); call
+        ``await in_memory_broker.serve_tcp()`` to let other processes in too.
+        """
+        async with InMemoryBroker() as broker:
+            yield broker
+
+    @pytest_asyncio.fixture
+    async def mqtt_client_factory(
+        in_memory_broker: InMemoryBroker,
+    ) -> AsyncIterator[MQTTClientFactory]:
+        """Make connected :class:`~tars.mqtt.MQTTClient` objects (see :class:`MQTTClientFactory`);
+        each one is shut down after the test, before the broker closes."""
+        clients: list[MQTTClient] = []
+        numbers = itertools.count(1)
+
+        async def make(
+            client_id: str | None = None,
+            *,
+            broker: BrokerTarget | None = None,
+            connect: bool = True,
+            **options: Unpack[ClientOptions],
+        ) -> MQTTClient:
+            options.setdefault("wait_for_broker", False)
+            target = in_memory_broker if broker is None else broker
+            client = _client_on(target, client_id or f"client-{next(numbers)}", options)
+            clients.append(client)
+            if connect:
+                await client.connect()
+            return client
+
+        try:
+            yield make
+        finally:
+            for client in reversed(clients):
+                await client.shutdown()
+
+    @pytest_asyncio.fixture
+    async def mqtt_client(mqtt_client_factory: MQTTClientFactory) -> MQTTClient:
+        """One :class:`~tars.mqtt.MQTTClient` (``"test-client"``) connected to
+        ``in_memory_broker``, shut down after the test."""
+        return await mqtt_client_factory("test-client")

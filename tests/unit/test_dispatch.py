@@ -1,0 +1,512 @@
+"""Subscriptions and the dispatcher, without a broker: packets are built with the codec.
+
+A :class:`Subscription` is fed with :meth:`~Subscription.offer` exactly as the link's listener
+feeds it; its worker runs on the test's loop. Tests wait on what the handler records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from mqtt5 import PublishPacket
+from pydantic import BaseModel
+
+from support.mosquitto_cli import Inbox, wait_until
+from tars.mqtt import Envelope, Message
+from tars.mqtt._dedup import DedupWindow
+from tars.mqtt._dispatch import Dispatcher, Handler, Overflow, Subscription
+from tars.mqtt._envelope import encode_event
+
+
+class Point(BaseModel):
+    x: int
+    y: int
+
+
+def packet(
+    payload: bytes = b"p", topic: str = "a/b", ids: list[int] | None = None
+) -> PublishPacket:
+    return PublishPacket(topic, payload, subscription_ids=ids)
+
+
+def msg(payload: bytes = b"p", topic: str = "a/b") -> Message:
+    return Message(packet(payload, topic))
+
+
+def event(data: dict[str, Any], event_type: str = "t") -> bytes:
+    return encode_event(event_type, data, source="test")[1]
+
+
+class BlockLog:
+    """The ``on_block`` callback: records each call (True = stop reading the link)."""
+
+    def __init__(self) -> None:
+        self.calls: list[bool] = []
+
+    def __call__(self, blocked: bool) -> None:
+        self.calls.append(blocked)
+
+
+def subscription(
+    handler: Handler,
+    *,
+    topic_filter: str = "a/#",
+    queue_size: int = 100,
+    overflow: Overflow = "block",
+    concurrency: int = 1,
+    timeout: float | None = None,
+    dedup: DedupWindow | None = None,
+    on_block: Callable[[bool], None] | None = None,
+) -> Subscription:
+    return Subscription(
+        topic_filter,
+        handler,
+        qos=0,
+        queue_size=queue_size,
+        overflow=overflow,
+        concurrency=concurrency,
+        timeout=timeout,
+        dedup=dedup,
+        on_block=on_block or BlockLog(),
+    )
+
+
+def recorder() -> tuple[Handler, Inbox[Any]]:
+    inbox: Inbox[Any] = Inbox()
+
+    async def handler(payload: bytes) -> None:
+        inbox.add(payload)
+
+    return handler, inbox
+
+
+# --- handler forms -----------------------------------------------------------------------------
+
+
+async def test_handler_argument_follows_the_first_annotation() -> None:
+    got: dict[str, Inbox[Any]] = {k: Inbox() for k in ("bytes", "none", "msg", "env", "model")}
+
+    async def as_bytes(payload: bytes) -> None:
+        got["bytes"].add(payload)
+
+    async def unannotated(payload):  # type: ignore[no-untyped-def]
+        got["none"].add(payload)
+
+    async def as_message(m: Message) -> None:
+        got["msg"].add(m)
+
+    async def as_envelope(e: Envelope) -> None:
+        got["env"].add(e)
+
+    async def as_model(p: Point) -> None:
+        got["model"].add(p)
+
+    subs = [subscription(h) for h in (as_bytes, unannotated, as_message, as_envelope, as_model)]
+    raw = event({"x": 1, "y": 2})
+    shared = msg(raw)
+    for sub in subs:
+        sub.start()
+        sub.offer(shared)
+    assert await got["bytes"].wait_for(1) == [raw]
+    assert await got["none"].wait_for(1) == [raw]
+    assert (await got["msg"].wait_for(1))[0] is shared
+    [env] = await got["env"].wait_for(1)
+    assert isinstance(env, Envelope)
+    assert env.data == {"x": 1, "y": 2}
+    assert await got["model"].wait_for(1) == [Point(x=1, y=2)]
+    for sub in subs:
+        await sub.stop()
+
+
+async def test_async_callable_objects_are_handlers() -> None:
+    inbox: Inbox[Message] = Inbox()
+
+    class Handler:
+        async def __call__(self, m: Message) -> None:
+            inbox.add(m)
+
+    sub = subscription(Handler())
+    sub.start()
+    sub.offer(msg(b"x"))
+    assert (await inbox.wait_for(1))[0].payload == b"x"
+    await sub.stop()
+
+
+def test_non_coroutine_handlers_are_refused() -> None:
+    def sync(payload: bytes) -> None:
+        pass
+
+    async def no_argument() -> None:
+        pass
+
+    with pytest.raises(TypeError, match="async"):
+        subscription(sync)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="async"):
+        subscription(lambda payload: None)  # type: ignore[arg-type,return-value]
+    with pytest.raises(TypeError, match="argument"):
+        subscription(no_argument)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"queue_size": 0}, {"concurrency": 0}, {"overflow": "explode"}, {"timeout": 0}],
+)
+def test_bad_subscription_options(options: dict[str, Any]) -> None:
+    handler, _ = recorder()
+    with pytest.raises(ValueError):  # noqa: PT011 - each option has its own message
+        subscription(handler, **options)
+
+
+async def test_invalid_for_a_typed_handler_is_counted_and_skipped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    points: Inbox[Point] = Inbox()
+
+    async def on_point(p: Point) -> None:
+        points.add(p)
+
+    sub = subscription(on_point)
+    sub.start()
+    sub.offer(msg(b"not json", topic="a/bad"))
+    sub.offer(msg(event({"x": "left"}), topic="a/bad"))  # an envelope, invalid data
+    sub.offer(msg(event({"x": 3, "y": 4})))
+    assert await points.wait_for(1) == [Point(x=3, y=4)]
+    assert (sub.stats.invalid, sub.stats.handled) == (2, 1)
+    assert sum("a/bad" in r.getMessage() for r in caplog.records) == 2
+    await sub.stop()
+
+
+# --- failures, timeouts, concurrency ------------------------------------------------------------
+
+
+async def test_a_failing_handler_is_logged_and_the_next_message_handled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    done: Inbox[bytes] = Inbox()
+
+    async def handler(m: Message) -> None:
+        if m.payload != b"ok":
+            raise ValueError("bad")
+        done.add(m.payload)
+
+    caplog.set_level(logging.ERROR, logger="tars.mqtt")
+    sub = subscription(handler)
+    sub.start()
+    failing = event({"n": 1})
+    failing_id = msg(failing).envelope_id
+    assert failing_id is not None
+    sub.offer(msg(failing, topic="a/fail"))
+    sub.offer(msg(b"ok"))
+    await done.wait_for(1)
+    await sub.join()
+    assert (sub.stats.failed, sub.stats.handled) == (1, 1)
+    [record] = [r for r in caplog.records if r.exc_info]
+    assert "a/fail" in record.getMessage()
+    assert failing_id in record.getMessage()
+    await sub.stop()
+
+
+async def test_per_handler_timeout(caplog: pytest.LogCaptureFixture) -> None:
+    done: Inbox[bytes] = Inbox()
+    cancelled = asyncio.Event()
+
+    async def handler(payload: bytes) -> None:
+        if payload == b"hang":
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+        done.add(payload)
+
+    sub = subscription(handler, timeout=0.05)
+    sub.start()
+    sub.offer(msg(b"hang", topic="a/slow"))
+    sub.offer(msg(b"next"))
+    assert await done.wait_for(1) == [b"next"]
+    assert cancelled.is_set()
+    assert (sub.stats.timed_out, sub.stats.handled) == (1, 1)
+    assert any("a/slow" in r.getMessage() for r in caplog.records)
+    await sub.stop()
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+async def test_concurrency_limits_handler_calls_in_flight(concurrency: int) -> None:
+    running = 0
+    peak = 0
+    release = asyncio.Event()
+    started: Inbox[bytes] = Inbox()
+
+    async def handler(payload: bytes) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        started.add(payload)
+        await release.wait()
+        running -= 1
+
+    sub = subscription(handler, concurrency=concurrency)
+    sub.start()
+    for i in range(6):
+        sub.offer(msg(b"%d" % i))
+    await started.wait_for(concurrency)
+    for _ in range(5):  # give the worker every chance to start more than allowed
+        await asyncio.sleep(0)
+    assert (running, peak) == (concurrency, concurrency)
+    release.set()
+    await started.wait_for(6)
+    await sub.join()
+    assert sub.stats.handled == 6
+    assert peak == concurrency
+    await sub.stop()
+
+
+# --- overflow policies ------------------------------------------------------------------------
+
+
+async def test_drop_newest_keeps_what_is_queued() -> None:
+    handler, inbox = recorder()
+    sub = subscription(handler, queue_size=2, overflow="drop_newest")
+    for payload in (b"1", b"2", b"3"):  # worker not started yet: the queue fills
+        sub.offer(msg(payload))
+    assert (sub.queued, sub.stats.dropped, sub.stats.received) == (2, 1, 3)
+    sub.start()
+    assert await inbox.wait_for(2) == [b"1", b"2"]
+    await sub.join()
+    assert inbox.items == [b"1", b"2"]
+    await sub.stop()
+
+
+async def test_drop_oldest_keeps_the_latest() -> None:
+    handler, inbox = recorder()
+    sub = subscription(handler, queue_size=2, overflow="drop_oldest")
+    for payload in (b"1", b"2", b"3", b"4"):
+        sub.offer(msg(payload))
+    assert (sub.queued, sub.stats.dropped) == (2, 2)
+    sub.start()
+    assert await inbox.wait_for(2) == [b"3", b"4"]
+    await sub.join()
+    assert inbox.items == [b"3", b"4"]
+    await sub.stop()
+
+
+async def test_block_keeps_everything_and_pauses_the_link_while_full() -> None:
+    handler, inbox = recorder()
+    blocks = BlockLog()
+    sub = subscription(handler, queue_size=2, overflow="block", on_block=blocks)
+    for payload in (b"1", b"2"):
+        sub.offer(msg(payload))
+    assert blocks.calls == []
+    sub.offer(msg(b"3"))  # full: the link must stop reading, but nothing is lost
+    sub.offer(msg(b"4"))
+    assert blocks.calls == [True]  # once, not per message
+    assert (sub.queued, sub.stats.dropped) == (4, 0)
+    sub.start()
+    assert await inbox.wait_for(4) == [b"1", b"2", b"3", b"4"]
+    assert blocks.calls == [True, False]
+    await sub.stop()
+
+
+async def test_stop_releases_a_blocked_link_and_counts_what_was_queued() -> None:
+    handler, _ = recorder()
+    blocks = BlockLog()
+    sub = subscription(handler, queue_size=1, overflow="block", on_block=blocks)
+    sub.offer(msg(b"1"))
+    sub.offer(msg(b"2"))
+    await sub.stop()
+    assert blocks.calls == [True, False]
+    assert (sub.queued, sub.stats.dropped) == (0, 2)
+
+
+async def test_a_slow_handler_fills_only_its_own_queue() -> None:
+    fast, fast_inbox = recorder()
+    gate = asyncio.Event()
+
+    async def slow(payload: bytes) -> None:
+        await gate.wait()
+
+    slow_sub = subscription(slow, queue_size=1, overflow="drop_newest")
+    fast_sub = subscription(fast)
+    dispatcher = Dispatcher(BlockLog())
+    dispatcher.add(slow_sub)
+    dispatcher.add(fast_sub)
+    for sub in (slow_sub, fast_sub):
+        sub.start()
+    for i in range(5):
+        dispatcher.on_packet(packet(b"%d" % i))
+    assert await fast_inbox.wait_for(5) == [b"0", b"1", b"2", b"3", b"4"]
+    assert slow_sub.stats.dropped == 4  # queue_size 1: all but the first were dropped
+    gate.set()
+    for sub in (slow_sub, fast_sub):
+        await sub.stop()
+
+
+# --- dedup ---------------------------------------------------------------------------------------
+
+
+async def test_dedup_per_subscription_on_envelope_ids_only() -> None:
+    handler, inbox = recorder()
+    sub = subscription(handler, dedup=DedupWindow(60.0, 100))
+    other, other_inbox = recorder()
+    other_sub = subscription(other, dedup=DedupWindow(60.0, 100))
+    same = event({"n": 1})
+    for s in (sub, other_sub):
+        s.start()
+        s.offer(msg(same))
+        s.offer(msg(same))
+        s.offer(msg(b"raw"))
+        s.offer(msg(b"raw"))  # not an envelope: never deduplicated
+    assert await inbox.wait_for(3) == [same, b"raw", b"raw"]
+    assert await other_inbox.wait_for(3) == [same, b"raw", b"raw"]
+    assert sub.stats.deduplicated == other_sub.stats.deduplicated == 1
+    for s in (sub, other_sub):
+        await s.stop()
+
+
+# --- the dispatcher ------------------------------------------------------------------------------
+
+
+async def test_routing_by_subscription_identifier_gives_each_subscription_one_copy() -> None:
+    """Mosquitto sends one copy per matching subscription, each with its own identifier."""
+    wide, wide_inbox = recorder()
+    exact, exact_inbox = recorder()
+    dispatcher = Dispatcher(BlockLog())
+    wide_sub = subscription(wide, topic_filter="a/#")
+    exact_sub = subscription(exact, topic_filter="a/b")
+    assert dispatcher.add(wide_sub)  # a new filter each: two MQTT subscriptions
+    assert dispatcher.add(exact_sub)
+    wide_id, exact_id = dispatcher.subscription_id("a/#"), dispatcher.subscription_id("a/b")
+    assert wide_id != exact_id
+    for sub in (wide_sub, exact_sub):
+        sub.start()
+    dispatcher.on_packet(packet(b"m", "a/b", ids=[wide_id]))
+    dispatcher.on_packet(packet(b"m", "a/b", ids=[exact_id]))
+    dispatcher.on_packet(packet(b"both", "a/b", ids=[wide_id, exact_id]))  # one copy, two ids
+    assert await wide_inbox.wait_for(2) == [b"m", b"both"]
+    assert await exact_inbox.wait_for(2) == [b"m", b"both"]
+    await wide_sub.join()
+    await exact_sub.join()
+    assert len(wide_inbox.items) == len(exact_inbox.items) == 2
+    for sub in (wide_sub, exact_sub):
+        await sub.stop()
+
+
+async def test_routing_by_topic_without_identifiers() -> None:
+    wide, wide_inbox = recorder()
+    exact, exact_inbox = recorder()
+    dispatcher = Dispatcher(BlockLog())
+    subs = [subscription(wide, topic_filter="a/#"), subscription(exact, topic_filter="a/b")]
+    for sub in subs:
+        dispatcher.add(sub)
+        sub.start()
+    dispatcher.on_packet(packet(b"1", "a/b"))
+    dispatcher.on_packet(packet(b"2", "a/c"))
+    dispatcher.on_packet(packet(b"3", "z"))
+    assert await wide_inbox.wait_for(2) == [b"1", b"2"]
+    assert await exact_inbox.wait_for(1) == [b"1"]
+    for sub in subs:
+        await sub.join()
+    assert (len(wide_inbox.items), len(exact_inbox.items)) == (2, 1)
+    assert dispatcher.unmatched == 1
+    for sub in subs:
+        await sub.stop()
+
+
+async def test_one_message_object_per_packet_parsed_once() -> None:
+    """Every subscription sees the same Message, so the JSON is parsed once for all."""
+    seen: Inbox[Message] = Inbox()
+
+    async def handler(m: Message) -> None:
+        seen.add(m)
+
+    dispatcher = Dispatcher(BlockLog())
+    subs = [subscription(handler, topic_filter=f) for f in ("a/#", "a/+", "a/b", "a/b")]
+    for sub in subs:
+        dispatcher.add(sub)
+        sub.start()
+    dispatcher.on_packet(packet(event({"n": 1}), "a/b"))
+    messages = await seen.wait_for(4)
+    assert all(m is messages[0] for m in messages)
+    assert all(m.envelope is messages[0].envelope for m in messages)
+    for sub in subs:
+        await sub.stop()
+
+
+def test_filters_share_one_mqtt_subscription_at_the_highest_qos() -> None:
+    handler, _ = recorder()
+    dispatcher = Dispatcher(BlockLog())
+    low = Subscription(
+        "a/b", handler, qos=0, queue_size=1, overflow="block", concurrency=1,
+        timeout=None, dedup=None, on_block=BlockLog(),
+    )  # fmt: skip
+    high = Subscription(
+        "a/b", handler, qos=2, queue_size=1, overflow="block", concurrency=1,
+        timeout=None, dedup=None, on_block=BlockLog(),
+    )  # fmt: skip
+    assert dispatcher.add(low) is True  # new filter: SUBSCRIBE needed
+    assert dispatcher.add(high) is False
+    assert dispatcher.filters == {"a/b": 2}
+    assert dispatcher.remove(high) is False  # a handler is left on the filter
+    assert dispatcher.filters == {"a/b": 0}
+    assert dispatcher.remove(low) is True  # the filter is empty: UNSUBSCRIBE
+    assert dispatcher.filters == {}
+    assert dispatcher.remove(low) is False
+
+
+async def test_internal_consumers_see_their_topic_synchronously() -> None:
+    dispatcher = Dispatcher(BlockLog())
+    seen: list[str] = []
+    sid = dispatcher.add_internal("system/keepalive/me", lambda m: seen.append(m.topic))
+    dispatcher.on_packet(packet(b"beat", "system/keepalive/me", ids=[sid]))
+    dispatcher.on_packet(packet(b"beat", "system/keepalive/me"))
+    assert seen == ["system/keepalive/me"] * 2
+    dispatcher.remove_internal("system/keepalive/me")
+    dispatcher.on_packet(packet(b"beat", "system/keepalive/me"))
+    assert dispatcher.unmatched == 1
+
+
+async def test_join_waits_for_running_handlers() -> None:
+    gate = asyncio.Event()
+    handled: list[bytes] = []
+
+    async def handler(payload: bytes) -> None:
+        await gate.wait()
+        handled.append(payload)
+
+    sub = subscription(handler, concurrency=2)
+    sub.start()
+    sub.offer(msg(b"1"))
+    sub.offer(msg(b"2"))
+    joiner = asyncio.create_task(sub.join())
+    await wait_until(lambda: sub.queued == 0)
+    assert not joiner.done()
+    gate.set()
+    await asyncio.wait_for(joiner, 5)
+    assert sorted(handled) == [b"1", b"2"]
+    await sub.stop()
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+async def test_a_handler_may_stop_its_own_subscription(concurrency: int) -> None:
+    """A one-shot handler unsubscribes itself: stop() must not wait for (or cancel) the very
+    call it is made from, and the worker must still end once that call returns."""
+    done: Inbox[bytes] = Inbox()
+
+    async def once(payload: bytes) -> None:
+        await sub.stop()
+        done.add(payload)
+
+    before = asyncio.all_tasks()
+    sub = subscription(once, concurrency=concurrency)
+    sub.start()
+    sub.offer(msg(b"1"))
+    assert await done.wait_for(1) == [b"1"]
+    await wait_until(lambda: all(t.done() for t in asyncio.all_tasks() - before))
+    assert sub.stats.handled == 1
+    sub.offer(msg(b"2"))  # stopped: queued, but nobody runs it
+    sub.start()  # ... until started again
+    assert await done.wait_for(2) == [b"1", b"2"]

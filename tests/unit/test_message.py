@@ -1,0 +1,129 @@
+"""Message: read-only, parsed lazily and at most once, never raising for a raw reader."""
+
+from __future__ import annotations
+
+import json
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from mqtt5 import PublishPacket, QoS
+
+from tars.mqtt import Envelope, EnvelopeError, Message
+
+
+def message(payload: bytes, topic: str = "a/b", **options: object) -> Message:
+    return Message(PublishPacket(topic, payload, **options))  # type: ignore[arg-type]
+
+
+ENVELOPE = {"id": "m-1", "type": "t.x", "ts": 12.5, "source": "svc", "data": {"k": [1, 2]}}
+
+
+def test_metadata_from_the_packet() -> None:
+    packet = PublishPacket(
+        "room/1/temp",
+        b"21.5",
+        qos=QoS.AT_LEAST_ONCE,
+        retain=True,
+        packet_id=7,
+        user_properties=[("k", "v")],
+    )
+    msg = Message(packet)
+    assert (msg.topic, msg.payload, msg.qos, msg.retain) == ("room/1/temp", b"21.5", 1, True)
+    assert msg.packet is packet
+    assert msg.packet.user_properties == [("k", "v")]
+
+
+def test_read_only() -> None:
+    msg = message(b"x")
+    for name in ("topic", "payload", "qos", "retain", "envelope"):
+        with pytest.raises(AttributeError):
+            setattr(msg, name, None)
+    with pytest.raises(AttributeError):
+        msg.extra = 1  # type: ignore[attr-defined]
+
+
+def test_json_and_envelope_are_parsed_once_and_shared() -> None:
+    msg = message(orjson.dumps(ENVELOPE))
+    first = msg.json()
+    assert msg.json() is first
+    env = msg.envelope
+    assert msg.envelope is env
+    assert isinstance(env, Envelope)
+    assert (env.id, env.type, env.ts, env.source) == ("m-1", "t.x", 12.5, "svc")
+    assert env.data == {"k": [1, 2]}
+    assert env.correlate is None  # older producers leave it out
+    assert msg.envelope_id == "m-1"
+
+
+def test_envelope_with_correlate() -> None:
+    msg = message(orjson.dumps({**ENVELOPE, "correlate": "req-9"}))
+    assert msg.envelope.correlate == "req-9"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"not json",
+        b"",
+        b"\xff\xfe\x00",
+        b'{"id": "\xff"}',  # bad UTF-8 inside JSON
+        b"[1, 2]",
+        b'{"hello": "world"}',
+        json.dumps({**ENVELOPE, "data": [1]}).encode(),  # data must be an object
+        json.dumps({**ENVELOPE, "ts": "yesterday"}).encode(),
+        json.dumps({k: v for k, v in ENVELOPE.items() if k != "type"}).encode(),
+    ],
+)
+def test_not_an_envelope(payload: bytes) -> None:
+    msg = message(payload)
+    assert msg.payload == payload  # a raw reader is never bothered
+    with pytest.raises(EnvelopeError) as first:
+        _ = msg.envelope
+    with pytest.raises(EnvelopeError) as second:
+        _ = msg.envelope
+    assert second.value is first.value  # the failure is cached too: parsed once
+
+
+def test_json_error_is_an_envelope_error_and_cached() -> None:
+    msg = message(b"{broken")
+    with pytest.raises(EnvelopeError) as first:
+        msg.json()
+    with pytest.raises(EnvelopeError) as second:
+        msg.json()
+    assert second.value is first.value
+    assert msg.envelope_id is None
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (b'{"id": "abc"}', "abc"),
+        (b'{"id": 5}', None),
+        (b'["id"]', None),
+        (b"nope", None),
+        (b'"id"', None),
+    ],
+)
+def test_envelope_id_needs_only_a_string_id(payload: bytes, expected: str | None) -> None:
+    assert message(payload).envelope_id == expected
+
+
+def test_repr_does_not_show_the_payload() -> None:
+    text = repr(message(b"secret-token-123", topic="t/x"))
+    assert "secret-token-123" not in text
+    assert "t/x" in text
+
+
+@given(st.binary(max_size=200))
+def test_any_payload_is_readable_without_surprises(payload: bytes) -> None:
+    msg = message(payload)
+    assert msg.payload == payload
+    assert msg.envelope_id is None or isinstance(msg.envelope_id, str)
+    try:
+        env = msg.envelope
+    except EnvelopeError:
+        pass
+    else:
+        assert isinstance(env, Envelope)
