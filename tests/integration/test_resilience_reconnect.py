@@ -203,3 +203,37 @@ async def test_a_link_lost_while_restoring_subscriptions_is_retried_with_backoff
         with pytest.raises(ClientStateError):
             await connecting
         assert client_tasks() == []
+
+
+@pytest.mark.slow
+async def test_every_outage_of_a_series_is_recovered_within_two_seconds(
+    mosquitto_broker: MosquittoBroker,
+) -> None:
+    # A restart is a network loss, not a broker kicking us out: the backoff starts afresh each
+    # time, so the third outage in a row is recovered as fast as the first.
+    loop = asyncio.get_running_loop()
+    recording = RecordingBackoff(ExponentialBackoff())  # the default schedule
+    client = MQTTClient(mosquitto_broker.url, unique("series"), backoff=recording)
+    back: Inbox[float] = Inbox()
+
+    async def on_connect() -> None:
+        back.add(loop.time())
+
+    client.on_connect(on_connect)
+    await client.connect()
+    try:
+        await back.wait_for(1, timeout=5)
+        for outage in range(1, 4):
+            await mosquitto_broker.akill()
+            await mosquitto_broker.astart()
+            up = loop.time()
+            reconnected = (await back.wait_for(outage + 1, timeout=10))[outage]
+            print(f"\n[outage {outage}] reconnected {reconnected - up:.3f} s after the broker")
+            assert reconnected - up < 2.0
+        # Asked only after a loss or a refused attempt, never with a growing count across
+        # outages: each outage starts again from attempt 0.
+        first_after_loss = [a for a, refused, _ in recording.calls.items if not refused]
+        assert first_after_loss == [0, 0, 0]
+    finally:
+        await client.shutdown()
+    assert client_tasks() == []

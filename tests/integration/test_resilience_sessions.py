@@ -88,3 +88,40 @@ async def test_a_clean_session_gets_nothing_published_while_it_was_away(
         await second.publish(topic, b"live", qos=1)
         assert await handler.got.wait_for(1) == [b"live"]
     assert handler.got.items == [b"live"]
+
+
+async def test_a_filter_unsubscribed_while_offline_is_removed_from_a_resumed_session(
+    mosquitto_broker: MosquittoBroker,
+) -> None:
+    from tars.mqtt.testing import TcpFaultProxy
+
+    gone, kept = unique("resilience/gone"), unique("resilience/kept")
+    async with TcpFaultProxy("127.0.0.1", mosquitto_broker.port) as proxy:
+        client = MQTTClient(proxy.url, unique("unsub-offline"), **PERSISTENT)
+        on_gone, on_kept = Handler(), Handler()
+        raw: Inbox[str] = Inbox()
+        client.add_message_listener(lambda packet: raw.add(packet.topic))
+        await client.subscribe(gone, on_gone, qos=1)
+        await client.subscribe(kept, on_kept, qos=1)
+        reconnected: Inbox[None] = Inbox()
+
+        async def on_connect() -> None:
+            reconnected.add(None)
+
+        client.on_connect(on_connect)
+        async with client:
+            proxy.refuse()
+            await proxy.drop_connections()
+            await client.unsubscribe(gone)  # no link: the broker still holds the filter
+            proxy.refuse(False)
+            await reconnected.wait_for(2, timeout=10)
+            assert client.client is not None
+            assert client.client.connack.session_present  # resumed: the old filters live on
+            async with MQTTClient(mosquitto_broker.url, unique("pub")) as publisher:
+                await publisher.publish(gone, b"should not come", qos=1)
+                await publisher.publish(kept, b"sentinel", qos=1)
+            # Same publisher, same session: had the filter survived, its message would have
+            # come before the sentinel.
+            assert await on_kept.got.wait_for(1, timeout=5) == [b"sentinel"]
+            assert gone not in raw.items
+            assert client.stats.unmatched == 0

@@ -248,7 +248,7 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "tls_ca_file": None,
     "tls_insecure": False,
     "queue_size": 1000,
-    "overflow": "block",
+    "overflow": "drop_oldest",
     "handler_concurrency": 1,
     "handler_timeout": None,
     "watchdog_missed_heartbeats": 3,

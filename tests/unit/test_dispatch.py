@@ -510,3 +510,40 @@ async def test_a_handler_may_stop_its_own_subscription(concurrency: int) -> None
     sub.offer(msg(b"2"))  # stopped: queued, but nobody runs it
     sub.start()  # ... until started again
     assert await done.wait_for(2) == [b"1", b"2"]
+
+
+async def test_an_annotation_that_cannot_be_resolved_is_refused_not_guessed() -> None:
+    # Under `from __future__ import annotations` a model defined inside a function is only a
+    # string: handing such a handler raw bytes would be a silent type error.
+    class LocalModel(BaseModel):
+        text: str
+
+    async def typed(event: LocalModel) -> None:
+        raise AssertionError("never called")
+
+    with pytest.raises(TypeError, match="LocalModel"):
+        subscription(typed)
+
+
+async def test_drops_are_logged_on_the_first_and_every_thousandth(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gate = asyncio.Event()
+
+    async def stuck(payload: bytes) -> None:
+        await gate.wait()
+
+    sub = subscription(stuck, queue_size=1, overflow="drop_oldest")
+    sub.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="tars.mqtt.dispatch"):
+            sub.offer(msg(b"0"))
+            await wait_until(lambda: sub.queued == 0)  # the handler holds message 0
+            for n in range(1, 2002):
+                sub.offer(msg(b"%d" % n))
+        assert sub.stats.dropped == 2000
+        drops = [r for r in caplog.records if "dropped the oldest" in r.getMessage()]
+        assert [r.getMessage().split("(")[2].split()[0] for r in drops] == ["1", "1000", "2000"]
+    finally:
+        gate.set()
+        await sub.stop()

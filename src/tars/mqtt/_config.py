@@ -120,9 +120,10 @@ class MQTTClientConfig(pydantic.BaseModel):
     )
     queue_size: int = Field(1000, ge=1, description="Capacity of each subscription's queue.")
     overflow: Literal["block", "drop_oldest", "drop_newest"] = Field(
-        "block",
-        description="What a full subscription queue does: block the link (flow "
-        "control), drop the oldest or drop the newest message.",
+        "drop_oldest",
+        description="What a full subscription queue does: drop the oldest message "
+        "(default: a slow handler never stalls the others), drop the newest, or block "
+        "(stop reading the link until there is room: every subscription waits).",
     )
     handler_concurrency: int = Field(
         1, ge=1, description="Messages each subscription handles at the same time."

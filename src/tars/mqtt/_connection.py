@@ -100,6 +100,7 @@ class Connection(asyncio.Protocol):
         self._capacity_waiters: list[asyncio.Future[None]] = []
         self._read_pause_count = 0
         self._owns_session = False
+        self._broker_disconnect_reason: int | None = None
 
     def __repr__(self) -> str:
         return f"<Connection client_id={self._session.client_id!r} state={self.state}>"
@@ -127,6 +128,11 @@ class Connection(asyncio.Protocol):
     def connack(self) -> Any:
         """The broker's CONNACK (``mqtt5.ConnAckPacket``): its limits and features."""
         return self._session.connack
+
+    @property
+    def broker_disconnect_reason(self) -> int | None:
+        """The reason code of the broker's DISCONNECT, when the broker ended the link so."""
+        return self._broker_disconnect_reason
 
     @property
     def close_reason(self) -> BaseException | None:
@@ -461,6 +467,7 @@ class Connection(asyncio.Protocol):
 
     def _on_disconnected(self, event: Disconnected) -> None:
         if event.by_peer:
+            self._broker_disconnect_reason = event.reason_code
             text = f"broker closed the connection: reason code {event.reason_code:#x}"
             if event.reason_string:
                 text += f" ({event.reason_string})"

@@ -91,8 +91,15 @@ def _arg_kind(handler: Handler) -> tuple[_ArgKind, type[BaseModel] | None]:
             hints = typing.get_type_hints(handler)
             annotation = hints.get(params[0].name, annotation)
         except Exception:
-            names = {"Message": Message, "Envelope": Envelope}
-            annotation = names.get(annotation, annotation)
+            known: dict[str, Any] = {"Message": Message, "Envelope": Envelope, "bytes": bytes}
+            if annotation not in known and annotation not in ("Any", "object"):
+                # Guessing "raw bytes" here would hand a typed handler the wrong argument.
+                raise TypeError(
+                    f"cannot resolve the annotation {annotation!r} of the first parameter of "
+                    f"handler {handler!r}: define that class at module level (annotations "
+                    "are strings under `from __future__ import annotations`)"
+                ) from None
+            annotation = known.get(annotation, annotation)
     if annotation is Message:
         return _ArgKind.MESSAGE, None
     if annotation is Envelope:
@@ -177,12 +184,12 @@ class Subscription:
         if len(queue) >= self.queue_size:
             if self.overflow == "drop_newest":
                 stats.dropped += 1
-                log.debug("queue full on %r: dropped the newest message", self.topic_filter)
+                self._log_drop("newest")
                 return
             if self.overflow == "drop_oldest":
                 queue.popleft()
                 stats.dropped += 1
-                log.debug("queue full on %r: dropped the oldest message", self.topic_filter)
+                self._log_drop("oldest")
             elif not self._blocking:
                 self._blocking = True
                 self._on_block(True)
@@ -192,6 +199,19 @@ class Subscription:
             self._waiter = None
             if not waiter.done():
                 waiter.set_result(None)
+
+    def _log_drop(self, which: str) -> None:
+        """Warn on the first drop and every 1,000th after it: visible, but never a log flood."""
+        dropped = self.stats.dropped
+        if dropped == 1 or dropped % 1000 == 0:
+            log.warning(
+                "queue of %r full (%d): dropped the %s message (%d dropped so far); the "
+                "handler is slower than the messages arrive",
+                self.topic_filter,
+                self.queue_size,
+                which,
+                dropped,
+            )
 
     # --- worker ------------------------------------------------------------------------------
 

@@ -162,6 +162,8 @@ class MQTTClient:
         # Filters added (or raised in QoS) while no link was up: a resumed broker session does
         # not have them, so the next link subscribes them even when it skips the others.
         self._unsent_filters: set[str] = set()
+        # Filters removed while no link was up, to unsubscribe on a resumed session.
+        self._unsent_unsubscribes: set[str] = set()
         self._connect_hooks: list[Hook] = []
         self._disconnect_hooks: list[Hook] = []
         self._watchdog = Watchdog(config.heartbeat_interval, config.watchdog_missed_heartbeats)
@@ -677,11 +679,19 @@ class MQTTClient:
         for sub in subs:
             emptied = self._dispatcher.remove(sub)
             await sub.stop()
+            if not emptied:
+                continue
+            self._unsent_filters.discard(sub.topic_filter)
             conn = self._conn
-            if emptied and self.connected and conn is not None:
-                # On a lost link the filter is gone from our registry anyway: not restored.
-                with contextlib.suppress(ConnectionLostError):
+            if self.connected and conn is not None:
+                try:
                     await conn.unsubscribe(sub.topic_filter)
+                    continue
+                except ConnectionLostError:
+                    pass
+            # No link: a resumed (persistent) broker session would still hold the filter, so
+            # the next link unsubscribes it (a fresh session has nothing to undo).
+            self._unsent_unsubscribes.add(sub.topic_filter)
 
     # --- internals: publishing ---------------------------------------------------------------
 
@@ -818,9 +828,12 @@ class MQTTClient:
             else:  # lost while restoring subscriptions: let it end, then back off like any loss
                 conn.abort()
                 await conn.wait_closed()
-            # A link that dropped soon after it came up keeps growing the backoff (a client id
-            # clash or a broker that kicks us must not become a reconnect storm).
-            if loop.time() - up_at > self._config.reconnect_max_delay:
+            # A broker that kicks us (DISCONNECT) soon after accepting us keeps the backoff
+            # growing: a client id clash must not become a reconnect storm. A link lost to the
+            # network or a broker restart starts the backoff afresh, so the client is back
+            # within about a second of the broker, however many outages came before.
+            kicked = conn.broker_disconnect_reason is not None
+            if not kicked or loop.time() - up_at > self._config.reconnect_max_delay:
                 attempt = 0
             delay = self._backoff.next_delay(attempt, refused=False)
             attempt += 1
@@ -905,9 +918,19 @@ class MQTTClient:
                 jobs.append(self._send_subscribe(conn, topic, qos, retained=True, raise_=False))
         for topic, sid in self._dispatcher.internal_topics().items():
             jobs.append(self._send_internal_subscribe(conn, topic, sid))
+        stale = {t for t in self._unsent_unsubscribes if t not in self._dispatcher.filters}
+        self._unsent_unsubscribes.clear()
+        if stale and not resend:
+            jobs.append(self._send_unsubscribe(conn, stale))
         if jobs:
             await asyncio.gather(*jobs)
         self._unsent_filters -= unsent
+
+    async def _send_unsubscribe(self, conn: Connection, topics: set[str]) -> None:
+        codes = await conn.unsubscribe(*sorted(topics))
+        for topic, code in zip(sorted(topics), codes, strict=False):
+            if code >= 0x80:
+                log.warning("could not unsubscribe %r: reason code %#x", topic, code)
 
     async def _send_subscribe(
         self, conn: Connection, topic: str, qos: int, *, retained: bool, raise_: bool = True
