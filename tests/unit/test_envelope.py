@@ -406,3 +406,15 @@ def test_envelope_id_of_parsed_json(obj: object, expected: str | None) -> None:
 def test_envelope_id_matches_the_encoded_id() -> None:
     msg_id, payload = encode_event("a", {"x": 1}, source="s")
     assert envelope_id(orjson.loads(payload)) == msg_id
+
+
+def test_new_id_tables_spell_the_counter_like_the_format_spec() -> None:
+    from tars.mqtt import _envelope
+
+    for count in (0, 1, 0x3FFF, 0x4000, 0x12345, (1 << 26) - 1):
+        low = 0x8000 | (count & 0x3FFF)
+        table = _envelope._HEX3_DASH[count >> 14] + _envelope._HEX2[low >> 8]
+        table += _envelope._HEX2[low & 0xFF]
+        assert table == f"{count >> 14:03x}-{low:04x}"
+    uid = uuid.UUID(new_id())
+    assert (uid.version, uid.variant) == (7, uuid.RFC_4122)

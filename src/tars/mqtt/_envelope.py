@@ -69,6 +69,8 @@ class Envelope(BaseModel):
 # is formatted per call: the millisecond prefix is cached and the node is preformatted.
 
 _COUNTER_MASK = (1 << 26) - 1
+_HEX2 = [f"{i:02x}" for i in range(256)]
+_HEX3_DASH = [f"{i:03x}-" for i in range(4096)]
 _node_suffix = ""
 _counter: itertools.count[int] = itertools.count()
 # (millisecond, formatted prefix) as one tuple, so a thread never pairs one with the other's twin.
@@ -85,6 +87,7 @@ def _reseed() -> None:
 
 _reseed()
 os.register_at_fork(after_in_child=_reseed)
+_time_ns = time.time_ns
 
 
 def new_id() -> str:
@@ -94,13 +97,16 @@ def new_id() -> str:
     per call. URL-safe (lowercase hex and dashes).
     """
     global _ms_prefix
-    ms = time.time_ns() // 1_000_000
+    ms = _time_ns() // 1_000_000
     cached_ms, prefix = _ms_prefix
     if ms != cached_ms:
         prefix = f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-7"
         _ms_prefix = (ms, prefix)
     count = next(_counter) & _COUNTER_MASK
-    return f"{prefix}{count >> 14:03x}-{0x8000 | (count & 0x3FFF):04x}{_node_suffix}"
+    low = 0x8000 | (count & 0x3FFF)  # the variant bits, then 14 bits of the counter
+    # Table lookups instead of two hex format specs: half the cost of the f-string, the same
+    # text (test_envelope pins it to f"{count >> 14:03x}-{low:04x}").
+    return prefix + _HEX3_DASH[count >> 14] + _HEX2[low >> 8] + _HEX2[low & 0xFF] + _node_suffix
 
 
 # --- encoding ------------------------------------------------------------------------------------
