@@ -26,7 +26,7 @@ __all__ = ["main"]
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "bench" / "RESULTS.md"
 DEFAULT_JSON = ROOT / "bench" / "out" / "results.json"
-CLIENTS = ("tars_event", "tars_raw", "gmqtt", "aiomqtt", "paho")
+CLIENTS = ("tars_event", "tars_raw", "tars_proto", "gmqtt", "aiomqtt", "paho")
 
 
 def _names(text: str, known: tuple[str, ...] | list[str]) -> list[str]:

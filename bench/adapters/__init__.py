@@ -29,6 +29,7 @@ OnMessage = Callable[[Event], None]
 ADAPTERS: dict[str, str] = {
     "tars_event": "bench.adapters.tars_event",
     "tars_raw": "bench.adapters.tars_raw",
+    "tars_proto": "bench.adapters.tars_proto",
     "gmqtt": "bench.adapters.gmqtt_raw",
     "aiomqtt": "bench.adapters.aiomqtt_raw",
     "paho": "bench.adapters.paho_raw",

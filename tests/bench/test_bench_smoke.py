@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 PEERS = ("gmqtt", "aiomqtt", "paho")
-TARS = ("tars_event", "tars_raw")
+TARS = ("tars_event", "tars_raw", "tars_proto")
 CASES = (
     "qos0_pipelined",
     "qos1_pipelined",
