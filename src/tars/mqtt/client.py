@@ -1,10 +1,10 @@
 """MQTTClient: the one MQTT client every TARS service uses.
 
-It composes the small parts (config, session, connection, dispatcher, outbox, backoff,
-liveness, health) and owns the lifecycle: an explicit :class:`ClientState`, one supervisor task
-that connects, reconnects with backoff, restores subscriptions and flushes the outbox, and one
-liveness task (heartbeat, watchdog, publish-ack timeout). Every background task is named, owned
-here, and gone after :meth:`MQTTClient.shutdown`.
+It composes the small parts and owns the lifecycle: an explicit :class:`ClientState`, one
+supervisor task that connects, reconnects with backoff and, on every new link, restores the
+subscriptions (:mod:`._subscriptions`) and flushes the outbox (:mod:`._publisher`), and one
+liveness task (:mod:`._monitor`: heartbeat, watchdog, publish-ack timeout). Every background
+task is named, owned here, and gone after :meth:`MQTTClient.shutdown`.
 
 Publish path: ``publish_event`` -> envelope bytes -> session (connected) or outbox (not) -> wire.
 Receive path: wire -> session -> dispatcher -> dedup -> the subscription's queue -> its handler.
@@ -13,7 +13,6 @@ Receive path: wire -> session -> dispatcher -> dedup -> the subscription's queue
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 import signal
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self, Unpack
 
-from mqtt5 import QoS, RetainHandling, TopicFilter, Will
+from mqtt5 import QoS, Will
 from pydantic import BaseModel
 
 from ._backoff import BackoffPolicy, ExponentialBackoff
@@ -37,25 +36,17 @@ from ._errors import (
     ClientStateError,
     ConnectError,
     ConnectionLostError,
-    EnvelopeError,
     MQTTError,
     NotConnectedError,
-    OutboxFullError,
-    PayloadTooLarge,
-    SubscribeError,
 )
-from ._health import (
-    encode_health,
-    encode_heartbeat,
-    health_topic,
-    keepalive_topic,
-    will_payload,
-)
-from ._liveness import HeartbeatSchedule, Watchdog
+from ._health import encode_health, health_topic, will_payload
 from ._message import Message
+from ._monitor import LinkMonitor
 from ._options import ClientOptions
-from ._outbox import Outbox, OutboxItem
+from ._publisher import Publisher
+from ._requests import PendingRequests
 from ._session import PublishDone, Session
+from ._subscriptions import SubscriptionSync
 from ._topics import validate_topic_filter, validate_topic_name
 
 __all__ = ["ClientState", "ClientStats", "MQTTClient"]
@@ -65,7 +56,6 @@ log = logging.getLogger("tars.mqtt")
 # CONNACK reasons that no retry will fix while the configuration stays the same.
 _FATAL_CONNACK: Final = frozenset({0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C})
 _SHUTDOWN_TIMEOUT: Final = 5.0
-_LIVENESS_TICK: Final = 1.0
 
 Hook = Callable[[], Awaitable[None]]
 
@@ -148,30 +138,27 @@ class MQTTClient:
         self._conn: Connection | None = None
         self._dispatcher = Dispatcher(self._on_block)
         self._listeners: list[MessageListener] = [self._dispatcher.on_packet]
-        self._outbox = self._new_outbox()
-        self._outbox_room: asyncio.Event | None = None
+        self._subs = SubscriptionSync(self._dispatcher)
+        self._publisher = Publisher(config, link=lambda: self.client, closing=self._closing)
+        self._requests = PendingRequests()
+        self._link_up_event = asyncio.Event()
+        self._monitor = LinkMonitor(
+            config,
+            link=lambda: self.client,
+            link_up=self._link_up_event,
+            reading_paused=lambda: self._blocked > 0,
+            unacked=lambda: self._session.inflight_count if self._session is not None else 0,
+            last_ack=lambda: self._publisher.last_ack,
+            on_stale=self._stale,
+        )
         self._tasks: set[asyncio.Task[Any]] = set()
         self._first_connect: asyncio.Future[None] | None = None
         self._closed: asyncio.Future[None] | None = None
-        self._connected_event: asyncio.Event | None = None
         self._blocked = 0
-        self._valid_topics: dict[str, None] = {}
-        self._flush_waiters: list[asyncio.Future[None]] = []
-        self._pending_requests: dict[str, asyncio.Future[Envelope]] = {}
-        self._response_topics: set[str] = set()
-        # Filters added (or raised in QoS) while no link was up: a resumed broker session does
-        # not have them, so the next link subscribes them even when it skips the others.
-        self._unsent_filters: set[str] = set()
-        # Filters removed while no link was up, to unsubscribe on a resumed session.
-        self._unsent_unsubscribes: set[str] = set()
         self._connect_hooks: list[Hook] = []
         self._disconnect_hooks: list[Hook] = []
-        self._watchdog = Watchdog(config.heartbeat_interval, config.watchdog_missed_heartbeats)
-        self._last_ack = 0.0
-        self._waiting_since: float | None = None
-        self._counts = dict.fromkeys(
-            ("published", "publish_failed", "dropped_offline", "connects", "stale_links"), 0
-        )
+        self._connects = 0
+        self._stale_links = 0
 
     @classmethod
     def from_env(
@@ -239,11 +226,16 @@ class MQTTClient:
         for sub in self._dispatcher.subscriptions():
             for name in totals:
                 totals[name] += getattr(sub.stats, name)
+        publisher = self._publisher
         return ClientStats(
-            outbox_dropped=self._outbox.dropped,
-            outbox_expired=self._outbox.expired,
+            published=publisher.published,
+            publish_failed=publisher.publish_failed,
+            dropped_offline=publisher.dropped_offline,
+            outbox_dropped=publisher.outbox.dropped,
+            outbox_expired=publisher.outbox.expired,
             unmatched=self._dispatcher.unmatched,
-            **self._counts,
+            connects=self._connects,
+            stale_links=self._stale_links,
             **totals,
         )
 
@@ -314,14 +306,13 @@ class MQTTClient:
         self._state = ClientState.CONNECTING
         self._first_connect = loop.create_future()
         self._closed = loop.create_future()
-        self._connected_event = asyncio.Event()
-        self._outbox_room = asyncio.Event()
+        self._publisher.start()
         if cfg.enable_heartbeat:
-            self._dispatcher.add_internal(keepalive_topic(cfg.client_id), self._on_echo)
+            self._dispatcher.add_internal(self._monitor.topic, self._monitor.on_echo)
         for sub in self._dispatcher.subscriptions():
             sub.start()
         self._spawn(self._supervise(), "tars-mqtt-supervisor")
-        self._spawn(self._liveness(), "tars-mqtt-liveness")
+        self._spawn(self._monitor.run(), "tars-mqtt-liveness")
         try:
             await asyncio.shield(self._first_connect)
         except BaseException:
@@ -339,8 +330,7 @@ class MQTTClient:
             return
         was_connected = self.connected
         self._state = ClientState.CLOSING
-        if self._connected_event is not None:
-            self._connected_event.clear()
+        self._link_up_event.clear()
         deadline = asyncio.get_running_loop().time() + timeout
         try:
             conn = self._conn
@@ -458,14 +448,12 @@ class MQTTClient:
         """
         validate_topic_name(response_topic)
         msg_id, payload = encode_event(event_type, data, source=self._config.source)
-        if response_topic not in self._response_topics:
-            self._response_topics.add(response_topic)
-            sid = self._dispatcher.add_internal(response_topic, self._on_response)
-            conn = self._conn
-            if self.connected and conn is not None:
-                await self._send_internal_subscribe(conn, response_topic, sid)
-        fut: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
-        self._pending_requests[msg_id] = fut
+        requests = self._requests
+        if response_topic not in requests.topics:
+            requests.topics.add(response_topic)
+            sid = self._dispatcher.add_internal(response_topic, requests.on_answer)
+            await self._subs.internal_added(self.client, response_topic, sid)
+        answer = requests.expect(msg_id)
         try:
             async with asyncio.timeout(timeout):
                 await self.publish(
@@ -477,9 +465,9 @@ class MQTTClient:
                         "correlation_data": msg_id.encode(),
                     },
                 )
-                return await fut
+                return await answer
         finally:
-            self._pending_requests.pop(msg_id, None)
+            requests.forget(msg_id)
 
     async def reply(
         self,
@@ -531,66 +519,30 @@ class MQTTClient:
         :class:`~tars.mqtt.OutboxFullError` (policy ``raise``),
         :class:`~tars.mqtt.PublishError` (the broker refused it).
         """
-        if topic not in self._valid_topics:
-            validate_topic_name(topic)
-            if len(self._valid_topics) >= 4096:
-                self._valid_topics.clear()
-            self._valid_topics[topic] = None
-        if type(payload) is not bytes:
-            if isinstance(payload, str):
-                payload = payload.encode()
-            elif isinstance(payload, bytearray | memoryview):
-                payload = bytes(payload)
-            else:
-                raise TypeError(f"payload must be bytes or str, not {type(payload).__name__}")
-        if qos != 0 and qos != 1 and qos != 2:
-            raise ValueError(f"qos must be 0, 1 or 2, not {qos!r}")
-        limit = self._config.max_payload_size
-        if len(payload) > limit:
-            raise PayloadTooLarge(len(payload), limit)
+        publisher = self._publisher
+        payload = publisher.check(topic, payload, qos)
         state = self._state
         conn = self._conn
-        while state is ClientState.CONNECTED and conn is not None and qos and not wait:
-            if not conn.at_capacity or not conn.is_connected:
-                break
-            # A link lost meanwhile is not this publish's failure: decide again on whatever
-            # link (or none: the outbox) there is once the wait is over.
-            with contextlib.suppress(ConnectionLostError):
-                await conn.wait_for_capacity()
-            state, conn = self._state, self._conn
-        if state is ClientState.CONNECTED and conn is not None:
-            try:
-                fut = conn.publish_nowait(
-                    topic, payload, qos=qos, retain=retain, wait=wait, properties=properties
-                )
-            except ConnectionLostError:
-                pass  # the link died and the supervisor has not noticed yet: offline path
-            else:
-                self._counts["published"] += 1
-                if fut is not None:
-                    await fut
-                elif conn.write_paused:
-                    # Handed over already: a QoS 1/2 message is resent on the next link, and a
-                    # QoS 0 one is at most once anyway. Losing the link here is not an error.
-                    with contextlib.suppress(ConnectionLostError):
-                        await conn.drain()
-                return
+        if (
+            state is ClientState.CONNECTED
+            and conn is not None
+            and await publisher.send_live(conn, topic, payload, qos, retain, wait, properties)
+        ):
+            return
         if state is ClientState.CREATED:
             raise NotConnectedError("publish() before connect()")
         if state is ClientState.CLOSING or state is ClientState.CLOSED:
             raise ClientStateError(f"publish() while {state.value}")
-        await self._publish_offline(topic, payload, qos, retain, wait, properties)
+        await publisher.send_offline(topic, payload, qos, retain, wait, properties)
 
     async def flush(self, timeout: float | None = None) -> None:
         """Wait until every QoS 1/2 publish issued so far is acknowledged and the outbox is
         empty. Raises ``TimeoutError`` after ``timeout`` seconds."""
         async with asyncio.timeout(timeout):
-            while not self._flushed():
+            while not self._publisher.flushed(self._session):
                 if self._state in (ClientState.CLOSED, ClientState.CREATED):
                     raise ClientStateError(f"flush() while {self._state.value}")
-                waiter = asyncio.get_running_loop().create_future()
-                self._flush_waiters.append(waiter)
-                await waiter
+                await self._publisher.wait_progress()
 
     async def publish_health(
         self, ok: bool, event: str | None = None, error: str | None = None
@@ -651,14 +603,13 @@ class MQTTClient:
         self._dispatcher.add(sub)
         if self._state is not ClientState.CREATED:
             sub.start()
-        conn = self._conn
-        if before is not None and qos <= before:
-            pass  # the broker's subscription on this filter already covers it
-        elif conn is None or not conn.is_connected:
-            self._unsent_filters.add(topic)
-        else:  # a live link, even one still restoring subscriptions: subscribe on it now
+        if before is None or qos > before:  # else the broker's subscription already covers it
             try:
-                await self._send_subscribe(conn, topic, qos, retained=True)
+                # A live link, even one still restoring subscriptions: subscribe on it now.
+                conn = self._conn
+                await self._subs.added(
+                    conn if conn is not None and conn.is_connected else None, topic, qos
+                )
             except BaseException:
                 self._dispatcher.remove(sub)
                 await sub.stop()
@@ -679,106 +630,10 @@ class MQTTClient:
         for sub in subs:
             emptied = self._dispatcher.remove(sub)
             await sub.stop()
-            if not emptied:
-                continue
-            self._unsent_filters.discard(sub.topic_filter)
-            conn = self._conn
-            if self.connected and conn is not None:
-                try:
-                    await conn.unsubscribe(sub.topic_filter)
-                    continue
-                except ConnectionLostError:
-                    pass
-            # No link: a resumed (persistent) broker session would still hold the filter, so
-            # the next link unsubscribes it (a fresh session has nothing to undo).
-            self._unsent_unsubscribes.add(sub.topic_filter)
-
-    # --- internals: publishing ---------------------------------------------------------------
-
-    async def _publish_offline(
-        self,
-        topic: str,
-        payload: bytes,
-        qos: int,
-        retain: bool,
-        wait: bool,
-        properties: dict[str, Any] | None,
-    ) -> None:
-        cfg = self._config
-        if qos == 0 and not cfg.queue_qos0_offline:
-            self._counts["dropped_offline"] += 1
-            log.debug("not connected: QoS 0 message for %r dropped", topic)
-            return
-        loop = asyncio.get_running_loop()
-        outbox = self._outbox
-        if outbox.policy == "block":
-            while not outbox.has_room(len(payload)) and not self.connected:
-                assert self._outbox_room is not None
-                self._outbox_room.clear()
-                await self._outbox_room.wait()
-            if self.connected:  # the link came back while we waited
-                await self.publish(
-                    topic, payload, qos=qos, retain=retain, wait=wait, properties=properties
-                )
-                return
-            if self._state is ClientState.CLOSING or self._state is ClientState.CLOSED:
-                # Woken by shutdown(), which emptied the outbox: queuing now would never send.
-                raise ClientStateError(f"publish() while {self._state.value}")
-        fut: asyncio.Future[int] | None = loop.create_future() if qos and wait else None
-        ttl = cfg.outbox_message_ttl
-        expires = time.monotonic() + ttl if ttl is not None else None
-        item = OutboxItem(topic, payload, qos, retain, properties, fut, expires)
-        for dropped in outbox.put(item):
-            self._fail(
-                dropped.future, OutboxFullError(f"outbox full: message for {topic!r} dropped")
-            )
-            log.warning("outbox full: dropped a message for %r", dropped.topic)
-        if fut is not None:
-            await fut
-
-    def _flush_outbox(self, conn: Connection) -> None:
-        ready, expired = self._outbox.take_all(time.monotonic())
-        for item in expired:
-            self._fail(item.future, OutboxFullError("message expired in the outbox"))
-        for item in ready:
-            fut = conn.publish_nowait(
-                item.topic,
-                item.payload,
-                qos=item.qos,
-                retain=item.retain,
-                wait=item.future is not None,
-                properties=item.properties,
-            )
-            self._counts["published"] += 1
-            if fut is not None and item.future is not None:
-                _chain(fut, item.future)
-        if self._outbox_room is not None:
-            self._outbox_room.set()
-
-    def _on_publish_done(self, event: PublishDone) -> None:
-        self._last_ack = time.monotonic()
-        if event.reason_code >= 0x80:
-            self._counts["publish_failed"] += 1
-            if event.handle is None:
-                log.warning("broker refused a publish: reason code %#x", event.reason_code)
-        if self._flush_waiters and self._flushed():
-            self._wake_flush()
-
-    def _flushed(self) -> bool:
-        session = self._session
-        pending = session.unfinished_count if session is not None else 0
-        return pending == 0 and len(self._outbox) == 0
-
-    def _wake_flush(self) -> None:
-        for waiter in self._flush_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._flush_waiters.clear()
-
-    @staticmethod
-    def _fail(fut: asyncio.Future[Any] | None, exc: BaseException) -> None:
-        if fut is not None and not fut.done():
-            fut.set_exception(exc)
+            if emptied:
+                # No link: a resumed (persistent) broker session would still hold the filter,
+                # so the next link unsubscribes it (a fresh session has nothing to undo).
+                await self._subs.removed(self.client, sub.topic_filter)
 
     # --- internals: the supervisor -----------------------------------------------------------
 
@@ -845,13 +700,12 @@ class MQTTClient:
     async def _link_up(self, conn: Connection) -> bool:
         """Restore subscriptions, flush the outbox, then open the client for business."""
         assert self._first_connect is not None
-        assert self._connected_event is not None
         cfg = self._config
         first = not self._first_connect.done()
         self._conn = conn
         session_present = bool(conn.connack is not None and conn.connack.session_present)
         try:
-            await self._restore_subscriptions(conn, resend=not session_present or first)
+            await self._subs.restore(conn, fresh=not session_present or first)
         except ConnectionLostError:
             self._conn = None
             return False
@@ -864,13 +718,11 @@ class MQTTClient:
             # Only now: paused before, the SUBACKs above could never be read while a handler
             # holds a full "block" queue, and the link would hang half-open until it catches up.
             conn.pause_reading()
-        self._flush_outbox(conn)
+        self._publisher.flush_outbox(conn)
         self._state = ClientState.CONNECTED
-        self._counts["connects"] += 1
-        now = asyncio.get_running_loop().time()
-        self._watchdog.start(now)
-        self._waiting_since = None
-        self._connected_event.set()
+        self._connects += 1
+        self._monitor.link_started(asyncio.get_running_loop().time())
+        self._link_up_event.set()
         log.info(
             "%s connected to %s%s",
             cfg.client_id,
@@ -891,14 +743,13 @@ class MQTTClient:
         if first:
             self._first_connect.set_result(None)
         self._run_hooks(self._connect_hooks, "connect")
-        if self._flush_waiters and self._flushed():
-            self._wake_flush()
+        if self._publisher.flushed(self._session):
+            self._publisher.wake_flush()
         return True
 
     def _link_down(self, conn: Connection) -> None:
-        assert self._connected_event is not None
         self._conn = None
-        self._connected_event.clear()
+        self._link_up_event.clear()
         if self._state is ClientState.CONNECTED:
             self._state = ClientState.RECONNECTING
             reason = conn.close_reason
@@ -910,126 +761,18 @@ class MQTTClient:
             )
             self._run_hooks(self._disconnect_hooks, "disconnect")
 
-    async def _restore_subscriptions(self, conn: Connection, *, resend: bool) -> None:
-        jobs = []
-        unsent = set(self._unsent_filters)
-        for topic, qos in self._dispatcher.filters.items():
-            if resend or topic in unsent:
-                jobs.append(self._send_subscribe(conn, topic, qos, retained=True, raise_=False))
-        for topic, sid in self._dispatcher.internal_topics().items():
-            jobs.append(self._send_internal_subscribe(conn, topic, sid))
-        stale = {t for t in self._unsent_unsubscribes if t not in self._dispatcher.filters}
-        self._unsent_unsubscribes.clear()
-        if stale and not resend:
-            jobs.append(self._send_unsubscribe(conn, stale))
-        if jobs:
-            await asyncio.gather(*jobs)
-        self._unsent_filters -= unsent
-
-    async def _send_unsubscribe(self, conn: Connection, topics: set[str]) -> None:
-        codes = await conn.unsubscribe(*sorted(topics))
-        for topic, code in zip(sorted(topics), codes, strict=False):
-            if code >= 0x80:
-                log.warning("could not unsubscribe %r: reason code %#x", topic, code)
-
-    async def _send_subscribe(
-        self, conn: Connection, topic: str, qos: int, *, retained: bool, raise_: bool = True
-    ) -> None:
-        connack = conn.connack
-        use_ids = connack is None or connack.subscription_id_available
-        handling = RetainHandling.SEND_ALWAYS if retained else RetainHandling.SEND_NEVER
-        # retain_as_published off (MQTT 5's default; mqtt5's TopicFilter defaults to on): a
-        # handler sees retain=True only on the broker's stored copy, never on a live update.
-        tf = TopicFilter(
-            topic, max_qos=QoS(qos), retain_handling=handling, retain_as_published=False
-        )
-        sid = self._dispatcher.subscription_id(topic) if use_ids else None
-        codes = await conn.subscribe(tf, subscription_id=sid)
-        if codes and codes[0] >= 0x80:
-            error = SubscribeError(topic, codes[0])
-            if raise_:
-                raise error
-            log.error("%s", error)
-
-    async def _send_internal_subscribe(self, conn: Connection, topic: str, sid: int) -> None:
-        connack = conn.connack
-        use_ids = connack is None or connack.subscription_id_available
-        tf = TopicFilter(topic, max_qos=QoS.AT_MOST_ONCE, retain_handling=RetainHandling.SEND_NEVER)
-        codes = await conn.subscribe(tf, subscription_id=sid if use_ids else None)
-        if codes and codes[0] >= 0x80:
-            log.error("%s", SubscribeError(topic, codes[0]))
-
-    # --- internals: liveness -----------------------------------------------------------------
-
-    def _on_response(self, msg: Message) -> None:
-        try:
-            correlate = msg.envelope.correlate
-        except EnvelopeError:
-            log.warning("non-envelope message on response topic %r ignored", msg.topic)
-            return
-        fut = self._pending_requests.pop(correlate, None) if correlate else None
-        if fut is not None and not fut.done():
-            fut.set_result(msg.envelope)
-
-    def _on_echo(self, msg: Message) -> None:
-        self._watchdog.heartbeat_returned(asyncio.get_running_loop().time())
-
-    async def _liveness(self) -> None:
-        """Heartbeat, heartbeat watchdog and publish-ack timeout, for whichever link is up."""
-        assert self._connected_event is not None
-        cfg = self._config
-        loop = asyncio.get_running_loop()
-        schedule = HeartbeatSchedule(cfg.heartbeat_interval)
-        topic = keepalive_topic(cfg.client_id)
-        current: Connection | None = None
-        while True:
-            conn = self._conn
-            if conn is None or not self.connected:
-                if self._connected_event.is_set():
-                    # The link just died and the supervisor has not noticed yet: yield to it
-                    # (Event.wait() on a set event would not).
-                    await asyncio.sleep(_LIVENESS_TICK / 10)
-                else:
-                    await self._connected_event.wait()
-                continue
-            now = loop.time()
-            if conn is not current:  # a new link: beat at once, watch from now
-                current = conn
-                schedule = HeartbeatSchedule(cfg.heartbeat_interval)
-            wake = now + _LIVENESS_TICK
-            if self._blocked:
-                # A "block" queue stopped reading the link on purpose: no echo and no ack can
-                # come back meanwhile, which says nothing about the link. Watch afresh after.
-                self._watchdog.start(now)
-                self._waiting_since = time.monotonic()
-            if cfg.enable_heartbeat:
-                if schedule.due(now):
-                    conn.publish_nowait(topic, encode_heartbeat(time.time()), qos=0)
-                    schedule.sent(now)
-                if self._watchdog.is_stale(now):
-                    self._stale(conn, "no heartbeat came back through the broker")
-                    continue
-                wake = min(wake, schedule.next_due(), self._watchdog.deadline())
-            if self._ack_overdue(conn, time.monotonic()):
-                self._stale(conn, f"no publish ack within {cfg.publish_timeout:g} s")
-                continue
-            await asyncio.sleep(max(0.0, wake - loop.time()))
-
-    def _ack_overdue(self, conn: Connection, now: float) -> bool:
-        session = self._session
-        if session is None or session.inflight_count == 0:
-            self._waiting_since = None
-            return False
-        if self._waiting_since is None:
-            self._waiting_since = now
-            return False
-        return now - max(self._waiting_since, self._last_ack) > self._config.publish_timeout
+    def _on_publish_done(self, event: PublishDone) -> None:
+        self._publisher.on_publish_done(event, self._session)
 
     def _stale(self, conn: Connection, why: str) -> None:
-        self._counts["stale_links"] += 1
+        """The monitor found the link dead: drop it (the broker sends our will) and reconnect."""
+        self._stale_links += 1
         log.warning("%s: link to the broker is stale (%s); reconnecting", self.client_id, why)
         conn.abort(ConnectionLostError(f"stale link: {why}"))
         self._link_down(conn)
+
+    def _closing(self) -> bool:
+        return self._state is ClientState.CLOSING or self._state is ClientState.CLOSED
 
     # --- internals: misc ---------------------------------------------------------------------
 
@@ -1053,15 +796,6 @@ class MQTTClient:
                 ctx.verify_mode = ssl.CERT_NONE
             self._ssl_context = ctx
         return self._ssl_context
-
-    def _new_outbox(self) -> Outbox:
-        cfg = self._config
-        return Outbox(
-            max_messages=cfg.outbox_max_messages,
-            max_bytes=cfg.outbox_max_bytes,
-            ttl=cfg.outbox_message_ttl,
-            policy=cfg.outbox_policy,
-        )
 
     def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
@@ -1090,9 +824,7 @@ class MQTTClient:
                     await conn.publish(health_topic(self.client_id), payload, qos=1, retain=True)
                 session = self._session
                 while session is not None and session.unfinished_count and conn.is_connected:
-                    waiter = asyncio.get_running_loop().create_future()
-                    self._flush_waiters.append(waiter)
-                    await waiter
+                    await self._publisher.wait_progress()
         except (TimeoutError, MQTTError) as exc:
             log.debug("shutdown: could not finish pending work: %r", exc)
         await conn.disconnect(timeout=max(0.1, timeout / 2))
@@ -1115,39 +847,18 @@ class MQTTClient:
         error = ClientStateError("the client was shut down")
         if self._session is not None:
             for handle in self._session.abandon():
-                if isinstance(handle, asyncio.Future):
-                    self._fail(handle, error)
-        for item in self._outbox.take_all(time.monotonic())[0]:
-            self._fail(item.future, error)
+                if isinstance(handle, asyncio.Future) and not handle.done():
+                    handle.set_exception(error)
         if self._first_connect is not None and not self._first_connect.done():
             self._first_connect.set_exception(error)
             self._first_connect.exception()
-        self._wake_flush()
-        self._dispatcher.remove_internal(keepalive_topic(self._config.client_id))
-        if self._connected_event is not None:
-            self._connected_event.clear()
-        if self._outbox_room is not None:
-            self._outbox_room.set()
+        self._publisher.close(error)
+        self._dispatcher.remove_internal(self._monitor.topic)
+        self._link_up_event.clear()
         self._blocked = 0
         self._state = ClientState.CLOSED
         if self._closed is not None and not self._closed.done():
             self._closed.set_result(None)
-
-
-def _chain(source: asyncio.Future[int], target: asyncio.Future[int]) -> None:
-    """Complete ``target`` (the caller's waiter) when ``source`` (the link's ack) completes."""
-
-    def done(fut: asyncio.Future[int]) -> None:
-        if target.done():
-            return
-        if fut.cancelled():
-            target.cancel()
-        elif (exc := fut.exception()) is not None:
-            target.set_exception(exc)
-        else:
-            target.set_result(fut.result())
-
-    source.add_done_callback(done)
 
 
 async def _guard(hook: Hook, what: str) -> None:

@@ -1,0 +1,50 @@
+"""Request/response correlation: which answer completes which :meth:`MQTTClient.request
+<tars.mqtt.MQTTClient.request>`.
+
+Answers are consumed by an internal, queue-less subscription on each response topic (see
+:meth:`~tars.mqtt._dispatch.Dispatcher.add_internal`), so a full or slow handler queue can never
+hold an answer back, and the correlation is registered before the request leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ._envelope import Envelope
+from ._errors import EnvelopeError
+from ._message import Message
+
+__all__ = ["PendingRequests"]
+
+log = logging.getLogger("tars.mqtt")
+
+
+class PendingRequests:
+    """Requests waiting for their answer, by request envelope id."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, asyncio.Future[Envelope]] = {}
+        self.topics: set[str] = set()  # response topics already consumed
+
+    def expect(self, request_id: str) -> asyncio.Future[Envelope]:
+        """Register a request; its answer will complete the returned future."""
+        fut: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = fut
+        return fut
+
+    def forget(self, request_id: str) -> None:
+        """Answered, timed out or abandoned: a late answer is ignored."""
+        self._pending.pop(request_id, None)
+
+    def on_answer(self, msg: Message) -> None:
+        """The internal consumer of a response topic."""
+        try:
+            envelope = msg.envelope
+        except EnvelopeError:
+            log.warning("non-envelope message on response topic %r ignored", msg.topic)
+            return
+        correlate = envelope.correlate
+        fut = self._pending.pop(correlate, None) if correlate else None
+        if fut is not None and not fut.done():
+            fut.set_result(envelope)
