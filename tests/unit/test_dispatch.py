@@ -547,3 +547,60 @@ async def test_drops_are_logged_on_the_first_and_every_thousandth(
     finally:
         gate.set()
         await sub.stop()
+
+
+async def test_a_handlers_own_timeout_error_is_a_failure_not_our_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def calls_a_slow_service(payload: bytes) -> None:
+        raise TimeoutError("the LLM did not answer")
+
+    for limit in (None, 30.0):
+        sub = subscription(calls_a_slow_service, timeout=limit)
+        sub.start()
+        try:
+            with caplog.at_level(logging.ERROR, logger="tars.mqtt.dispatch"):
+                sub.offer(msg())
+                await wait_until(lambda s=sub: s.stats.failed == 1)  # type: ignore[misc]
+            assert sub.stats.timed_out == 0
+            assert any("the LLM did not answer" in r.exc_text for r in caplog.records if r.exc_text)
+        finally:
+            await sub.stop()
+        caplog.clear()
+
+
+async def test_join_serves_every_waiter_and_returns_when_stopped() -> None:
+    gate = asyncio.Event()
+
+    async def stuck(payload: bytes) -> None:
+        await gate.wait()
+
+    sub = subscription(stuck)
+    sub.start()
+    sub.offer(msg())
+    joiners = [asyncio.create_task(sub.join()) for _ in range(2)]
+    await asyncio.sleep(0)
+    await sub.stop()
+    await asyncio.wait_for(asyncio.gather(*joiners), timeout=2)
+
+
+async def test_stop_is_bounded_by_a_handler_that_ignores_cancellation() -> None:
+    release = asyncio.Event()
+
+    async def stubborn(payload: bytes) -> None:
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                continue  # a badly written handler
+
+    sub = subscription(stubborn)
+    sub.start()
+    sub.offer(msg())
+    await wait_until(lambda: sub.queued == 0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await sub.stop(timeout=0.2)
+    assert loop.time() - started < 1.0
+    release.set()  # let the straggler end before the test's loop closes
+    await asyncio.sleep(0.05)

@@ -877,3 +877,17 @@ def test_complete_packet_whose_fields_overrun_it_is_malformed_not_incomplete() -
     assert len(events) == 1
     assert isinstance(events[0], Disconnected)
     assert events[0].reason_code == 0x81
+
+
+def test_a_packet_over_our_maximum_size_is_refused_before_it_is_buffered() -> None:
+    session = Session("cid", max_packet_size=1000)
+    session.connection_made(0.0)
+    connect, _ = mqtt5.read(memoryview(session.data_to_send()))
+    assert isinstance(connect, mqtt5.ConnectPacket)
+    assert connect.max_packet_size == 1000  # the broker is told
+    session.receive_data(mqtt5.ConnAckPacket().write(), 0.0)
+    big = mqtt5.PublishPacket("t", b"x" * 5000).write()
+    events = session.receive_data(big[:100], 1.0)  # its header says 5000+: no buffering
+    assert len(events) == 1
+    assert isinstance(events[0], Disconnected)
+    assert events[0].reason_code == 0x95

@@ -104,7 +104,8 @@ class MQTTClientConfig(pydantic.BaseModel):
         1_048_576,
         ge=1,
         le=268_435_455,
-        description="Largest payload published or accepted, in bytes.",
+        description="Largest payload published or accepted, in bytes (the broker is "
+        "told the matching MQTT 5 Maximum Packet Size).",
     )
     receive_maximum: int = Field(
         100,
@@ -135,7 +136,10 @@ class MQTTClientConfig(pydantic.BaseModel):
         3, ge=1, description="Missed heartbeat round trips before the link is declared dead."
     )
     publish_timeout: float = Field(
-        10.0, gt=0, description="Seconds a QoS 1/2 publish waits for its acknowledgement."
+        10.0,
+        gt=0,
+        description="Seconds QoS 1/2 publishes may wait for any acknowledgement before the "
+        "link counts as stale and is replaced (the publishes are resent, not failed).",
     )
     outbox_max_messages: int = Field(
         10_000, ge=0, description="Most messages kept while disconnected (0: keep none)."

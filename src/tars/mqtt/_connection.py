@@ -303,6 +303,7 @@ class Connection(asyncio.Protocol):
     # --- asyncio.Protocol -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """asyncio: the transport is up; set TCP_NODELAY and send CONNECT."""
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         sock = transport.get_extra_info("socket")
@@ -314,6 +315,7 @@ class Connection(asyncio.Protocol):
         self._flush()
 
     def data_received(self, data: bytes) -> None:
+        """asyncio: bytes from the broker; events dispatched, acks written at once."""
         session = self._session
         events = session.receive_data(data, self._loop.time())
         if events:
@@ -326,9 +328,11 @@ class Connection(asyncio.Protocol):
             self._arm_timer()
 
     def eof_received(self) -> bool | None:
-        return None  # close the transport; connection_lost follows
+        """asyncio: the broker closed its side; close ours (connection_lost follows)."""
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """asyncio: the transport is gone; the session keeps its in-flight state."""
         if self._close_reason is None:
             if exc is not None:
                 self._close_reason = ConnectionLostError(f"link lost: {exc}")
@@ -339,9 +343,11 @@ class Connection(asyncio.Protocol):
         self._mark_closed()
 
     def pause_writing(self) -> None:
+        """asyncio: the write buffer is over its high-water mark; publishers will drain()."""
         self._write_paused = True
 
     def resume_writing(self) -> None:
+        """asyncio: the write buffer drained; wake the publishers waiting in drain()."""
         self._write_paused = False
         self._wake(self._drain_waiters)
 
@@ -560,6 +566,14 @@ async def open_connection(
     except (OSError, ssl.SSLError) as exc:
         conn._give_up()
         raise ConnectError(f"cannot connect to {where}: {exc}") from exc
+    except MQTTError:
+        conn._give_up()
+        raise
+    except Exception as exc:
+        # Anything else the resolver or transport raises (an IDNA UnicodeError for a host
+        # label over 63 characters, a connector's own error...) is still a failed attempt.
+        conn._give_up()
+        raise ConnectError(f"cannot connect to {where}: {exc!r}") from exc
     except BaseException:
         conn._give_up()
         raise

@@ -158,6 +158,7 @@ class Subscription:
         self._running: set[asyncio.Task[None]] = set()
         self._slots: asyncio.Semaphore | None = None
         self._clock = time.monotonic
+        self._busy = False  # the sequential worker is inside a handler call
 
     def __repr__(self) -> str:
         name = getattr(self.handler, "__qualname__", repr(self.handler))
@@ -222,12 +223,14 @@ class Subscription:
                 self._run(), name=f"tars-mqtt-sub:{self.topic_filter}"
             )
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 5.0) -> None:
         """Cancel the worker and any running handler; queued messages are dropped (counted).
 
         Called from this subscription's own handler (a one-shot handler unsubscribing itself,
         a "stop" command shutting the client down), the calling handler is neither cancelled
-        nor awaited, which would deadlock; it finishes, then its worker ends.
+        nor awaited, which would deadlock; it finishes, then its worker ends. A handler that
+        ignores its cancellation is waited for ``timeout`` seconds at most, then left behind
+        (and logged), so that shutdown stays bounded.
         """
         me = asyncio.current_task()
         tasks = [t for t in (self._worker, *self._running) if t is not None and t is not me]
@@ -235,21 +238,29 @@ class Subscription:
         for task in tasks:
             task.cancel()
         if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+            _, stuck = await asyncio.wait(tasks, timeout=timeout)
+            for task in stuck:
+                log.error(
+                    "%s (handler of %r) ignored its cancellation for %g s; left running",
+                    task.get_name(),
+                    self.topic_filter,
+                    timeout,
+                )
         self._running.clear()
         self.stats.dropped += len(self._queue)
         self._queue.clear()
         if self._blocking:
             self._blocking = False
             self._on_block(False)
+        self._busy = False
+        self._signal_idle()  # join() callers must not wait for a worker that is gone
 
     async def join(self) -> None:
-        """Wait until the queue is empty and no handler call is running."""
+        """Wait until the queue is empty and no handler call is running (or it is stopped)."""
         while self._queue or self._running or self._busy:
-            self._idle = asyncio.get_running_loop().create_future()
-            await self._idle
-
-    _busy = False
+            if self._idle is None or self._idle.done():
+                self._idle = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._idle)  # shared by every joiner
 
     async def _run(self) -> None:
         queue = self._queue
@@ -321,16 +332,28 @@ class Subscription:
                 _short(exc),
             )
             return
+        deadline: asyncio.Timeout | None = None
         try:
             if self.timeout is None:
                 await self.handler(arg)
             else:
-                async with asyncio.timeout(self.timeout):
+                async with asyncio.timeout(self.timeout) as deadline:
                     await self.handler(arg)
         except TimeoutError:
+            if deadline is None or not deadline.expired():
+                # The handler's own TimeoutError (its HTTP call, its own wait_for): a failure
+                # with a traceback, not our per-handler timeout.
+                stats.failed += 1
+                log.exception(
+                    "handler %s failed on topic %r (envelope id %s)",
+                    getattr(self.handler, "__qualname__", self.handler),
+                    msg.topic,
+                    msg.envelope_id,
+                )
+                return
             stats.timed_out += 1
             log.warning(
-                "handler %s timed out after %gs on topic %r (envelope id %s)",
+                "handler %s timed out after %g s on topic %r (envelope id %s)",
                 getattr(self.handler, "__qualname__", self.handler),
                 self.timeout,
                 msg.topic,

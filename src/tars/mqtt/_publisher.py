@@ -19,9 +19,17 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
+from mqtt5 import PublishPacket
+
 from ._config import MQTTClientConfig
 from ._connection import Connection
-from ._errors import ClientStateError, ConnectionLostError, OutboxFullError, PayloadTooLarge
+from ._errors import (
+    ClientStateError,
+    ConnectionLostError,
+    MQTTError,
+    OutboxFullError,
+    PayloadTooLarge,
+)
 from ._outbox import Outbox, OutboxItem
 from ._session import PublishDone, Session
 from ._topics import validate_topic_name
@@ -66,8 +74,23 @@ class Publisher:
 
     # --- checks ------------------------------------------------------------------------------
 
-    def check(self, topic: str, payload: bytes | str, qos: int) -> bytes:
-        """Validate a publish before anything is queued; return the payload as bytes."""
+    def check(
+        self,
+        topic: str,
+        payload: bytes | str,
+        qos: int,
+        properties: dict[str, Any] | None = None,
+    ) -> bytes:
+        """Validate a publish before anything is queued; return the payload as bytes.
+
+        MQTT 5 ``properties`` are checked here too (by the codec), so that a bad one fails the
+        call that passed it, not a later flush of the outbox on some reconnect.
+        """
+        if properties:
+            try:
+                PublishPacket(topic, b"", **properties)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"invalid MQTT 5 publish properties: {exc}") from None
         if topic not in self._valid_topics:
             validate_topic_name(topic)
             if len(self._valid_topics) >= _TOPIC_CACHE:
@@ -175,14 +198,20 @@ class Publisher:
         for item in expired:
             _fail(item.future, OutboxFullError("message expired in the outbox"))
         for item in ready:
-            fut = conn.publish_nowait(
-                item.topic,
-                item.payload,
-                qos=item.qos,
-                retain=item.retain,
-                wait=item.future is not None,
-                properties=item.properties,
-            )
+            try:
+                fut = conn.publish_nowait(
+                    item.topic,
+                    item.payload,
+                    qos=item.qos,
+                    retain=item.retain,
+                    wait=item.future is not None,
+                    properties=item.properties,
+                )
+            except (MQTTError, ValueError, TypeError) as exc:
+                # E.g. over this broker's maximum packet size: this message fails, alone.
+                _fail(item.future, exc)
+                log.warning("queued message for %r could not be sent: %s", item.topic, exc)
+                continue
             self.published += 1
             if fut is not None and item.future is not None:
                 _chain(fut, item.future)
@@ -214,7 +243,11 @@ class Publisher:
         """Wait for the next moment something owed may have been settled."""
         waiter = asyncio.get_running_loop().create_future()
         self._flush_waiters.append(waiter)
-        await waiter
+        try:
+            await waiter
+        finally:  # a flush(timeout=...) that gave up must not leave its waiter behind
+            if waiter in self._flush_waiters:
+                self._flush_waiters.remove(waiter)
 
     def wake_flush(self) -> None:
         for waiter in self._flush_waiters:

@@ -484,6 +484,7 @@ class Session:
         pos = 0
         read = mqtt5.read
         handle = self._handle_packet
+        limit = self.max_packet_size
         try:
             while pos < end:
                 try:
@@ -506,6 +507,9 @@ class Session:
                     self._protocol_error(events, _MALFORMED, "malformed packet: invalid UTF-8")
                     return events
                 pos += size
+                if limit is not None and size > limit:
+                    self._protocol_error(events, _PACKET_TOO_LARGE, "packet over our maximum")
+                    return events
                 if type(packet) is PublishPacket and self.state is SessionState.CONNECTED:
                     self._handle_publish(packet, events)
                 else:
@@ -516,9 +520,14 @@ class Session:
             view.release()
         if pos < end:
             rest = data[pos:]
+            need = _packet_size(rest)
+            if limit is not None and need > limit:
+                # Refuse it before buffering it: the broker ignored our Maximum Packet Size.
+                self._protocol_error(events, _PACKET_TOO_LARGE, "packet over our maximum")
+                return events
             link.rest.append(rest)
             link.rest_size = len(rest)
-            link.need = _packet_size(rest)
+            link.need = need
         return events
 
     # --- internals --------------------------------------------------------------------------

@@ -10,6 +10,7 @@ of it on a fresh session, only the changes on a resumed one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable
 
@@ -40,10 +41,13 @@ class SubscriptionSync:
 
         Raises :class:`~tars.mqtt.SubscribeError` when the broker refuses it.
         """
-        if conn is None or not conn.is_connected:
-            self._unsent.add(topic)
-            return
-        await self._subscribe(conn, topic, qos, raise_=True)
+        if conn is not None and conn.is_connected:
+            try:
+                await self._subscribe(conn, topic, qos, raise_=True)
+                return
+            except ConnectionLostError:
+                pass  # the link flapped under us: like subscribing while offline
+        self._unsent.add(topic)
 
     async def removed(self, conn: Connection | None, topic: str) -> None:
         """A filter has no subscription left: unsubscribe now on a live link, else later."""
@@ -59,7 +63,9 @@ class SubscriptionSync:
     async def internal_added(self, conn: Connection | None, topic: str, sid: int) -> None:
         """An internal consumer's topic (heartbeat echo, responses) is new."""
         if conn is not None and conn.is_connected:
-            await self._subscribe_internal(conn, topic, sid)
+            # Lost meanwhile: the next link subscribes every internal topic anyway.
+            with contextlib.suppress(ConnectionLostError):
+                await self._subscribe_internal(conn, topic, sid)
 
     async def restore(self, conn: Connection, *, fresh: bool) -> None:
         """Bring a new link's broker session in step: everything on a ``fresh`` session, only

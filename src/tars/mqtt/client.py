@@ -56,6 +56,8 @@ log = logging.getLogger("tars.mqtt")
 # CONNACK reasons that no retry will fix while the configuration stays the same.
 _FATAL_CONNACK: Final = frozenset({0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C})
 _SHUTDOWN_TIMEOUT: Final = 5.0
+_PACKET_OVERHEAD: Final = 128 * 1024
+_MQTT_MAX_PACKET: Final = 268_435_455 + 5
 
 Hook = Callable[[], Awaitable[None]]
 
@@ -299,6 +301,9 @@ class MQTTClient:
             clean_start=cfg.clean_start,
             session_expiry_interval=cfg.session_expiry_interval,
             receive_maximum=cfg.receive_maximum,
+            # The broker must not send us more (MQTT 5 Maximum Packet Size): room for the
+            # largest accepted payload plus the longest topic and generous properties.
+            max_packet_size=min(cfg.max_payload_size + _PACKET_OVERHEAD, _MQTT_MAX_PACKET),
             username=params.username,
             password=params.password,
             will=will,
@@ -340,8 +345,9 @@ class MQTTClient:
             # One after the other in this task (not gathered in tasks of their own), so that a
             # handler calling shutdown() is recognized by its subscription's stop() as the
             # caller, and is neither cancelled nor waited for.
+            loop = asyncio.get_running_loop()
             for sub in self._dispatcher.subscriptions():
-                await sub.stop()
+                await sub.stop(timeout=max(0.1, deadline - loop.time()))
         except Exception:  # shutdown never raises: log and finish the job
             log.exception("error during shutdown of %s", self._config.client_id)
         finally:
@@ -444,6 +450,9 @@ class MQTTClient:
         :meth:`reply`. The correlation is registered before the request leaves, so an answer
         can never arrive "too early".
 
+        Use one response topic per service (e.g. ``"stt/answers"``): each distinct response
+        topic stays subscribed for the client's life.
+
         Raises ``TimeoutError`` after ``timeout`` seconds, plus what :meth:`publish` raises.
         """
         validate_topic_name(response_topic)
@@ -452,7 +461,7 @@ class MQTTClient:
         if response_topic not in requests.topics:
             requests.topics.add(response_topic)
             sid = self._dispatcher.add_internal(response_topic, requests.on_answer)
-            await self._subs.internal_added(self.client, response_topic, sid)
+            await self._subs.internal_added(self._live_link(), response_topic, sid)
         answer = requests.expect(msg_id)
         try:
             async with asyncio.timeout(timeout):
@@ -520,7 +529,7 @@ class MQTTClient:
         :class:`~tars.mqtt.PublishError` (the broker refused it).
         """
         publisher = self._publisher
-        payload = publisher.check(topic, payload, qos)
+        payload = publisher.check(topic, payload, qos, properties)
         state = self._state
         conn = self._conn
         if (
@@ -529,6 +538,7 @@ class MQTTClient:
             and await publisher.send_live(conn, topic, payload, qos, retain, wait, properties)
         ):
             return
+        state = self._state  # send_live may have waited: decide on the state as it is now
         if state is ClientState.CREATED:
             raise NotConnectedError("publish() before connect()")
         if state is ClientState.CLOSING or state is ClientState.CLOSED:
@@ -537,7 +547,8 @@ class MQTTClient:
 
     async def flush(self, timeout: float | None = None) -> None:
         """Wait until every QoS 1/2 publish issued so far is acknowledged and the outbox is
-        empty. Raises ``TimeoutError`` after ``timeout`` seconds."""
+        empty. Raises ``TimeoutError`` after ``timeout`` seconds, and
+        :class:`~tars.mqtt.ClientStateError` before :meth:`connect` or after :meth:`shutdown`."""
         async with asyncio.timeout(timeout):
             while not self._publisher.flushed(self._session):
                 if self._state in (ClientState.CLOSED, ClientState.CREATED):
@@ -606,10 +617,7 @@ class MQTTClient:
         if before is None or qos > before:  # else the broker's subscription already covers it
             try:
                 # A live link, even one still restoring subscriptions: subscribe on it now.
-                conn = self._conn
-                await self._subs.added(
-                    conn if conn is not None and conn.is_connected else None, topic, qos
-                )
+                await self._subs.added(self._live_link(), topic, qos)
             except BaseException:
                 self._dispatcher.remove(sub)
                 await sub.stop()
@@ -633,18 +641,23 @@ class MQTTClient:
             if emptied:
                 # No link: a resumed (persistent) broker session would still hold the filter,
                 # so the next link unsubscribes it (a fresh session has nothing to undo).
-                await self._subs.removed(self.client, sub.topic_filter)
+                await self._subs.removed(self._live_link(), sub.topic_filter)
 
     # --- internals: the supervisor -----------------------------------------------------------
 
     async def _supervise(self) -> None:
-        """Connect, and reconnect with backoff whenever the link is lost, until cancelled."""
+        """Connect, and reconnect with backoff whenever the link is lost, until shutdown.
+
+        Nothing may kill this task but cancellation: an unexpected error while connecting or
+        setting a link up is logged and retried like any failure, or the client would stay
+        "reconnecting" forever.
+        """
         assert self._first_connect is not None
         loop = asyncio.get_running_loop()
         attempt = 0
         cfg = self._config
         params = self._params
-        while True:
+        while not self._closing():
             session = self._session
             assert session is not None
             try:
@@ -659,30 +672,39 @@ class MQTTClient:
                     on_publish_done=self._on_publish_done,
                     display=params.redacted_url,
                 )
-            except ConnectError as exc:
+            except Exception as exc:
+                error = exc if isinstance(exc, ConnectError) else _unexpected(exc, params)
                 first = not self._first_connect.done()
-                fatal = exc.reason_code in _FATAL_CONNACK
+                fatal = error.reason_code in _FATAL_CONNACK
                 if first and (fatal or not cfg.wait_for_broker):
-                    self._first_connect.set_exception(exc)
+                    self._first_connect.set_exception(error)
                     return
-                delay = self._backoff.next_delay(attempt, refused=exc.refused)
+                delay = self._backoff.next_delay(attempt, refused=error.refused)
                 attempt += 1
                 if delay is None:
-                    log.error("giving up connecting to %s: %s", params.redacted_url, exc)
+                    log.error("giving up connecting to %s: %s", params.redacted_url, error)
                     if first:
-                        self._first_connect.set_exception(exc)
+                        self._first_connect.set_exception(error)
                     self._spawn(self.shutdown(), "tars-mqtt-give-up")
                     return
-                log.info("%s; retrying in %.2f s", exc, delay)
+                log.info("%s; retrying in %.2f s", error, delay)
                 await asyncio.sleep(delay)
                 continue
             up_at = loop.time()
-            if await self._link_up(conn):
+            try:
+                up = await self._link_up(conn)
+            except Exception:
+                log.exception("unexpected error while setting up the link; reconnecting")
+                self._conn = None
+                up = False
+            if up:
                 await conn.wait_closed()
                 self._link_down(conn)
             else:  # lost while restoring subscriptions: let it end, then back off like any loss
                 conn.abort()
                 await conn.wait_closed()
+            if self._closing():
+                return  # shutdown() said goodbye on this link: no reconnecting behind its back
             # A broker that kicks us (DISCONNECT) soon after accepting us keeps the backoff
             # growing: a client id clash must not become a reconnect storm. A link lost to the
             # network or a broker restart starts the backoff afresh, so the client is back
@@ -702,6 +724,8 @@ class MQTTClient:
         assert self._first_connect is not None
         cfg = self._config
         first = not self._first_connect.done()
+        if self._closing():
+            return False
         self._conn = conn
         session_present = bool(conn.connack is not None and conn.connack.session_present)
         try:
@@ -709,9 +733,10 @@ class MQTTClient:
         except ConnectionLostError:
             self._conn = None
             return False
-        if not conn.is_connected:
-            # Ended (a DISCONNECT, a protocol error) in the same read as the last SUBACK: the
-            # health publish and the outbox flush below would raise on it.
+        if self._closing() or not conn.is_connected:
+            # Shutdown began while restoring, or the link ended (a DISCONNECT, a protocol
+            # error) in the same read as the last SUBACK: the health publish and the outbox
+            # flush below would be wrong or raise.
             self._conn = None
             return False
         if self._blocked:
@@ -750,6 +775,7 @@ class MQTTClient:
     def _link_down(self, conn: Connection) -> None:
         self._conn = None
         self._link_up_event.clear()
+        self._publisher.wake_flush()  # waiters re-check: a dead link settles nothing more
         if self._state is ClientState.CONNECTED:
             self._state = ClientState.RECONNECTING
             reason = conn.close_reason
@@ -771,6 +797,11 @@ class MQTTClient:
         conn.abort(ConnectionLostError(f"stale link: {why}"))
         self._link_down(conn)
 
+    def _live_link(self) -> Connection | None:
+        """The current link while it is up, even while subscriptions are being restored."""
+        conn = self._conn
+        return conn if conn is not None and conn.is_connected else None
+
     def _closing(self) -> bool:
         return self._state is ClientState.CLOSING or self._state is ClientState.CLOSED
 
@@ -778,7 +809,9 @@ class MQTTClient:
 
     def _on_block(self, blocked: bool) -> None:
         self._blocked += 1 if blocked else -1
-        conn = self._conn
+        # Only a link that is up: a new one is paused by _link_up once its subscriptions are
+        # restored (pausing it here too would count twice, and one resume would not undo it).
+        conn = self.client
         if conn is None:
             return
         if blocked and self._blocked == 1:
@@ -859,6 +892,14 @@ class MQTTClient:
         self._state = ClientState.CLOSED
         if self._closed is not None and not self._closed.done():
             self._closed.set_result(None)
+
+
+def _unexpected(exc: Exception, params: Any) -> ConnectError:
+    """An error no transport mapping foresaw (a bug, or a platform surprise), as ConnectError."""
+    log.error("unexpected error connecting to %s", params.redacted_url, exc_info=exc)
+    error = ConnectError(f"unexpected error connecting to {params.redacted_url}: {exc!r}")
+    error.__cause__ = exc
+    return error
 
 
 async def _guard(hook: Hook, what: str) -> None:
