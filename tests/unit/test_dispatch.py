@@ -586,13 +586,17 @@ async def test_join_serves_every_waiter_and_returns_when_stopped() -> None:
 
 async def test_stop_is_bounded_by_a_handler_that_ignores_cancellation() -> None:
     release = asyncio.Event()
+    finished = asyncio.Event()
 
     async def stubborn(payload: bytes) -> None:
-        while not release.is_set():
-            try:
-                await release.wait()
-            except asyncio.CancelledError:
-                continue  # a badly written handler
+        try:
+            while not release.is_set():
+                try:
+                    await release.wait()
+                except asyncio.CancelledError:
+                    continue  # a badly written handler
+        finally:
+            finished.set()
 
     sub = subscription(stubborn)
     sub.start()
@@ -603,4 +607,4 @@ async def test_stop_is_bounded_by_a_handler_that_ignores_cancellation() -> None:
     await sub.stop(timeout=0.2)
     assert loop.time() - started < 1.0
     release.set()  # let the straggler end before the test's loop closes
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(finished.wait(), timeout=2)

