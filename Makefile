@@ -18,10 +18,10 @@ demo: $(STAMP)
 	$(PY) -m tars.mqtt.demo
 
 mosquitto:
-	@command -v mosquitto >/dev/null 2>&1 || { \
+	@{ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; } && command -v mosquitto_pub >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -qq || true) && apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; \
-	  else echo "Mosquitto not found: install it (apt-get install mosquitto mosquitto-clients)"; exit 1; fi; }
+	    (apt-get update -qq || true) && apt-get install -y -qq mosquitto mosquitto-clients openssl >/dev/null; \
+	  else echo "Mosquitto or openssl not found: apt-get install mosquitto mosquitto-clients openssl"; exit 1; fi; }
 
 test: $(STAMP) mosquitto
 	$(PY) -m pytest

@@ -1,0 +1,114 @@
+"""``mqtts://`` against a real Mosquitto TLS listener, with a throwaway CA made by openssl."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import ssl
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support.mosquitto_cli import Inbox, unique
+from tars.mqtt import ConnectError, MQTTClient
+from tars.mqtt.testing import MosquittoBroker
+
+pytestmark = pytest.mark.mosquitto
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA and a server certificate for 127.0.0.1 signed by it."""
+    if shutil.which("openssl") is None:
+        pytest.fail("openssl not found: tars-core's TLS tests need it (apt-get install openssl)")
+    d = tmp_path_factory.mktemp("tls")
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+             "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=tars-test-ca", cwd=d)  # fmt: skip
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key",
+             "-out", "server.csr", "-subj", "/CN=127.0.0.1", cwd=d)  # fmt: skip
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+             "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext",
+             cwd=d)  # fmt: skip
+    return d
+
+
+@pytest.fixture(scope="module")
+def tls_broker(certs: Path) -> Iterator[MosquittoBroker]:
+    broker = MosquittoBroker(
+        persistence=False,
+        extra_config=(
+            f"cafile {certs / 'ca.pem'}\n"
+            f"certfile {certs / 'server.pem'}\n"
+            f"keyfile {certs / 'server.key'}\n"
+        ),
+    )
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.close()
+
+
+def tls_url(broker: MosquittoBroker, user: str = "") -> str:
+    return f"mqtts://{user}127.0.0.1:{broker.port}"
+
+
+async def roundtrip(client: MQTTClient) -> bytes:
+    got: Inbox[bytes] = Inbox()
+
+    async def on_msg(payload: bytes) -> None:
+        got.add(payload)
+
+    topic = unique("tls/t")
+    await client.subscribe(topic, on_msg, qos=1)
+    await client.publish(topic, b"over tls", qos=1)
+    [payload] = await got.wait_for(1)
+    return payload
+
+
+async def test_mqtts_with_the_brokers_ca_verifies_and_works(
+    tls_broker: MosquittoBroker, certs: Path
+) -> None:
+    async with MQTTClient(
+        tls_url(tls_broker), unique("tls"), tls_ca_file=str(certs / "ca.pem")
+    ) as client:
+        assert client.connected
+        assert await roundtrip(client) == b"over tls"
+
+
+async def test_mqtts_refuses_a_broker_it_cannot_verify(tls_broker: MosquittoBroker) -> None:
+    # The system store does not know our throwaway CA: the handshake must fail, clearly.
+    client = MQTTClient(tls_url(tls_broker), unique("tls-untrusted"), wait_for_broker=False)
+    with pytest.raises(ConnectError, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify"):
+        await asyncio.wait_for(client.connect(), timeout=10)
+
+
+async def test_mqtts_insecure_skips_verification(tls_broker: MosquittoBroker) -> None:
+    async with MQTTClient(tls_url(tls_broker), unique("tls-insecure"), tls_insecure=True) as c:
+        assert await roundtrip(c) == b"over tls"
+
+
+async def test_a_callers_ssl_context_is_used(tls_broker: MosquittoBroker, certs: Path) -> None:
+    context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    async with MQTTClient(tls_url(tls_broker), unique("tls-ctx"), ssl_context=context) as c:
+        assert await roundtrip(c) == b"over tls"
+
+
+async def test_plain_mqtt_to_a_tls_port_fails_without_hanging(
+    tls_broker: MosquittoBroker,
+) -> None:
+    client = MQTTClient(
+        f"mqtt://127.0.0.1:{tls_broker.port}",
+        unique("plain-to-tls"),
+        wait_for_broker=False,
+        connect_timeout=3,
+    )
+    with pytest.raises(ConnectError):
+        await asyncio.wait_for(client.connect(), timeout=10)
