@@ -343,13 +343,7 @@ class Subscription:
             if deadline is None or not deadline.expired():
                 # The handler's own TimeoutError (its HTTP call, its own wait_for): a failure
                 # with a traceback, not our per-handler timeout.
-                stats.failed += 1
-                log.exception(
-                    "handler %s failed on topic %r (envelope id %s)",
-                    getattr(self.handler, "__qualname__", self.handler),
-                    msg.topic,
-                    msg.envelope_id,
-                )
+                self._failed(msg)
                 return
             stats.timed_out += 1
             log.warning(
@@ -360,15 +354,19 @@ class Subscription:
                 msg.envelope_id,
             )
         except Exception:
-            stats.failed += 1
-            log.exception(
-                "handler %s failed on topic %r (envelope id %s)",
-                getattr(self.handler, "__qualname__", self.handler),
-                msg.topic,
-                msg.envelope_id,
-            )
+            self._failed(msg)
         else:
             stats.handled += 1
+
+    def _failed(self, msg: Message) -> None:
+        """Count and log (with the traceback being handled) a handler that raised."""
+        self.stats.failed += 1
+        log.exception(
+            "handler %s failed on topic %r (envelope id %s)",
+            getattr(self.handler, "__qualname__", self.handler),
+            msg.topic,
+            msg.envelope_id,
+        )
 
 
 def _short(exc: BaseException) -> str:
