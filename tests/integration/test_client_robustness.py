@@ -15,24 +15,37 @@ from tars.mqtt.testing import InMemoryBroker
 from tars.mqtt.testing.pytest_plugin import MQTTClientFactory
 
 
-async def wait_state(client: MQTTClient, state: ClientState, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while client.state is not state:
-            await asyncio.sleep(0.01)
+def link_events(client: MQTTClient) -> tuple[Inbox[None], Inbox[None]]:
+    """(links up, links lost), from the client's own hooks: wait on these, never poll."""
+    ups: Inbox[None] = Inbox()
+    downs: Inbox[None] = Inbox()
+
+    async def up() -> None:
+        ups.add(None)
+
+    async def down() -> None:
+        downs.add(None)
+
+    client.on_connect(up)
+    client.on_disconnect(down)
+    return ups, downs
 
 
 async def test_bad_publish_properties_fail_the_call_not_a_later_reconnect(
     mqtt_client_factory: MQTTClientFactory, in_memory_broker: InMemoryBroker
 ) -> None:
     client = await mqtt_client_factory("props")
+    ups, downs = link_events(client)
     with pytest.raises(TypeError, match="properties"):
         await client.publish("t", b"x", qos=1, properties={"bogus": 1})
     restarting = asyncio.create_task(in_memory_broker.restart(downtime=0.3))
-    await wait_state(client, ClientState.RECONNECTING)
+    await downs.wait_for(1)
+    assert client.state is ClientState.RECONNECTING
     with pytest.raises(TypeError, match="properties"):  # offline: refused, not queued
         await client.publish("t", b"x", qos=1, wait=False, properties={"bogus": 1})
     await restarting
-    await wait_state(client, ClientState.CONNECTED)
+    await ups.wait_for(1)
+    assert client.state is ClientState.CONNECTED
     await client.publish("t", b"after", qos=1)
 
 
@@ -47,9 +60,10 @@ async def test_a_queued_message_the_broker_cannot_take_fails_alone() -> None:
             got.add(payload)
 
         await client.subscribe("t", on_t, qos=1)
+        _, downs = link_events(client)
         async with client:
             restarting = asyncio.create_task(broker.restart(downtime=0.3))
-            await wait_state(client, ClientState.RECONNECTING)
+            await downs.wait_for(1)
             too_big = asyncio.create_task(client.publish("t", b"x" * 4000, qos=1))
             fine = asyncio.create_task(client.publish("t", b"small", qos=1))
             await restarting
@@ -112,7 +126,8 @@ async def test_no_reconnect_once_shutdown_has_begun(
     in_memory_broker.stall("closing")  # acks stop: the goodbye waits for them
     await client.publish("t", b"pending", qos=1, wait=False)
     closing = asyncio.create_task(client.shutdown(timeout=2))
-    await wait_state(client, ClientState.CLOSING)
+    await asyncio.sleep(0)  # one step: shutdown() marks the client closing before it awaits
+    assert client.state is ClientState.CLOSING
     await in_memory_broker.drop_link("closing")  # the link dies during the goodbye
     in_memory_broker.unstall("closing")
     await asyncio.wait_for(closing, timeout=5)

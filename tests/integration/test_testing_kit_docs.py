@@ -6,12 +6,12 @@ the plugin found through its entry point, pytest-asyncio in auto mode, warnings 
 
 from __future__ import annotations
 
-import asyncio
 import re
-import sys
 from pathlib import Path
 
 import pytest
+
+from support.subpytest import run_pytest
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "testing.md"
 _BLOCK = re.compile(r"^```python\n(.*?)^```$", re.M | re.S)
@@ -35,27 +35,7 @@ async def test_every_example_of_the_how_to_passes(tmp_path: Path) -> None:
     for number, code in enumerate(blocks, start=1):
         (tmp_path / f"test_testing_md_{number}.py").write_text(code)
         tests += len(re.findall(r"^async def test_|^def test_", code, re.M))
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "-rs",
-        "-p",
-        "no:cacheprovider",
-        "-W",
-        "error",
-        "-o",
-        "asyncio_mode=auto",
-        "-o",
-        "asyncio_default_fixture_loop_scope=function",
-        str(tmp_path),
-        cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output, _ = await asyncio.wait_for(process.communicate(), timeout=50)
-    text = output.decode()
-    assert process.returncode == 0, text
+    returncode, text = await run_pytest(tmp_path, "-rs", timeout=50)
+    assert returncode == 0, text
     assert f"{tests} passed" in text, text
     assert "skipped" not in text, text

@@ -8,11 +8,11 @@ if the plugin were not registered.
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 
 import pytest
 
+from support.subpytest import run_pytest
 from tars.mqtt import ClientState, ConnectError, Message, MQTTClient
 from tars.mqtt.testing import InMemoryBroker, MosquittoBroker
 from tars.mqtt.testing.pytest_plugin import MQTTClientFactory
@@ -116,24 +116,6 @@ def test_after():
 async def test_every_client_and_the_broker_are_closed_after_the_test(tmp_path: Path) -> None:
     """Run a tiny suite in a fresh pytest process, as a service's own suite would be run."""
     (tmp_path / "test_teardown.py").write_text(_TEARDOWN_CHECK)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "-W",
-        "error",
-        "-o",
-        "asyncio_mode=auto",
-        "-o",
-        "asyncio_default_fixture_loop_scope=function",
-        str(tmp_path),
-        cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output, _ = await asyncio.wait_for(process.communicate(), timeout=30)
-    assert process.returncode == 0, output.decode()
-    assert b"2 passed" in output
+    returncode, text = await run_pytest(tmp_path, timeout=30)
+    assert returncode == 0, text
+    assert "2 passed" in text

@@ -320,7 +320,7 @@ class Connection(asyncio.Protocol):
         events = session.receive_data(data, self._loop.time())
         if events:
             self._process(events)
-        if session.has_data_to_send():
+        if session.output_backlog:
             self._flush()
         # A PINGRESP moves the next deadline earlier than the timer armed for the ping's.
         deadline, armed = session.next_deadline(), self._timer_deadline

@@ -353,9 +353,6 @@ class Session:
         out.clear()
         return data
 
-    def has_data_to_send(self) -> bool:
-        return bool(self._out)
-
     @property
     def output_backlog(self) -> int:
         """Packets queued for the wire since the last :meth:`data_to_send`."""
