@@ -1,0 +1,118 @@
+"""The ejabberd cluster runner (tests/support/ejabberd.py): three real nodes, one cluster.
+
+What the failover tests build on: a tars-core client gets in on every node, a message crosses
+nodes, a node killed with ``kill -9`` comes back and rejoins, and the ejabberd facts that
+docs/scale-out.md relies on (no ``$share``) hold.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator
+
+import mqtt5
+import pytest
+
+from support import RawMQTT
+from support.ejabberd import EjabberdCluster
+from support.mosquitto_cli import Inbox, unique
+from tars.mqtt import MQTTClient
+
+pytestmark = pytest.mark.ejabberd
+
+
+@contextlib.asynccontextmanager
+async def client_on(url: str, name: str) -> AsyncIterator[MQTTClient]:
+    client = MQTTClient(url, unique(name), wait_for_broker=False, connect_timeout=5)
+    await client.connect()
+    try:
+        yield client
+    finally:
+        await client.shutdown()
+
+
+async def crosses(cluster: EjabberdCluster, source: int, target: int) -> bytes:
+    """Publish one QoS 1 message on node ``source``; return what a subscriber on ``target`` got."""
+    topic = unique("cluster/cross")
+    inbox: Inbox[bytes] = Inbox()
+
+    async def handler(payload: bytes) -> None:
+        inbox.add(payload)
+
+    async with (
+        client_on(cluster.nodes[target].url, "sub") as subscriber,
+        client_on(cluster.nodes[source].url, "pub") as publisher,
+    ):
+        await subscriber.subscribe(topic, handler, qos=1)
+        payload = f"from node {source + 1} to node {target + 1}".encode()
+        await publisher.publish(topic, payload, qos=1)
+        [received] = await inbox.wait_for(1, timeout=10)
+        return received
+
+
+async def test_a_client_connects_to_every_node(ejabberd_cluster: EjabberdCluster) -> None:
+    ports = set()
+    for node in ejabberd_cluster.nodes:
+        async with client_on(node.url, "each") as client:
+            assert client.connected
+            ports.add(client.config.connection.port)
+    assert len(ports) == 3
+
+
+async def test_a_qos1_message_published_on_node_1_reaches_a_subscriber_on_node_3(
+    ejabberd_cluster: EjabberdCluster,
+) -> None:
+    assert await crosses(ejabberd_cluster, 0, 2) == b"from node 1 to node 3"
+
+
+async def test_a_node_killed_with_sigkill_comes_back_and_rejoins(
+    ejabberd_cluster: EjabberdCluster,
+) -> None:
+    node = ejabberd_cluster.nodes[1]
+    pid = node.pid
+    assert pid is not None
+    await ejabberd_cluster.akill(1)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # really gone (reaped), not just asked to stop
+    # The others keep serving meanwhile.
+    assert await crosses(ejabberd_cluster, 0, 2) == b"from node 1 to node 3"
+
+    started = time.monotonic()
+    await ejabberd_cluster.astart_node(1)
+    listening = time.monotonic() - started
+    assert node.pid not in (None, pid)
+    # Rejoined: routes both ways between the restarted node and the others.
+    assert await crosses(ejabberd_cluster, 1, 0) == b"from node 2 to node 1"
+    assert await crosses(ejabberd_cluster, 2, 1) == b"from node 3 to node 2"
+    print(f"node 2 listening again {listening:.2f} s after start, routing both ways")
+    assert listening < 20
+
+
+async def test_ejabberd_refuses_shared_subscriptions(ejabberd_cluster: EjabberdCluster) -> None:
+    """docs/scale-out.md: worker groups need ``$share``, which ejabberd 23.01 does not offer.
+
+    Its CONNACK says so, and a SUBSCRIBE to a ``$share`` filter gets no SUBACK: the broker
+    closes the link with DISCONNECT 0x9E. A client must check the CONNACK before it subscribes.
+    """
+    c = ejabberd_cluster
+    peer = await RawMQTT.open(c.host, c.nodes[0].mqtt_port)
+    try:
+        await peer.send(
+            mqtt5.ConnectPacket(unique("share"), username=c.username, password=c.password.encode())
+        )
+        connack = await peer.receive()
+        assert isinstance(connack, mqtt5.ConnAckPacket)
+        assert connack.reason_code == mqtt5.ConnAckReasonCode.SUCCESS
+        assert connack.shared_subscription_available is False
+        await peer.send(
+            mqtt5.SubscribePacket(
+                1, [mqtt5.TopicFilter("$share/g/jobs", max_qos=mqtt5.QoS.AT_LEAST_ONCE)]
+            )
+        )
+        answer = await peer.receive()
+        assert isinstance(answer, mqtt5.DisconnectPacket)
+        assert answer.reason_code == mqtt5.DisconnectReasonCode.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
+    finally:
+        await peer.close()
