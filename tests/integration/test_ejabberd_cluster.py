@@ -116,3 +116,54 @@ async def test_ejabberd_refuses_shared_subscriptions(ejabberd_cluster: EjabberdC
         assert answer.reason_code == mqtt5.DisconnectReasonCode.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
     finally:
         await peer.close()
+
+
+async def raw_client(cluster: EjabberdCluster, index: int, name: str) -> RawMQTT:
+    peer = await RawMQTT.open(cluster.host, cluster.nodes[index].mqtt_port)
+    connect = mqtt5.ConnectPacket(
+        unique(name), username=cluster.username, password=cluster.password.encode(), keep_alive=30
+    )
+    await peer.send(connect)
+    connack = await peer.receive()
+    assert isinstance(connack, mqtt5.ConnAckPacket)
+    assert connack.reason_code == mqtt5.ConnAckReasonCode.SUCCESS
+    return peer
+
+
+async def first_message(cluster: EjabberdCluster, index: int, topic: str) -> bytes:
+    """Subscribe on node ``index``, then publish a live message there: the first message the
+    subscriber gets is a retained one if the node has it (sent right after the SUBACK), else
+    the live one."""
+    subscriber = await raw_client(cluster, index, "retained-sub")
+    publisher = await raw_client(cluster, index, "live-pub")
+    try:
+        qos1 = mqtt5.QoS.AT_LEAST_ONCE
+        await subscriber.send(mqtt5.SubscribePacket(1, [mqtt5.TopicFilter(topic, max_qos=qos1)]))
+        assert isinstance(await subscriber.receive(), mqtt5.SubAckPacket)
+        await publisher.send(mqtt5.PublishPacket(topic, b"live", qos=qos1, packet_id=1))
+        assert isinstance(await publisher.receive(), mqtt5.PubAckPacket)
+        message = await subscriber.receive()
+        assert isinstance(message, mqtt5.PublishPacket)
+        return message.payload
+    finally:
+        await subscriber.close()
+        await publisher.close()
+
+
+async def test_ejabberd_keeps_a_retained_message_on_the_node_it_was_published_on(
+    ejabberd_cluster: EjabberdCluster,
+) -> None:
+    """docs/scale-out.md: on ejabberd 23.01 a retained health status is only seen by
+    subscribers on the node the service published it on."""
+    topic = unique("cluster/health")
+    publisher = await raw_client(ejabberd_cluster, 0, "retainer")
+    try:
+        retained = mqtt5.PublishPacket(
+            topic, b"online", qos=mqtt5.QoS.AT_LEAST_ONCE, retain=True, packet_id=1
+        )
+        await publisher.send(retained)
+        assert isinstance(await publisher.receive(), mqtt5.PubAckPacket)
+    finally:
+        await publisher.close()
+    assert await first_message(ejabberd_cluster, 0, topic) == b"online"
+    assert await first_message(ejabberd_cluster, 2, topic) == b"live"
