@@ -167,3 +167,40 @@ async def test_ejabberd_keeps_a_retained_message_on_the_node_it_was_published_on
         await publisher.close()
     assert await first_message(ejabberd_cluster, 0, topic) == b"online"
     assert await first_message(ejabberd_cluster, 2, topic) == b"live"
+
+
+async def resume(cluster: EjabberdCluster, index: int, client_id: str) -> mqtt5.ConnAckPacket:
+    """Connect with clean_start=False, return the CONNACK, leave (the session stays 10 min)."""
+    peer = await RawMQTT.open(cluster.host, cluster.nodes[index].mqtt_port)
+    try:
+        await peer.send(
+            mqtt5.ConnectPacket(
+                client_id,
+                username=cluster.username,
+                password=cluster.password.encode(),
+                clean_start=False,
+                session_expiry_interval=600,
+            )
+        )
+        connack = await peer.receive()
+        assert isinstance(connack, mqtt5.ConnAckPacket)
+        # A round trip after the CONNACK, as any client makes (it subscribes): the session is
+        # registered in the cluster by then.
+        qos1 = mqtt5.QoS.AT_LEAST_ONCE
+        await peer.send(mqtt5.SubscribePacket(1, [mqtt5.TopicFilter(client_id, max_qos=qos1)]))
+        assert isinstance(await peer.receive(), mqtt5.SubAckPacket)
+        return connack
+    finally:
+        await peer.close()
+
+
+async def test_ejabberd_loses_a_session_with_the_node_that_held_it(
+    ejabberd_cluster: EjabberdCluster,
+) -> None:
+    """docs/scale-out.md, the sessions table: after its node's death a client resuming its
+    persistent session on another node gets a new one (what failover keeps on ejabberd)."""
+    client_id = unique("session")
+    assert (await resume(ejabberd_cluster, 0, client_id)).session_present is False  # made
+    assert (await resume(ejabberd_cluster, 0, client_id)).session_present is True  # kept
+    await ejabberd_cluster.akill(0)
+    assert (await resume(ejabberd_cluster, 2, client_id)).session_present is False
