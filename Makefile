@@ -1,12 +1,12 @@
 # Two commands do all the set-up on a fresh machine (Python 3.11+):
 #   make demo   - two small services exchanging events through a broker
-#   make test   - the whole test suite (installs Mosquitto's binaries when missing and root)
+#   make test   - the whole test suite (installs Mosquitto and ejabberd when missing and root)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check bench clean mosquitto
+.PHONY: demo test lint typecheck check bench clean mosquitto ejabberd
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,14 @@ mosquitto:
 	    (apt-get update -qq || true) && apt-get install -y -qq mosquitto mosquitto-clients openssl >/dev/null; \
 	  else echo "Mosquitto or openssl not found: apt-get install mosquitto mosquitto-clients openssl"; exit 1; fi; }
 
-test: $(STAMP) mosquitto
+# The 3-node cluster of the failover tests (tests/support/ejabberd.py starts its own nodes).
+ejabberd:
+	@{ [ -x /usr/bin/erl ] && ls /usr/lib/*/ejabberd-*/ebin/ejabberd.app >/dev/null 2>&1; } || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ejabberd >/dev/null; \
+	  else echo "ejabberd not found: apt-get install --no-install-recommends ejabberd"; exit 1; fi; }
+
+test: $(STAMP) mosquitto ejabberd
 	$(PY) -m pytest
 
 lint: $(STAMP)

@@ -2,14 +2,20 @@
 
 The plugin skips Mosquitto tests when Mosquitto is missing, which suits a service's suite.
 Ours must not skip: a missing broker fails those tests with the command that fixes it.
+
+The ejabberd cluster (tests/support/ejabberd.py) is started once per session (about 8 s) and
+shared: ``ejabberd_cluster`` hands it to a test with every node running, starting again any node
+an earlier test left dead, so tests that kill nodes need not clean up after themselves.
 """
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 
 import pytest
 
+from support.ejabberd import INSTALL_HINT, EjabberdCluster, ejabberd_available
 from tars.mqtt.testing._mosquitto import MosquittoBroker
 
 _MOSQUITTO_FIXTURES = {"mosquitto_broker", "shared_mosquitto"}
@@ -20,6 +26,10 @@ _CLIENTS = ("mosquitto_pub", "mosquitto_sub")
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Fail, before the plugin's fixtures would skip, tests that need Mosquitto without it."""
     fixtures = set(getattr(item, "fixturenames", ()))
+    if "ejabberd_cluster" in fixtures and not ejabberd_available():
+        pytest.fail(
+            f"ejabberd not found: tars-core's tests need it ({INSTALL_HINT})", pytrace=False
+        )
     if not (fixtures & _MOSQUITTO_FIXTURES or item.get_closest_marker("mosquitto")):
         return
     missing = [] if MosquittoBroker.available() else ["mosquitto"]
@@ -30,3 +40,18 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             "(apt-get install mosquitto mosquitto-clients)",
             pytrace=False,
         )
+
+
+@pytest.fixture(scope="session")
+def _ejabberd_session() -> Iterator[EjabberdCluster]:
+    with EjabberdCluster(3) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def ejabberd_cluster(_ejabberd_session: EjabberdCluster) -> EjabberdCluster:
+    """A 3-node ejabberd cluster on 127.0.0.1, every node running (see the module docstring)."""
+    for node in _ejabberd_session.nodes:
+        if not node.is_running:
+            node.start()
+    return _ejabberd_session

@@ -231,6 +231,8 @@ def test_connection_params_are_frozen() -> None:
 
 DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "source_name": None,
+    "broker_order": "in_order",
+    "instance": None,
     "keepalive": 60,
     "enable_health": False,
     "enable_heartbeat": False,
@@ -325,6 +327,9 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("client_id", None),
     ("source_name", ""),
     ("source_name", 5),
+    ("broker_order", "random"),
+    ("instance", ""),
+    ("instance", "a+b"),
     ("keepalive", 0),
     ("keepalive", 3601),
     ("keepalive", 1.5),
@@ -550,6 +555,8 @@ ENV_CASES: list[tuple[str, str, Any, dict[str, str]]] = [
     ("mqtt_url", " mqtts://u:pw@b:9 ", "mqtts://u:pw@b:9", {}),
     ("client_id", "stt-worker", "stt-worker", {}),
     ("source_name", "stt", "stt", {}),
+    ("broker_order", "shuffle", "shuffle", {}),
+    ("instance", "pod-7", "pod-7", {}),
     ("keepalive", "30", 30, {}),
     ("enable_health", "true", True, {}),
     ("enable_heartbeat", "1", True, {}),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import random
 import types
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal, Self, Union, get_args, get_origin
@@ -19,7 +20,16 @@ import pydantic
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
 
 from ._errors import ConfigError
-from ._url import ConnectionParams, check_mqtt_url, parse_mqtt_url, redact_url
+from ._url import (
+    BrokerOrder,
+    ConnectionParams,
+    check_mqtt_urls,
+    order_endpoints,
+    parse_mqtt_url,
+    parse_mqtt_urls,
+    redact_url,
+    redact_urls,
+)
 
 __all__ = [
     "ENV_VARS",
@@ -45,7 +55,8 @@ class MQTTClientConfig(pydantic.BaseModel):
 
     mqtt_url: str = Field(
         description="Broker URL: mqtt://[user[:password]@]host[:port] (1883) or mqtts:// (8883, "
-        "TLS). Percent-encode special characters in the user name and password."
+        "TLS). Percent-encode special characters in the user name and password. Several "
+        "brokers (a cluster's nodes): comma-separated URLs, all mqtt:// or all mqtts://."
     )
     client_id: str = Field(
         description="MQTT client identifier; also the default source of envelopes and a level of "
@@ -53,6 +64,17 @@ class MQTTClientConfig(pydantic.BaseModel):
     )
     source_name: str | None = Field(
         None, description="The 'source' stamped on published envelopes; defaults to client_id."
+    )
+    # --- scale-out: several brokers, several instances of one service (docs/scale-out.md) ---
+    broker_order: BrokerOrder = Field(
+        "in_order",
+        description="Order in which the brokers of mqtt_url are tried: in_order (the first is "
+        "preferred) or shuffle (once per client, so a fleet spreads over a cluster's nodes).",
+    )
+    instance: str | None = Field(
+        None,
+        description="Name of this instance of a replicated service; the MQTT client id (and the "
+        "health topics) become '{client_id}-{instance}'. Keep it stable across restarts.",
     )
     keepalive: int = Field(60, ge=1, le=3600, description="MQTT keep-alive, in seconds.")
     enable_health: bool = Field(
@@ -159,7 +181,7 @@ class MQTTClientConfig(pydantic.BaseModel):
         False, description="Keep QoS 0 messages in the outbox while disconnected too."
     )
 
-    _connection: ConnectionParams = PrivateAttr()
+    _endpoints: tuple[ConnectionParams, ...] = PrivateAttr()
 
     def __init__(self, /, **data: Any) -> None:
         unknown = sorted(set(data) - set(type(self).model_fields))
@@ -202,13 +224,13 @@ class MQTTClientConfig(pydantic.BaseModel):
         raise error
 
     def model_post_init(self, context: Any, /) -> None:
-        """Keep the parsed URL (already checked by the field validator)."""
-        self._connection = parse_mqtt_url(self.mqtt_url)
+        """Keep the parsed URLs (already checked by the field validator)."""
+        self._endpoints = parse_mqtt_urls(self.mqtt_url)
 
     @field_validator("mqtt_url")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        check_mqtt_url(value)
+        check_mqtt_urls(value)
         return value
 
     @field_validator("client_id")
@@ -216,14 +238,18 @@ class MQTTClientConfig(pydantic.BaseModel):
     def _check_client_id(cls, value: str) -> str:
         if not value:
             raise ValueError("must not be empty")
-        if "+" in value or "#" in value or "\0" in value:
-            raise ValueError("must not contain '+', '#' or NUL: it is used as a topic level")
-        try:
-            size = len(value.encode("utf-8"))
-        except UnicodeEncodeError:
-            raise ValueError("is not valid UTF-8") from None
-        if size > 65535:
-            raise ValueError("must be at most 65,535 bytes of UTF-8")
+        _check_id_text(value)
+        return value
+
+    @field_validator("instance")
+    @classmethod
+    def _check_instance(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("must not be empty (leave it unset instead)")
+        client_id = info.data.get("client_id")
+        _check_id_text(value if client_id is None else f"{client_id}-{value}")
         return value
 
     @field_validator("source_name", "tls_ca_file")
@@ -256,8 +282,31 @@ class MQTTClientConfig(pydantic.BaseModel):
 
     @property
     def connection(self) -> ConnectionParams:
-        """Host, port, TLS and credentials parsed from ``mqtt_url`` (parsed once)."""
-        return self._connection
+        """Host, port, TLS and credentials of the first URL of ``mqtt_url`` (parsed once)."""
+        return self._endpoints[0]
+
+    @property
+    def endpoints(self) -> tuple[ConnectionParams, ...]:
+        """Every broker of ``mqtt_url``, as written (one for a single URL); parsed once."""
+        return self._endpoints
+
+    def ordered_endpoints(self, rng: random.Random | None = None) -> tuple[ConnectionParams, ...]:
+        """:attr:`endpoints` in ``broker_order``: what a client tries, first to last.
+
+        With ``"shuffle"`` each call draws a new order (from ``rng``, default a fresh
+        ``random.Random()``): a client calls it once, when it is created, and keeps that order,
+        so the instances of a fleet sharing one configuration spread over the nodes.
+        """
+        return order_endpoints(self._endpoints, self.broker_order, rng)
+
+    @property
+    def effective_client_id(self) -> str:
+        """The MQTT client id sent to the broker: ``client_id``, or ``{client_id}-{instance}``.
+
+        Also the level of this client's health and heartbeat topics, so the instances of a
+        replicated service never take over each other's session or health status.
+        """
+        return self.client_id if self.instance is None else f"{self.client_id}-{self.instance}"
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
         """A copy with ``update`` applied, validated like a new config (pydantic would not).
@@ -276,7 +325,7 @@ class MQTTClientConfig(pydantic.BaseModel):
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():
-            yield name, redact_url(value) if name == "mqtt_url" else value
+            yield name, redact_urls(value) if name == "mqtt_url" else value
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Self:
@@ -351,6 +400,18 @@ def _from_text(var: str, raw: str, kind: type) -> Any:
         except ValueError:
             raise ConfigError(var, f"{raw!r} is not a number") from None
     return text
+
+
+def _check_id_text(value: str) -> None:
+    """The rules a client id shares with the topic levels it becomes (health topics)."""
+    if "+" in value or "#" in value or "\0" in value:
+        raise ValueError("must not contain '+', '#' or NUL: it is used as a topic level")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueError("is not valid UTF-8") from None
+    if size > 65535:
+        raise ValueError("must be at most 65,535 bytes of UTF-8")
 
 
 def _message_of(error: ConfigError) -> str:

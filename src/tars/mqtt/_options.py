@@ -14,6 +14,8 @@ class ClientOptions(TypedDict, total=False):
     """See :class:`~tars.mqtt.MQTTClientConfig` for each option's meaning and default."""
 
     source_name: str | None
+    broker_order: Literal["in_order", "shuffle"]
+    instance: str | None
     keepalive: int
     enable_health: bool
     enable_heartbeat: bool

@@ -1,20 +1,48 @@
 """Broker URLs: ``mqtt://user:pass@host:port`` and ``mqtts://`` parsed into
 :class:`ConnectionParams`, and redaction, so that a password never reaches a repr, a log line or
 an error message.
+
+``mqtt_url`` may also list several brokers (the nodes of a cluster), separated by commas:
+``mqtt://a:1883,mqtt://b:1883``. A comma starts a new URL only where a scheme follows it, so a
+password holding a bare comma, valid before lists existed, still parses as one URL. Every URL of
+a list uses the same scheme: a failover from ``mqtts://`` to ``mqtt://`` would silently send the
+credentials in clear. Credentials may differ per URL.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import random
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 from urllib.parse import quote, unquote
 
 from ._errors import ConfigError
 
-__all__ = ["ConnectionParams", "check_mqtt_url", "parse_mqtt_url", "redact_url"]
+__all__ = [
+    "BrokerOrder",
+    "ConnectionParams",
+    "check_mqtt_url",
+    "check_mqtt_urls",
+    "order_endpoints",
+    "parse_mqtt_url",
+    "parse_mqtt_urls",
+    "redact_url",
+    "redact_urls",
+    "split_mqtt_urls",
+]
 
 _SCHEMES = {"mqtt": (1883, False), "mqtts": (8883, True)}
 _MASK = "***"
+# A comma followed (after optional spaces) by a scheme separates two URLs. No valid single URL
+# contains one: the "//" would be a path, which a broker URL may not have. Any scheme counts, so
+# "mqtt://a,http://b" is a list whose second URL is refused for its scheme.
+_SEPARATOR = re.compile(r",\s*(?=[a-z][a-z0-9+.-]*://)", re.IGNORECASE)
+
+BrokerOrder = Literal["in_order", "shuffle"]
+"""How a client orders the brokers of ``mqtt_url``: as written, or shuffled once per client."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +109,102 @@ def redact_url(url: str) -> str:
     return f"{url[: start + colon + 1]}{_MASK}"
 
 
+def split_mqtt_urls(text: str) -> list[str]:
+    """The URLs of a comma-separated ``mqtt_url`` (one item for a single URL, untouched).
+
+    Items of a list are stripped of surrounding whitespace; nothing is validated here.
+    """
+    parts = _SEPARATOR.split(text)
+    return parts if len(parts) == 1 else [part.strip() for part in parts]
+
+
+def redact_urls(text: str) -> str:
+    """:func:`redact_url` for a comma-separated list: each URL redacted, the hosts kept.
+
+    When any item does not parse, the whole text is redacted as one URL instead, which masks
+    more than needed but never leaves part of a password readable.
+    """
+    parts = split_mqtt_urls(text)
+    if len(parts) > 1:
+        try:
+            for part in parts:
+                _parse(part)
+        except _URLError:
+            return redact_url(text)
+        return ",".join(redact_url(part) for part in parts)
+    return redact_url(text)
+
+
+def parse_mqtt_urls(text: str) -> tuple[ConnectionParams, ...]:
+    """Parse one URL or a comma-separated list into :class:`ConnectionParams`, in order.
+
+    A single URL parses exactly as :func:`parse_mqtt_url`. In a list, every URL must be valid,
+    all must share one scheme (``mqtt`` or ``mqtts``) and no host:port may appear twice.
+
+    Raises:
+        ConfigError: (``field="mqtt_url"``) as :func:`parse_mqtt_url`; for a list, the message
+            says which URL ("URL 2 of 3: ..."). It never contains a password.
+    """
+    try:
+        return _parse_list(text)
+    except _URLError as exc:
+        raise ConfigError("mqtt_url", str(exc)) from None
+
+
+def check_mqtt_urls(text: str) -> None:
+    """:func:`check_mqtt_url` for one URL or a comma-separated list (``ValueError``)."""
+    _parse_list(text)
+
+
+def order_endpoints(
+    endpoints: Sequence[ConnectionParams], order: BrokerOrder, rng: random.Random | None = None
+) -> tuple[ConnectionParams, ...]:
+    """The brokers in the order a client tries them.
+
+    ``"in_order"`` keeps the configured order (the first is the preferred node, the others are
+    fallbacks). ``"shuffle"`` returns a random permutation drawn from ``rng`` (a fresh
+    ``random.Random()`` by default), so that a fleet of clients with the same configuration
+    spreads over the nodes; a client draws it once, so it keeps its own order across failovers.
+
+    Raises:
+        ValueError: an unknown ``order``.
+    """
+    if order == "in_order":
+        return tuple(endpoints)
+    if order == "shuffle":
+        shuffled = list(endpoints)
+        (rng or random.Random()).shuffle(shuffled)
+        return tuple(shuffled)
+    raise ValueError(f"unknown broker order {order!r}: use 'in_order' or 'shuffle'")
+
+
+def _parse_list(text: str) -> tuple[ConnectionParams, ...]:
+    if not isinstance(text, str):
+        return (_parse(text),)  # the single-URL message for a non-string
+    parts = split_mqtt_urls(text)
+    if len(parts) == 1:
+        return (_parse(text),)
+    parsed = []
+    for number, part in enumerate(parts, 1):
+        try:
+            parsed.append(_parse(part))
+        except _URLError as exc:
+            raise _URLError(f"URL {number} of {len(parts)}: {exc}") from None
+    if len({params.tls for params in parsed}) > 1:
+        raise _URLError(
+            "all URLs of a list must use the same scheme: mixing mqtt:// and mqtts:// would let "
+            "a failover drop TLS"
+        )
+    seen: dict[tuple[str, int], int] = {}
+    for number, params in enumerate(parsed, 1):
+        first = seen.setdefault((params.host.lower(), params.port), number)
+        if first != number:
+            raise _URLError(
+                f"URL {number} of {len(parts)} repeats URL {first} (same host and port)"
+            )
+    return tuple(parsed)
+
+
 def parse_mqtt_url(url: str) -> ConnectionParams:
     """Parse ``mqtt[s]://[user[:password]@]host[:port][/]`` into :class:`ConnectionParams`.
 
@@ -123,6 +247,10 @@ def _parse(url: str) -> ConnectionParams:
             "percent-encode '/', '?', '#' and '@' in the user name and password"
         )
     userinfo, at, hostport = authority.rpartition("@")
+    if "," in hostport:  # no host name has one: a list with a URL missing its scheme
+        raise _URLError(
+            "a comma-separated list needs the scheme on every URL, e.g. mqtt://a:1883,mqtt://b:1883"
+        )
     host, port = _parse_hostport(hostport, default_port)
     username: str | None = None
     password: str | None = None
