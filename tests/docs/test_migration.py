@@ -189,7 +189,7 @@ async def test_the_service_behaves_the_same_before_and_after_migration(
     assert {e.source for e in [*intents, *observer.says.items]} == {router_id}
     assert observer.health_events() == ["ready", "reconnected", "shutdown"]
     last = observer.health.items[-1].envelope
-    assert (last.type, last.data["ok"], last.data["error"]) == ("health.status", False, None)
+    assert (last.type, last.data["ok"], last.data["err"]) == ("health.status", False, None)
     heartbeat = json.loads(beat.payload)
     assert (heartbeat["ok"], heartbeat["event"], sorted(heartbeat)) == (
         True,
@@ -213,7 +213,7 @@ async def test_a_crashed_service_is_reported_offline_by_its_will(
         await process.wait()
         await observer.wait_health("offline")
     will = observer.health.items[-1].envelope
-    assert (will.type, will.source, will.data["ok"], will.data["error"]) == (
+    assert (will.type, will.source, will.data["ok"], will.data["err"]) == (
         "health.status",
         router_id,
         False,

@@ -25,7 +25,7 @@ def health_of(captured: Captured) -> dict[str, Any]:
     """The envelope of a captured health status, after checking its fixed parts."""
     envelope: dict[str, Any] = json.loads(captured.payload)
     assert envelope["type"] == "health.status"
-    assert set(envelope["data"]) == {"ok", "event", "error", "timestamp"}
+    assert set(envelope["data"]) == {"ok", "event", "err", "timestamp"}
     assert isinstance(envelope["data"]["timestamp"], float)
     return envelope
 
@@ -94,7 +94,7 @@ async def test_health_ready_on_connect_and_shutdown_on_shutdown(
     assert envelope["source"] == "svc"
     assert envelope["data"]["ok"] is True
     assert envelope["data"]["event"] == "ready"
-    assert envelope["data"]["error"] is None
+    assert envelope["data"]["err"] is None
     assert health_of(retained_ready)["id"] == envelope["id"]
 
     assert bye.qos == 1
@@ -123,7 +123,7 @@ async def test_publish_health_with_a_custom_error(shared_mosquitto: MosquittoBro
     envelope = health_of(captured)
     assert envelope["id"] == msg_id
     assert envelope["data"]["ok"] is False
-    assert (envelope["data"]["event"], envelope["data"]["error"]) == ("degraded", "disk full")
+    assert (envelope["data"]["event"], envelope["data"]["err"]) == ("degraded", "disk full")
     assert captured.qos == 1
     assert health_of(retained)["id"] == msg_id
 
@@ -157,7 +157,7 @@ async def test_the_will_marks_a_dead_link_unhealthy(
     envelope = health_of(will)
     assert envelope["data"]["ok"] is False
     assert envelope["data"]["event"] == "offline"
-    assert envelope["data"]["error"]
+    assert envelope["data"]["err"]
     assert envelope["source"] == client_id
     assert health_of(retained)["id"] == envelope["id"]
 

@@ -260,6 +260,7 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "outbox_message_ttl": None,
     "outbox_policy": "drop_oldest",
     "queue_qos0_offline": False,
+    "correlation_format": "native",
 }
 
 
@@ -372,6 +373,7 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("outbox_message_ttl", 0),
     ("outbox_policy", "block_forever"),
     ("queue_qos0_offline", "true"),
+    ("correlation_format", "legacy"),
 ]
 
 
@@ -584,6 +586,7 @@ ENV_CASES: list[tuple[str, str, Any, dict[str, str]]] = [
     ("outbox_message_ttl", "60", 60.0, {}),
     ("outbox_policy", "raise", "raise", {}),
     ("queue_qos0_offline", "On", True, {}),
+    ("correlation_format", "original", "original", {}),
 ]
 
 

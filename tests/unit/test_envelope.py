@@ -93,11 +93,31 @@ def test_round_trip_of_a_flat_dict() -> None:
     assert before <= env.ts <= time.time()
 
 
-def test_wire_keys_are_the_envelope_fields_in_order_with_null_correlate() -> None:
+def test_an_uncorrelated_event_is_written_without_the_correlate_key() -> None:
+    """Exactly the original fleet format, which its ``extra="forbid"`` parser accepts."""
     _, payload = encode_event("a.b", {}, source="s")
+    assert list(orjson.loads(payload)) == ["id", "type", "ts", "source", "data"]
+
+
+def test_a_correlated_event_has_correlate_before_data() -> None:
+    _, payload = encode_event("a.b", {}, source="s", correlate="r-1")
     wire = orjson.loads(payload)
     assert list(wire) == ["id", "type", "ts", "source", "correlate", "data"]
-    assert wire["correlate"] is None
+    assert wire["correlate"] == "r-1"
+
+
+def test_msg_id_reuses_a_given_id_as_the_original_format_correlates() -> None:
+    msg_id, payload = encode_event("llm.stream", {"seq": 1}, source="s", msg_id="req-7")
+    assert msg_id == "req-7"
+    assert orjson.loads(payload)["id"] == "req-7"
+
+
+def test_a_dumped_envelope_leaves_out_an_absent_correlate_only() -> None:
+    plain = Envelope(id="i", type="t", ts=1.0, source="s", data={})
+    answer = Envelope(id="i", type="t", ts=1.0, source="s", correlate="c", data={})
+    assert "correlate" not in orjson.loads(plain.model_dump_json())
+    assert "correlate" not in plain.model_dump()
+    assert answer.model_dump()["correlate"] == "c"
 
 
 def test_round_trip_of_nested_data_and_correlate() -> None:
@@ -210,7 +230,6 @@ def test_extra_keys_are_ignored() -> None:
         "type": "stt.final",
         "ts": 1718000000.25,
         "source": "stt-worker",
-        "correlate": None,
         "data": {"text": "hi"},
     }
 

@@ -180,6 +180,12 @@ class MQTTClientConfig(pydantic.BaseModel):
     queue_qos0_offline: bool = Field(
         False, description="Keep QoS 0 messages in the outbox while disconnected too."
     )
+    correlation_format: Literal["native", "original"] = Field(
+        "native",
+        description="How publish_event(correlation_id=...) and reply() name the event answered: "
+        "'native' writes correlate; 'original' reuses that id as the envelope's own id, as "
+        "the fleet's original client expects (use it while unmigrated services consume them).",
+    )
 
     _endpoints: tuple[ConnectionParams, ...] = PrivateAttr()
 

@@ -1,15 +1,52 @@
-"""A bounded, time-limited memory of message ids, so redelivered events are handled once.
+"""A bounded, time-limited memory of message keys, so redelivered events are handled once.
 
 QoS 1 is "at least once": after a reconnect the broker may deliver an event again, and a bridge or
 a retrying producer may publish it twice. The receive path asks :meth:`DedupWindow.seen` for each
-envelope id and drops the event when it answers True.
+envelope's :func:`content_key` and drops the event when it answers True.
+
+Why not the id alone: the fleet's original format reuses one id for several distinct messages
+(an answer carries its request's id; the chunks of a stream share one id and differ in
+``data.seq``; a retained state is re-published under the same id when it changes). The key is
+the id plus a hash of everything in the envelope but its ``ts``, so those stay distinct, while a
+redelivery (the same bytes) and a producer's retry of the same event (same id and content, a
+later ``ts``) are still recognized.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Hashable
+from typing import Any
 
-__all__ = ["DedupWindow"]
+import orjson
+
+__all__ = ["DedupWindow", "content_key"]
+
+DedupKey = tuple[str, int]
+
+
+def content_key(payload: bytes, msg_id: str, parsed: Callable[[], Any]) -> DedupKey:
+    """The dedup key of an envelope whose id is ``msg_id``: ``(id, hash of all but its ts)``.
+
+    Envelopes laid out as tars-core and the original client write them (``ts`` a number before
+    ``data``) take the fast path: the ``ts`` value is cut out of the bytes and the rest hashed,
+    with no parse. Anything else is parsed (``parsed()``, the caller's cached parse) and its
+    fields but ``ts`` hashed in a canonical order. A redelivery is byte-identical, so it takes
+    the same path and gets the same key.
+    """
+    at = payload.find(b'"ts":')
+    if at > 0:
+        start = at + 5
+        end = payload.find(b",", start)
+        if (
+            end > start
+            and payload.find(b'"', start, end) < 0  # a bare number, not a string
+            and payload.find(b'"data":', 0, at) < 0  # the envelope's ts, not one inside data
+        ):
+            return msg_id, hash(payload[:start] + payload[end:])
+    obj = parsed()
+    rest = {k: v for k, v in obj.items() if k != "ts"} if isinstance(obj, dict) else obj
+    return msg_id, hash(orjson.dumps(rest, option=orjson.OPT_SORT_KEYS))
 
 
 class DedupWindow:
@@ -57,8 +94,8 @@ class DedupWindow:
         self._max_entries = max_entries
         # With max_entries == 1 there is room for one generation of one key only.
         self._generation_size = max(1, max_entries // 2)
-        self._current: dict[str, float] = {}
-        self._previous: dict[str, float] = {}
+        self._current: dict[Hashable, float] = {}
+        self._previous: dict[Hashable, float] = {}
         self._current_start = math.inf  # when the current generation got its first key
         self._last = -math.inf  # when the newest key was recorded
         self._previous_last = -math.inf  # when the previous generation got its newest key
@@ -73,7 +110,7 @@ class DedupWindow:
         """How many keys are held at most."""
         return self._max_entries
 
-    def seen(self, key: str, now: float) -> bool:
+    def seen(self, key: Hashable, now: float) -> bool:
         """Return True if ``key`` was recorded less than ``ttl`` before ``now``, else record it."""
         recorded = self._current.get(key)
         if recorded is None:
@@ -96,7 +133,7 @@ class DedupWindow:
         self._last = now
         return False
 
-    def _rotate(self, now: float) -> dict[str, float]:
+    def _rotate(self, now: float) -> dict[Hashable, float]:
         """Drop the previous generation; the current one becomes previous (or goes too)."""
         keep = (
             self._max_entries > 1

@@ -67,7 +67,7 @@ class SubscriptionStats:
     failed: int = 0  # handler raised
     timed_out: int = 0  # handler exceeded its timeout
     dropped: int = 0  # overflow policy dropped it
-    deduplicated: int = 0  # same envelope id seen within the dedup TTL
+    deduplicated: int = 0  # same envelope (id and content) seen within the dedup TTL
     invalid: int = 0  # not an envelope / not valid for a typed handler
 
 
@@ -177,8 +177,8 @@ class Subscription:
         stats.received += 1
         dedup = self._dedup
         if dedup is not None:
-            eid = msg.envelope_id
-            if eid is not None and dedup.seen(eid, self._clock()):
+            key = msg.dedup_key
+            if key is not None and dedup.seen(key, self._clock()):
                 stats.deduplicated += 1
                 return
         queue = self._queue

@@ -3,7 +3,14 @@
 An envelope is the JSON object every TARS service publishes::
 
     {"id": "...", "type": "stt.final", "ts": 1718000000.25, "source": "stt-worker",
-     "correlate": null, "data": {...}}
+     "data": {...}}
+
+plus ``"correlate": "<id>"`` when the event answers another one. The key is left out, not
+written as null, when there is nothing to correlate: the fleet's original client parses
+envelopes with ``extra="forbid"`` over ``{id, type, ts, source, data}``, so an uncorrelated event
+of tars-core is exactly an envelope of the original format. The original format carries
+correlation in the id itself (an answer or a stream chunk reuses the request's id); see
+:func:`encode_event`'s ``msg_id`` and docs/migration-original.md.
 
 Every published and received event passes through :func:`encode_event` or
 :func:`decode_envelope`, so both skip pydantic's general machinery: encoding builds the wire dict
@@ -22,7 +29,13 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, RootModel
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    RootModel,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 from tars.mqtt._errors import EnvelopeError
 
@@ -46,7 +59,8 @@ class Envelope(BaseModel):
     model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
 
     id: str
-    """Unique per message (see :func:`new_id`); never reused as another message's ``correlate``."""
+    """Unique per message (see :func:`new_id`), except in the original fleet format, where an
+    answer and the chunks of a stream reuse the id of the request they belong to."""
     type: str
     """What happened, as a dotted name (``"stt.final"``); consumers dispatch on it."""
     ts: float
@@ -54,9 +68,19 @@ class Envelope(BaseModel):
     source: str
     """Who produced the event (the producing client's id or service name)."""
     correlate: str | None = None
-    """The ``id`` of the event this one answers, or None. Older producers omit it."""
+    """The ``id`` of the event this one answers, or None (the key is then left out on the
+    wire). The original fleet format never writes it."""
     data: dict[str, Any]
     """The event's own payload, a JSON object."""
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_correlate(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """Dump without ``correlate`` when it is None, so a re-serialized envelope stays
+        readable by the original client's ``extra="forbid"`` model."""
+        dumped = handler(self)
+        if isinstance(dumped, dict) and dumped.get("correlate", "") is None:
+            del dumped["correlate"]
+        return dumped
 
 
 # --- ids -----------------------------------------------------------------------------------------
@@ -150,12 +174,16 @@ def encode_event(
     *,
     source: str,
     correlate: str | None = None,
+    msg_id: str | None = None,
 ) -> tuple[str, bytes]:
     """Build the wire bytes of a new event and return ``(id, payload)``.
 
     ``data`` is a mapping (int keys, datetimes, UUIDs, sets, Decimals and nested models are
     accepted) or a pydantic model (serialized in pydantic's JSON mode). ``correlate`` is the id
-    of the event this one answers. No :class:`Envelope` is built: this is the publish hot path.
+    of the event this one answers; when None the ``correlate`` key is not written at all.
+    ``msg_id`` replaces the fresh id: the original fleet format correlates by reusing the
+    request's id (``msg_id=request_id`` and no ``correlate``). No :class:`Envelope` is built:
+    this is the publish hot path.
 
     Raises:
         TypeError: ``data`` is neither a mapping nor a model, or holds a value that cannot be
@@ -173,15 +201,20 @@ def encode_event(
         raise TypeError(
             f"event data must be a Mapping or a pydantic BaseModel, not {type(data).__name__}"
         )
-    msg_id = new_id()
-    wire = {
-        "id": msg_id,
-        "type": event_type,
-        "ts": time.time(),
-        "source": source,
-        "correlate": correlate,
-        "data": body,
-    }
+    if msg_id is None:
+        msg_id = new_id()
+    wire: dict[str, Any]
+    if correlate is None:
+        wire = {"id": msg_id, "type": event_type, "ts": time.time(), "source": source, "data": body}
+    else:
+        wire = {
+            "id": msg_id,
+            "type": event_type,
+            "ts": time.time(),
+            "source": source,
+            "correlate": correlate,
+            "data": body,
+        }
     try:
         payload = orjson.dumps(wire, default=_default)
     except orjson.JSONEncodeError:

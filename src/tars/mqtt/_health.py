@@ -13,7 +13,7 @@ Each client with health enabled publishes, under its own ``client_id``:
 from __future__ import annotations
 
 import orjson
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from tars.mqtt._envelope import encode_event
 
@@ -42,14 +42,18 @@ WILL_ERROR = "connection lost unexpectedly"
 class HealthStatus(BaseModel):
     """The ``data`` of a ``health.status`` envelope: is the service healthy, and why not."""
 
-    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(
+        frozen=True, use_attribute_docstrings=True, populate_by_name=True, serialize_by_alias=True
+    )
 
     ok: bool
     """True when the service considers itself healthy."""
     event: str | None = None
     """What changed, in a word or two (``"ready"``, ``"offline"``...), or None."""
-    error: str | None = None
-    """Why the service is unhealthy, for humans; None when ``ok``."""
+    error: str | None = Field(None, alias="err")
+    """Why the service is unhealthy, for humans; None when ``ok``. On the wire it is ``err``,
+    the name the fleet's original ``HealthPing`` (``extra="forbid"``) reads; ``error`` is
+    accepted too."""
     timestamp: float
     """When the status was produced, in Unix seconds."""
 
@@ -82,11 +86,12 @@ def encode_health(
 ) -> tuple[str, bytes]:
     """Build a ``health.status`` envelope and return ``(id, payload)``.
 
-    Its data is exactly the fields of :class:`HealthStatus`, with ``timestamp`` as a float.
+    Its data is exactly the wire fields of :class:`HealthStatus` (``ok``, ``event``, ``err``,
+    ``timestamp``), which the original client's ``HealthPing`` also accepts.
     """
     return encode_event(
         HEALTH_EVENT_TYPE,
-        {"ok": ok, "event": event, "error": error, "timestamp": float(timestamp)},
+        {"ok": ok, "event": event, "err": error, "timestamp": float(timestamp)},
         source=source,
     )
 

@@ -12,6 +12,7 @@ from typing import Any, Final
 import orjson
 from mqtt5 import PublishPacket
 
+from ._dedup import content_key
 from ._envelope import Envelope, envelope_from_json
 from ._errors import EnvelopeError
 
@@ -127,6 +128,19 @@ class Message:
             if type(eid) is str:
                 return eid
         return None
+
+    @property
+    def dedup_key(self) -> tuple[str, int] | None:
+        """What dedup remembers of this message: its envelope id plus a hash of all but ``ts``
+        (see :func:`~tars.mqtt._dedup.content_key`), or None when it is not an envelope.
+
+        The id alone would merge distinct messages of the original fleet format, which reuses
+        one id for an answer, for the chunks of a stream and for a re-published state.
+        """
+        msg_id = self.envelope_id
+        if msg_id is None:
+            return None
+        return content_key(self._payload, msg_id, self.json)
 
     def __repr__(self) -> str:
         return (

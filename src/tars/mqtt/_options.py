@@ -43,3 +43,4 @@ class ClientOptions(TypedDict, total=False):
     outbox_message_ttl: float | None
     outbox_policy: Literal["drop_oldest", "drop_newest", "block", "raise"]
     queue_qos0_offline: bool
+    correlation_format: Literal["native", "original"]

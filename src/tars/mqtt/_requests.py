@@ -4,6 +4,11 @@
 Answers are consumed by an internal, queue-less subscription on each response topic (see
 :meth:`~tars.mqtt._dispatch.Dispatcher.add_internal`), so a full or slow handler queue can never
 hold an answer back, and the correlation is registered before the request leaves.
+
+An answer names its request in one of two ways: tars-core writes ``correlate: <request id>``;
+the fleet's original client writes no ``correlate`` and reuses the request's id as the answer's
+own ``id``. Both complete the request, so a native ``request()`` works against an original
+responder.
 """
 
 from __future__ import annotations
@@ -44,7 +49,8 @@ class PendingRequests:
         except EnvelopeError:
             log.warning("non-envelope message on response topic %r ignored", msg.topic)
             return
-        correlate = envelope.correlate
-        fut = self._pending.pop(correlate, None) if correlate else None
+        # Native answers say ``correlate``; original-format answers carry the request's id.
+        key = envelope.correlate if envelope.correlate is not None else envelope.id
+        fut = self._pending.pop(key, None)
         if fut is not None and not fut.done():
             fut.set_result(envelope)

@@ -357,6 +357,22 @@ class MQTTClient:
         """Same as :meth:`shutdown` (kept for code written against paho-style clients)."""
         await self.shutdown()
 
+    async def wait_for_disconnect(self) -> None:
+        """Wait until the client is closed: by :meth:`shutdown` (from anywhere), or because
+        the reconnect policy gave up. Returns at once when it is already closed.
+
+        A lost link does not end the wait: the client reconnects and restores its
+        subscriptions by itself (use :meth:`on_disconnect` to hear about lost links). This is
+        the "serve until stopped" call of services that run their own signal handling.
+
+        Raises :class:`~tars.mqtt.ClientStateError` before the first :meth:`connect`.
+        """
+        if self._state is ClientState.CREATED:
+            raise ClientStateError("wait_for_disconnect() before connect()")
+        closed = self._closed
+        if closed is not None and not closed.done():
+            await asyncio.shield(closed)
+
     async def run_forever(self, signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> None:
         """Connect (unless already connected), serve until one of ``signals`` arrives or the
         client is shut down elsewhere, then :meth:`shutdown` gracefully: the last line of a
@@ -423,12 +439,21 @@ class MQTTClient:
     ) -> str:
         """Wrap ``data`` in an :class:`~tars.mqtt.Envelope` and publish it; return its id.
 
+        ``correlation_id`` names the event this one answers: as ``correlate`` by default, or,
+        with ``correlation_format="original"`` (for a fleet that still runs the original
+        client), as the envelope's own id, which is then also what is returned.
+
         See :meth:`publish` for ``qos``, ``retain``, ``wait`` and the errors raised; also
         ``TypeError`` when ``data`` is not a mapping or pydantic model or cannot be serialized.
         """
-        msg_id, payload = encode_event(
-            event_type, data, source=self._config.source, correlate=correlation_id
-        )
+        if correlation_id is not None and self._config.correlation_format == "original":
+            msg_id, payload = encode_event(
+                event_type, data, source=self._config.source, msg_id=correlation_id
+            )
+        else:
+            msg_id, payload = encode_event(
+                event_type, data, source=self._config.source, correlate=correlation_id
+            )
         await self.publish(topic, payload, qos=qos, retain=retain, wait=wait)
         return msg_id
 
@@ -491,18 +516,27 @@ class MQTTClient:
         ``correlate`` is the request's envelope id, on ``topic`` or else the request's MQTT 5
         response topic, at the request's QoS unless ``qos`` is given. Returns the answer's id.
 
+        A request that came without MQTT 5 correlation data was not sent by :meth:`request`
+        (the fleet's original client cannot send any): the answer is then written in the
+        original format, which such a requester understands: no ``correlate``, and the
+        request's id as its own id. So is every answer with ``correlation_format="original"``.
+
         Raises :class:`~tars.mqtt.EnvelopeError` when the request is not an envelope and
         ``ValueError`` when there is no topic to answer on.
         """
         target = topic or request.packet.response_topic
         if not target:
             raise ValueError("the request has no response topic: pass topic=")
+        request_id = request.envelope.id
+        qos = request.qos if qos is None else qos
+        if request.packet.correlation_data is None or self._config.correlation_format == "original":
+            msg_id, payload = encode_event(
+                event_type, data, source=self._config.source, msg_id=request_id
+            )
+            await self.publish(target, payload, qos=qos)
+            return msg_id
         return await self.publish_event(
-            target,
-            event_type,
-            data,
-            correlation_id=request.envelope.id,
-            qos=request.qos if qos is None else qos,
+            target, event_type, data, correlation_id=request_id, qos=qos
         )
 
     async def publish(
@@ -584,7 +618,9 @@ class MQTTClient:
         :class:`~tars.mqtt.Message`, an :class:`~tars.mqtt.Envelope` or a pydantic model (the
         envelope's data, validated) when its first parameter is annotated so. Per-subscription
         ``queue_size``, ``overflow``, ``concurrency`` and ``timeout`` default to the config's.
-        Before :meth:`connect` the subscription is sent on connect.
+        Before :meth:`connect` the subscription is sent on connect. Subscribing a handler
+        again on the same filter (``==``: the same function or bound method) is a no-op that
+        returns the existing :class:`Subscription`, whose options stay those of the first call.
 
         Raises :class:`~tars.mqtt.InvalidTopicError`, ``TypeError`` (not an async handler),
         ``ValueError`` (qos or options), :class:`~tars.mqtt.SubscribeError` (broker refused),
@@ -595,6 +631,11 @@ class MQTTClient:
             raise ValueError(f"qos must be 0, 1 or 2, not {qos!r}")
         if self._state in (ClientState.CLOSING, ClientState.CLOSED):
             raise ClientStateError(f"subscribe() while {self._state.value}")
+        for existing in self._dispatcher.subscriptions(topic):
+            if existing.handler == handler:
+                # Already there (a reconnect loop subscribing again on the same client): a
+                # second subscription would deliver every message twice.
+                return existing
         cfg = self._config
         dedup = None
         if cfg.dedupe_ttl > 0:

@@ -185,7 +185,7 @@ async def transcript_worker(client: aiomqtt.Client) -> None:
 
 # [health]
 def health(ok: bool, event: str, error: str | None = None) -> bytes:
-    status = {"ok": ok, "event": event, "error": error, "timestamp": time.time()}
+    status = {"ok": ok, "event": event, "err": error, "timestamp": time.time()}
     return envelope("health.status", status)[1]
 
 

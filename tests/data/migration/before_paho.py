@@ -194,7 +194,7 @@ def on_message(client: mqtt.Client, userdata: None, msg: mqtt.MQTTMessage) -> No
 
 # [health]
 def health(ok: bool, event: str, error: str | None = None) -> bytes:
-    status = {"ok": ok, "event": event, "error": error, "timestamp": time.time()}
+    status = {"ok": ok, "event": event, "err": error, "timestamp": time.time()}
     return envelope("health.status", status)[1]
 
 
