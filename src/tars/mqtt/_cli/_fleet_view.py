@@ -78,12 +78,12 @@ class FleetView:
         except orjson.JSONDecodeError:
             self.ignored += 1
             return False
+        data: Any = doc.get("data") if type(doc) is dict else None
+        if is_health and (type(data) is not dict or not isinstance(data.get("ok"), bool)):
+            self.ignored += 1
+            return False
         row = self.rows.setdefault((broker, service), ServiceRow(service, broker))
         if is_health:
-            data = doc.get("data") if type(doc) is dict else None
-            if type(data) is not dict or not isinstance(data.get("ok"), bool):
-                self.ignored += 1
-                return False
             row.ok = data["ok"]
             row.event = _text(data.get("event"))
             row.error = _text(data.get("error"))

@@ -79,7 +79,8 @@ class Received:
     qos: int = 0
     retain: bool = False
     kind: str = "binary"
-    """``envelope``, ``json`` (JSON but not an envelope), ``text`` (UTF-8) or ``binary``."""
+    """``envelope``, ``json`` (JSON but not an envelope), ``text`` (UTF-8), ``binary``, or
+    ``empty`` (no payload: what clears a retained message)."""
     value: Any = None
     """The parsed JSON (for ``envelope`` and ``json``), the text (``text``), else None."""
 
@@ -89,6 +90,8 @@ def classify(
 ) -> Received:
     """Decode a payload as safely as possible: envelope, other JSON, text, or binary."""
     kind, value = "binary", None
+    if not payload:  # e.g. clearing a retained message
+        return Received(time_s, topic, payload, qos, retain, "empty", None)
     try:
         value = orjson.loads(payload)
     except orjson.JSONDecodeError:
@@ -145,6 +148,8 @@ def preview(received: Received, limit: int = PREVIEW_CHARS) -> str:
         return _shorten(_safe(orjson.dumps(received.value).decode()), limit)
     if received.kind == "text":
         return _shorten(_safe(repr(received.value)), limit)
+    if received.kind == "empty":
+        return ""
     head = received.payload[: limit // 2].hex()
     more = "…" if len(received.payload) > limit // 2 else ""
     return f"{head}{more}"
@@ -180,7 +185,8 @@ def json_line(received: Received) -> str:
     """One message as one JSON object (``--json``): envelopes whole, others by kind.
 
     Keys: ``time``, ``topic``, ``qos``, ``retain``, ``kind`` and then ``envelope`` (the decoded
-    envelope), ``json`` (other JSON), ``text`` (UTF-8 text) or ``base64`` (anything else).
+    envelope), ``json`` (other JSON), ``text`` (UTF-8 text) or ``base64`` (binary); nothing
+    more for ``empty``.
     """
     doc: dict[str, Any] = {
         "time": round(received.time, 6),
@@ -195,7 +201,7 @@ def json_line(received: Received) -> str:
         doc["json"] = received.value
     elif received.kind == "text":
         doc["text"] = received.value
-    else:
+    elif received.kind == "binary":
         doc["base64"] = base64.b64encode(received.payload).decode("ascii")
     return orjson.dumps(doc).decode()
 
