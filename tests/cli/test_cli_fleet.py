@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from support.cli_process import SERVICE, TARS_MQTT, Proc, Spawn
+from support.mosquitto_cli import unique
 from tars.mqtt.testing import MosquittoBroker
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
@@ -133,3 +134,21 @@ async def test_once_prints_one_table_and_exits(
     status, out, err = await asyncio.wait_for(proc.finish(), 15)
     assert (status, err) == (0, "")
     assert out.splitlines()[-1] == "no service seen yet on system/health/+ or system/keepalive/+"
+
+
+async def test_several_brokers_get_a_broker_column(
+    spawn: Spawn, mosquitto_broker: MosquittoBroker, shared_mosquitto: MosquittoBroker
+) -> None:
+    name = unique("edge")  # the shared broker may hold other tests' services: find ours by name
+    await start_service(spawn, mosquitto_broker, "speech")
+    await start_service(spawn, shared_mosquitto, name)
+    proc = await spawn(
+        TARS_MQTT, "fleet", "--once", "--wait", "1.5",
+        "--url", mosquitto_broker.url, "--also-url", shared_mosquitto.url,
+    )  # fmt: skip
+    status, out, err = await proc.finish()
+    assert (status, err) == (0, "")
+    table = out.splitlines()
+    assert table[0].split()[-1] == "BROKER"
+    assert row(table, "speech")[-1] == f"127.0.0.1:{mosquitto_broker.port}"
+    assert row(table, name)[-1] == f"127.0.0.1:{shared_mosquitto.port}"
