@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import pytest
 
@@ -45,6 +46,25 @@ async def test_an_unreachable_broker_fails_fast(spawn: Spawn) -> None:
     url = f"mqtt://127.0.0.1:{_closed_port()}"
     err = await _one_line_failure(spawn, "pub", "t", "--type", "x", "--url", url)
     assert err == f"tars-mqtt: connection to {url} refused"
+
+
+async def test_a_broker_that_never_answers_is_given_up_after_the_connect_timeout(
+    spawn: Spawn,
+) -> None:
+    with socket.socket() as silent:  # accepts TCP connections, never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"mqtt://127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        err = await _one_line_failure(spawn, "sub", "#", "--url", url, "--connect-timeout", "0.5")
+        took = time.monotonic() - started
+    assert err == f"tars-mqtt: no CONNACK from {url} within 0.5 s"
+    assert took < 10  # bounded: the process start plus half a second, not a retry loop
+
+
+async def test_a_bad_connect_timeout_names_the_flag(spawn: Spawn) -> None:
+    err = await _one_line_failure(spawn, "sub", "#", "--connect-timeout", "0")
+    assert err.startswith("tars-mqtt: bad --connect-timeout: ")
 
 
 @pytest.mark.parametrize(
