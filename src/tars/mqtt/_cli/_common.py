@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from .._errors import ConfigError, MQTTError
+from .. import ConfigError, MQTTError
 from ._render import PLAIN, Style
 
 __all__ = [
