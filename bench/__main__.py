@@ -1,5 +1,8 @@
 """``python -m bench`` (``make bench``): tars-core against gmqtt, aiomqtt and paho, one report.
 
+Ends with the start-up rows (:mod:`bench.startup`): import time, memory after import and time
+to the first event, each sample a fresh interpreter.
+
 Starts its own Mosquitto on a free port, runs every (client, case) in a fresh process
 (``python -m bench.run_one``) ``--repeat`` times, and writes the medians as Markdown to stdout
 and to ``bench/RESULTS.md``. Repeats are the outer loop, so a burst of load on the machine
@@ -20,6 +23,8 @@ from typing import Any
 from bench._broker import broker_settings, mosquitto_broker
 from bench.cases import CASES, Case
 from bench.report import aggregate, render
+from bench.startup import measure as measure_startup
+from bench.startup import render_startup
 
 __all__ = ["main"]
 
@@ -64,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--timeout-scale", type=float, default=1.0, help="multiply every run's time limit"
+    )
+    parser.add_argument(
+        "--startup-repeat",
+        type=int,
+        help="start-up samples per client (default 9, quick 1; 0 skips the start-up rows)",
     )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="Markdown report")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="raw results of every run")
@@ -151,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
                 if result["status"] == "unavailable":
                     unavailable[client] = result
             results.append(result)
+        startup_repeat = args.startup_repeat
+        if startup_repeat is None:
+            startup_repeat = 1 if args.quick else 9
+        startup_samples = measure_startup(port, startup_repeat) if startup_repeat > 0 else []
     command = shlex.join(["python", "-m", "bench", *argv])
     mode = "quick (smoke figures: too few messages to mean much)" if args.quick else "full"
     report = render(
@@ -162,11 +176,17 @@ def main(argv: list[str] | None = None) -> int:
         broker=settings,
         repeat=repeat,
     )
+    if startup_samples:
+        section = render_startup(startup_samples, startup_repeat)
+        report = report.replace("\n## Environment", f"\n{section}\n## Environment", 1)
     print(report)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report, encoding="utf-8")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1), encoding="utf-8")
+    if startup_samples:
+        startup_json = args.json.with_name("startup.json")
+        startup_json.write_text(json.dumps(startup_samples, indent=1), encoding="utf-8")
     return 0
 
 

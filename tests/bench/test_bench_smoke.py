@@ -73,5 +73,15 @@ def test_quick_bench_reports_every_client_and_case(tmp_path: Path) -> None:
         rows = [line for line in _section(report, case).splitlines() if line.startswith("| ")]
         clients = [row.split("|")[1].strip().rstrip(" †") for row in rows[1:]]
         assert clients == [*TARS, *PEERS], case
+    startup = report.split("### Start-up", 1)[1].split("\n## ", 1)[0]
+    header, _, *rows = [line for line in startup.splitlines() if line.startswith("|")]
+    assert [c.strip() for c in header.split("|")[2:-2]] == [
+        "`tars.mqtt`", "`tars_event`", "`gmqtt`", "`aiomqtt`", "`paho`",
+    ]  # fmt: skip
+    assert [row.split("|")[1].strip() for row in rows] == [
+        "import (ms)", "RSS after import (MB)", "first event (ms)",
+    ]  # fmt: skip
+    samples = json.loads((tmp_path / "startup.json").read_text())
+    assert all("error" not in sample for sample in samples), samples
     assert "## Targets" in report
     assert "> 1 means the row is better" in report

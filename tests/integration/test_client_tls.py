@@ -3,61 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import ssl
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from support.mosquitto_cli import Inbox, unique
+from support.tls import make_certs, tls_mosquitto, tls_url
 from tars.mqtt import ConnectError, MQTTClient
 from tars.mqtt.testing import MosquittoBroker
 
 pytestmark = pytest.mark.mosquitto
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CA and a server certificate for 127.0.0.1 signed by it."""
-    if shutil.which("openssl") is None:
-        pytest.fail("openssl not found: tars-core's TLS tests need it (apt-get install openssl)")
-    d = tmp_path_factory.mktemp("tls")
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-             "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=tars-test-ca", cwd=d)  # fmt: skip
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key",
-             "-out", "server.csr", "-subj", "/CN=127.0.0.1", cwd=d)  # fmt: skip
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-             "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext",
-             cwd=d)  # fmt: skip
-    return d
+    return make_certs(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture(scope="module")
 def tls_broker(certs: Path) -> Iterator[MosquittoBroker]:
-    broker = MosquittoBroker(
-        persistence=False,
-        extra_config=(
-            f"cafile {certs / 'ca.pem'}\n"
-            f"certfile {certs / 'server.pem'}\n"
-            f"keyfile {certs / 'server.key'}\n"
-        ),
-    )
-    broker.start()
-    try:
+    with tls_mosquitto(certs) as broker:
         yield broker
-    finally:
-        broker.close()
-
-
-def tls_url(broker: MosquittoBroker, user: str = "") -> str:
-    return f"mqtts://{user}127.0.0.1:{broker.port}"
 
 
 async def roundtrip(client: MQTTClient) -> bytes:

@@ -6,10 +6,14 @@ and must be a deliberate one (update this list in the same change).
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
+import subprocess
+import sys
 import types
 import typing
+from pathlib import Path
 
 import pytest
 
@@ -69,13 +73,47 @@ def test_all_is_exactly_the_intended_names() -> None:
 
 
 def test_every_public_attribute_is_in_all() -> None:
-    """Nothing public leaks from the package without being in ``__all__`` (modules aside)."""
+    """Nothing public leaks from the package without being in ``__all__`` (modules aside).
+
+    Names are imported on first use, so ``dir()`` (not ``vars()``) is what lists them all.
+    """
     public = {
         name
-        for name, value in vars(tars.mqtt).items()
-        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+        for name in dir(tars.mqtt)
+        if not name.startswith("_") and not isinstance(getattr(tars.mqtt, name), types.ModuleType)
     }
     assert public == INTENDED
+
+
+def test_the_names_type_checkers_see_are_the_names_imported_at_run_time() -> None:
+    """The lazy table and the ``TYPE_CHECKING`` imports of ``__init__.py`` say the same."""
+    tree = ast.parse(Path(tars.mqtt.__file__).read_text(encoding="utf-8"))
+    static = {
+        alias.asname or alias.name: f".{node.module}" if node.level else node.module
+        for block in tree.body
+        if isinstance(block, ast.If) and ast.unparse(block.test) == "_typing.TYPE_CHECKING"
+        for node in block.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    assert static == tars.mqtt._EXPORTS
+
+
+def test_importing_the_package_loads_nothing_until_a_name_is_used() -> None:
+    """``import tars.mqtt`` is almost free (service start-up on a Pi); names load on use."""
+    code = (
+        "import sys, tars.mqtt\n"
+        "heavy = [m for m in ('pydantic', 'asyncio', 'tars.mqtt.client') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "from tars.mqtt import MQTTClient\n"
+        "assert 'tars.mqtt.client' in sys.modules and tars.mqtt.MQTTClient is MQTTClient\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=50)
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="has no attribute 'Nope'"):
+        tars.mqtt.Nope  # type: ignore[attr-defined]  # noqa: B018
 
 
 @pytest.mark.parametrize("name", sorted(INTENDED))

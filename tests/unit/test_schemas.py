@@ -140,3 +140,16 @@ def test_heartbeat_validates() -> None:
 def test_schemas_reject_malformed_payloads(validator: Any, instance: dict[str, Any]) -> None:
     with pytest.raises(jsonschema.ValidationError):
         validator.validate(instance)
+
+
+def test_the_check_finds_the_schemas_from_any_directory(tmp_path: Path) -> None:
+    # An installed package has no repository around it: the check must not need one.
+    result = subprocess.run(
+        [sys.executable, "-m", "tars.mqtt._schemas", "--check"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr

@@ -9,7 +9,6 @@ later on the first reconnect. Passwords travel inside ``mqtt_url``; they are kep
 
 from __future__ import annotations
 
-import difflib
 import os
 import random
 import types
@@ -50,7 +49,12 @@ class MQTTClientConfig(pydantic.BaseModel):
     """
 
     model_config = ConfigDict(
-        frozen=True, extra="forbid", strict=True, allow_inf_nan=False, hide_input_in_errors=True
+        frozen=True,
+        extra="forbid",
+        strict=True,
+        allow_inf_nan=False,
+        hide_input_in_errors=True,
+        defer_build=True,
     )
 
     mqtt_url: str = Field(
@@ -425,6 +429,8 @@ def _message_of(error: ConfigError) -> str:
 
 
 def _unknown_options(unknown: list[str]) -> ConfigError:
+    import difflib  # only for this error message: kept off the start-up path
+
     hints = []
     for name in unknown:
         close = difflib.get_close_matches(name, MQTTClientConfig.model_fields, n=1)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from tars.mqtt._envelope import encode_event
+from tars.mqtt._envelope import SignatureOnDemand, encode_event
 
 __all__ = [
     "HEALTH_EVENT_TYPE",
@@ -43,7 +43,11 @@ class HealthStatus(BaseModel):
     """The ``data`` of a ``health.status`` envelope: is the service healthy, and why not."""
 
     model_config = ConfigDict(
-        frozen=True, use_attribute_docstrings=True, populate_by_name=True, serialize_by_alias=True
+        frozen=True,
+        use_attribute_docstrings=True,
+        populate_by_name=True,
+        serialize_by_alias=True,
+        defer_build=True,
     )
 
     ok: bool
@@ -61,7 +65,7 @@ class HealthStatus(BaseModel):
 class HeartbeatPayload(BaseModel):
     """A heartbeat a client sends to itself through the broker."""
 
-    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True, defer_build=True)
 
     ok: bool
     """Always true for a heartbeat the client sends."""
@@ -69,6 +73,10 @@ class HeartbeatPayload(BaseModel):
     """Always ``"heartbeat"``."""
     timestamp: float
     """When the heartbeat was sent (the sender's clock), in seconds."""
+
+
+HealthStatus.__signature__ = SignatureOnDemand()  # type: ignore[assignment]
+HeartbeatPayload.__signature__ = SignatureOnDemand()  # type: ignore[assignment]
 
 
 def health_topic(client_id: str) -> str:

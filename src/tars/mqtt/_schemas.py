@@ -7,7 +7,9 @@ Run from the repository root::
 
 The files are generated from the pydantic models, so the models stay the single source of truth;
 they are committed so that services in other languages, and the integration suite checking real
-wire captures, can validate payloads without importing this package.
+wire captures, can validate payloads without importing this package. The wheel ships them as
+``tars/mqtt/schemas/`` (see ``pyproject.toml``); :func:`schemas_dir` finds them in a source tree
+and in an installed package alike.
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ from pydantic import BaseModel
 from tars.mqtt._envelope import Envelope
 from tars.mqtt._health import HealthStatus, HeartbeatPayload
 
-__all__ = ["SCHEMA_MODELS", "check_schemas", "main", "render_schemas", "write_schemas"]
+__all__ = [
+    "SCHEMA_MODELS",
+    "check_schemas",
+    "main",
+    "render_schemas",
+    "schemas_dir",
+    "write_schemas",
+]
 
 SCHEMA_MODELS: dict[str, type[BaseModel]] = {
     "envelope.schema.json": Envelope,
@@ -34,6 +43,18 @@ SCHEMA_MODELS: dict[str, type[BaseModel]] = {
 """File name under ``schemas/`` -> the model it describes."""
 
 _DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def schemas_dir() -> Path:
+    """Where the schema files are: the copy inside an installed package, else the source tree's.
+
+    A wheel carries them as ``tars/mqtt/schemas/``; a source checkout (and an editable install)
+    has them at the repository root, ``schemas/``.
+    """
+    packaged = Path(__file__).resolve().parent / "schemas"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[3] / "schemas"
 
 
 def _schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -85,11 +106,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--dir",
         type=Path,
-        default=Path("schemas"),
-        help="the schemas directory (default: ./schemas, run from the repository root)",
+        default=None,
+        help="the schemas directory (default: the package's own copy when installed from a "
+        "wheel, else the source tree's schemas/)",
     )
     args = parser.parse_args(argv)
-    directory: Path = args.dir
+    directory: Path = args.dir if args.dir is not None else schemas_dir()
     if args.check:
         stale = check_schemas(directory)
         for name in stale:

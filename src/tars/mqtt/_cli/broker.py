@@ -1,4 +1,4 @@
-"""The ``tars-mqtt`` command line. One subcommand so far: ``broker``.
+"""``tars-mqtt broker``: the development and test broker on TCP.
 
 ``tars-mqtt broker`` (also ``python -m tars.mqtt.testing``) runs the testing kit's
 :class:`~tars.mqtt.testing.InMemoryBroker` over TCP until Ctrl-C or SIGTERM, for trying a
@@ -14,8 +14,9 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["main", "run_broker"]
+__all__ = ["add_parser", "broker_parser", "main_broker", "run_broker"]
 
 _BROKER_HELP = (
     "Run tars-core's development and test MQTT 5 broker over TCP until Ctrl-C. It keeps "
@@ -37,14 +38,13 @@ def broker_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tars-mqtt", description="tars-core tools.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    broker = commands.add_parser(
+def add_parser(commands: Any) -> None:
+    """Register ``broker`` on the ``tars-mqtt`` subcommands."""
+    parser = commands.add_parser(
         "broker", help="run a development/test MQTT 5 broker", description=_BROKER_HELP
     )
-    _add_broker_arguments(broker)
-    return parser
+    _add_broker_arguments(parser)
+    parser.set_defaults(func=_serve)
 
 
 async def run_broker(host: str, port: int) -> None:
@@ -55,7 +55,7 @@ async def run_broker(host: str, port: int) -> None:
     Raises:
         OSError: the address cannot be bound (port in use...).
     """
-    from .testing import InMemoryBroker  # the CLI is optional; keep the import lazy
+    from ..testing import InMemoryBroker  # the CLI is optional; keep the import lazy
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -88,14 +88,6 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"tars-mqtt: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``tars-mqtt``; returns the exit status."""
-    args = _parser().parse_args(argv)
-    if args.command == "broker":
-        return _serve(args)
-    raise AssertionError(f"unhandled command {args.command!r}")  # argparse requires one
 
 
 def main_broker(argv: Sequence[str] | None = None, prog: str | None = None) -> int:

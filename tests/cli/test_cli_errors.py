@@ -1,0 +1,107 @@
+"""Mistakes on the command line: one clear line on stderr, a non-zero status, no traceback."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from support.cli_process import TARS_MQTT, Spawn
+from tars.mqtt.testing import MosquittoBroker
+
+
+def _closed_port() -> int:
+    """A port nothing listens on (bound then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def _one_line_failure(spawn: Spawn, *argv: str, env: dict[str, str] | None = None) -> str:
+    proc = await spawn(TARS_MQTT, *argv, env=env)
+    status, out, err = await proc.finish()
+    assert status == 1, (out, err)
+    assert out == ""
+    assert err.count("\n") == 1, err
+    assert "Traceback" not in err
+    assert err.startswith("tars-mqtt: ")
+    return err.strip()
+
+
+async def test_a_bad_url_names_the_option_to_fix(spawn: Spawn) -> None:
+    err = await _one_line_failure(spawn, "sub", "#", "--url", "http://user:s3cret@host")
+    assert err == (
+        "tars-mqtt: bad --url / MQTT_URL: unknown scheme 'http': use mqtt:// or mqtts:// (TLS)"
+    )
+
+
+async def test_a_bad_url_from_the_environment_too(spawn: Spawn) -> None:
+    err = await _one_line_failure(spawn, "fleet", "--once", env={"MQTT_URL": "mqtt://h:99999"})
+    assert err.startswith("tars-mqtt: bad --url / MQTT_URL:")
+
+
+async def test_an_unreachable_broker_fails_fast(spawn: Spawn) -> None:
+    url = f"mqtt://127.0.0.1:{_closed_port()}"
+    err = await _one_line_failure(spawn, "pub", "t", "--type", "x", "--url", url)
+    assert err == f"tars-mqtt: connection to {url} refused"
+
+
+async def test_a_broker_that_never_answers_is_given_up_after_the_connect_timeout(
+    spawn: Spawn,
+) -> None:
+    with socket.socket() as silent:  # accepts TCP connections, never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"mqtt://127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        err = await _one_line_failure(spawn, "sub", "#", "--url", url, "--connect-timeout", "0.5")
+        took = time.monotonic() - started
+    assert err == f"tars-mqtt: no CONNACK from {url} within 0.5 s"
+    assert took < 10  # bounded: the process start plus half a second, not a retry loop
+
+
+async def test_a_bad_connect_timeout_names_the_flag(spawn: Spawn) -> None:
+    err = await _one_line_failure(spawn, "sub", "#", "--connect-timeout", "0")
+    assert err.startswith("tars-mqtt: bad --connect-timeout: ")
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ("{oops", "tars-mqtt: --data is not valid JSON: "),
+        ("[1, 2]", "tars-mqtt: --data must be a JSON object (the envelope's data), not an array"),
+    ],
+)
+async def test_bad_json_is_reported_before_connecting(
+    spawn: Spawn, data: str, expected: str
+) -> None:
+    # Port 9 (discard): nothing is contacted, the data is checked first.
+    err = await _one_line_failure(
+        spawn, "pub", "t", "--type", "x", "--data", data, "--url", "mqtt://127.0.0.1:9"
+    )
+    assert err.startswith(expected)
+
+
+async def test_a_missing_data_file(spawn: Spawn, tmp_path: object) -> None:
+    err = await _one_line_failure(
+        spawn, "pub", "t", "--type", "x", "--data-file", f"{tmp_path}/nope.json"
+    )
+    assert err.startswith(f"tars-mqtt: cannot read --data-file {tmp_path}/nope.json")
+
+
+@pytest.mark.mosquitto
+async def test_a_password_never_shows_in_the_error(
+    spawn: Spawn, shared_mosquitto: MosquittoBroker
+) -> None:
+    url = f"mqtt://alice:hunter2@127.0.0.1:{_closed_port()}"
+    err = await _one_line_failure(spawn, "sub", "#", "--url", url)
+    assert "hunter2" not in err
+
+
+async def test_version(spawn: Spawn) -> None:
+    proc = await spawn(TARS_MQTT, "--version")
+    status, out, _ = await proc.finish()
+    assert status == 0
+    assert out.strip() == "tars-mqtt (tars-core) 0.1.0"

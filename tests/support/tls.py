@@ -1,0 +1,56 @@
+"""A throwaway CA (made by openssl) and a Mosquitto TLS listener signed by it, for TLS tests."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tars.mqtt.testing import MosquittoBroker
+
+__all__ = ["make_certs", "tls_mosquitto", "tls_url"]
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def make_certs(d: Path) -> Path:
+    """Write ``ca.pem`` and a ``server.pem``/``server.key`` for 127.0.0.1 into ``d``."""
+    if shutil.which("openssl") is None:
+        pytest.fail("openssl not found: tars-core's TLS tests need it (apt-get install openssl)")
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+             "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=tars-test-ca", cwd=d)  # fmt: skip
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key",
+             "-out", "server.csr", "-subj", "/CN=127.0.0.1", cwd=d)  # fmt: skip
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+             "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext",
+             cwd=d)  # fmt: skip
+    return d
+
+
+@contextmanager
+def tls_mosquitto(certs: Path) -> Iterator[MosquittoBroker]:
+    """A started Mosquitto whose listener speaks TLS with the certificate of ``certs``."""
+    broker = MosquittoBroker(
+        persistence=False,
+        extra_config=(
+            f"cafile {certs / 'ca.pem'}\n"
+            f"certfile {certs / 'server.pem'}\n"
+            f"keyfile {certs / 'server.key'}\n"
+        ),
+    )
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.close()
+
+
+def tls_url(broker: MosquittoBroker, user: str = "") -> str:
+    return f"mqtts://{user}127.0.0.1:{broker.port}"

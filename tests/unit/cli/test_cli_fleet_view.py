@@ -1,0 +1,106 @@
+"""The fleet tracker and its table: fed messages and a clock by hand, no broker, no sleeps."""
+
+from __future__ import annotations
+
+import orjson
+
+from tars.mqtt._cli._fleet_view import FleetView, render_table
+from tars.mqtt._cli._render import Style
+from tars.mqtt._health import encode_health, encode_heartbeat, will_payload
+
+
+def health(ok: bool, event: str | None = None, error: str | None = None) -> bytes:
+    return encode_health(ok, event, error, source="svc", timestamp=0.0)[1]
+
+
+def fleet(**options: object) -> FleetView:
+    view = FleetView(stale_after=10.0, **options)  # type: ignore[arg-type]
+    view.feed("system/health/speech", health(True, "ready"), now=0.0)
+    view.feed("system/keepalive/speech", encode_heartbeat(1.0), now=1.0)
+    view.feed("system/health/billing", health(False, "degraded", "disk full"), now=2.0)
+    view.feed("system/health/planner", will_payload(source="planner", timestamp=0.0), now=3.0)
+    view.feed("system/keepalive/vision", encode_heartbeat(1.0), now=1.0)
+    return view
+
+
+def test_the_table_a_person_reads() -> None:
+    assert render_table(fleet(), now=5.0) == (
+        "SERVICE  STATE      EVENT     HEARTBEAT  STATUS  ERROR\n"
+        "billing  unhealthy  degraded  -          3.0s    disk full\n"
+        "planner  offline    offline   -          2.0s    connection lost unexpectedly\n"
+        "speech   ok         ready     4.0s       5.0s    -\n"
+        "vision   unknown    -         4.0s       -       -\n"
+        "4 services, 3 not ok"
+    )
+
+
+def test_a_service_whose_heartbeats_stopped_is_stale() -> None:
+    view = fleet()
+    speech = view.rows[("", "speech")]
+    assert view.state(speech, now=11.0) == "ok"
+    assert view.state(speech, now=11.5) == "stale"
+    assert "speech   stale" in render_table(view, now=11.5)
+
+
+def test_a_service_never_heard_heartbeating_is_stale_only_when_heartbeats_are_expected() -> None:
+    lax, strict = FleetView(stale_after=5.0), FleetView(stale_after=5.0, expect_heartbeats=True)
+    for view in (lax, strict):
+        view.feed("system/health/quiet", health(True, "ready"), now=0.0)
+    assert lax.state(lax.rows[("", "quiet")], now=60.0) == "ok"
+    assert strict.state(strict.rows[("", "quiet")], now=4.9) == "ok"  # not listened long enough
+    assert strict.state(strict.rows[("", "quiet")], now=5.0) == "stale"
+
+
+def test_check_fails_on_every_state_but_ok() -> None:
+    view = fleet()
+    assert [row.service for row in view.in_trouble(now=5.0)] == ["billing", "planner", "vision"]
+    healthy = FleetView(stale_after=10.0)
+    healthy.feed("system/health/speech", health(True), now=0.0)
+    assert healthy.in_trouble(now=5.0) == []
+
+
+def test_a_new_status_replaces_the_old_one_and_an_empty_one_removes_the_service() -> None:
+    view = fleet()
+    view.feed("system/health/billing", health(True, "recovered"), now=6.0)
+    assert view.state(view.rows[("", "billing")], now=6.0) == "ok"
+    assert view.rows[("", "billing")].error is None
+    view.feed("system/health/billing", b"", now=7.0)  # retained status cleared
+    assert ("", "billing") not in view.rows
+
+
+def test_garbage_on_the_system_topics_is_counted_not_fatal() -> None:
+    view = FleetView(stale_after=10.0)
+    assert not view.feed("system/health/x", b"\xff", now=0.0)
+    assert not view.feed("system/health/x", orjson.dumps({"data": {"ok": "yes"}}), now=0.0)
+    assert not view.feed("system/health/a/b", health(True), now=0.0)
+    assert not view.feed("elsewhere/x", health(True), now=0.0)
+    assert view.ignored == 4
+    assert render_table(view, now=0.0).endswith(
+        "no service seen yet on system/health/+ or system/keepalive/+"
+    )
+
+
+def test_the_broker_column_appears_with_more_than_one_broker() -> None:
+    view = FleetView(stale_after=10.0)
+    view.feed("system/health/speech", health(True, "ready"), now=0.0, broker="pi-a:1883")
+    view.feed("system/health/speech", health(True, "ready"), now=0.0, broker="pi-b:1883")
+    lines = render_table(view, now=1.0).splitlines()
+    assert lines[0].split() == [
+        "SERVICE", "STATE", "EVENT", "HEARTBEAT", "STATUS", "ERROR", "BROKER",
+    ]  # fmt: skip
+    assert lines[1].split()[-1] == "pi-a:1883"
+    assert lines[2].split()[-1] == "pi-b:1883"
+
+
+def test_service_names_and_errors_cannot_drive_the_terminal() -> None:
+    view = FleetView(stale_after=10.0)
+    view.feed("system/health/evil\x1b[2J", health(False, "x", "line1\nline2\x1b[31m"), now=0.0)
+    table = render_table(view, now=0.0)
+    assert "\x1b" not in table
+    assert "line1 line2" in table
+
+
+def test_colour_marks_the_state() -> None:
+    table = render_table(fleet(), now=5.0, style=Style(color=True))
+    assert "\x1b[32mok\x1b[0m" in table
+    assert "\x1b[31mofflin" in table
