@@ -101,6 +101,7 @@ class Connection(asyncio.Protocol):
         self._read_pause_count = 0
         self._owns_session = False
         self._broker_disconnect_reason: int | None = None
+        self._server_reference: str | None = None
 
     def __repr__(self) -> str:
         return f"<Connection client_id={self._session.client_id!r} state={self.state}>"
@@ -133,6 +134,11 @@ class Connection(asyncio.Protocol):
     def broker_disconnect_reason(self) -> int | None:
         """The reason code of the broker's DISCONNECT, when the broker ended the link so."""
         return self._broker_disconnect_reason
+
+    @property
+    def server_reference(self) -> str | None:
+        """The MQTT 5 Server Reference the broker sent with its DISCONNECT (go there instead)."""
+        return self._server_reference
 
     @property
     def close_reason(self) -> BaseException | None:
@@ -445,8 +451,14 @@ class Connection(asyncio.Protocol):
                 assert isinstance(event, ConnectFailed)
                 self._close_reason = ConnectError(
                     f"broker refused the connection: reason code {event.reason_code:#x}"
-                    + (f" ({event.reason_string})" if event.reason_string else ""),
+                    + (f" ({event.reason_string})" if event.reason_string else "")
+                    + (
+                        f"; it refers us to {event.server_reference!r}"
+                        if event.server_reference
+                        else ""
+                    ),
                     event.reason_code,
+                    server_reference=event.server_reference,
                 )
                 self._close_transport()
             elif kind is Disconnected:
@@ -474,9 +486,12 @@ class Connection(asyncio.Protocol):
     def _on_disconnected(self, event: Disconnected) -> None:
         if event.by_peer:
             self._broker_disconnect_reason = event.reason_code
+            self._server_reference = event.server_reference
             text = f"broker closed the connection: reason code {event.reason_code:#x}"
             if event.reason_string:
                 text += f" ({event.reason_string})"
+            if event.server_reference:
+                text += f"; it refers us to {event.server_reference!r}"
             self._close_reason = ConnectionLostError(text)
         else:
             error = event.error or ProtocolError(event.reason_string or "protocol error")

@@ -94,15 +94,22 @@ class ConnectError(MQTTError):
     ``reason_code`` is the broker's CONNACK reason code when the broker refused us, else None
     (DNS failure, refused TCP connection, TLS failure, timeout...). ``refused`` is true when the
     TCP connection itself was refused (nothing listens on the port): the reconnect policy retries
-    that sooner, since it costs the broker's host nothing.
+    that sooner, since it costs the broker's host nothing. ``server_reference`` is the MQTT 5
+    Server Reference of a redirecting CONNACK (0x9C use another server, 0x9D server moved).
     """
 
     def __init__(
-        self, message: str, reason_code: int | None = None, *, refused: bool = False
+        self,
+        message: str,
+        reason_code: int | None = None,
+        *,
+        refused: bool = False,
+        server_reference: str | None = None,
     ) -> None:
         super().__init__(message)
         self.reason_code = reason_code
         self.refused = refused
+        self.server_reference = server_reference
 
 
 class ConnectionLostError(MQTTError):

@@ -107,6 +107,7 @@ class ConnectFailed:
 
     reason_code: int
     reason_string: str | None
+    server_reference: str | None = None  # MQTT 5 redirection (0x9C/0x9D): where to go instead
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +156,7 @@ class Disconnected:
     reason_string: str | None = None
     by_peer: bool = False
     error: ProtocolError | None = None
+    server_reference: str | None = None  # the broker's MQTT 5 Server Reference, if it sent one
 
 
 Event = (
@@ -265,6 +267,11 @@ class Session:
             f"<Session client_id={self.client_id!r} state={self.state.value} "
             f"inflight={len(self._inflight)} pending={len(self._pending)}>"
         )
+
+    def use_credentials(self, username: str | None, password: str | None) -> None:
+        """The credentials of the next CONNECT (each broker of a list may have its own)."""
+        self.username = username
+        self._password = password
 
     # --- introspection ----------------------------------------------------------------------
 
@@ -670,7 +677,7 @@ class Session:
         reason = int(packet.reason_code)
         if reason >= 0x80:
             self.state = SessionState.CLOSING
-            events.append(ConnectFailed(reason, packet.reason_str))
+            events.append(ConnectFailed(reason, packet.reason_str, packet.server_reference))
             return
         self.state = SessionState.CONNECTED
         self.connack = packet
@@ -750,7 +757,14 @@ class Session:
 
     def _handle_disconnect(self, packet: DisconnectPacket, events: list[Event]) -> None:
         self.state = SessionState.CLOSING
-        events.append(Disconnected(int(packet.reason_code), packet.reason_str, by_peer=True))
+        events.append(
+            Disconnected(
+                int(packet.reason_code),
+                packet.reason_str,
+                by_peer=True,
+                server_reference=packet.server_reference,
+            )
+        )
 
 
 _PINGREQ: Final = PingReqPacket().write()

@@ -26,6 +26,7 @@ __all__ = [
     "ConnectionParams",
     "check_mqtt_url",
     "check_mqtt_urls",
+    "endpoint_from_reference",
     "order_endpoints",
     "parse_mqtt_url",
     "parse_mqtt_urls",
@@ -289,3 +290,37 @@ def _parse_hostport(hostport: str, default_port: int) -> tuple[str, int]:
     if not (port_text.isascii() and port_text.isdigit() and 1 <= int(port_text) <= 65535):
         raise _URLError("the port must be an integer from 1 to 65535")
     return host, int(port_text)
+
+
+def endpoint_from_reference(reference: str, current: ConnectionParams) -> ConnectionParams | None:
+    """Where an MQTT 5 Server Reference (CONNACK/DISCONNECT 0x9C/0x9D) sends us, or None.
+
+    The spec leaves the format to the server; brokers send ``host``, ``host:port``,
+    ``[v6]:port``, several of those separated by spaces (the first is taken), or a URL. The
+    scheme and the credentials stay the current broker's: a redirection must never make the
+    client send its password in clear, nor to a server it was not configured with credentials
+    for under another scheme. None when the reference cannot be read (the caller logs it).
+    """
+    token = reference.strip().split()[0] if reference.strip() else ""
+    if not token:
+        return None
+    if "://" in token:
+        try:
+            target = parse_mqtt_url(token)
+        except ValueError:
+            return None
+        if target.tls != current.tls:
+            return None
+        host, port = target.host, target.port
+    else:
+        match = re.fullmatch(
+            r"\[([0-9A-Fa-f:.]+)\](?::(\d{1,5}))?|([^:\[\]/@]+)(?::(\d{1,5}))?", token
+        )
+        if match is None:
+            return None
+        host = match.group(1) or match.group(3)
+        port_text = match.group(2) or match.group(4)
+        port = int(port_text) if port_text else current.port
+        if not 0 < port < 65536:
+            return None
+    return ConnectionParams(host, port, current.tls, current.username, current.password)

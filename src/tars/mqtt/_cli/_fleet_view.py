@@ -86,7 +86,8 @@ class FleetView:
         if is_health:
             row.ok = data["ok"]
             row.event = _text(data.get("event"))
-            row.error = _text(data.get("error"))
+            # "err" is the wire name (the original fleet's); "error" what early tars-core wrote.
+            row.error = _text(data.get("err", data.get("error")))
             row.status_at = now
         else:
             row.heartbeat_at = now
