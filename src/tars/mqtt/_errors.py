@@ -135,9 +135,10 @@ class PublishError(MQTTError):
 class SubscribeError(MQTTError):
     """The broker refused a subscription (SUBACK/UNSUBACK with a failure reason code)."""
 
-    def __init__(self, topic: str, reason_code: int) -> None:
+    def __init__(self, topic: str, reason_code: int, why: str | None = None) -> None:
         super().__init__(
-            f"subscription to {topic!r} refused by the broker (reason code {reason_code:#x})"
+            f"subscription to {topic!r} refused by the broker (reason code {reason_code:#x}"
+            + (f": {why})" if why else ")")
         )
         self.topic = topic
         self.reason_code = reason_code

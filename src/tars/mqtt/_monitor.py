@@ -56,7 +56,7 @@ class LinkMonitor:
         self._on_stale = on_stale
         self._watchdog = Watchdog(config.heartbeat_interval, config.watchdog_missed_heartbeats)
         self._waiting_since: float | None = None
-        self.topic = keepalive_topic(config.client_id)
+        self.topic = keepalive_topic(config.effective_client_id)
 
     def link_started(self, now: float) -> None:
         """A new link: watch it from now."""

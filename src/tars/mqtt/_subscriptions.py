@@ -96,6 +96,14 @@ class SubscriptionSync:
             retain_handling=RetainHandling.SEND_ALWAYS,
             retain_as_published=False,
         )
+        refusal = _unservable(conn, topic)
+        if refusal is not None:
+            # Sent anyway, such a SUBSCRIBE costs the link on some brokers (ejabberd answers
+            # DISCONNECT 0x9E), and the restore would do it again on every reconnect.
+            if raise_:
+                raise refusal
+            log.error("%s", refusal)
+            return
         sid = self._dispatcher.subscription_id(topic) if _ids_available(conn) else None
         codes = await conn.subscribe(tf, subscription_id=sid)
         if codes and codes[0] >= 0x80:
@@ -122,3 +130,16 @@ def _ids_available(conn: Connection) -> bool:
     """Whether the broker takes subscription identifiers (MQTT 5 lets it refuse them)."""
     connack = conn.connack
     return connack is None or bool(connack.subscription_id_available)
+
+
+def _unservable(conn: Connection, topic: str) -> SubscribeError | None:
+    """The refusal the broker announced in its CONNACK for ``topic``, if any (MQTT 5 lets a
+    broker say it has no shared subscriptions or no wildcard subscriptions)."""
+    connack = conn.connack
+    if connack is None:
+        return None
+    if topic.startswith("$share/") and connack.shared_subscription_available is False:
+        return SubscribeError(topic, 0x9E, "the broker does not offer shared subscriptions")
+    if connack.wildcard_subscription_available is False and ("+" in topic or "#" in topic):
+        return SubscribeError(topic, 0xA2, "the broker does not offer wildcard subscriptions")
+    return None

@@ -48,6 +48,7 @@ from ._requests import PendingRequests
 from ._session import PublishDone, Session
 from ._subscriptions import SubscriptionSync
 from ._topics import validate_topic_filter, validate_topic_name
+from ._url import endpoint_from_reference
 
 __all__ = ["ClientState", "ClientStats", "MQTTClient"]
 
@@ -56,6 +57,7 @@ log = logging.getLogger("tars.mqtt")
 # CONNACK reasons that no retry will fix while the configuration stays the same.
 _FATAL_CONNACK: Final = frozenset({0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C})
 _SHUTDOWN_TIMEOUT: Final = 5.0
+_MAX_REDIRECTS: Final = 5  # consecutive redirections followed before it counts as a failure
 _PACKET_OVERHEAD: Final = 128 * 1024
 _MQTT_MAX_PACKET: Final = 268_435_455 + 5
 
@@ -129,7 +131,10 @@ class MQTTClient:
         elif mqtt_url is not None or client_id is not None or options:
             raise TypeError("pass either config= or mqtt_url/client_id/options, not both")
         self._config = config
-        self._params = config.connection
+        # The brokers in the order this client tries them, drawn once (broker_order).
+        self._endpoints = config.ordered_endpoints()
+        self._endpoint = 0
+        self._params = self._endpoints[0]  # the broker the client is on, or trying next
         self._backoff: BackoffPolicy = backoff or ExponentialBackoff(
             min_delay=config.reconnect_min_delay, max_delay=config.reconnect_max_delay
         )
@@ -181,8 +186,7 @@ class MQTTClient:
 
     def __repr__(self) -> str:
         return (
-            f"<MQTTClient {self._config.client_id!r} {self._params.redacted_url} "
-            f"state={self._state.value}>"
+            f"<MQTTClient {self.client_id!r} {self._params.redacted_url} state={self._state.value}>"
         )
 
     # --- properties --------------------------------------------------------------------------
@@ -194,8 +198,16 @@ class MQTTClient:
 
     @property
     def client_id(self) -> str:
-        """The MQTT client id (also the last level of the health and keepalive topics)."""
-        return self._config.client_id
+        """The MQTT client id sent to the broker: ``client_id``, or ``{client_id}-{instance}``
+        for an instance of a replicated service (also the last level of the health and
+        keepalive topics)."""
+        return self._config.effective_client_id
+
+    @property
+    def broker(self) -> str:
+        """The broker the client is connected to, or trying next, as a redacted URL (one of
+        ``mqtt_url``'s list, or where an MQTT 5 server redirection sent it)."""
+        return self._params.redacted_url
 
     @property
     def state(self) -> ClientState:
@@ -289,14 +301,14 @@ class MQTTClient:
         will = None
         if cfg.enable_health:
             will = Will(
-                health_topic(cfg.client_id),
+                health_topic(cfg.effective_client_id),
                 payload=will_payload(source=cfg.source, timestamp=time.time()),
                 qos=QoS.AT_LEAST_ONCE,
                 retain=True,
             )
         params = self._params
         self._session = Session(
-            cfg.client_id,
+            cfg.effective_client_id,
             keep_alive=cfg.keepalive,
             clean_start=cfg.clean_start,
             session_expiry_interval=cfg.session_expiry_interval,
@@ -349,7 +361,7 @@ class MQTTClient:
             for sub in self._dispatcher.subscriptions():
                 await sub.stop(timeout=max(0.1, deadline - loop.time()))
         except Exception:  # shutdown never raises: log and finish the job
-            log.exception("error during shutdown of %s", self._config.client_id)
+            log.exception("error during shutdown of %s", self._config.effective_client_id)
         finally:
             self._finish_close()
 
@@ -595,7 +607,7 @@ class MQTTClient:
         """Publish a retained ``health.status`` envelope on ``system/health/{client_id}``, QoS 1."""
         cfg = self._config
         msg_id, payload = encode_health(ok, event, error, source=cfg.source, timestamp=time.time())
-        await self.publish(health_topic(cfg.client_id), payload, qos=1, retain=True)
+        await self.publish(health_topic(cfg.effective_client_id), payload, qos=1, retain=True)
         return msg_id
 
     # --- subscribing -------------------------------------------------------------------------
@@ -697,10 +709,13 @@ class MQTTClient:
         loop = asyncio.get_running_loop()
         attempt = 0
         cfg = self._config
-        params = self._params
+        failed_in_round = 0  # consecutive failed attempts since a link was last up
+        redirects = 0  # consecutive redirections followed (a loop of them is a failure)
         while not self._closing():
             session = self._session
             assert session is not None
+            params = self._params
+            session.use_credentials(params.username, params.password)
             try:
                 conn = await open_connection(
                     session,
@@ -715,8 +730,19 @@ class MQTTClient:
                 )
             except Exception as exc:
                 error = exc if isinstance(exc, ConnectError) else _unexpected(exc, params)
+                reference = error.server_reference
+                if reference and redirects < _MAX_REDIRECTS and self._follow_reference(reference):
+                    redirects += 1
+                    continue  # at once: the broker itself sent us there
+                redirects = 0
                 first = not self._first_connect.done()
                 fatal = error.reason_code in _FATAL_CONNACK
+                failed_in_round += 1
+                if first and not fatal and failed_in_round < len(self._endpoints):
+                    # Several brokers: the first that answers wins, whatever wait_for_broker.
+                    self._next_endpoint()
+                    continue
+                self._next_endpoint()
                 if first and (fatal or not cfg.wait_for_broker):
                     self._first_connect.set_exception(error)
                     return
@@ -732,6 +758,7 @@ class MQTTClient:
                 await asyncio.sleep(delay)
                 continue
             up_at = loop.time()
+            failed_in_round = 0
             try:
                 up = await self._link_up(conn)
             except Exception:
@@ -746,6 +773,13 @@ class MQTTClient:
                 await conn.wait_closed()
             if self._closing():
                 return  # shutdown() said goodbye on this link: no reconnecting behind its back
+            if loop.time() - up_at > self._config.reconnect_max_delay:
+                redirects = 0  # a link that lasted: its redirection starts no loop
+            reference = conn.server_reference
+            if reference and redirects < _MAX_REDIRECTS and self._follow_reference(reference):
+                redirects += 1
+                continue  # the broker sent us elsewhere: go now, no backoff
+            self._next_endpoint()  # the next broker of the list (the same one when alone)
             # A broker that kicks us (DISCONNECT) soon after accepting us keeps the backoff
             # growing: a client id clash must not become a reconnect storm. A link lost to the
             # network or a broker restart starts the backoff afresh, so the client is back
@@ -759,6 +793,32 @@ class MQTTClient:
                 self._spawn(self.shutdown(), "tars-mqtt-give-up")
                 return
             await asyncio.sleep(delay)
+
+    def _next_endpoint(self) -> None:
+        """Move on to the next broker of the list (in the order drawn at construction)."""
+        self._endpoint = (self._endpoint + 1) % len(self._endpoints)
+        self._params = self._endpoints[self._endpoint]
+
+    def _follow_reference(self, reference: str) -> bool:
+        """MQTT 5 server redirection: connect next to where ``reference`` points (same scheme
+        and credentials). False when the reference cannot be read (logged)."""
+        target = endpoint_from_reference(reference, self._params)
+        if target is None:
+            log.warning(
+                "%s: %s redirected us to %r, which is not a usable broker address; ignored",
+                self.client_id,
+                self._params.redacted_url,
+                reference,
+            )
+            return False
+        log.warning(
+            "%s: %s redirected us to %s (MQTT 5 server reference)",
+            self.client_id,
+            self._params.redacted_url,
+            target.redacted_url,
+        )
+        self._params = target
+        return True
 
     async def _link_up(self, conn: Connection) -> bool:
         """Restore subscriptions, flush the outbox, then open the client for business."""
@@ -791,7 +851,7 @@ class MQTTClient:
         self._link_up_event.set()
         log.info(
             "%s connected to %s%s",
-            cfg.client_id,
+            cfg.effective_client_id,
             self._params.redacted_url,
             " (session resumed)" if session_present else "",
         )
@@ -804,7 +864,7 @@ class MQTTClient:
                 timestamp=time.time(),
             )
             conn.publish_nowait(
-                health_topic(cfg.client_id), payload, qos=1, retain=True, wait=False
+                health_topic(cfg.effective_client_id), payload, qos=1, retain=True, wait=False
             )
         if first:
             self._first_connect.set_result(None)
@@ -822,7 +882,7 @@ class MQTTClient:
             reason = conn.close_reason
             log.warning(
                 "%s lost its link to %s: %s",
-                self._config.client_id,
+                self._config.effective_client_id,
                 self._params.redacted_url,
                 reason or "closed",
             )
