@@ -56,7 +56,15 @@ class Observer:
     beats: Inbox[Message] = field(default_factory=Inbox)
 
     async def __aenter__(self) -> Self:
-        self.client = MQTTClient(self.broker.url, unique("observer"), reconnect_min_delay=0.1)
+        # Dedup on, as any QoS 1 consumer: a publish whose PUBACK died with the broker's crash
+        # is resent by the service, and the broker may then deliver it twice (at least once).
+        self.client = MQTTClient(
+            self.broker.url,
+            unique("observer"),
+            reconnect_min_delay=0.1,
+            dedupe_ttl=60,
+            dedupe_max_entries=1000,
+        )
         await self.client.connect()
         await self.client.subscribe("router/intent", self._intent, qos=1)
         await self.client.subscribe("tts/say", self._say, qos=1)

@@ -129,10 +129,9 @@ async def test_a_redirect_to_tls_from_plain_is_not_followed(
 async def test_redirect_loops_end(caplog: pytest.LogCaptureFixture) -> None:
     """Two brokers referring to each other: followed a few times, then a plain failure."""
     first = RedirectBroker.refusing("placeholder")
-    async with first:
-        async with RedirectBroker.refusing(host_port(first.url)) as second:
-            first.reference = host_port(second.url)
-            client = MQTTClient(second.url, unique("loop"), wait_for_broker=False)
-            with pytest.raises(ConnectError):
-                await asyncio.wait_for(client.connect(), timeout=10)
+    async with first, RedirectBroker.refusing(host_port(first.url)) as second:
+        first.reference = host_port(second.url)
+        client = MQTTClient(second.url, unique("loop"), wait_for_broker=False)
+        with pytest.raises(ConnectError):
+            await asyncio.wait_for(client.connect(), timeout=10)
     assert 3 <= len(first.connects) + len(second.connects) <= 12
