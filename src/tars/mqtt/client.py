@@ -30,7 +30,7 @@ from ._backoff import BackoffPolicy, ExponentialBackoff
 from ._config import MQTTClientConfig
 from ._connection import Connection, Connector, MessageListener, open_connection
 from ._dedup import DedupWindow
-from ._dispatch import Dispatcher, Handler, Overflow, Subscription
+from ._dispatch import Dispatcher, Handler, ModelT, Overflow, Subscription
 from ._envelope import Envelope, encode_event
 from ._errors import (
     ClientStateError,
@@ -603,7 +603,7 @@ class MQTTClient:
     async def subscribe(
         self,
         topic: str,
-        handler: Handler,
+        handler: Handler[ModelT],
         qos: int = 0,
         *,
         queue_size: int | None = None,
@@ -622,7 +622,8 @@ class MQTTClient:
         again on the same filter (``==``: the same function or bound method) is a no-op that
         returns the existing :class:`Subscription`, whose options stay those of the first call.
 
-        Raises :class:`~tars.mqtt.InvalidTopicError`, ``TypeError`` (not an async handler),
+        Raises :class:`~tars.mqtt.InvalidTopicError`, ``TypeError`` (not an async handler, or
+        its first parameter annotated with another type, such as ``str`` or ``dict``),
         ``ValueError`` (qos or options), :class:`~tars.mqtt.SubscribeError` (broker refused),
         :class:`~tars.mqtt.ClientStateError` (after shutdown).
         """
@@ -665,7 +666,9 @@ class MQTTClient:
                 raise
         return sub
 
-    async def unsubscribe(self, topic: str | Subscription, handler: Handler | None = None) -> None:
+    async def unsubscribe(
+        self, topic: str | Subscription, handler: Handler[Any] | None = None
+    ) -> None:
         """Remove the subscriptions on ``topic`` (all, or only ``handler``'s), or one
         :class:`Subscription`; the broker is told when no handler is left on the filter."""
         if isinstance(topic, Subscription):
