@@ -48,6 +48,7 @@ from ._requests import PendingRequests
 from ._session import PublishDone, Session
 from ._subscriptions import SubscriptionSync
 from ._topics import validate_topic_filter, validate_topic_name
+from ._trouble import ConnectTrouble
 
 __all__ = ["ClientState", "ClientStats", "MQTTClient"]
 
@@ -58,6 +59,12 @@ _FATAL_CONNACK: Final = frozenset({0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C})
 _SHUTDOWN_TIMEOUT: Final = 5.0
 _PACKET_OVERHEAD: Final = 128 * 1024
 _MQTT_MAX_PACKET: Final = 268_435_455 + 5
+# Said with the first connection trouble: a wrong port must not look like a hung service.
+_WAIT_HINT: Final = (
+    "; connect() keeps waiting for the broker (wait_for_broker=True, the default): pass "
+    "wait_for_broker=False to fail at once, or bound the wait with asyncio.timeout() around "
+    "connect()"
+)
 
 Hook = Callable[[], Awaitable[None]]
 
@@ -701,6 +708,7 @@ class MQTTClient:
         attempt = 0
         cfg = self._config
         params = self._params
+        trouble = ConnectTrouble()
         while not self._closing():
             session = self._session
             assert session is not None
@@ -731,7 +739,21 @@ class MQTTClient:
                         self._first_connect.set_exception(error)
                     self._spawn(self.shutdown(), "tars-mqtt-give-up")
                     return
-                log.info("%s; retrying in %.2f s", error, delay)
+                now = loop.time()
+                if trouble.failed(now):
+                    log.warning(
+                        "%s cannot connect to %s (%d failed attempts in %.0f s): %s; "
+                        "retrying in %.2f s%s",
+                        cfg.client_id,
+                        params.redacted_url,
+                        trouble.attempts,
+                        trouble.seconds(now),
+                        error,
+                        delay,
+                        _WAIT_HINT if first else "",
+                    )
+                else:
+                    log.info("%s; retrying in %.2f s", error, delay)
                 await asyncio.sleep(delay)
                 continue
             up_at = loop.time()
@@ -741,6 +763,15 @@ class MQTTClient:
                 log.exception("unexpected error while setting up the link; reconnecting")
                 self._conn = None
                 up = False
+            healed = trouble.connected(loop.time()) if up else None
+            if healed is not None:
+                log.info(
+                    "%s connected to %s after %d failed attempts in %.1f s",
+                    cfg.client_id,
+                    params.redacted_url,
+                    healed.attempts,
+                    healed.seconds,
+                )
             if up:
                 await conn.wait_closed()
                 self._link_down(conn)
