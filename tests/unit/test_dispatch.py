@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -523,6 +524,56 @@ async def test_an_annotation_that_cannot_be_resolved_is_refused_not_guessed() ->
 
     with pytest.raises(TypeError, match="LocalModel"):
         subscription(typed)
+
+
+@dataclass
+class Reading:
+    value: int
+
+
+async def _as_str(payload: str) -> None:
+    raise AssertionError("never called")
+
+
+async def _as_dict(payload: dict[str, Any]) -> None:
+    raise AssertionError("never called")
+
+
+async def _as_dataclass(payload: Reading) -> None:
+    raise AssertionError("never called")
+
+
+async def _as_int(payload: int) -> None:
+    raise AssertionError("never called")
+
+
+@pytest.mark.parametrize("handler", [_as_str, _as_dict, _as_dataclass, _as_int])
+def test_an_unsupported_annotation_is_refused_naming_the_supported_forms(handler: Any) -> None:
+    # Before, these handlers silently got raw bytes and failed inside, on every message.
+    with pytest.raises(TypeError) as caught:
+        subscription(handler)
+    text = str(caught.value)
+    assert handler.__name__ in text
+    for form in ("bytes", "Message", "Envelope", "BaseModel"):
+        assert form in text
+
+
+async def test_any_and_object_annotations_mean_the_raw_payload() -> None:
+    got: Inbox[Any] = Inbox()
+
+    async def as_any(payload: Any) -> None:
+        got.add(payload)
+
+    async def as_object(payload: object) -> None:
+        got.add(payload)
+
+    subs = [subscription(as_any), subscription(as_object)]
+    for sub in subs:
+        sub.start()
+        sub.offer(msg(b"raw"))
+    assert await got.wait_for(2) == [b"raw", b"raw"]
+    for sub in subs:
+        await sub.stop()
 
 
 async def test_drops_are_logged_on_the_first_and_every_thousandth(

@@ -190,6 +190,28 @@ def test_connack_failure_reports_connect_failed() -> None:
     assert session.connack is None
 
 
+@pytest.mark.parametrize("answer", [b"\x20\x02\x00\x01", b"\x20\x02\x00\x00"])
+def test_an_mqtt_311_connack_is_a_refusal_for_the_protocol_version(answer: bytes) -> None:
+    # A 3.1.1-only broker answers our MQTT 5 CONNECT with its own CONNACK (return code 1:
+    # unacceptable protocol version): no retry can fix that, unlike a malformed packet.
+    session = Session("c")
+    session.connection_made(0.0)
+    sent(session)
+    events = session.receive_data(answer[:3], 0.0) + session.receive_data(answer[3:], 0.0)
+    assert events == [
+        ConnectFailed(0x84, "the broker speaks only MQTT 3.1.1 (or older); tars-core needs MQTT 5")
+    ]
+    assert session.state is SessionState.CLOSING
+    assert sent(session) == []  # nothing in MQTT 5 for a broker that does not speak it
+
+
+def test_a_short_connack_once_connected_is_still_a_malformed_packet() -> None:
+    session = connected()
+    [event] = session.receive_data(b"\x20\x02\x00\x01", 0.0)
+    assert isinstance(event, Disconnected)
+    assert event.reason_code == 0x81
+
+
 @pytest.mark.parametrize(
     "packet",
     [

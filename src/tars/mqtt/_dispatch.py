@@ -24,7 +24,7 @@ import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from mqtt5 import PublishPacket
 from pydantic import BaseModel, ValidationError
@@ -48,7 +48,19 @@ log = logging.getLogger("tars.mqtt.dispatch")
 _MAX_SUBSCRIPTION_ID = 268_435_455  # MQTT 5: a Variable Byte Integer from 1 to 2**28 - 1
 
 Overflow = Literal["block", "drop_oldest", "drop_newest"]
-Handler = Callable[[Any], Awaitable[None]]
+ModelT = TypeVar("ModelT", bound=BaseModel)
+# The forms a handler may take, spelled out so that mypy rejects another one (``str``,
+# ``dict``, a dataclass) where ``subscribe()`` is called, not only ``_arg_kind`` at run time.
+Handler = (
+    Callable[[bytes], Awaitable[None]]
+    | Callable[[Message], Awaitable[None]]
+    | Callable[[Envelope], Awaitable[None]]
+    | Callable[[ModelT], Awaitable[None]]
+)
+_SUPPORTED_FORMS = (
+    "bytes (or no annotation, Any, object), tars.mqtt.Message, tars.mqtt.Envelope, "
+    "or a pydantic BaseModel subclass"
+)
 
 
 class _ArgKind(enum.Enum):
@@ -71,7 +83,7 @@ class SubscriptionStats:
     invalid: int = 0  # not an envelope / not valid for a typed handler
 
 
-def _arg_kind(handler: Handler) -> tuple[_ArgKind, type[BaseModel] | None]:
+def _arg_kind(handler: Handler[Any]) -> tuple[_ArgKind, type[BaseModel] | None]:
     """How to call ``handler``, from the annotation of its first parameter (read once)."""
     if not inspect.iscoroutinefunction(handler) and not inspect.iscoroutinefunction(
         getattr(handler, "__call__", None)  # noqa: B004 - async callable objects are fine
@@ -106,7 +118,14 @@ def _arg_kind(handler: Handler) -> tuple[_ArgKind, type[BaseModel] | None]:
         return _ArgKind.ENVELOPE, None
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return _ArgKind.MODEL, annotation
-    return _ArgKind.PAYLOAD, None
+    if annotation in (inspect.Parameter.empty, bytes, Any, object, "Any", "object"):
+        return _ArgKind.PAYLOAD, None
+    # Handing raw bytes to a handler that declared ``str``, ``dict`` or a dataclass would fail
+    # far from here, inside the handler, on every message: refuse it at subscribe().
+    raise TypeError(
+        f"handler {handler!r} annotates its first parameter as {annotation!r}, which tars.mqtt "
+        f"cannot give it; annotate it as one of: {_SUPPORTED_FORMS}"
+    )
 
 
 class Subscription:
@@ -119,7 +138,7 @@ class Subscription:
     def __init__(
         self,
         topic_filter: str,
-        handler: Handler,
+        handler: Handler[Any],
         *,
         qos: int,
         queue_size: int,

@@ -77,6 +77,8 @@ _RECEIVE_MAX_EXCEEDED: Final = 0x93
 _PACKET_TOO_LARGE: Final = 0x95
 _KEEP_ALIVE_TIMEOUT: Final = 0x8D
 _PACKET_ID_NOT_FOUND: Final = 0x92
+_UNSUPPORTED_PROTOCOL_VERSION: Final = 0x84
+_MQTT3_ONLY: Final = "the broker speaks only MQTT 3.1.1 (or older); tars-core needs MQTT 5"
 # Fixed header (5 bytes at most) + topic length prefix + packet id + property length (4 max).
 _PUBLISH_OVERHEAD: Final = 5 + 2 + 2 + 4
 
@@ -500,6 +502,12 @@ class Session:
                         return events
                     break
                 except ValueError as exc:
+                    if self.state is SessionState.CONNECTING and data[pos : pos + 2] == b"\x20\x02":
+                        # A CONNACK with a 2-byte body is MQTT 3.1.1's (MQTT 5's has at least
+                        # a property length): the broker refused our version. No retry fixes it.
+                        self.state = SessionState.CLOSING
+                        events.append(ConnectFailed(_UNSUPPORTED_PROTOCOL_VERSION, _MQTT3_ONLY))
+                        return events
                     self._protocol_error(events, _MALFORMED, f"malformed packet: {exc}")
                     return events
                 except BaseException as exc:

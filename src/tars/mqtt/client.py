@@ -30,7 +30,7 @@ from ._backoff import BackoffPolicy, ExponentialBackoff
 from ._config import MQTTClientConfig
 from ._connection import Connection, Connector, MessageListener, open_connection
 from ._dedup import DedupWindow
-from ._dispatch import Dispatcher, Handler, Overflow, Subscription
+from ._dispatch import Dispatcher, Handler, ModelT, Overflow, Subscription
 from ._envelope import Envelope, encode_event
 from ._errors import (
     ClientStateError,
@@ -48,6 +48,7 @@ from ._requests import PendingRequests
 from ._session import PublishDone, Session
 from ._subscriptions import SubscriptionSync
 from ._topics import validate_topic_filter, validate_topic_name
+from ._trouble import ConnectTrouble
 from ._url import endpoint_from_reference
 
 __all__ = ["ClientState", "ClientStats", "MQTTClient"]
@@ -60,6 +61,12 @@ _SHUTDOWN_TIMEOUT: Final = 5.0
 _MAX_REDIRECTS: Final = 5  # consecutive redirections followed before it counts as a failure
 _PACKET_OVERHEAD: Final = 128 * 1024
 _MQTT_MAX_PACKET: Final = 268_435_455 + 5
+# Said with the first connection trouble: a wrong port must not look like a hung service.
+_WAIT_HINT: Final = (
+    "; connect() keeps waiting for the broker (wait_for_broker=True, the default): pass "
+    "wait_for_broker=False to fail at once, or bound the wait with asyncio.timeout() around "
+    "connect()"
+)
 
 Hook = Callable[[], Awaitable[None]]
 
@@ -615,7 +622,7 @@ class MQTTClient:
     async def subscribe(
         self,
         topic: str,
-        handler: Handler,
+        handler: Handler[ModelT],
         qos: int = 0,
         *,
         queue_size: int | None = None,
@@ -634,7 +641,8 @@ class MQTTClient:
         again on the same filter (``==``: the same function or bound method) is a no-op that
         returns the existing :class:`Subscription`, whose options stay those of the first call.
 
-        Raises :class:`~tars.mqtt.InvalidTopicError`, ``TypeError`` (not an async handler),
+        Raises :class:`~tars.mqtt.InvalidTopicError`, ``TypeError`` (not an async handler, or
+        its first parameter annotated with another type, such as ``str`` or ``dict``),
         ``ValueError`` (qos or options), :class:`~tars.mqtt.SubscribeError` (broker refused),
         :class:`~tars.mqtt.ClientStateError` (after shutdown).
         """
@@ -677,7 +685,9 @@ class MQTTClient:
                 raise
         return sub
 
-    async def unsubscribe(self, topic: str | Subscription, handler: Handler | None = None) -> None:
+    async def unsubscribe(
+        self, topic: str | Subscription, handler: Handler[Any] | None = None
+    ) -> None:
         """Remove the subscriptions on ``topic`` (all, or only ``handler``'s), or one
         :class:`Subscription`; the broker is told when no handler is left on the filter."""
         if isinstance(topic, Subscription):
@@ -711,6 +721,7 @@ class MQTTClient:
         cfg = self._config
         failed_in_round = 0  # consecutive failed attempts since a link was last up
         redirects = 0  # consecutive redirections followed (a loop of them is a failure)
+        trouble = ConnectTrouble()
         while not self._closing():
             session = self._session
             assert session is not None
@@ -754,7 +765,21 @@ class MQTTClient:
                         self._first_connect.set_exception(error)
                     self._spawn(self.shutdown(), "tars-mqtt-give-up")
                     return
-                log.info("%s; retrying in %.2f s", error, delay)
+                now = loop.time()
+                if trouble.failed(now):
+                    log.warning(
+                        "%s cannot connect to %s (%d failed attempts in %.0f s): %s; "
+                        "retrying in %.2f s%s",
+                        self.client_id,
+                        params.redacted_url,
+                        trouble.attempts,
+                        trouble.seconds(now),
+                        error,
+                        delay,
+                        _WAIT_HINT if first else "",
+                    )
+                else:
+                    log.info("%s; retrying in %.2f s", error, delay)
                 await asyncio.sleep(delay)
                 continue
             up_at = loop.time()
@@ -765,6 +790,15 @@ class MQTTClient:
                 log.exception("unexpected error while setting up the link; reconnecting")
                 self._conn = None
                 up = False
+            healed = trouble.connected(loop.time()) if up else None
+            if healed is not None:
+                log.info(
+                    "%s connected to %s after %d failed attempts in %.1f s",
+                    self.client_id,
+                    params.redacted_url,
+                    healed.attempts,
+                    healed.seconds,
+                )
             if up:
                 await conn.wait_closed()
                 self._link_down(conn)

@@ -216,7 +216,13 @@ class BrokerLink(asyncio.Protocol):
                 and chunk[0] == 0x10
                 and _protocol_level(chunk) in (3, 4)
             ):
-                _log.debug("%r: MQTT 3.x client refused (this broker speaks MQTT 5 only)", self)
+                # WARNING: mosquitto_sub without -V 5 is the usual cause, and a refusal seen
+                # only by the client ("unacceptable protocol version") is easy to misread.
+                _log.warning(
+                    "%r: MQTT 3.x client refused: this broker speaks MQTT 5 only; tell "
+                    "Mosquitto's clients so with -V 5 (mosquitto_sub -V 5 ..., or -V mqttv5)",
+                    self,
+                )
                 self.write_raw(_V311_UNSUPPORTED)
                 self.close()
                 return None

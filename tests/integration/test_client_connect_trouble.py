@@ -1,0 +1,115 @@
+"""Connection trouble is never silent (issue 14, section 3).
+
+A wrong port under the default ``wait_for_broker=True`` used to leave ``connect()`` waiting
+with nothing above INFO in the log; an MQTT 3.1.1-only broker used to be retried for ever as a
+"malformed packet". These tests use a real Mosquitto on a free port and a tiny TCP server that
+answers like a 3.1.1 broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from support.mosquitto_cli import Inbox, unique, wait_until
+from tars.mqtt import ClientState, ConnectError, MQTTClient
+from tars.mqtt.testing import MosquittoBroker
+
+
+def _records(caplog: pytest.LogCaptureFixture, level: int, text: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "tars.mqtt" and r.levelno == level and text in r.getMessage()
+    ]
+
+
+@pytest.mark.mosquitto
+async def test_a_broker_not_listening_is_a_warning_and_its_return_an_info(
+    mosquitto_broker: MosquittoBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tars.mqtt")
+    await mosquitto_broker.astop()  # its port is free: nothing listens there now
+    host, port = mosquitto_broker.host, mosquitto_broker.port
+    url = f"mqtt://svc:s3cret@{host}:{port}"
+    client = MQTTClient(url, unique("patient"))  # wait_for_broker=True, the default
+    connecting = asyncio.create_task(client.connect())
+    try:
+        # Several attempts fail (each logged); only the first says WARNING.
+        await wait_until(lambda: len(_records(caplog, logging.INFO, "retrying in")) >= 2)
+        assert not connecting.done()
+        warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1, [r.getMessage() for r in warnings]
+        warning = warnings[0].getMessage()
+        assert f"mqtt://svc:***@{host}:{port}" in warning
+        assert "s3cret" not in caplog.text
+        assert "wait_for_broker=False" in warning
+        assert "asyncio.timeout()" in warning
+        await mosquitto_broker.astart()
+        await asyncio.wait_for(connecting, timeout=5)
+        [healed] = _records(caplog, logging.INFO, "failed attempts in")
+        assert healed.startswith(f"{client.client_id} connected to mqtt://svc:***@{host}:{port}")
+    finally:
+        await client.shutdown()
+
+
+class Mqtt311Broker:
+    """A TCP server that answers any CONNECT as an MQTT 3.1.1-only broker answers an MQTT 5
+    one: CONNACK with return code 1 (unacceptable protocol version), then closes."""
+
+    def __init__(self) -> None:
+        self.attempts: Inbox[bytes] = Inbox()
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> Mqtt311Broker:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            first = await reader.read(65536)  # the CONNECT (small: one read on loopback)
+            self.attempts.add(first)
+            writer.write(b"\x20\x02\x00\x01")
+            await writer.drain()
+        finally:
+            writer.close()
+
+
+async def test_an_mqtt_311_broker_fails_the_first_connect_at_once_with_a_clear_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with Mqtt311Broker() as broker:
+        client = MQTTClient(f"mqtt://127.0.0.1:{broker.port}", unique("v5only"))
+        async with asyncio.timeout(5):
+            with pytest.raises(ConnectError) as caught:
+                await client.connect()  # wait_for_broker=True: still fatal, not retried
+        assert "the broker speaks only MQTT 3.1.1 (or older); tars-core needs MQTT 5" in str(
+            caught.value
+        )
+        assert caught.value.reason_code == 0x84
+        assert len(broker.attempts.items) == 1
+        assert broker.attempts.items[0][0] == 0x10  # it was our CONNECT that got that answer
+        assert "malformed" not in caplog.text
+
+
+@pytest.mark.mosquitto
+async def test_asyncio_timeout_bounds_the_wait_and_closes_the_client(
+    mosquitto_broker: MosquittoBroker,
+) -> None:
+    # The recipe in docs/resilience.md: wait for the broker, but not for ever.
+    await mosquitto_broker.astop()
+    client = MQTTClient(mosquitto_broker.url, unique("bounded"))
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.5):
+            await client.connect()
+    assert client.state is ClientState.CLOSED
+    assert [t for t in asyncio.all_tasks() if t.get_name().startswith("tars-")] == []
