@@ -49,7 +49,7 @@ async def test_a_broker_not_listening_is_a_warning_and_its_return_an_info(
         assert "asyncio.timeout()" in warning
         await mosquitto_broker.astart()
         await asyncio.wait_for(connecting, timeout=5)
-        [healed] = _records(caplog, logging.INFO, "failed attempts in")
+        [healed] = _records(caplog, logging.INFO, "after failed attempts:")
         assert healed.startswith(f"{client.client_id} connected to mqtt://svc:***@{host}:{port}")
     finally:
         await client.shutdown()

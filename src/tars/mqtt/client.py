@@ -768,7 +768,7 @@ class MQTTClient:
                 now = loop.time()
                 if trouble.failed(now):
                     log.warning(
-                        "%s cannot connect to %s (%d failed attempts in %.0f s): %s; "
+                        "%s cannot connect to %s (failed attempts: %d in %.0f s): %s; "
                         "retrying in %.2f s%s",
                         self.client_id,
                         params.redacted_url,
@@ -793,7 +793,7 @@ class MQTTClient:
             healed = trouble.connected(loop.time()) if up else None
             if healed is not None:
                 log.info(
-                    "%s connected to %s after %d failed attempts in %.1f s",
+                    "%s connected to %s after failed attempts: %d in %.1f s",
                     self.client_id,
                     params.redacted_url,
                     healed.attempts,

@@ -63,6 +63,15 @@ async def test_publish_without_subscribers_is_acked_with_0x10(
     assert ack.reason_code == mqtt5.PubAckReasonCode.NO_MATCHING_SUBSCRIBERS
 
 
+async def test_qos2_publish_without_subscribers_is_pubrec_success_as_mosquitto(
+    broker: InMemoryBroker, open_peer: PeerOpener
+) -> None:
+    pub = await connected(open_peer, broker, "pub")
+    pub.send(mqtt5.PublishPacket("nobody/listens", b"x", qos=QoS.EXACTLY_ONCE, packet_id=3))
+    rec = await pub.expect(mqtt5.PubRecPacket)
+    assert (rec.packet_id, rec.reason_code) == (3, mqtt5.PubRecReasonCode.SUCCESS)
+
+
 async def test_qos2_repeat_before_pubrel_is_forwarded_once(
     broker: InMemoryBroker, open_peer: PeerOpener
 ) -> None:

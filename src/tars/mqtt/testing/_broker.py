@@ -52,7 +52,8 @@ class InMemoryBroker:
     - sends a client whose subscriptions overlap one copy of a message per matching
       subscription, each at that subscription's QoS and with its id, as Mosquitto does;
     - gives each message of a ``$share/{group}/{filter}`` to one connected member, round robin;
-    - answers a QoS 1/2 publish nobody subscribed to with reason code 0x10, as Mosquitto does;
+    - answers a QoS 1 publish nobody subscribed to with reason code 0x10 and a QoS 2 one with
+      Success, as Mosquitto 2.0 does;
     - queues QoS 1/2 (not QoS 0) messages for an absent client with a session, up to
       ``max_queued_messages``, then drops new ones (counted in :meth:`sessions`);
     - publishes a will on takeover too (MQTT 5, 3.1.4), but not on :meth:`restart` or

@@ -15,7 +15,8 @@ Which rules, briefly (MQTT 5.0 sections in brackets):
   ends, whichever is first, unless the client reconnects meanwhile.
 - PUBLISH [3.3, 4.3]: QoS 1 answered with PUBACK, QoS 2 with PUBREC and forwarded once (a
   repeat of a packet id awaiting PUBREL is answered, not forwarded); "no matching subscribers"
-  (0x10) is reported as Mosquitto does. Topic aliases are not offered (maximum 0).
+  (0x10) is reported on PUBACK and not on PUBREC, as Mosquitto 2.0 does. Topic aliases are
+  not offered (maximum 0).
 - Malformed bytes [4.13]: CONNACK 0x81 before the session exists, DISCONNECT 0x81 after, then
   close. Protocol errors likewise with 0x82 and friends.
 """
@@ -267,7 +268,8 @@ class BrokerCore:
             return
         assert link.client_id is not None
         matched = self.publish(StoredMessage.from_publish(packet, link.client_id, self.now()))
-        code = 0x00 if matched else 0x10
+        # As Mosquitto 2.0: "no matching subscribers" (0x10) on PUBACK; PUBREC says Success.
+        code = 0x10 if qos == 1 and not matched else 0x00
         if qos == 1:
             link.send(mqtt5.PubAckPacket(packet_id, reason_code=mqtt5.PubAckReasonCode(code)))
         elif qos == 2:

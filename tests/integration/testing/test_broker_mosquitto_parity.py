@@ -1,0 +1,47 @@
+"""Where MQTT 5 leaves the broker a choice, the development broker answers as Mosquitto 2.0.
+
+Each case sends the same raw packets to a real Mosquitto and to the InMemoryBroker over TCP and
+compares the answers, so the testing docs' "as Mosquitto does" is checked, not claimed.
+"""
+
+from __future__ import annotations
+
+import mqtt5
+import pytest
+
+from support import RawMQTT
+from tars.mqtt.testing import InMemoryBroker, MosquittoBroker
+
+pytestmark = pytest.mark.mosquitto
+
+
+async def unmatched_publish_codes(port: int) -> tuple[int, int]:
+    """(PUBACK reason of a QoS 1 publish, PUBREC reason of a QoS 2 one) nobody subscribed to."""
+    peer = await RawMQTT.open("127.0.0.1", port)
+    try:
+        await peer.send(mqtt5.ConnectPacket("parity-probe"))
+        assert isinstance(await peer.receive(), mqtt5.ConnAckPacket)
+        await peer.send(
+            mqtt5.PublishPacket("nobody/listens", b"x", qos=mqtt5.QoS.AT_LEAST_ONCE, packet_id=1)
+        )
+        ack = await peer.receive()
+        await peer.send(
+            mqtt5.PublishPacket("nobody/listens", b"x", qos=mqtt5.QoS.EXACTLY_ONCE, packet_id=2)
+        )
+        rec = await peer.receive()
+        assert isinstance(ack, mqtt5.PubAckPacket)
+        assert isinstance(rec, mqtt5.PubRecPacket)
+        return int(ack.reason_code), int(rec.reason_code)
+    finally:
+        await peer.close()
+
+
+async def test_unmatched_publishes_are_answered_like_mosquitto(
+    shared_mosquitto: MosquittoBroker,
+) -> None:
+    mosquitto_port = int(shared_mosquitto.url.rsplit(":", 1)[1])
+    async with InMemoryBroker(name="parity") as broker:
+        ours = await unmatched_publish_codes(await broker.serve_tcp())
+    theirs = await unmatched_publish_codes(mosquitto_port)
+    assert theirs == (0x10, 0x00)  # Mosquitto 2.0: "no matching subscribers" on PUBACK only
+    assert ours == theirs
