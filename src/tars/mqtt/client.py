@@ -104,6 +104,8 @@ class ClientStats:
     unmatched: int  # received but no subscription wanted it
     connects: int  # successful connections (the first one included)
     stale_links: int  # links the watchdog or the publish timeout tore down
+    outbox_depth: int = 0  # messages waiting in the outbox for a link (a gauge)
+    inflight: int = 0  # QoS 1/2 publishes sent and not yet acknowledged (a gauge)
 
 
 class MQTTClient:
@@ -257,6 +259,8 @@ class MQTTClient:
             unmatched=self._dispatcher.unmatched,
             connects=self._connects,
             stale_links=self._stale_links,
+            outbox_depth=len(publisher.outbox),
+            inflight=self._session.inflight_count if self._session is not None else 0,
             **totals,
         )
 
