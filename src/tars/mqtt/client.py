@@ -753,11 +753,9 @@ class MQTTClient:
                 first = not self._first_connect.done()
                 fatal = error.reason_code in _FATAL_CONNACK
                 failed_in_round += 1
-                if first and not fatal and failed_in_round < len(self._endpoints):
-                    # Several brokers: the first that answers wins, whatever wait_for_broker.
-                    self._next_endpoint()
-                    continue
                 self._next_endpoint()
+                if first and not fatal and failed_in_round < len(self._endpoints):
+                    continue  # several brokers: the first that answers wins, wait_for_broker or not
                 if first and (fatal or not cfg.wait_for_broker):
                     self._first_connect.set_exception(error)
                     return
