@@ -13,6 +13,7 @@ import logging
 
 import pytest
 
+from support import LoopbackServer
 from support.mosquitto_cli import Inbox, unique, wait_until
 from tars.mqtt import ClientState, ConnectError, MQTTClient
 from tars.mqtt.testing import MosquittoBroker
@@ -55,24 +56,13 @@ async def test_a_broker_not_listening_is_a_warning_and_its_return_an_info(
         await client.shutdown()
 
 
-class Mqtt311Broker:
+class Mqtt311Broker(LoopbackServer):
     """A TCP server that answers any CONNECT as an MQTT 3.1.1-only broker answers an MQTT 5
     one: CONNACK with return code 1 (unacceptable protocol version), then closes."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.attempts: Inbox[bytes] = Inbox()
-        self.server: asyncio.Server | None = None
-        self.port = 0
-
-    async def __aenter__(self) -> Mqtt311Broker:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        assert self.server is not None
-        self.server.close()
-        await self.server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

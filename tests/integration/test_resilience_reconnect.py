@@ -13,6 +13,7 @@ import asyncio
 import mqtt5
 import pytest
 
+from support import LoopbackServer
 from support.mosquitto_cli import Inbox, unique
 from tars.mqtt import (
     BackoffPolicy,
@@ -131,25 +132,14 @@ async def test_a_policy_that_gives_up_closes_the_client(
     assert client_tasks() == []
 
 
-class KickingBroker:
+class KickingBroker(LoopbackServer):
     """A fake broker that accepts every CONNECT, answers the first SUBSCRIBE with a SUBACK and,
     in the same write, a DISCONNECT "server shutting down": a link lost just as the client
     finishes restoring its subscriptions."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.attempts: Inbox[None] = Inbox()
-        self.server: asyncio.Server | None = None
-        self.port = 0
-
-    async def __aenter__(self) -> KickingBroker:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        assert self.server is not None
-        self.server.close()
-        await self.server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.attempts.add(None)

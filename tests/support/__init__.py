@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Self
 
 import mqtt5
 
@@ -79,3 +80,25 @@ async def mqtt_session(host: str, port: int, client_id: str) -> tuple[RawMQTT, m
         await peer.close()
         raise
     return peer, connack
+
+
+class LoopbackServer:
+    """A fake broker on a free loopback port: ``async with`` starts it, :attr:`port` is where
+    it listens, and a subclass's ``_serve(reader, writer)`` plays each connection."""
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> Self:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
