@@ -26,12 +26,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mqtt5 import ConnAckPacket, PublishPacket, QoS, TopicFilter
+from mqtt5 import PublishPacket, QoS, TopicFilter
 from pydantic import BaseModel
 
 from tars.mqtt import (
-    Connection,
     Envelope,
+    LinkView,
     Message,
     MQTTClient,
     NotConnectedError,
@@ -169,7 +169,7 @@ class _FilteredSubscription:
 
 
 class AdvancedMQTTClient:
-    """MQTT 5 features the wrapper does not wrap, through ``mqtt.client`` (the Connection).
+    """MQTT 5 features the wrapper does not wrap, through ``mqtt.client`` (a LinkView).
 
     Subscriptions made on the connection are not the core's: the core does not restore them
     after a reconnect, so this class re-sends them from an ``on_connect`` hook, and it receives
@@ -184,7 +184,8 @@ class AdvancedMQTTClient:
 
     def broker_limits(self) -> dict[str, Any]:
         """What the broker's CONNACK said about its limits (MQTT 5 properties)."""
-        connack: ConnAckPacket = self._connection().connack
+        connack = self._connection().connack
+        assert connack is not None  # a live link has had its CONNACK
         return {
             "max_qos": int(connack.max_qos),
             "retain_available": connack.retain_available,
@@ -223,14 +224,14 @@ class AdvancedMQTTClient:
                 with contextlib.suppress(asyncio.CancelledError):
                     await sub.worker
 
-    def _connection(self) -> Connection:
+    def _connection(self) -> LinkView:
         conn = self.mqtt.client
         if conn is None:
             raise NotConnectedError("the MQTT client is not connected")
         return conn
 
     @staticmethod
-    async def _subscribe(conn: Connection, sub: _FilteredSubscription) -> None:
+    async def _subscribe(conn: LinkView, sub: _FilteredSubscription) -> None:
         options = TopicFilter(sub.pattern, max_qos=QoS(sub.qos), no_local=True)
         [code] = await conn.subscribe(options)
         if code >= 0x80:

@@ -1,9 +1,9 @@
-"""tars-core's protocol layer alone: a :class:`~tars.mqtt._session.Session` under an asyncio
-:class:`~tars.mqtt.Connection`, with a synchronous message listener.
+"""tars-core's protocol layer alone: the sans-I/O :class:`~tars.mqtt._session.Session` under
+one asyncio :class:`~tars.mqtt._connection.Connection`, with a synchronous message listener.
 
-No MQTTClient: no envelope, no dispatch queue, no outbox, no liveness. It is the layer the
-foundation issue asked to be measured by itself, next to raw gmqtt (whose synchronous
-``on_message`` is the same shape) and raw aiomqtt.
+No MQTTClient: no envelope, no dispatch queue, no supervisor. It is the layer the foundation
+issue asked to be measured by itself, next to raw gmqtt (whose synchronous ``on_message`` is the
+same shape) and raw aiomqtt.
 """
 
 from __future__ import annotations
@@ -11,12 +11,11 @@ from __future__ import annotations
 import asyncio
 
 import orjson
-from mqtt5 import PublishPacket
+from mqtt5 import PublishPacket, QoS, TopicFilter
 
 from bench.adapters import Adapter, Event, OnMessage
-from tars.mqtt import Connection
-from tars.mqtt._connection import MessageListener, open_connection
-from tars.mqtt._session import PublishDone, Session
+from tars.mqtt._connection import Connection, MessageListener, open_connection, settle
+from tars.mqtt._session import Session, WaitFor
 
 __all__ = ["ADAPTER", "TarsProtoAdapter"]
 
@@ -30,23 +29,11 @@ class TarsProtoAdapter(Adapter):
         self._conn: Connection | None = None
         self._listeners: list[MessageListener] = []
         self._session: Session | None = None
-        self._drained: asyncio.Future[None] | None = None
 
     async def connect(self, host: str, port: int, client_id: str) -> None:
         self._session = Session(client_id, keep_alive=60)
-        self._conn = await open_connection(
-            self._session,
-            host,
-            port,
-            listeners=self._listeners,
-            on_publish_done=self._on_publish_done,
-        )
-
-    def _on_publish_done(self, event: PublishDone) -> None:
-        drained, session = self._drained, self._session
-        idle = session is not None and session.unfinished_count == 0
-        if idle and drained is not None and not drained.done():
-            drained.set_result(None)
+        self._conn = await open_connection(self._session, host, port, listeners=self._listeners)
+        await self._conn.wait_ready()
 
     async def subscribe(self, topic: str, qos: int, on_message: OnMessage) -> None:
         loads = orjson.loads
@@ -55,34 +42,45 @@ class TarsProtoAdapter(Adapter):
             on_message(loads(packet.payload))
 
         self._listeners.append(listener)
-        await self._require().subscribe(topic, qos=qos)
+        conn, session = self._require()
+        fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        session.subscribe([TopicFilter(topic, max_qos=QoS(qos))], handle=fut)
+        conn.flush()
+        await fut
 
     async def publish(self, topic: str, event: Event, qos: int, *, wait: bool) -> None:
-        conn = self._require()
-        if wait:
-            await conn.publish(topic, orjson.dumps(event), qos=qos)
-            return
-        if qos and conn.at_capacity:
-            await conn.wait_for_capacity()
-        conn.publish_nowait(topic, orjson.dumps(event), qos=qos, wait=False)
+        conn, session = self._require()
+        fut: asyncio.Future[int] | None = None
+        if qos:
+            if wait:
+                fut = asyncio.get_running_loop().create_future()
+            elif session.at_capacity:
+                await self._wait(WaitFor.CAPACITY)
+        settle(session.publish(topic, orjson.dumps(event), qos, handle=fut))
+        conn.flush_soon()
         if conn.write_paused:
             await conn.drain()
+        if fut is not None:
+            await fut
 
     async def flush(self) -> None:
-        self._require()
-        assert self._session is not None
-        if self._session.unfinished_count:
-            self._drained = asyncio.get_running_loop().create_future()
-            await self._drained
-            self._drained = None
+        await self._wait(WaitFor.FLUSHED)
 
     async def close(self) -> None:
         if self._conn is not None:
             await self._conn.disconnect()
 
-    def _require(self) -> Connection:
+    async def _wait(self, what: WaitFor) -> None:
+        conn, session = self._require()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if session.wait(fut, what):
+            conn.flush()
+            await fut
+
+    def _require(self) -> tuple[Connection, Session]:
         assert self._conn is not None, "connect() first"
-        return self._conn
+        assert self._session is not None
+        return self._conn, self._session
 
 
 ADAPTER = TarsProtoAdapter

@@ -16,7 +16,7 @@ from tars.mqtt import (
     ClientState,
     ClientStateError,
     ConfigError,
-    Connection,
+    LinkView,
     MQTTClient,
     MQTTError,
 )
@@ -165,7 +165,7 @@ async def test_state_connected_and_client_property_through_the_lifecycle(
     assert (client.state, client.connected, client.client) == (ClientState.CREATED, False, None)
     await client.connect()
     assert (client.state, client.connected) == (ClientState.CONNECTED, True)
-    assert isinstance(client.client, Connection)
+    assert isinstance(client.client, LinkView)
     with pytest.raises(AttributeError):
         client.client = None  # type: ignore[misc]
     await client.shutdown()

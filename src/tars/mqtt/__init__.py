@@ -26,9 +26,8 @@ _EXPORTS: dict[str, str] = {
     "MQTTClientConfig": "._config",
     "parse_mqtt_url": "._config",
     "redact_url": "._config",
-    "Connection": "._connection",
-    "Subscription": "._dispatch",
-    "SubscriptionStats": "._dispatch",
+    "Subscription": "._subscription",
+    "SubscriptionStats": "._subscription",
     "Envelope": "._envelope",
     "decode_envelope": "._envelope",
     "new_id": "._envelope",
@@ -46,6 +45,7 @@ _EXPORTS: dict[str, str] = {
     "PublishError": "._errors",
     "SubscribeError": "._errors",
     "HealthStatus": "._health",
+    "LinkView": "._linkview",
     "HeartbeatPayload": "._health",
     "health_topic": "._health",
     "keepalive_topic": "._health",
@@ -90,9 +90,6 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs read (the same table, a
     from ._config import MQTTClientConfig as MQTTClientConfig
     from ._config import parse_mqtt_url as parse_mqtt_url
     from ._config import redact_url as redact_url
-    from ._connection import Connection as Connection
-    from ._dispatch import Subscription as Subscription
-    from ._dispatch import SubscriptionStats as SubscriptionStats
     from ._envelope import Envelope as Envelope
     from ._envelope import decode_envelope as decode_envelope
     from ._envelope import new_id as new_id
@@ -113,8 +110,11 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs read (the same table, a
     from ._health import HeartbeatPayload as HeartbeatPayload
     from ._health import health_topic as health_topic
     from ._health import keepalive_topic as keepalive_topic
+    from ._linkview import LinkView as LinkView
     from ._message import Message as Message
     from ._options import ClientOptions as ClientOptions
+    from ._subscription import Subscription as Subscription
+    from ._subscription import SubscriptionStats as SubscriptionStats
     from ._topics import topic_matches as topic_matches
     from ._topics import validate_topic_filter as validate_topic_filter
     from ._topics import validate_topic_name as validate_topic_name

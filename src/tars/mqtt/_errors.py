@@ -88,6 +88,10 @@ class NotConnectedError(MQTTError):
     """There is no connection to the broker and the operation may not wait or be queued."""
 
 
+# CONNACK reasons that no retry will fix while the configuration stays the same.
+_FATAL_CONNACK = frozenset({0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C})
+
+
 class ConnectError(MQTTError):
     """A connection or session could not be established.
 
@@ -96,6 +100,8 @@ class ConnectError(MQTTError):
     TCP connection itself was refused (nothing listens on the port): the reconnect policy retries
     that sooner, since it costs the broker's host nothing. ``server_reference`` is the MQTT 5
     Server Reference of a redirecting CONNACK (0x9C use another server, 0x9D server moved).
+    ``fatal`` is true when no retry can fix it with the same configuration (a refusal such as
+    bad credentials, or a TLS certificate the client does not trust).
     """
 
     def __init__(
@@ -105,11 +111,13 @@ class ConnectError(MQTTError):
         *,
         refused: bool = False,
         server_reference: str | None = None,
+        fatal: bool = False,
     ) -> None:
         super().__init__(message)
         self.reason_code = reason_code
         self.refused = refused
         self.server_reference = server_reference
+        self.fatal = fatal or reason_code in _FATAL_CONNACK
 
 
 class ConnectionLostError(MQTTError):

@@ -1,34 +1,36 @@
-"""A sans-I/O MQTT 5 client session.
+"""The sans-I/O MQTT 5 session: everything that survives a link lives here.
 
-This module owns everything MQTT 5 says about a client connection and its session, and nothing
-else: no sockets, no sleeping, no asyncio. It takes bytes received, method calls and the current
-time; it returns bytes to send (:meth:`Session.data_to_send`), events, and the next deadline.
-The asyncio layer (:mod:`tars.mqtt._connection`) only moves bytes and wakes up on time.
+Rule 1 of this module (after h11's): **whatever outlives one network link is owned here, and
+nowhere else.** Each outgoing publish from the call to its outcome (packet ids, the broker's
+Receive Maximum window, DUP resends, the offline queue with the outbox limits), the subscription
+table and the restore plan for a fresh or a resumed broker session, incoming QoS 2 state, and
+the liveness deadlines (keep-alive, heartbeat, watchdog, ack timeout). The asyncio layer above
+only moves bytes, keeps one timer, and turns handles into futures; it asks here for every
+decision, so every race between a link coming up and a call arriving is a unit test without a
+socket.
 
-Design rules:
+No sockets, no sleeping, no asyncio: it takes bytes received, method calls and the current time
+(``now``, from a monotonic clock); it returns bytes to send (:meth:`Session.data_to_send`),
+events (:mod:`._events`), and the next deadline.
 
-- One :class:`Session` lives as long as the client's MQTT session, across many network links.
+- One :class:`Session` lives as long as the client, across many links.
   :meth:`Session.connection_made` starts a link (queues CONNECT), :meth:`Session.connection_lost`
-  ends it. Unacknowledged QoS 1/2 state survives in between, so a resumed session resends it
-  with the DUP flag, and a session the broker forgot gets the same messages again as new
-  publishes (at-least-once: receivers deduplicate by envelope id).
-- Each outgoing QoS 1/2 publish and each SUBSCRIBE/UNSUBSCRIBE carries an opaque ``handle``
-  chosen by the caller (the asyncio layer passes a future). The session hands it back in the
-  event that finishes the operation, whatever packet id it had on whichever link.
-- Incoming messages are reported as the codec's own :class:`mqtt5.PublishPacket` objects, so the
-  receive hot path allocates no extra object per message. Acks for them are queued at once:
-  QoS 1 on receipt, QoS 2 with "deliver on PUBLISH, remember the id until PUBREL" (the
-  MQTT 5 spec's method B), which gives exactly-once delivery to the application.
-- Flow control: never more QoS 1/2 publishes in flight than the broker's Receive Maximum; the
-  rest wait in order in a pending queue and go out as acks free slots.
+  ends it. On CONNACK the session itself queues the resends, the subscription restore and the
+  pending publishes, in that order, and reports :class:`~._events.Ready` once every restore
+  request is answered.
+- Each outgoing QoS 1/2 publish and each request carries an opaque ``handle`` chosen by the
+  caller, given back in the event that finishes it.
+- Incoming QoS 1 is acknowledged on receipt; QoS 2 is delivered on PUBLISH and its id kept until
+  PUBREL (the spec's method B): exactly once to the application.
 - Anything the broker sends that MQTT 5 does not allow is a protocol error: the session queues a
-  DISCONNECT with the right reason code and reports :class:`Disconnected` with the error.
+  DISCONNECT with the right reason code and reports :class:`~._events.Disconnected`.
 """
 
 from __future__ import annotations
 
 import enum
-from collections import deque
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -45,6 +47,7 @@ from mqtt5 import (
     PubRecPacket,
     PubRelPacket,
     QoS,
+    RetainHandling,
     SubAckPacket,
     SubscribePacket,
     TopicFilter,
@@ -53,23 +56,38 @@ from mqtt5 import (
     Will,
 )
 
-from ._errors import ClientStateError, PayloadTooLarge, ProtocolError
+from ._errors import (
+    ClientStateError,
+    ConnectionLostError,
+    OutboxFullError,
+    PayloadTooLarge,
+    ProtocolError,
+    SubscribeError,
+)
+from ._events import (
+    Connected,
+    ConnectFailed,
+    Disconnected,
+    Event,
+    PublishDone,
+    Ready,
+    RequestAborted,
+    Settled,
+    Subscribed,
+    Unsubscribed,
+)
+from ._framing import FramingError, check_fixed_header, frame_length
+from ._liveness import Liveness
+from ._outgoing import OutboxPolicy, Outgoing, OutgoingStore
+from ._subtable import SubscriptionTable
 
-__all__ = [
-    "ConnectFailed",
-    "Connected",
-    "Disconnected",
-    "Event",
-    "PublishDone",
-    "RequestAborted",
-    "Session",
-    "SessionState",
-    "Subscribed",
-    "Unsubscribed",
-]
+__all__ = ["Session", "SessionState", "WaitFor"]
+
+log = logging.getLogger("tars.mqtt")
 
 _QOS: Final = (QoS.AT_MOST_ONCE, QoS.AT_LEAST_ONCE, QoS.EXACTLY_ONCE)
 _MAX_PACKET_ID: Final = 65535
+_DEFAULT_UNACKED_LIMIT: Final = 1000
 # Reason codes used here (MQTT 5, section 2.4).
 _MALFORMED: Final = 0x81
 _PROTOCOL_ERROR: Final = 0x82
@@ -77,10 +95,12 @@ _RECEIVE_MAX_EXCEEDED: Final = 0x93
 _PACKET_TOO_LARGE: Final = 0x95
 _KEEP_ALIVE_TIMEOUT: Final = 0x8D
 _PACKET_ID_NOT_FOUND: Final = 0x92
+_NO_SUBSCRIBERS: Final = 0x10
+_SHARED_NOT_SUPPORTED: Final = 0x9E
+_WILDCARDS_NOT_SUPPORTED: Final = 0xA2
 _UNSUPPORTED_PROTOCOL_VERSION: Final = 0x84
 _MQTT3_ONLY: Final = "the broker speaks only MQTT 3.1.1 (or older); tars-core needs MQTT 5"
-# Fixed header (5 bytes at most) + topic length prefix + packet id + property length (4 max).
-_PUBLISH_OVERHEAD: Final = 5 + 2 + 2 + 4
+_EMPTY: Final[tuple[Event, ...]] = ()
 
 
 class SessionState(enum.Enum):
@@ -89,117 +109,41 @@ class SessionState(enum.Enum):
     DISCONNECTED = "disconnected"  # no link
     CONNECTING = "connecting"  # CONNECT sent, waiting for CONNACK
     CONNECTED = "connected"  # CONNACK success received
-    CLOSING = "closing"  # DISCONNECT queued (by us); the link should be closed
+    CLOSING = "closing"  # DISCONNECT queued (by us) or the link found dead: it should close
 
 
-# --- events ---------------------------------------------------------------------------------
+class WaitFor(enum.Enum):
+    """What a waiter registered with :meth:`Session.wait` waits for."""
+
+    FLUSHED = "flushed"  # no publish owed an outcome
+    CAPACITY = "capacity"  # fewer unfinished publishes than the limit (or no link)
+    ROOM = "room"  # a link, or room in the outbox for ``size`` bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Connected:
-    """The broker accepted the connection (CONNACK success)."""
-
-    session_present: bool
-    connack: ConnAckPacket
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectFailed:
-    """The broker refused the connection (CONNACK with a failure reason code)."""
-
-    reason_code: int
-    reason_string: str | None
-    server_reference: str | None = None  # MQTT 5 redirection (0x9C/0x9D): where to go instead
-
-
-@dataclass(frozen=True, slots=True)
-class PublishDone:
-    """A QoS 1/2 publish is finished: acknowledged (``reason_code < 0x80``) or refused."""
-
-    handle: object
-    reason_code: int
-    reason_string: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Subscribed:
-    """SUBACK for a :meth:`Session.subscribe` call, one reason code per filter."""
-
-    handle: object
-    reason_codes: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Unsubscribed:
-    """UNSUBACK for a :meth:`Session.unsubscribe` call, one reason code per filter."""
-
-    handle: object
-    reason_codes: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class RequestAborted:
-    """A SUBSCRIBE/UNSUBSCRIBE lost its link before the ack (MQTT does not resend these)."""
-
-    handle: object
-
-
-@dataclass(frozen=True, slots=True)
-class Disconnected:
-    """The link must end: the broker sent DISCONNECT, or we found a protocol error or a dead link.
-
-    ``by_peer`` tells whether the broker said so. ``error`` is set when we are the ones ending the
-    link because the peer misbehaved or went silent; a DISCONNECT with ``reason_code`` is then
-    already queued in :meth:`Session.data_to_send` (except for a keep-alive timeout, where the
-    link is presumed dead).
-    """
-
-    reason_code: int
-    reason_string: str | None = None
-    by_peer: bool = False
-    error: ProtocolError | None = None
-    server_reference: str | None = None  # the broker's MQTT 5 Server Reference, if it sent one
-
-
-Event = (
-    Connected
-    | ConnectFailed
-    | PublishDone
-    | Subscribed
-    | Unsubscribed
-    | RequestAborted
-    | Disconnected
-    | PublishPacket
-)
-
-
-# --- internal state -------------------------------------------------------------------------
-
-
-@dataclass(slots=True, eq=False)
-class _Outgoing:
-    """One QoS 1/2 publish of ours, from the call until its final ack."""
-
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-    properties: dict[str, Any] | None
-    handle: object
-    packet_id: int = 0
-    wire: bytes | None = None  # the bytes as first sent, reused (with DUP) on resume
-    released: bool = False  # QoS 2: PUBREC received, PUBREL sent, waiting for PUBCOMP
+class _Purpose(enum.Enum):
+    RAW = "raw"  # a protocol-level request (the .client view): the caller reads the codes
+    USER = "user"  # a subscription of the table, for a caller awaiting it
+    RESTORE = "restore"  # the restore plan of a new link
+    INTERNAL = "internal"  # an internal topic: failures are logged
 
 
 @dataclass(slots=True, eq=False)
 class _Request:
     kind: type[SubAckPacket] | type[UnsubAckPacket]
     handle: object
-    count: int
+    filters: tuple[str, ...]
+    purpose: _Purpose
+
+
+@dataclass(slots=True, eq=False)
+class _Waiter:
+    handle: object
+    what: WaitFor
+    size: int
 
 
 @dataclass(slots=True)
-class _LinkState:
+class _Link:
     """What lives and dies with one network link."""
 
     send_quota: int = _MAX_PACKET_ID  # the broker's Receive Maximum, then what is left of it
@@ -207,17 +151,34 @@ class _LinkState:
     keep_alive: int = 0
     next_ping: float | None = None
     ping_deadline: float | None = None
+    restoring: int = 0  # restore requests not answered yet
+    ready: bool = False
+    session_present: bool = False
+    first: bool = False
+    refused: tuple[tuple[str, int], ...] = ()
     rest: list[bytes] = field(default_factory=list)  # a partial packet waiting for more bytes
     rest_size: int = 0
     need: int = 0  # total bytes of the partial packet, when its header told us
 
 
+@dataclass(slots=True)
+class SessionStats:
+    """The session's counters (only grow)."""
+
+    published: int = 0  # handed to a link (QoS 0 written, QoS 1/2 first sent)
+    publish_failed: int = 0  # refused by the broker, or unsendable on this link
+    no_subscribers: int = 0  # acknowledged with 0x10: the broker had no subscriber for it
+    dropped_offline: int = 0  # QoS 0 while disconnected (not queued)
+    stale_links: int = 0  # links the watchdog or the ack timeout declared dead
+
+
 class Session:
-    """The MQTT 5 state of one client, fed bytes and calls, giving back bytes and events.
+    """The MQTT 5 state of one client, fed bytes, calls and the time; giving back bytes and
+    events (see the module docstring).
 
     Raises :class:`~tars.mqtt.ClientStateError` for calls that make no sense in the current link
-    state, and :class:`~tars.mqtt.PayloadTooLarge` for a publish over the broker's maximum
-    packet size. Everything the broker gets wrong becomes a :class:`Disconnected` event.
+    state and :class:`~tars.mqtt.PayloadTooLarge` for a publish over the broker's maximum packet
+    size. Everything the broker gets wrong becomes a :class:`~._events.Disconnected` event.
     """
 
     def __init__(
@@ -233,7 +194,19 @@ class Session:
         password: str | None = None,
         will: Will | None = None,
         ping_timeout: float | None = None,
+        outbox_max_messages: int = 10_000,
+        outbox_max_bytes: int = 16 * 1024 * 1024,
+        outbox_ttl: float | None = None,
+        outbox_policy: OutboxPolicy = "drop_oldest",
+        queue_qos0_offline: bool = False,
+        unacked_limit: int = _DEFAULT_UNACKED_LIMIT,
+        liveness: Liveness | None = None,
+        heartbeat: tuple[str, Callable[[], bytes]] | None = None,
+        announce: Callable[[bool], tuple[str, bytes]] | None = None,
     ) -> None:
+        """``heartbeat`` is (topic, payload factory) of the heartbeat the liveness schedule asks
+        for; ``announce(first)`` gives the (topic, payload) of a retained QoS 1 status published
+        as each link becomes ready."""
         if not 1 <= receive_maximum <= _MAX_PACKET_ID:
             raise ValueError("receive_maximum must be in 1..65535")
         self.client_id = client_id
@@ -245,29 +218,38 @@ class Session:
         self.username = username
         self._password = password
         self.will = will
-        # How long a PINGREQ may wait for its PINGRESP before the link counts as dead.
-        self.ping_timeout = ping_timeout
+        self.ping_timeout = ping_timeout  # how long a PINGREQ may wait for its PINGRESP
+        self.queue_qos0_offline = queue_qos0_offline
+        self.unacked_limit = unacked_limit
         self.state = SessionState.DISCONNECTED
         self.connack: ConnAckPacket | None = None
+        self.stats = SessionStats()
+        self.outgoing = OutgoingStore(
+            max_messages=outbox_max_messages,
+            max_bytes=outbox_max_bytes,
+            ttl=outbox_ttl,
+            policy=outbox_policy,
+        )
+        self.subscriptions = SubscriptionTable()
+        self.liveness = liveness
+        self._heartbeat = heartbeat
+        self._heartbeat_topic = heartbeat[0] if heartbeat is not None else None
+        self._announce = announce
         self._out: list[bytes] = []
-        self._link = _LinkState()
+        self._link = _Link()
         self._next_id = 0
-        # Our QoS 1/2 publishes on the wire, by packet id, in send order (dicts keep order).
-        self._inflight: dict[int, _Outgoing] = {}
-        # Accepted but not yet sent (no send quota left, or no link).
-        self._pending: deque[_Outgoing] = deque()
-        # In flight from an earlier link, still to resend on this one (the broker's Receive
-        # Maximum is smaller than what we had in flight): they go out before any pending one.
-        self._resend: deque[_Outgoing] = deque()
         self._requests: dict[int, _Request] = {}
-        # Incoming QoS 2 packet ids delivered and PUBREC-ed, waiting for PUBREL.
-        self._incoming_qos2: set[int] = set()
+        self._incoming_qos2: set[int] = set()  # delivered and PUBREC-ed, waiting for PUBREL
+        self._waiters: list[_Waiter] = []
         self._connected_once = False
+        self._now = 0.0
+        if heartbeat is not None:
+            self.subscriptions.add_internal(heartbeat[0])
 
     def __repr__(self) -> str:  # never shows the password
         return (
             f"<Session client_id={self.client_id!r} state={self.state.value} "
-            f"inflight={len(self._inflight)} pending={len(self._pending)}>"
+            f"inflight={len(self.outgoing.inflight)} pending={len(self.outgoing.pending)}>"
         )
 
     def use_credentials(self, username: str | None, password: str | None) -> None:
@@ -278,19 +260,41 @@ class Session:
     # --- introspection ----------------------------------------------------------------------
 
     @property
-    def inflight_count(self) -> int:
-        """QoS 1/2 publishes sent and not yet finished."""
-        return len(self._inflight)
+    def linked(self) -> bool:
+        """True while a CONNACK-ed link is up (publishes go out now)."""
+        return self.state is SessionState.CONNECTED
 
     @property
-    def pending_count(self) -> int:
-        """QoS 1/2 publishes accepted but not yet sent (flow control or no link)."""
-        return len(self._pending)
+    def ready(self) -> bool:
+        """True once the current link's restore is answered (see :class:`~._events.Ready`)."""
+        return self.state is SessionState.CONNECTED and self._link.ready
+
+    @property
+    def session_present(self) -> bool:
+        """Whether the broker resumed our session on the current (or last) link."""
+        return self._link.session_present
+
+    @property
+    def inflight_count(self) -> int:
+        """QoS 1/2 publishes sent and not yet finished."""
+        return len(self.outgoing.inflight)
 
     @property
     def unfinished_count(self) -> int:
-        """Every QoS 1/2 publish the session still owes an outcome for."""
-        return len(self._inflight) + len(self._pending)
+        """Every publish the session still owes an outcome for (sent or not)."""
+        return self.outgoing.unfinished
+
+    @property
+    def at_capacity(self) -> bool:
+        """True while a link is up and ``unacked_limit`` or more publishes are unfinished."""
+        return self.state is SessionState.CONNECTED and self.outgoing.unfinished >= (
+            self.unacked_limit
+        )
+
+    @property
+    def output_backlog(self) -> int:
+        """Packets queued for the wire since the last :meth:`data_to_send`."""
+        return len(self._out)
 
     # --- link lifecycle ---------------------------------------------------------------------
 
@@ -298,14 +302,14 @@ class Session:
         """A new link is up: queue CONNECT. ``clean_start`` applies only to the first link."""
         if self.state is not SessionState.DISCONNECTED:
             raise ClientStateError(f"connection_made() in state {self.state.value}")
+        self._now = now
         self._out.clear()
-        self._link = _LinkState()
-        clean = self.clean_start and not self._connected_once
+        self._link = _Link()
         connect = ConnectPacket(
             self.client_id,
             username=self.username,
             password=None if self._password is None else self._password.encode(),
-            clean_start=clean,
+            clean_start=self.clean_start and not self._connected_once,
             will=self.will,
             keep_alive=self.keep_alive,
             session_expiry_interval=self.session_expiry_interval,
@@ -316,13 +320,19 @@ class Session:
         self.state = SessionState.CONNECTING
 
     def connection_lost(self) -> list[Event]:
-        """The link is gone. Publishes stay for the next link; SUBSCRIBE/UNSUBSCRIBE are aborted."""
+        """The link is gone. Publishes stay for the next link; requests are aborted."""
         self.state = SessionState.DISCONNECTED
         self._out.clear()
-        self._link = _LinkState()
-        self._resend.clear()
-        events: list[Event] = [RequestAborted(r.handle) for r in self._requests.values()]
+        self._link = _Link()
+        self.outgoing.resend.clear()
+        if self.liveness is not None:
+            self.liveness.link_ended()
+        events: list[Event] = []
+        for request in self._requests.values():
+            if request.handle is not None:
+                events.append(RequestAborted(request.handle))
         self._requests.clear()
+        self._check_waiters(events)
         return events
 
     def disconnect(
@@ -340,14 +350,24 @@ class Session:
             self.state = SessionState.CLOSING
 
     def abandon(self) -> list[object]:
-        """Forget every unfinished publish and request; return their handles (to fail them)."""
-        handles: list[object] = [o.handle for o in self._inflight.values()]
-        handles.extend(o.handle for o in self._pending)
+        """Forget every unfinished publish, request and waiter; return their handles (the
+        caller fails them). Offline records abandoned so are counted as outbox drops."""
+        handles: list[object] = []
+        lost = 0
+        for item in self.outgoing.take_all():
+            handles.append(item.handle)
+            lost += 1
+        if lost:
+            self.outgoing.dropped += lost
+            log.warning(
+                "%s: %d publishes never acknowledged by the broker were discarded at shutdown",
+                self.client_id,
+                lost,
+            )
         handles.extend(r.handle for r in self._requests.values())
-        self._inflight.clear()
-        self._pending.clear()
-        self._resend.clear()
+        handles.extend(w.handle for w in self._waiters)
         self._requests.clear()
+        self._waiters.clear()
         self._incoming_qos2.clear()
         return handles
 
@@ -362,12 +382,7 @@ class Session:
         out.clear()
         return data
 
-    @property
-    def output_backlog(self) -> int:
-        """Packets queued for the wire since the last :meth:`data_to_send`."""
-        return len(self._out)
-
-    # --- calls ------------------------------------------------------------------------------
+    # --- publishing ---------------------------------------------------------------------------
 
     def publish(
         self,
@@ -378,32 +393,135 @@ class Session:
         *,
         handle: object = None,
         properties: dict[str, Any] | None = None,
-    ) -> None:
-        """Publish a message. QoS 0 goes out now (only while connected); QoS 1/2 go out now
-        when the broker's Receive Maximum allows, else wait in order. ``handle`` comes back in
-        the :class:`PublishDone` event of a QoS 1/2 publish.
+        now: float | None = None,
+    ) -> Sequence[Event]:
+        """Publish a message; returns the events of records this call ended (outbox drops).
+
+        While linked, QoS 0 goes out now and QoS 1/2 go out now when the broker's Receive
+        Maximum allows, else wait in order. Without a link, QoS 1/2 (and QoS 0 with
+        ``queue_qos0_offline``) are queued under the outbox limits; other QoS 0 is dropped and
+        counted. ``handle`` comes back in the :class:`~._events.PublishDone` of the record;
+        ``now`` (monotonic) dates an offline record for the outbox TTL.
+
+        Raises :class:`~tars.mqtt.PayloadTooLarge` when the encoded packet is over the broker's
+        Maximum Packet Size, :class:`~tars.mqtt.OutboxFullError` (outbox policy ``raise``).
         """
-        limit = self._link.max_packet_size
-        if limit is not None:
-            size = len(payload) + len(topic.encode()) + _PUBLISH_OVERHEAD
-            if size > limit:
-                raise PayloadTooLarge(len(payload), limit - (size - len(payload)))
-        if qos == 0:
-            if self.state is not SessionState.CONNECTED:
-                raise ClientStateError("QoS 0 publish needs a connected session")
+        if now is not None:
+            self._now = now
+        linked = self.state is SessionState.CONNECTED
+        if qos == 0 and linked:
             if properties:
                 packet = PublishPacket(topic, payload, retain=retain, **properties)
             else:
                 packet = PublishPacket(topic, payload, retain=retain)
-            self._out.append(packet.write())
-            return
-        if qos not in (1, 2):
+            wire = packet.write()
+            limit = self._link.max_packet_size
+            if limit is not None and len(wire) > limit:
+                raise PayloadTooLarge(len(payload), limit - (len(wire) - len(payload)))
+            self._out.append(wire)
+            self.stats.published += 1
+            return _EMPTY
+        if qos not in (0, 1, 2):
             raise ValueError(f"qos must be 0, 1 or 2, not {qos!r}")
-        item = _Outgoing(topic, payload, qos, retain, properties, handle)
-        if self.state is SessionState.CONNECTED and self._link.send_quota > 0 and not self._pending:
-            self._send_publish(item)
-        else:
-            self._pending.append(item)
+        item = Outgoing(topic, payload, qos, retain, properties, handle)
+        store = self.outgoing
+        if linked:
+            limit = self._link.max_packet_size
+            if limit is not None:
+                size = len(_encode(item, 1))
+                if size > limit:
+                    raise PayloadTooLarge(len(payload), limit - (size - len(payload)))
+            if self._link.send_quota > 0 and not store.pending:
+                self._send_publish(item)
+            else:
+                store.pending.append(item)
+            return _EMPTY
+        if qos == 0 and not self.queue_qos0_offline:
+            self.stats.dropped_offline += 1
+            log.debug("not connected: QoS 0 message for %r dropped", topic)
+            return _EMPTY
+        dropped = store.queue_offline(item, self._now)
+        if not dropped:
+            return _EMPTY
+        events: list[Event] = []
+        for old in dropped:
+            log.warning("outbox full: dropped a message for %r", old.topic)
+            error = OutboxFullError(f"outbox full: message for {old.topic!r} dropped")
+            events.append(PublishDone(old.handle, 0x80, "dropped", error))
+        return events
+
+    def has_room(self, size: int) -> bool:
+        """Whether a publish of ``size`` bytes can be taken now without an outbox drop."""
+        return self.state is SessionState.CONNECTED or self.outgoing.has_room(size)
+
+    def wait(self, handle: object, what: WaitFor, size: int = 0) -> bool:
+        """Register ``handle`` to get a :class:`~._events.Settled` when ``what`` holds.
+
+        Returns False (nothing registered) when it holds already.
+        """
+        waiter = _Waiter(handle, what, size)
+        if self._satisfied(waiter):
+            return False
+        self._waiters.append(waiter)
+        return True
+
+    def forget_waiter(self, handle: object) -> None:
+        """A waiter that gave up (its timeout): it must not be settled later."""
+        self._waiters = [w for w in self._waiters if w.handle is not handle]
+
+    # --- subscriptions ------------------------------------------------------------------------
+
+    def add_subscription(self, topic_filter: str, qos: int, *, handle: object = None) -> bool:
+        """One more subscription on ``topic_filter``: True when a SUBSCRIBE was sent now (its
+        :class:`~._events.Subscribed` carries ``handle``), False when the broker holds it
+        already or no link is up (the restore plan sends it).
+
+        Raises :class:`~tars.mqtt.SubscribeError` when the broker's CONNACK said it cannot serve
+        this filter (shared subscriptions, wildcards).
+        """
+        if self.state is SessionState.CONNECTED:
+            self._check_capabilities(topic_filter)
+        sid, send = self.subscriptions.add(topic_filter, qos)
+        if not send or self.state is not SessionState.CONNECTED:
+            return False
+        self._send_subscribe(topic_filter, qos, sid, handle, _Purpose.USER)
+        return True
+
+    def remove_subscription(self, topic_filter: str, qos: int, *, handle: object = None) -> bool:
+        """One subscription fewer: True when an UNSUBSCRIBE was sent now (its
+        :class:`~._events.Unsubscribed` carries ``handle``)."""
+        if not self.subscriptions.remove(topic_filter, qos):
+            return False
+        if self.state is not SessionState.CONNECTED:
+            return False  # a resumed session unsubscribes it on the next link
+        self._send_request(
+            UnsubAckPacket,
+            UnsubscribePacket(self._allocate_id(), [topic_filter]),
+            handle,
+            (topic_filter,),
+            _Purpose.USER,
+        )
+        return True
+
+    def subscription_id(self, topic_filter: str) -> int | None:
+        """The identifier the broker tags ``topic_filter``'s messages with (None: none)."""
+        return self.subscriptions.sid(topic_filter)
+
+    def add_internal(self, topic: str, *, handle: object = None) -> tuple[int, bool]:
+        """An internal consumer's exact topic (QoS 0, no retained copies); subscribed now when
+        linked, and on every new link. Returns its subscription identifier, and whether a
+        SUBSCRIBE was sent now (its :class:`~._events.Subscribed` carries ``handle``)."""
+        sid, new = self.subscriptions.add_internal(topic)
+        if new and self.state is SessionState.CONNECTED:
+            self._send_internal(topic, sid, handle=handle)
+            return sid, True
+        return sid, False
+
+    def restart(self) -> None:
+        """A new life after :meth:`abandon` (``connect()`` after ``shutdown()``): the next link
+        starts as the first one did (``clean_start``, a full restore, "ready")."""
+        self._connected_once = False
+        self.subscriptions.forget_broker()
 
     def subscribe(
         self,
@@ -413,15 +531,14 @@ class Session:
         subscription_id: int | None = None,
         user_properties: list[tuple[str, str]] | None = None,
     ) -> int:
-        """Queue a SUBSCRIBE; the :class:`Subscribed` event carries ``handle`` back."""
+        """A protocol-level SUBSCRIBE, outside the table (not restored on a new link)."""
         self._require_connected("subscribe")
         packet_id = self._allocate_id()
         packet = SubscribePacket(
             packet_id, filters, subscription_id=subscription_id, user_properties=user_properties
         )
-        self._requests[packet_id] = _Request(SubAckPacket, handle, len(filters))
-        self._out.append(packet.write())
-        return packet_id
+        names = tuple(f.pattern for f in filters)
+        return self._send_request(SubAckPacket, packet, handle, names, _Purpose.RAW)
 
     def unsubscribe(
         self,
@@ -430,28 +547,32 @@ class Session:
         handle: object = None,
         user_properties: list[tuple[str, str]] | None = None,
     ) -> int:
-        """Queue an UNSUBSCRIBE; the :class:`Unsubscribed` event carries ``handle`` back."""
+        """A protocol-level UNSUBSCRIBE, outside the table."""
         self._require_connected("unsubscribe")
-        packet_id = self._allocate_id()
-        packet = UnsubscribePacket(packet_id, patterns, user_properties=user_properties)
-        self._requests[packet_id] = _Request(UnsubAckPacket, handle, len(patterns))
-        self._out.append(packet.write())
-        return packet_id
+        packet = UnsubscribePacket(self._allocate_id(), patterns, user_properties=user_properties)
+        return self._send_request(UnsubAckPacket, packet, handle, tuple(patterns), _Purpose.RAW)
 
     # --- time -------------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timeout` should run next (None: no timer needed)."""
+        if self.state is not SessionState.CONNECTED:
+            return None
         link = self._link
-        if link.ping_deadline is not None:
-            return link.ping_deadline
-        return link.next_ping
+        deadline = link.ping_deadline if link.ping_deadline is not None else link.next_ping
+        liveness = self.liveness
+        if liveness is not None:
+            other = liveness.next_deadline()
+            if other is not None and (deadline is None or other < deadline):
+                deadline = other
+        return deadline
 
     def handle_timeout(self, now: float) -> list[Event]:
-        """Send PINGREQ when due; report a dead link when a PINGRESP is overdue."""
-        link = self._link
+        """Keep-alive pings, heartbeats, and the verdict on a dead or stale link."""
+        self._now = now
         if self.state is not SessionState.CONNECTED:
             return []
+        link = self._link
         if link.ping_deadline is not None and now >= link.ping_deadline:
             link.ping_deadline = link.next_ping = None
             self.state = SessionState.CLOSING
@@ -460,6 +581,7 @@ class Session:
                     _KEEP_ALIVE_TIMEOUT,
                     "no PINGRESP from the broker",
                     error=ProtocolError("keep-alive timeout", _KEEP_ALIVE_TIMEOUT),
+                    abort=True,
                 )
             ]
         if link.next_ping is not None and now >= link.next_ping and link.ping_deadline is None:
@@ -467,7 +589,38 @@ class Session:
             link.next_ping = now + link.keep_alive
             timeout = self.ping_timeout if self.ping_timeout is not None else link.keep_alive
             link.ping_deadline = now + timeout
+        liveness = self.liveness
+        if liveness is None:
+            return []
+        why = liveness.check(now)
+        if why is not None:
+            self.state = SessionState.CLOSING
+            self.stats.stale_links += 1
+            log.warning("%s: link to the broker is stale (%s); reconnecting", self.client_id, why)
+            return [
+                Disconnected(
+                    _KEEP_ALIVE_TIMEOUT,
+                    why,
+                    error=ConnectionLostError(f"stale link: {why}"),
+                    abort=True,
+                    stale=True,
+                )
+            ]
+        if self._heartbeat is not None and liveness.heartbeat_due(now):
+            topic, payload = self._heartbeat
+            self._out.append(PublishPacket(topic, payload()).write())
+            liveness.heartbeat_sent(now)
         return []
+
+    def reading_paused(self) -> None:
+        """The link stopped reading on purpose (backpressure): liveness has no verdict."""
+        if self.liveness is not None:
+            self.liveness.pause()
+
+    def reading_resumed(self, now: float) -> None:
+        """Reading again: liveness watches afresh from ``now``."""
+        if self.liveness is not None:
+            self.liveness.resume(now)
 
     # --- input ------------------------------------------------------------------------------
 
@@ -475,8 +628,11 @@ class Session:
         """Feed bytes from the link; returns the events they complete, in order."""
         if self.state in _ENDED:
             return []
+        self._now = now
         link = self._link
         if link.rest:
+            # Chunks are kept apart until the packet is complete: joining at every chunk would
+            # copy a large payload once per chunk.
             link.rest.append(data)
             link.rest_size += len(data)
             if link.rest_size < link.need:
@@ -496,7 +652,12 @@ class Session:
                 try:
                     packet, size = read(view[pos:])
                 except IndexError:
-                    need = _packet_size(data[pos : pos + 5])
+                    try:
+                        check_fixed_header(data[pos])
+                        need = frame_length(data, pos) or 0
+                    except FramingError as exc:
+                        self._protocol_error(events, _MALFORMED, str(exc))
+                        return events
                     if need and end - pos >= need:  # all there: its fields overrun its length
                         self._protocol_error(events, _MALFORMED, "malformed packet: truncated")
                         return events
@@ -532,7 +693,7 @@ class Session:
             view.release()
         if pos < end:
             rest = data[pos:]
-            need = _packet_size(rest)
+            need = frame_length(rest) or 0
             if limit is not None and need > limit:
                 # Refuse it before buffering it: the broker ignored our Maximum Packet Size.
                 self._protocol_error(events, _PACKET_TOO_LARGE, "packet over our maximum")
@@ -540,9 +701,11 @@ class Session:
             link.rest.append(rest)
             link.rest_size = len(rest)
             link.need = need
+        if self._waiters:
+            self._check_waiters(events)
         return events
 
-    # --- internals --------------------------------------------------------------------------
+    # --- internals: sending -------------------------------------------------------------------
 
     def _require_connected(self, what: str) -> None:
         if self.state is not SessionState.CONNECTED:
@@ -551,7 +714,7 @@ class Session:
             )
 
     def _allocate_id(self) -> int:
-        inflight, requests = self._inflight, self._requests
+        inflight, requests = self.outgoing.inflight, self._requests
         if len(inflight) + len(requests) >= _MAX_PACKET_ID:
             raise ClientStateError("all 65535 packet ids are in use")
         next_id = self._next_id
@@ -561,36 +724,50 @@ class Session:
                 self._next_id = next_id
                 return next_id
 
-    def _send_publish(self, item: _Outgoing) -> None:
+    def _send_publish(self, item: Outgoing) -> None:
+        if item.qos == 0:  # queued offline with queue_qos0_offline
+            self._out.append(_encode(item, None))
+            self.stats.published += 1
+            return
         item.packet_id = packet_id = self._allocate_id()
-        props = item.properties or {}
-        packet = PublishPacket(
-            item.topic,
-            item.payload,
-            qos=_QOS[item.qos],
-            retain=item.retain,
-            packet_id=packet_id,
-            **props,
-        )
-        wire = packet.write()
-        item.wire = wire
+        wire = item.wire = _encode(item, packet_id)
         item.released = False
-        self._inflight[packet_id] = item
+        store = self.outgoing
+        if not store.inflight and self.liveness is not None:
+            self.liveness.publishes_waiting(self._now, True)
+        store.inflight[packet_id] = item
         self._link.send_quota -= 1
         self._out.append(wire)
+        self.stats.published += 1
 
-    def _send_pending(self) -> None:
+    def _send_pending(self, events: list[Event]) -> None:
         link = self._link
-        resend, inflight = self._resend, self._inflight
+        store = self.outgoing
+        resend, inflight = store.resend, store.inflight
         while resend and link.send_quota > 0:
             item = resend.popleft()
             if inflight.get(item.packet_id) is item:  # not finished by an early ack
                 self._resend_one(item)
-        pending = self._pending
-        while pending and link.send_quota > 0:
-            self._send_publish(pending.popleft())
+        pending = store.pending
+        limit = link.max_packet_size
+        while pending and (link.send_quota > 0 or pending[0].qos == 0):
+            item = store.pop_pending()
+            if limit is not None and len(_encode(item, 1)) > limit:
+                # Over this broker's maximum: this message fails alone, and never reaches the
+                # wire (the broker would disconnect us, and the resend would loop forever).
+                self.stats.publish_failed += 1
+                log.warning(
+                    "queued message for %r is over the broker's maximum packet size (%d "
+                    "bytes): not sent",
+                    item.topic,
+                    limit,
+                )
+                error = PayloadTooLarge(len(item.payload), limit)
+                events.append(PublishDone(item.handle, _PACKET_TOO_LARGE, None, error))
+                continue
+            self._send_publish(item)
 
-    def _resend_one(self, item: _Outgoing) -> None:
+    def _resend_one(self, item: Outgoing) -> None:
         """Send an earlier link's unfinished publish again, as MQTT 5 requires on resumption."""
         self._link.send_quota -= 1
         if item.released:
@@ -602,18 +779,113 @@ class Session:
             self._out.append(bytes(wire))
 
     def _finish(self, packet_id: int, events: list[Event], reason: int, text: str | None) -> None:
-        item = self._inflight.pop(packet_id)
+        store = self.outgoing
+        item = store.inflight.pop(packet_id)
         self._link.send_quota += 1
+        if reason >= 0x80:
+            self.stats.publish_failed += 1
+            if item.handle is None:  # nobody awaits it: say it here
+                log.warning("broker refused a publish on %r: reason code %#x", item.topic, reason)
+        elif reason == _NO_SUBSCRIBERS:
+            self.stats.no_subscribers += 1
         events.append(PublishDone(item.handle, reason, text))
-        if self._pending or self._resend:
-            self._send_pending()
+        liveness = self.liveness
+        if liveness is not None:
+            liveness.acked(self._now)
+            if not store.inflight:
+                liveness.publishes_waiting(self._now, False)
+        if store.pending or store.resend:
+            self._send_pending(events)
+
+    def _send_request(
+        self,
+        kind: type[SubAckPacket] | type[UnsubAckPacket],
+        packet: SubscribePacket | UnsubscribePacket,
+        handle: object,
+        filters: tuple[str, ...],
+        purpose: _Purpose,
+    ) -> int:
+        packet_id = packet.packet_id
+        self._requests[packet_id] = _Request(kind, handle, filters, purpose)
+        self._out.append(packet.write())
+        return packet_id
+
+    def _send_subscribe(
+        self, topic_filter: str, qos: int, sid: int, handle: object, purpose: _Purpose
+    ) -> None:
+        # retain_as_published off (MQTT 5's default; mqtt5's TopicFilter defaults to on): a
+        # handler sees retain=True only on the broker's stored copy, never on a live update.
+        tf = TopicFilter(
+            topic_filter,
+            max_qos=_QOS[qos],
+            retain_handling=RetainHandling.SEND_ALWAYS,
+            retain_as_published=False,
+        )
+        packet = SubscribePacket(self._allocate_id(), [tf], subscription_id=self._sid(sid))
+        self._send_request(SubAckPacket, packet, handle, (topic_filter,), purpose)
+
+    def _send_internal(
+        self, topic: str, sid: int, purpose: _Purpose = _Purpose.INTERNAL, handle: object = None
+    ) -> None:
+        tf = TopicFilter(topic, max_qos=QoS.AT_MOST_ONCE, retain_handling=RetainHandling.SEND_NEVER)
+        packet = SubscribePacket(self._allocate_id(), [tf], subscription_id=self._sid(sid))
+        self._send_request(SubAckPacket, packet, handle, (topic,), purpose)
+
+    def _sid(self, sid: int) -> int | None:
+        """``sid`` when the broker takes subscription identifiers (MQTT 5 lets it refuse)."""
+        connack = self.connack
+        return sid if connack is None or connack.subscription_id_available else None
+
+    def _check_capabilities(self, topic_filter: str) -> None:
+        connack = self.connack
+        if connack is None:
+            return
+        if topic_filter.startswith("$share/") and connack.shared_subscription_available is False:
+            raise SubscribeError(
+                topic_filter,
+                _SHARED_NOT_SUPPORTED,
+                "the broker does not offer shared subscriptions",
+            )
+        if connack.wildcard_subscription_available is False and (
+            "+" in topic_filter or "#" in topic_filter
+        ):
+            raise SubscribeError(
+                topic_filter, _WILDCARDS_NOT_SUPPORTED, "the broker does not offer wildcards"
+            )
 
     def _protocol_error(self, events: list[Event], reason: int, message: str) -> None:
         self._out.append(DisconnectPacket(reason_code=mqtt5.DisconnectReasonCode(reason)).write())
         self.state = SessionState.CLOSING
         events.append(Disconnected(reason, message, error=ProtocolError(message, reason)))
 
+    # --- internals: waiters -------------------------------------------------------------------
+
+    def _satisfied(self, waiter: _Waiter) -> bool:
+        what = waiter.what
+        if what is WaitFor.FLUSHED:
+            return not self.outgoing.unfinished
+        if what is WaitFor.CAPACITY:
+            return self.state is not SessionState.CONNECTED or (
+                self.outgoing.unfinished < self.unacked_limit
+            )
+        return self.state is SessionState.CONNECTED or self.outgoing.has_room(waiter.size)
+
+    def _check_waiters(self, events: list[Event]) -> None:
+        if not self._waiters:
+            return
+        keep: list[_Waiter] = []
+        for waiter in self._waiters:
+            if self._satisfied(waiter):
+                events.append(Settled(waiter.handle))
+            else:
+                keep.append(waiter)
+        self._waiters = keep
+
+    # --- internals: receiving -----------------------------------------------------------------
+
     def _handle_publish(self, packet: PublishPacket, events: list[Event]) -> None:
+        if packet.topic == self._heartbeat_topic and self.liveness is not None:
+            self.liveness.heartbeat_returned()
         qos = packet.qos
         if qos == 0:
             events.append(packet)
@@ -639,9 +911,8 @@ class Session:
         events.append(packet)
 
     def _handle_packet(self, packet: mqtt5.Packet, events: list[Event], now: float) -> None:
-        state = self.state
         kind = type(packet)
-        if state is SessionState.CONNECTING:
+        if self.state is SessionState.CONNECTING:
             if kind is ConnAckPacket:
                 assert isinstance(packet, ConnAckPacket)
                 self._handle_connack(packet, events, now)
@@ -651,9 +922,10 @@ class Session:
             else:
                 self._protocol_error(events, _PROTOCOL_ERROR, f"{kind.__name__} before CONNACK")
             return
+        inflight = self.outgoing.inflight
         if kind is PubAckPacket:
             assert isinstance(packet, PubAckPacket)
-            item = self._inflight.get(packet.packet_id)
+            item = inflight.get(packet.packet_id)
             if item is not None and item.qos == 1:
                 self._finish(packet.packet_id, events, int(packet.reason_code), packet.reason_str)
         elif kind is PubRecPacket:
@@ -661,7 +933,7 @@ class Session:
             self._handle_pubrec(packet, events)
         elif kind is PubCompPacket:
             assert isinstance(packet, PubCompPacket)
-            item = self._inflight.get(packet.packet_id)
+            item = inflight.get(packet.packet_id)
             if item is not None and item.qos == 2 and item.released:
                 self._finish(packet.packet_id, events, int(packet.reason_code), packet.reason_str)
         elif kind is PubRelPacket:
@@ -689,6 +961,7 @@ class Session:
             return
         self.state = SessionState.CONNECTED
         self.connack = packet
+        first = not self._connected_once
         self._connected_once = True
         if packet.assigned_client_id:
             self.client_id = packet.assigned_client_id
@@ -698,39 +971,69 @@ class Session:
         keep_alive = packet.server_keep_alive
         link.keep_alive = self.keep_alive if keep_alive is None else keep_alive
         link.next_ping = now + link.keep_alive if link.keep_alive > 0 else None
-        if packet.session_present:
-            self._resume()
+        link.session_present = present = bool(packet.session_present)
+        link.first = first
+        if self.liveness is not None:
+            self.liveness.link_started(now)
+        store = self.outgoing
+        for item in store.take_expired(now):
+            events.append(
+                PublishDone(item.handle, 0x80, "expired", OutboxFullError("message expired"))
+            )
+        if present:
+            # The broker kept our session: resend what it has not acknowledged, in order,
+            # before any new publish, as the broker's Receive Maximum allows.
+            store.resend.extend(store.inflight.values())
         else:
             self._restart_session(events)
-        events.append(Connected(packet.session_present, packet))
-        self._send_pending()
-
-    def _resume(self) -> None:
-        """The broker kept our session: resend what it has not acknowledged, in order.
-
-        The broker's Receive Maximum counts these too: what does not fit now goes out, still
-        before any new publish, as acks free slots.
-        """
-        self._resend.extend(self._inflight.values())
+        events.append(Connected(present, packet))
+        self._restore(fresh=first or not present)
+        self._send_pending(events)
+        if not link.restoring:
+            self._become_ready(events)
 
     def _restart_session(self, events: list[Event]) -> None:
         """The broker has no session for us: what it never acknowledged is sent again as new.
 
         A QoS 2 publish whose PUBREC came is owned by the broker already: it is finished.
         """
-        again: list[_Outgoing] = []
-        for item in self._inflight.values():
+        store = self.outgoing
+        again: list[Outgoing] = []
+        for item in store.inflight.values():
             if item.released:
                 events.append(PublishDone(item.handle, 0, "session not present; PUBREC received"))
             else:
                 again.append(item)
-        self._inflight.clear()
-        self._pending.extendleft(reversed(again))
+        store.inflight.clear()
+        store.pending.extendleft(reversed(again))
         self._incoming_qos2.clear()
+
+    def _restore(self, *, fresh: bool) -> None:
+        """Queue the subscription restore plan of a new link (see :mod:`._subtable`)."""
+        plan = self.subscriptions.restore_plan(fresh=fresh)
+        link = self._link
+        for topic_filter, qos, sid in plan.subscribe:
+            self._send_subscribe(topic_filter, qos, sid, None, _Purpose.RESTORE)
+            link.restoring += 1
+        for topic, sid in plan.internal:
+            self._send_internal(topic, sid, _Purpose.RESTORE)
+            link.restoring += 1
+        if plan.unsubscribe:
+            packet = UnsubscribePacket(self._allocate_id(), list(plan.unsubscribe))
+            self._send_request(UnsubAckPacket, packet, None, plan.unsubscribe, _Purpose.RESTORE)
+            link.restoring += 1
+
+    def _become_ready(self, events: list[Event]) -> None:
+        link = self._link
+        link.ready = True
+        if self._announce is not None:
+            topic, payload = self._announce(link.first)
+            self.publish(topic, payload, 1, True)
+        events.append(Ready(link.session_present, link.first, link.refused))
 
     def _handle_pubrec(self, packet: PubRecPacket, events: list[Event]) -> None:
         packet_id = packet.packet_id
-        item = self._inflight.get(packet_id)
+        item = self.outgoing.inflight.get(packet_id)
         if item is None or item.qos != 2:
             reason = mqtt5.PubRelReasonCode(_PACKET_ID_NOT_FOUND)
             self._out.append(PubRelPacket(packet_id, reason_code=reason).write())
@@ -739,7 +1042,11 @@ class Session:
         if reason_code >= 0x80:
             self._finish(packet_id, events, reason_code, packet.reason_str)
             return
+        if reason_code == _NO_SUBSCRIBERS:
+            self.stats.no_subscribers += 1
         item.released = True
+        if self.liveness is not None:
+            self.liveness.acked(self._now)
         self._out.append(PubRelPacket(packet_id).write())
 
     def _handle_request_ack(
@@ -752,16 +1059,40 @@ class Session:
             )
             return
         codes = tuple(int(c) for c in packet.reason_codes)
-        if len(codes) != request.count:
+        if len(codes) != len(request.filters):
             self._protocol_error(
                 events, _PROTOCOL_ERROR, f"{type(packet).__name__} with {len(codes)} reason codes"
             )
             return
         del self._requests[packet.packet_id]
-        if type(packet) is SubAckPacket:
-            events.append(Subscribed(request.handle, codes))
-        else:
-            events.append(Unsubscribed(request.handle, codes))
+        purpose = request.purpose
+        table = self.subscriptions
+        subscribing = type(packet) is SubAckPacket
+        for name, code in zip(request.filters, codes, strict=True):
+            if purpose is _Purpose.RAW:
+                continue
+            if subscribing:
+                if code < 0x80:
+                    table.confirmed(name, code)
+                else:
+                    table.refused(name)
+                    if purpose is not _Purpose.USER:
+                        log.error("%s", SubscribeError(name, code))
+                        self._link.refused += ((name, code),)
+            else:
+                table.unsubscribed(name)
+                if code >= 0x80 and purpose is not _Purpose.USER:
+                    log.warning("could not unsubscribe %r: reason code %#x", name, code)
+        if purpose is _Purpose.RAW or purpose is _Purpose.USER or request.handle is not None:
+            if subscribing:
+                events.append(Subscribed(request.handle, codes))
+            else:
+                events.append(Unsubscribed(request.handle, codes))
+        elif purpose is _Purpose.RESTORE:
+            link = self._link
+            link.restoring -= 1
+            if not link.restoring and not link.ready:
+                self._become_ready(events)
 
     def _handle_disconnect(self, packet: DisconnectPacket, events: list[Event]) -> None:
         self.state = SessionState.CLOSING
@@ -779,14 +1110,14 @@ _PINGREQ: Final = PingReqPacket().write()
 _ENDED: Final = frozenset((SessionState.CLOSING, SessionState.DISCONNECTED))
 
 
-def _packet_size(data: bytes) -> int:
-    """Total size of the packet starting ``data``, or 0 when its header is still incomplete."""
-    multiplier = 1
-    length = 0
-    for i in range(1, min(len(data), 5)):
-        byte = data[i]
-        length += (byte & 0x7F) * multiplier
-        if not byte & 0x80:
-            return 1 + i + length
-        multiplier *= 128
-    return 0
+def _encode(item: Outgoing, packet_id: int | None) -> bytes:
+    """The PUBLISH bytes of ``item`` (``packet_id`` for QoS 1/2)."""
+    props = item.properties or {}
+    return PublishPacket(
+        item.topic,
+        item.payload,
+        qos=_QOS[item.qos],
+        retain=item.retain,
+        packet_id=packet_id if item.qos else None,
+        **props,
+    ).write()

@@ -1,24 +1,32 @@
-"""MQTTClient: the one MQTT client every TARS service uses.
+"""MQTTClient: the one MQTT client every TARS service uses. A facade.
 
-It composes the small parts and owns the lifecycle: an explicit :class:`ClientState`, one
-supervisor task that connects, reconnects with backoff and, on every new link, restores the
-subscriptions (:mod:`._subscriptions`) and flushes the outbox (:mod:`._publisher`), and one
-liveness task (:mod:`._monitor`: heartbeat, watchdog, publish-ack timeout). Every background
-task is named, owned here, and gone after :meth:`MQTTClient.shutdown`.
+The parts, each the one owner of its lifetime (see ``docs/architecture.md``):
 
-Publish path: ``publish_event`` -> envelope bytes -> session (connected) or outbox (not) -> wire.
-Receive path: wire -> session -> dispatcher -> dedup -> the subscription's queue -> its handler.
+- the :class:`~._session.Session` (pure, sans-I/O) holds everything that outlives a link: each
+  outgoing publish until its outcome (the outbox is its offline part), the subscription table
+  and its restore plan, incoming QoS 2 state, and the liveness deadlines;
+- the :class:`~._supervisor.Supervisor` holds the current link and replaces it (backoff,
+  failover across brokers, redirection);
+- a :class:`~._connection.Connection` moves bytes between one transport and the session;
+- each :class:`~._subscription.Subscription` owns its queue and worker; the
+  :class:`~._dispatch.Dispatcher` only routes.
+
+The client wires them together once, and owns the lifecycle (:class:`ClientState`) and the
+user's API. Publish path: ``publish`` -> checks -> ``session.publish`` -> the supervisor's link
+flushes at the end of the loop turn -> the ack resolves the caller's future. Receive path:
+connection -> session -> dispatcher -> the subscription's queue -> its handler.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import signal
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self, Unpack
@@ -27,48 +35,37 @@ from mqtt5 import QoS, Will
 from pydantic import BaseModel
 
 from ._backoff import BackoffPolicy, ExponentialBackoff
+from ._checks import PublishCheck
 from ._config import MQTTClientConfig
-from ._connection import Connection, Connector, MessageListener, open_connection
+from ._connection import Connector, MessageListener, settle
 from ._dedup import DedupWindow
-from ._dispatch import Dispatcher, Handler, ModelT, Overflow, Subscription
+from ._dispatch import Dispatcher
 from ._envelope import Envelope, encode_event
 from ._errors import (
     ClientStateError,
-    ConnectError,
     ConnectionLostError,
     MQTTError,
     NotConnectedError,
+    SubscribeError,
 )
-from ._health import encode_health, health_topic, will_payload
+from ._health import encode_health, encode_heartbeat, health_topic, keepalive_topic, will_payload
+from ._linkview import LinkView
+from ._liveness import Liveness
 from ._message import Message
-from ._monitor import LinkMonitor
 from ._options import ClientOptions
-from ._publisher import Publisher
 from ._requests import PendingRequests
-from ._session import PublishDone, Session
-from ._subscriptions import SubscriptionSync
+from ._session import Session, WaitFor
+from ._subscription import Handler, ModelT, Overflow, Subscription
+from ._supervisor import Hook, Supervisor
 from ._topics import validate_topic_filter, validate_topic_name
-from ._trouble import ConnectTrouble
-from ._url import endpoint_from_reference
 
 __all__ = ["ClientState", "ClientStats", "MQTTClient"]
 
 log = logging.getLogger("tars.mqtt")
 
-# CONNACK reasons that no retry will fix while the configuration stays the same.
-_FATAL_CONNACK: Final = frozenset({0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C})
 _SHUTDOWN_TIMEOUT: Final = 5.0
-_MAX_REDIRECTS: Final = 5  # consecutive redirections followed before it counts as a failure
 _PACKET_OVERHEAD: Final = 128 * 1024
 _MQTT_MAX_PACKET: Final = 268_435_455 + 5
-# Said with the first connection trouble: a wrong port must not look like a hung service.
-_WAIT_HINT: Final = (
-    "; connect() keeps waiting for the broker (wait_for_broker=True, the default): pass "
-    "wait_for_broker=False to fail at once, or bound the wait with asyncio.timeout() around "
-    "connect()"
-)
-
-Hook = Callable[[], Awaitable[None]]
 
 
 class ClientState(enum.Enum):
@@ -106,6 +103,7 @@ class ClientStats:
     stale_links: int  # links the watchdog or the publish timeout tore down
     outbox_depth: int = 0  # messages waiting in the outbox for a link (a gauge)
     inflight: int = 0  # QoS 1/2 publishes sent and not yet acknowledged (a gauge)
+    no_subscribers: int = 0  # QoS 1/2 publishes the broker acknowledged with 0x10
 
 
 class MQTTClient:
@@ -139,42 +137,38 @@ class MQTTClient:
             config = MQTTClientConfig(**fields)
         elif mqtt_url is not None or client_id is not None or options:
             raise TypeError("pass either config= or mqtt_url/client_id/options, not both")
-        self._config = config
-        # The brokers in the order this client tries them, drawn once (broker_order).
-        self._endpoints = config.ordered_endpoints()
-        self._endpoint = 0
-        self._params = self._endpoints[0]  # the broker the client is on, or trying next
-        self._backoff: BackoffPolicy = backoff or ExponentialBackoff(
-            min_delay=config.reconnect_min_delay, max_delay=config.reconnect_max_delay
-        )
-        self._ssl_context = ssl_context
-        self._connector = connector
+        self._config = cfg = config
         self._state = ClientState.CREATED
-        self._session: Session | None = None
-        self._conn: Connection | None = None
-        self._dispatcher = Dispatcher(self._on_block)
+        self._session = session = _make_session(cfg)
+        self._dispatcher = Dispatcher()
         self._listeners: list[MessageListener] = [self._dispatcher.on_packet]
-        self._subs = SubscriptionSync(self._dispatcher)
-        self._publisher = Publisher(config, link=lambda: self.client, closing=self._closing)
-        self._requests = PendingRequests()
-        self._link_up_event = asyncio.Event()
-        self._monitor = LinkMonitor(
-            config,
-            link=lambda: self.client,
-            link_up=self._link_up_event,
-            reading_paused=lambda: self._blocked > 0,
-            unacked=lambda: self._session.inflight_count if self._session is not None else 0,
-            last_ack=lambda: self._publisher.last_ack,
-            on_stale=self._stale,
-        )
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._first_connect: asyncio.Future[None] | None = None
-        self._closed: asyncio.Future[None] | None = None
-        self._blocked = 0
+        if cfg.enable_heartbeat:
+            # Our own heartbeat coming back: the session's liveness noted it; nothing to deliver.
+            topic = keepalive_topic(cfg.effective_client_id)
+            self._dispatcher.add_internal(topic, session.subscription_id(topic) or 0, _ignore)
         self._connect_hooks: list[Hook] = []
         self._disconnect_hooks: list[Hook] = []
-        self._connects = 0
-        self._stale_links = 0
+        self._supervisor = Supervisor(
+            session,
+            cfg.ordered_endpoints(),  # the brokers in the order this client tries them
+            listeners=self._listeners,
+            backoff=backoff
+            or ExponentialBackoff(
+                min_delay=cfg.reconnect_min_delay, max_delay=cfg.reconnect_max_delay
+            ),
+            tls_context=_tls_factory(cfg, ssl_context),
+            connector=connector,
+            connect_timeout=cfg.connect_timeout,
+            wait_for_broker=cfg.wait_for_broker,
+            settle_after=cfg.reconnect_max_delay,
+            connect_hooks=self._connect_hooks,
+            disconnect_hooks=self._disconnect_hooks,
+        )
+        self._check = PublishCheck(cfg.max_payload_size)
+        self._requests = PendingRequests()
+        self._runner: asyncio.Task[None] | None = None
+        self._closed: asyncio.Future[None] | None = None
+        self._view: LinkView | None = None
 
     @classmethod
     def from_env(
@@ -194,9 +188,7 @@ class MQTTClient:
         return cls(config=config, backoff=backoff, ssl_context=ssl_context, connector=connector)
 
     def __repr__(self) -> str:
-        return (
-            f"<MQTTClient {self.client_id!r} {self._params.redacted_url} state={self._state.value}>"
-        )
+        return f"<MQTTClient {self.client_id!r} {self.broker} state={self.state.value}>"
 
     # --- properties --------------------------------------------------------------------------
 
@@ -216,29 +208,42 @@ class MQTTClient:
     def broker(self) -> str:
         """The broker the client is connected to, or trying next, as a redacted URL (one of
         ``mqtt_url``'s list, or where an MQTT 5 server redirection sent it)."""
-        return self._params.redacted_url
+        return self._supervisor.params.redacted_url
 
     @property
     def state(self) -> ClientState:
         """Where the client is in its lifecycle (see :class:`ClientState`)."""
-        return self._state
+        state = self._state
+        if state is ClientState.CONNECTING:  # running: the supervisor knows the link
+            sup = self._supervisor
+            if sup.link is not None:
+                return ClientState.CONNECTED
+            if sup.first_link is not None and sup.first_link.done():
+                return ClientState.RECONNECTING
+        return state
 
     @property
     def connected(self) -> bool:
         """True exactly while a CONNACK-ed link is up and the client is usable on it."""
-        conn = self._conn
-        return self._state is ClientState.CONNECTED and conn is not None and conn.is_connected
+        link = self._supervisor.link
+        return self._state is ClientState.CONNECTING and link is not None and link.is_connected
 
     @property
-    def client(self) -> Connection | None:
-        """The protocol-level connection while connected, else None. Read-only.
+    def client(self) -> LinkView | None:
+        """A view of the current link while connected, else None. Read-only.
 
         For what the client does not wrap: publish with MQTT 5 properties, subscribe with
-        options, read the broker's CONNACK. Subscriptions made through it are not restored
-        after a reconnect; messages they bring reach listeners added with
+        options, read the broker's CONNACK and ``session_present``. Subscriptions made through
+        it are not restored after a reconnect; messages they bring reach listeners added with
         :meth:`add_message_listener`.
         """
-        return self._conn if self.connected else None
+        link = self._supervisor.link
+        if link is None or not self.connected:
+            return None
+        view = self._view
+        if view is None or view._conn is not link:
+            view = self._view = LinkView(link, self._session)
+        return view
 
     @property
     def stats(self) -> ClientStats:
@@ -249,18 +254,20 @@ class MQTTClient:
         for sub in self._dispatcher.subscriptions():
             for name in totals:
                 totals[name] += getattr(sub.stats, name)
-        publisher = self._publisher
+        session = self._session
+        counts, outgoing = session.stats, session.outgoing
         return ClientStats(
-            published=publisher.published,
-            publish_failed=publisher.publish_failed,
-            dropped_offline=publisher.dropped_offline,
-            outbox_dropped=publisher.outbox.dropped,
-            outbox_expired=publisher.outbox.expired,
+            published=counts.published,
+            publish_failed=counts.publish_failed,
+            dropped_offline=counts.dropped_offline,
+            outbox_dropped=outgoing.dropped,
+            outbox_expired=outgoing.expired,
             unmatched=self._dispatcher.unmatched,
-            connects=self._connects,
-            stale_links=self._stale_links,
-            outbox_depth=len(publisher.outbox),
-            inflight=self._session.inflight_count if self._session is not None else 0,
+            connects=self._supervisor.connects,
+            stale_links=counts.stale_links,
+            outbox_depth=outgoing.offline_count,
+            inflight=session.inflight_count,
+            no_subscribers=counts.no_subscribers,
             **totals,
         )
 
@@ -309,40 +316,24 @@ class MQTTClient:
             raise ClientStateError(f"connect() while {self._state.value}")
         loop = asyncio.get_running_loop()
         cfg = self._config
-        will = None
+        session = self._session
+        if self._state is ClientState.CLOSED:
+            session.restart()
         if cfg.enable_health:
-            will = Will(
+            session.will = Will(
                 health_topic(cfg.effective_client_id),
                 payload=will_payload(source=cfg.source, timestamp=time.time()),
                 qos=QoS.AT_LEAST_ONCE,
                 retain=True,
             )
-        params = self._params
-        self._session = Session(
-            cfg.effective_client_id,
-            keep_alive=cfg.keepalive,
-            clean_start=cfg.clean_start,
-            session_expiry_interval=cfg.session_expiry_interval,
-            receive_maximum=cfg.receive_maximum,
-            # The broker must not send us more (MQTT 5 Maximum Packet Size): room for the
-            # largest accepted payload plus the longest topic and generous properties.
-            max_packet_size=min(cfg.max_payload_size + _PACKET_OVERHEAD, _MQTT_MAX_PACKET),
-            username=params.username,
-            password=params.password,
-            will=will,
-        )
         self._state = ClientState.CONNECTING
-        self._first_connect = loop.create_future()
         self._closed = loop.create_future()
-        self._publisher.start()
-        if cfg.enable_heartbeat:
-            self._dispatcher.add_internal(self._monitor.topic, self._monitor.on_echo)
+        first = self._supervisor.begin()
         for sub in self._dispatcher.subscriptions():
             sub.start()
-        self._spawn(self._supervise(), "tars-mqtt-supervisor")
-        self._spawn(self._monitor.run(), "tars-mqtt-liveness")
+        self._runner = loop.create_task(self._run(), name="tars-mqtt-supervisor")
         try:
-            await asyncio.shield(self._first_connect)
+            await asyncio.shield(first)
         except BaseException:
             await self.shutdown()
             raise
@@ -356,23 +347,27 @@ class MQTTClient:
             if self._closed is not None:
                 await asyncio.shield(self._closed)
             return
-        was_connected = self.connected
+        loop = asyncio.get_running_loop()
+        link = self._supervisor.link if self.connected else None
         self._state = ClientState.CLOSING
-        self._link_up_event.clear()
-        deadline = asyncio.get_running_loop().time() + timeout
+        self._supervisor.close()
+        deadline = loop.time() + timeout
         try:
-            conn = self._conn
-            if was_connected and conn is not None:
-                await self._say_goodbye(conn, timeout / 2)
-            await self._cancel_tasks(max(0.1, deadline - asyncio.get_running_loop().time()))
+            if link is not None:
+                await self._say_goodbye(link, timeout / 2)
+            left = max(0.1, deadline - loop.time())
+            await self._supervisor.stop_hooks(left)
+            runner = self._runner
+            if runner is not None and runner is not asyncio.current_task():
+                runner.cancel()
+                await asyncio.wait((runner,), timeout=left)
             # One after the other in this task (not gathered in tasks of their own), so that a
             # handler calling shutdown() is recognized by its subscription's stop() as the
             # caller, and is neither cancelled nor waited for.
-            loop = asyncio.get_running_loop()
             for sub in self._dispatcher.subscriptions():
                 await sub.stop(timeout=max(0.1, deadline - loop.time()))
         except Exception:  # shutdown never raises: log and finish the job
-            log.exception("error during shutdown of %s", self._config.effective_client_id)
+            log.exception("error during shutdown of %s", self.client_id)
         finally:
             self._finish_close()
 
@@ -508,8 +503,14 @@ class MQTTClient:
         requests = self._requests
         if response_topic not in requests.topics:
             requests.topics.add(response_topic)
-            sid = self._dispatcher.add_internal(response_topic, requests.on_answer)
-            await self._subs.internal_added(self._live_link(), response_topic, sid)
+            fut = asyncio.get_running_loop().create_future()
+            sid, sent = self._session.add_internal(response_topic, handle=fut)
+            self._dispatcher.add_internal(response_topic, sid, requests.on_answer)
+            if sent:
+                self._supervisor.flush_soon()
+                # Lost meanwhile: the next link subscribes every internal topic anyway.
+                with contextlib.suppress(ConnectionLostError):
+                    await fut
         answer = requests.expect(msg_id)
         try:
             async with asyncio.timeout(timeout):
@@ -585,32 +586,50 @@ class MQTTClient:
         :class:`~tars.mqtt.OutboxFullError` (policy ``raise``),
         :class:`~tars.mqtt.PublishError` (the broker refused it).
         """
-        publisher = self._publisher
-        payload = publisher.check(topic, payload, qos, properties)
-        state = self._state
-        conn = self._conn
-        if (
-            state is ClientState.CONNECTED
-            and conn is not None
-            and await publisher.send_live(conn, topic, payload, qos, retain, wait, properties)
-        ):
-            return
-        state = self._state  # send_live may have waited: decide on the state as it is now
-        if state is ClientState.CREATED:
-            raise NotConnectedError("publish() before connect()")
-        if state is ClientState.CLOSING or state is ClientState.CLOSED:
-            raise ClientStateError(f"publish() while {state.value}")
-        await publisher.send_offline(topic, payload, qos, retain, wait, properties)
+        payload = self._check(topic, payload, qos, properties)
+        self._require_running("publish")
+        session = self._session
+        fut: asyncio.Future[int] | None = None
+        if qos:
+            if not wait and session.at_capacity:
+                # Bounds the memory of publishes nobody awaits when the broker is slower than
+                # the producer: the producer is slowed down instead.
+                await self._wait_for(WaitFor.CAPACITY)
+            if not session.has_room(len(payload)) and self._config.outbox_policy == "block":
+                await self._wait_for(WaitFor.ROOM, len(payload))
+                self._require_running("publish")
+            if wait:
+                fut = asyncio.get_running_loop().create_future()
+        events = session.publish(
+            topic,
+            payload,
+            qos,
+            retain,
+            handle=fut,
+            properties=properties,
+            now=None if session.linked else asyncio.get_running_loop().time(),
+        )
+        if events:
+            settle(events)
+        current = self._supervisor.current
+        if current is not None:
+            current.flush_soon()
+            if current.write_paused:
+                # Handed over already: a QoS 1/2 message is resent on the next link, and a
+                # QoS 0 one is at most once anyway. Losing the link here is not an error.
+                with contextlib.suppress(ConnectionLostError):
+                    await current.drain()
+        if fut is not None:
+            await fut
 
     async def flush(self, timeout: float | None = None) -> None:
         """Wait until every QoS 1/2 publish issued so far is acknowledged and the outbox is
         empty. Raises ``TimeoutError`` after ``timeout`` seconds, and
         :class:`~tars.mqtt.ClientStateError` before :meth:`connect` or after :meth:`shutdown`."""
+        if self._state in (ClientState.CLOSED, ClientState.CREATED):
+            raise ClientStateError(f"flush() while {self._state.value}")
         async with asyncio.timeout(timeout):
-            while not self._publisher.flushed(self._session):
-                if self._state in (ClientState.CLOSED, ClientState.CREATED):
-                    raise ClientStateError(f"flush() while {self._state.value}")
-                await self._publisher.wait_progress()
+            await self._wait_for(WaitFor.FLUSHED)
 
     async def publish_health(
         self, ok: bool, event: str | None = None, error: str | None = None
@@ -661,9 +680,7 @@ class MQTTClient:
                 # second subscription would deliver every message twice.
                 return existing
         cfg = self._config
-        dedup = None
-        if cfg.dedupe_ttl > 0:
-            dedup = DedupWindow(cfg.dedupe_ttl, cfg.dedupe_max_entries)
+        sup = self._supervisor
         sub = Subscription(
             topic,
             handler,
@@ -672,21 +689,31 @@ class MQTTClient:
             overflow=overflow if overflow is not None else cfg.overflow,
             concurrency=concurrency if concurrency is not None else cfg.handler_concurrency,
             timeout=timeout if timeout is not None else cfg.handler_timeout,
-            dedup=dedup,
-            on_block=self._on_block,
+            dedup=DedupWindow(cfg.dedupe_ttl, cfg.dedupe_max_entries)
+            if cfg.dedupe_ttl > 0
+            else None,
+            pause=sup.pause_reading,
+            resume=sup.resume_reading,
         )
-        before = self._dispatcher.filters.get(topic)
-        self._dispatcher.add(sub)
+        session = self._session
+        fut = asyncio.get_running_loop().create_future()
+        sent = session.add_subscription(topic, qos, handle=fut)  # refusals announced: raises
+        self._dispatcher.add(sub, session.subscription_id(topic))
         if self._state is not ClientState.CREATED:
             sub.start()
-        if before is None or qos > before:  # else the broker's subscription already covers it
-            try:
-                # A live link, even one still restoring subscriptions: subscribe on it now.
-                await self._subs.added(self._live_link(), topic, qos)
-            except BaseException:
-                self._dispatcher.remove(sub)
-                await sub.stop()
-                raise
+        if not sent:  # the broker holds it already, or the next link's restore sends it
+            return sub
+        sup.flush_soon()
+        try:
+            codes: tuple[int, ...] = await fut
+        except ConnectionLostError:
+            return sub  # the link flapped under us: like subscribing while offline
+        except BaseException:
+            await self._undo(sub)
+            raise
+        if codes and codes[0] >= 0x80:
+            await self._undo(sub)
+            raise SubscribeError(topic, codes[0])
         return sub
 
     async def unsubscribe(
@@ -703,344 +730,144 @@ class MQTTClient:
                 if handler is None or s.handler == handler
             ]
         for sub in subs:
-            emptied = self._dispatcher.remove(sub)
-            await sub.stop()
-            if emptied:
-                # No link: a resumed (persistent) broker session would still hold the filter,
-                # so the next link unsubscribes it (a fresh session has nothing to undo).
-                await self._subs.removed(self._live_link(), sub.topic_filter)
-
-    # --- internals: the supervisor -----------------------------------------------------------
-
-    async def _supervise(self) -> None:
-        """Connect, and reconnect with backoff whenever the link is lost, until shutdown.
-
-        Nothing may kill this task but cancellation: an unexpected error while connecting or
-        setting a link up is logged and retried like any failure, or the client would stay
-        "reconnecting" forever.
-        """
-        assert self._first_connect is not None
-        loop = asyncio.get_running_loop()
-        attempt = 0
-        cfg = self._config
-        failed_in_round = 0  # consecutive failed attempts since a link was last up
-        redirects = 0  # consecutive redirections followed (a loop of them is a failure)
-        trouble = ConnectTrouble()
-        while not self._closing():
-            session = self._session
-            assert session is not None
-            params = self._params
-            session.use_credentials(params.username, params.password)
-            try:
-                conn = await open_connection(
-                    session,
-                    params.host,
-                    params.port,
-                    listeners=self._listeners,
-                    ssl_context=self._tls_context(),
-                    connector=self._connector,
-                    timeout=cfg.connect_timeout,
-                    on_publish_done=self._on_publish_done,
-                    display=params.redacted_url,
-                )
-            except Exception as exc:
-                error = exc if isinstance(exc, ConnectError) else _unexpected(exc, params)
-                reference = error.server_reference
-                if reference and redirects < _MAX_REDIRECTS and self._follow_reference(reference):
-                    redirects += 1
-                    continue  # at once: the broker itself sent us there
-                redirects = 0
-                first = not self._first_connect.done()
-                fatal = error.reason_code in _FATAL_CONNACK
-                failed_in_round += 1
-                self._next_endpoint()
-                if first and not fatal and failed_in_round < len(self._endpoints):
-                    continue  # several brokers: the first that answers wins, wait_for_broker or not
-                if first and (fatal or not cfg.wait_for_broker):
-                    self._first_connect.set_exception(error)
-                    return
-                delay = self._backoff.next_delay(attempt, refused=error.refused)
-                attempt += 1
-                if delay is None:
-                    log.error("giving up connecting to %s: %s", params.redacted_url, error)
-                    if first:
-                        self._first_connect.set_exception(error)
-                    self._spawn(self.shutdown(), "tars-mqtt-give-up")
-                    return
-                now = loop.time()
-                if trouble.failed(now):
-                    log.warning(
-                        "%s cannot connect to %s (failed attempts: %d in %.0f s): %s; "
-                        "retrying in %.2f s%s",
-                        self.client_id,
-                        params.redacted_url,
-                        trouble.attempts,
-                        trouble.seconds(now),
-                        error,
-                        delay,
-                        _WAIT_HINT if first else "",
-                    )
-                else:
-                    log.info("%s; retrying in %.2f s", error, delay)
-                await asyncio.sleep(delay)
+            if not self._dispatcher.remove(sub) and sub in self._dispatcher.subscriptions():
                 continue
-            up_at = loop.time()
-            failed_in_round = 0
-            try:
-                up = await self._link_up(conn)
-            except Exception:
-                log.exception("unexpected error while setting up the link; reconnecting")
-                self._conn = None
-                up = False
-            healed = trouble.connected(loop.time()) if up else None
-            if healed is not None:
-                log.info(
-                    "%s connected to %s after failed attempts: %d in %.1f s",
-                    self.client_id,
-                    params.redacted_url,
-                    healed.attempts,
-                    healed.seconds,
-                )
-            if up:
-                await conn.wait_closed()
-                self._link_down(conn)
-            else:  # lost while restoring subscriptions: let it end, then back off like any loss
-                conn.abort()
-                await conn.wait_closed()
-            if self._closing():
-                return  # shutdown() said goodbye on this link: no reconnecting behind its back
-            if loop.time() - up_at > self._config.reconnect_max_delay:
-                redirects = 0  # a link that lasted: its redirection starts no loop
-            reference = conn.server_reference
-            if reference and redirects < _MAX_REDIRECTS and self._follow_reference(reference):
-                redirects += 1
-                continue  # the broker sent us elsewhere: go now, no backoff
-            self._next_endpoint()  # the next broker of the list (the same one when alone)
-            # A broker that kicks us (DISCONNECT) soon after accepting us keeps the backoff
-            # growing: a client id clash must not become a reconnect storm. A link lost to the
-            # network or a broker restart starts the backoff afresh, so the client is back
-            # within about a second of the broker, however many outages came before.
-            kicked = conn.broker_disconnect_reason is not None
-            if not kicked or loop.time() - up_at > self._config.reconnect_max_delay:
-                attempt = 0
-            delay = self._backoff.next_delay(attempt, refused=False)
-            attempt += 1
-            if delay is None:
-                self._spawn(self.shutdown(), "tars-mqtt-give-up")
-                return
-            await asyncio.sleep(delay)
+            await sub.stop()
+            fut = asyncio.get_running_loop().create_future()
+            # No link: a resumed (persistent) broker session would still hold the filter, so
+            # the session unsubscribes it on the next link (a fresh session has nothing).
+            if self._session.remove_subscription(sub.topic_filter, sub.qos, handle=fut):
+                self._supervisor.flush_soon()
+                with contextlib.suppress(ConnectionLostError):
+                    await fut
 
-    def _next_endpoint(self) -> None:
-        """Move on to the next broker of the list (in the order drawn at construction)."""
-        self._endpoint = (self._endpoint + 1) % len(self._endpoints)
-        self._params = self._endpoints[self._endpoint]
+    # --- internals -----------------------------------------------------------------------------
 
-    def _follow_reference(self, reference: str) -> bool:
-        """MQTT 5 server redirection: connect next to where ``reference`` points (same scheme
-        and credentials). False when the reference cannot be read (logged)."""
-        target = endpoint_from_reference(reference, self._params)
-        if target is None:
-            log.warning(
-                "%s: %s redirected us to %r, which is not a usable broker address; ignored",
-                self.client_id,
-                self._params.redacted_url,
-                reference,
-            )
-            return False
-        log.warning(
-            "%s: %s redirected us to %s (MQTT 5 server reference)",
-            self.client_id,
-            self._params.redacted_url,
-            target.redacted_url,
-        )
-        self._params = target
-        return True
+    async def _run(self) -> None:
+        """The supervisor's task; when its policy gives up, the client shuts down."""
+        error = await self._supervisor.run()
+        if error is not None and self._state is ClientState.CONNECTING:
+            await self.shutdown()
 
-    async def _link_up(self, conn: Connection) -> bool:
-        """Restore subscriptions, flush the outbox, then open the client for business."""
-        assert self._first_connect is not None
-        cfg = self._config
-        first = not self._first_connect.done()
-        if self._closing():
-            return False
-        self._conn = conn
-        session_present = bool(conn.connack is not None and conn.connack.session_present)
-        try:
-            await self._subs.restore(conn, fresh=not session_present or first)
-        except ConnectionLostError:
-            self._conn = None
-            return False
-        if self._closing() or not conn.is_connected:
-            # Shutdown began while restoring, or the link ended (a DISCONNECT, a protocol
-            # error) in the same read as the last SUBACK: the health publish and the outbox
-            # flush below would be wrong or raise.
-            self._conn = None
-            return False
-        if self._blocked:
-            # Only now: paused before, the SUBACKs above could never be read while a handler
-            # holds a full "block" queue, and the link would hang half-open until it catches up.
-            conn.pause_reading()
-        self._publisher.flush_outbox(conn)
-        self._state = ClientState.CONNECTED
-        self._connects += 1
-        self._monitor.link_started(asyncio.get_running_loop().time())
-        self._link_up_event.set()
-        log.info(
-            "%s connected to %s%s",
-            cfg.effective_client_id,
-            self._params.redacted_url,
-            " (session resumed)" if session_present else "",
-        )
-        if cfg.enable_health:
-            _, payload = encode_health(
-                True,
-                "ready" if first else "reconnected",
-                None,
-                source=cfg.source,
-                timestamp=time.time(),
-            )
-            conn.publish_nowait(
-                health_topic(cfg.effective_client_id), payload, qos=1, retain=True, wait=False
-            )
-        if first:
-            self._first_connect.set_result(None)
-        self._run_hooks(self._connect_hooks, "connect")
-        if self._publisher.flushed(self._session):
-            self._publisher.wake_flush()
-        return True
-
-    def _link_down(self, conn: Connection) -> None:
-        self._conn = None
-        self._link_up_event.clear()
-        self._publisher.wake_flush()  # waiters re-check: a dead link settles nothing more
-        if self._state is ClientState.CONNECTED:
-            self._state = ClientState.RECONNECTING
-            reason = conn.close_reason
-            log.warning(
-                "%s lost its link to %s: %s",
-                self._config.effective_client_id,
-                self._params.redacted_url,
-                reason or "closed",
-            )
-            self._run_hooks(self._disconnect_hooks, "disconnect")
-
-    def _on_publish_done(self, event: PublishDone) -> None:
-        self._publisher.on_publish_done(event, self._session)
-
-    def _stale(self, conn: Connection, why: str) -> None:
-        """The monitor found the link dead: drop it (the broker sends our will) and reconnect."""
-        self._stale_links += 1
-        log.warning("%s: link to the broker is stale (%s); reconnecting", self.client_id, why)
-        conn.abort(ConnectionLostError(f"stale link: {why}"))
-        self._link_down(conn)
-
-    def _live_link(self) -> Connection | None:
-        """The current link while it is up, even while subscriptions are being restored."""
-        conn = self._conn
-        return conn if conn is not None and conn.is_connected else None
-
-    def _closing(self) -> bool:
-        return self._state is ClientState.CLOSING or self._state is ClientState.CLOSED
-
-    # --- internals: misc ---------------------------------------------------------------------
-
-    def _on_block(self, blocked: bool) -> None:
-        self._blocked += 1 if blocked else -1
-        # Only a link that is up: a new one is paused by _link_up once its subscriptions are
-        # restored (pausing it here too would count twice, and one resume would not undo it).
-        conn = self.client
-        if conn is None:
+    async def _wait_for(self, what: WaitFor, size: int = 0) -> None:
+        """Wait until the session settles ``what`` (or shutdown fails the wait)."""
+        fut = asyncio.get_running_loop().create_future()
+        if not self._session.wait(fut, what, size):
             return
-        if blocked and self._blocked == 1:
-            conn.pause_reading()
-        elif not blocked and self._blocked == 0:
-            conn.resume_reading()
+        try:
+            await fut
+        finally:
+            self._session.forget_waiter(fut)
 
-    def _tls_context(self) -> ssl.SSLContext | None:
-        if not self._params.tls:
-            return None
-        if self._ssl_context is None:
-            ctx = ssl.create_default_context(cafile=self._config.tls_ca_file)
-            if self._config.tls_insecure:
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-            self._ssl_context = ctx
-        return self._ssl_context
+    async def _undo(self, sub: Subscription) -> None:
+        self._dispatcher.remove(sub)
+        self._session.remove_subscription(sub.topic_filter, sub.qos)
+        self._supervisor.flush_soon()
+        await sub.stop()
 
-    def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
-        task.set_name(name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
+    def _require_running(self, what: str) -> None:
+        state = self._state
+        if state is ClientState.CREATED:
+            raise NotConnectedError(f"{what}() before connect()")
+        if state is not ClientState.CONNECTING:
+            raise ClientStateError(f"{what}() while {state.value}")
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
-
-    def _run_hooks(self, hooks: list[Hook], what: str) -> None:
-        for hook in hooks:
-            self._spawn(_guard(hook, what), f"tars-mqtt-hook:{what}")
-
-    async def _say_goodbye(self, conn: Connection, timeout: float) -> None:
+    async def _say_goodbye(self, link: Any, timeout: float) -> None:
         """Last words on a live link: health ``shutdown``, pending acks, then DISCONNECT."""
+        session = self._session
         try:
             async with asyncio.timeout(timeout):
                 if self._config.enable_health:
                     _, payload = encode_health(
                         False, "shutdown", None, source=self._config.source, timestamp=time.time()
                     )
-                    await conn.publish(health_topic(self.client_id), payload, qos=1, retain=True)
-                session = self._session
-                while session is not None and session.unfinished_count and conn.is_connected:
-                    await self._publisher.wait_progress()
+                    topic = health_topic(self.client_id)
+                    settle(session.publish(topic, payload, 1, True))
+                    link.flush()
+                fut = asyncio.get_running_loop().create_future()
+                if session.wait(fut, WaitFor.FLUSHED):
+                    closed = asyncio.ensure_future(link.wait_closed())
+                    try:
+                        await asyncio.wait((fut, closed), return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        session.forget_waiter(fut)
+                        closed.cancel()
         except (TimeoutError, MQTTError) as exc:
             log.debug("shutdown: could not finish pending work: %r", exc)
-        await conn.disconnect(timeout=max(0.1, timeout / 2))
-
-    async def _cancel_tasks(self, timeout: float) -> None:
-        me = asyncio.current_task()
-        tasks = [t for t in self._tasks if t is not me]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=timeout)
-            for task in pending:
-                log.error("task %s did not stop within %.1f s", task.get_name(), timeout)
+        await link.disconnect(timeout=max(0.1, timeout / 2))
 
     def _finish_close(self) -> None:
-        conn = self._conn
-        if conn is not None:
-            conn.abort()
-        self._conn = None
+        self._supervisor.abort()
         error = ClientStateError("the client was shut down")
-        if self._session is not None:
-            for handle in self._session.abandon():
-                if isinstance(handle, asyncio.Future) and not handle.done():
-                    handle.set_exception(error)
-        if self._first_connect is not None and not self._first_connect.done():
-            self._first_connect.set_exception(error)
-            self._first_connect.exception()
-        self._publisher.close(error)
-        self._dispatcher.remove_internal(self._monitor.topic)
-        self._link_up_event.clear()
-        self._blocked = 0
+        for handle in self._session.abandon():
+            if isinstance(handle, asyncio.Future) and not handle.done():
+                handle.set_exception(error)
+        first = self._supervisor.first_link
+        if first is not None and not first.done():
+            first.set_exception(error)
+            first.exception()
+        self._view = None
         self._state = ClientState.CLOSED
         if self._closed is not None and not self._closed.done():
             self._closed.set_result(None)
 
 
-def _unexpected(exc: Exception, params: Any) -> ConnectError:
-    """An error no transport mapping foresaw (a bug, or a platform surprise), as ConnectError."""
-    log.error("unexpected error connecting to %s", params.redacted_url, exc_info=exc)
-    error = ConnectError(f"unexpected error connecting to {params.redacted_url}: {exc!r}")
-    error.__cause__ = exc
-    return error
+def _make_session(cfg: MQTTClientConfig) -> Session:
+    """The client's one session, for its whole life (every link, every connect())."""
+    client_id = cfg.effective_client_id
+    heartbeat = None
+    if cfg.enable_heartbeat:
+        heartbeat = (keepalive_topic(client_id), lambda: encode_heartbeat(time.time()))
+    announce = None
+    if cfg.enable_health:
+
+        def announce(first: bool) -> tuple[str, bytes]:
+            event = "ready" if first else "reconnected"
+            _, payload = encode_health(True, event, None, source=cfg.source, timestamp=time.time())
+            return health_topic(client_id), payload
+
+    return Session(
+        client_id,
+        keep_alive=cfg.keepalive,
+        clean_start=cfg.clean_start,
+        session_expiry_interval=cfg.session_expiry_interval,
+        receive_maximum=cfg.receive_maximum,
+        # The broker must not send us more (MQTT 5 Maximum Packet Size): room for the largest
+        # accepted payload plus the longest topic and generous properties.
+        max_packet_size=min(cfg.max_payload_size + _PACKET_OVERHEAD, _MQTT_MAX_PACKET),
+        outbox_max_messages=cfg.outbox_max_messages,
+        outbox_max_bytes=cfg.outbox_max_bytes,
+        outbox_ttl=cfg.outbox_message_ttl,
+        outbox_policy=cfg.outbox_policy,
+        queue_qos0_offline=cfg.queue_qos0_offline,
+        liveness=Liveness(
+            heartbeat_interval=cfg.heartbeat_interval if cfg.enable_heartbeat else None,
+            missed=cfg.watchdog_missed_heartbeats,
+            publish_timeout=cfg.publish_timeout,
+        ),
+        heartbeat=heartbeat,
+        announce=announce,
+    )
 
 
-async def _guard(hook: Hook, what: str) -> None:
-    try:
-        await hook()
-    except Exception:
-        log.exception("%s hook %r failed", what, hook)
+def _tls_factory(
+    cfg: MQTTClientConfig, given: ssl.SSLContext | None
+) -> Callable[[], ssl.SSLContext]:
+    """The TLS context of ``mqtts://`` links: the one given, or one built from the config on
+    first use (and kept)."""
+    made: list[ssl.SSLContext] = [given] if given is not None else []
+
+    def get() -> ssl.SSLContext:
+        if not made:
+            ctx = ssl.create_default_context(cafile=cfg.tls_ca_file)
+            if cfg.tls_insecure:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            made.append(ctx)
+        return made[0]
+
+    return get
+
+
+def _ignore(msg: Message) -> None:
+    """The internal consumer of our own heartbeat (the session's liveness already saw it)."""

@@ -1,0 +1,53 @@
+"""The checks every publish passes before anything is queued, so a bad call fails itself and
+never a later flush of the outbox on some reconnect."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from mqtt5 import PublishPacket
+
+from ._errors import PayloadTooLarge
+from ._topics import validate_topic_name
+
+__all__ = ["PublishCheck"]
+
+_TOPIC_CACHE: Final = 4096
+
+
+class PublishCheck:
+    """Topic, payload type, QoS, size and MQTT 5 properties of one publish call."""
+
+    __slots__ = ("_max_payload", "_valid_topics")
+
+    def __init__(self, max_payload: int) -> None:
+        self._max_payload = max_payload
+        self._valid_topics: dict[str, None] = {}  # topics already validated (a bounded cache)
+
+    def __call__(
+        self, topic: str, payload: bytes | str, qos: int, properties: dict[str, Any] | None
+    ) -> bytes:
+        """Return the payload as bytes, or raise :class:`~tars.mqtt.InvalidTopicError`,
+        :class:`~tars.mqtt.PayloadTooLarge`, ``TypeError`` or ``ValueError``."""
+        if properties:
+            try:
+                PublishPacket(topic, b"", **properties)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"invalid MQTT 5 publish properties: {exc}") from None
+        if topic not in self._valid_topics:
+            validate_topic_name(topic)
+            if len(self._valid_topics) >= _TOPIC_CACHE:
+                self._valid_topics.clear()
+            self._valid_topics[topic] = None
+        if type(payload) is not bytes:
+            if isinstance(payload, str):
+                payload = payload.encode()
+            elif isinstance(payload, bytearray | memoryview):
+                payload = bytes(payload)
+            else:
+                raise TypeError(f"payload must be bytes or str, not {type(payload).__name__}")
+        if qos != 0 and qos != 1 and qos != 2:
+            raise ValueError(f"qos must be 0, 1 or 2, not {qos!r}")
+        if len(payload) > self._max_payload:
+            raise PayloadTooLarge(len(payload), self._max_payload)
+        return payload

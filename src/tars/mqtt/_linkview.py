@@ -1,0 +1,138 @@
+"""What :attr:`MQTTClient.client <tars.mqtt.MQTTClient.client>` returns: a narrow, documented
+view of the current link, for the protocol-level needs the client does not wrap.
+
+Publish with any MQTT 5 property, subscribe with options (``no_local``, retain handling...),
+read the broker's CONNACK and whether it resumed our session, and stop reading for a while.
+Everything goes through the one session, so a publish made here is resent after a reconnect
+like any other; a subscription made here is not in the client's table (it is not restored, and
+its messages reach only listeners added with
+:meth:`~tars.mqtt.MQTTClient.add_message_listener`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from mqtt5 import ConnAckPacket, QoS, TopicFilter
+
+from ._connection import Connection, settle
+from ._errors import ConnectionLostError
+from ._session import Session
+
+__all__ = ["LinkView"]
+
+
+class LinkView:
+    """The current link, as :attr:`MQTTClient.client <tars.mqtt.MQTTClient.client>` shows it.
+
+    Valid for one link: methods raise :class:`~tars.mqtt.ConnectionLostError` once it is gone
+    (read :attr:`MQTTClient.client <tars.mqtt.MQTTClient.client>` again for the next one).
+    """
+
+    __slots__ = ("_conn", "_session")
+
+    def __init__(self, conn: Connection, session: Session) -> None:
+        self._conn = conn
+        self._session = session
+
+    def __repr__(self) -> str:
+        return f"<LinkView client_id={self.client_id!r} connected={self.is_connected}>"
+
+    @property
+    def is_connected(self) -> bool:
+        """True while this link is up."""
+        return self._conn.is_connected
+
+    @property
+    def client_id(self) -> str:
+        """The client id in use (the broker's assigned one if ours was empty)."""
+        return self._session.client_id
+
+    @property
+    def connack(self) -> ConnAckPacket | None:
+        """The broker's CONNACK (``mqtt5.ConnAckPacket``): its limits and features."""
+        return self._session.connack
+
+    @property
+    def session_present(self) -> bool:
+        """Whether the broker resumed our session on this link."""
+        return self._session.session_present
+
+    @property
+    def write_paused(self) -> bool:
+        """True while the socket's write buffer is over its high-water mark."""
+        return self._conn.write_paused
+
+    def pause_reading(self) -> None:
+        """Stop reading from the link (calls nest: each needs a :meth:`resume_reading`)."""
+        self._conn.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Undo one :meth:`pause_reading`."""
+        self._conn.resume_reading()
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 0,
+        retain: bool = False,
+        wait: bool = True,
+        **properties: Any,
+    ) -> int:
+        """Publish with any MQTT 5 PUBLISH property of ``mqtt5.PublishPacket``
+        (``content_type``, ``message_expiry_interval``, ``user_properties``, ...).
+
+        Returns the broker's reason code (0 for QoS 0 or ``wait=False``). No topic or size
+        validation happens here beyond the codec's and the broker's limits.
+        """
+        conn = self._require()
+        fut: asyncio.Future[int] | None = None
+        if qos and wait:
+            fut = asyncio.get_running_loop().create_future()
+        props = properties or None
+        settle(self._session.publish(topic, payload, qos, retain, handle=fut, properties=props))
+        conn.flush_soon()
+        if conn.write_paused:
+            await conn.drain()
+        return 0 if fut is None else await fut
+
+    async def subscribe(
+        self,
+        *filters: TopicFilter | str,
+        qos: int = 2,
+        subscription_id: int | None = None,
+        user_properties: list[tuple[str, str]] | None = None,
+    ) -> tuple[int, ...]:
+        """Send one SUBSCRIBE (strings or ``mqtt5.TopicFilter`` with options); returns the
+        SUBACK reason codes as they are. Not restored after a reconnect."""
+        conn = self._require()
+        topic_filters = [
+            f if isinstance(f, TopicFilter) else TopicFilter(f, max_qos=QoS(qos)) for f in filters
+        ]
+        fut: asyncio.Future[tuple[int, ...]] = asyncio.get_running_loop().create_future()
+        self._session.subscribe(
+            topic_filters,
+            handle=fut,
+            subscription_id=subscription_id,
+            user_properties=user_properties,
+        )
+        conn.flush()
+        return await fut
+
+    async def unsubscribe(
+        self, *patterns: str, user_properties: list[tuple[str, str]] | None = None
+    ) -> tuple[int, ...]:
+        """Send one UNSUBSCRIBE; returns the UNSUBACK reason codes."""
+        conn = self._require()
+        fut: asyncio.Future[tuple[int, ...]] = asyncio.get_running_loop().create_future()
+        self._session.unsubscribe(list(patterns), handle=fut, user_properties=user_properties)
+        conn.flush()
+        return await fut
+
+    def _require(self) -> Connection:
+        if not self._conn.is_connected:
+            raise ConnectionLostError("the link to the broker is not up")
+        return self._conn

@@ -1,0 +1,181 @@
+"""Every outgoing publish the session still owes an outcome for, from the call to its end.
+
+Pure and synchronous (the time is passed in). One :class:`Outgoing` record per publish lives
+here from ``publish()`` until the broker's final ack, a refusal, or a documented drop: while it
+waits for a link or for the broker's Receive Maximum (``pending``, in order), while it is on the
+wire (``inflight``, by packet id), and after a link loss (``resend`` on a resumed session).
+
+The outbox is not a second store: it is the part of ``pending`` that was queued while no link
+was up. Those records carry ``offline=True`` and count against the outbox limits (messages,
+bytes), may expire (TTL), and a full outbox applies its policy:
+
+- ``drop_oldest`` (default): make room by dropping the oldest message queued offline;
+- ``drop_newest``: refuse the new message (dropped, counted, its waiter failed);
+- ``block``: the caller waits for room (:meth:`OutgoingStore.has_room`; the client waits);
+- ``raise``: :class:`~tars.mqtt.OutboxFullError`.
+
+Records that were already in flight or pending when the link dropped are not subject to the
+outbox limits: they were accepted while connected and are resent as MQTT 5 requires.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ._errors import OutboxFullError
+
+__all__ = ["OutboxPolicy", "Outgoing", "OutgoingStore"]
+
+OutboxPolicy = Literal["drop_oldest", "drop_newest", "block", "raise"]
+
+
+@dataclass(slots=True, eq=False)
+class Outgoing:
+    """One publish of ours, from the call until its outcome."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    properties: dict[str, Any] | None
+    handle: object  # given back in the PublishDone event (the asyncio layer's future)
+    packet_id: int = 0
+    wire: bytes | None = None  # the bytes as first sent, reused (with DUP) on resume
+    released: bool = False  # QoS 2: PUBREC received, PUBREL sent, waiting for PUBCOMP
+    offline: bool = False  # queued while no link was up: counts against the outbox limits
+    expires_at: float | None = None  # offline records only: not sendable after this time
+
+
+class OutgoingStore:
+    """The records, their order, and the outbox limits (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        max_messages: int = 10_000,
+        max_bytes: int = 16 * 1024 * 1024,
+        ttl: float | None = None,
+        policy: OutboxPolicy = "drop_oldest",
+    ) -> None:
+        if max_messages < 0 or max_bytes < 0:
+            raise ValueError("outbox limits must be >= 0")
+        if ttl is not None and ttl <= 0:
+            raise ValueError("outbox ttl must be > 0")
+        if policy not in ("drop_oldest", "drop_newest", "block", "raise"):
+            raise ValueError(f"unknown outbox policy {policy!r}")
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.ttl = ttl
+        self.policy: OutboxPolicy = policy
+        # On the wire, by packet id, in send order (dicts keep order).
+        self.inflight: dict[int, Outgoing] = {}
+        # Accepted, not yet sent (no quota left, or no link), in order.
+        self.pending: deque[Outgoing] = deque()
+        # In flight on an earlier link, to send again on this one before any pending record.
+        self.resend: deque[Outgoing] = deque()
+        self._offline_count = 0
+        self._offline_bytes = 0
+        self.dropped = 0  # dropped by the outbox policy or limits
+        self.expired = 0  # older than the TTL when a link came back
+
+    def __repr__(self) -> str:
+        return (
+            f"<OutgoingStore inflight={len(self.inflight)} pending={len(self.pending)} "
+            f"offline={self._offline_count}>"
+        )
+
+    @property
+    def unfinished(self) -> int:
+        """Records still owed an outcome (in flight or pending)."""
+        return len(self.inflight) + len(self.pending)
+
+    @property
+    def offline_count(self) -> int:
+        """Records queued while no link was up and not sent yet (the outbox)."""
+        return self._offline_count
+
+    def has_room(self, size: int) -> bool:
+        """Whether an offline message of ``size`` payload bytes fits without dropping anything."""
+        return (
+            self._offline_count < self.max_messages and self._offline_bytes + size <= self.max_bytes
+        )
+
+    def queue_offline(self, item: Outgoing, now: float) -> list[Outgoing]:
+        """Queue ``item`` while no link is up; return the records dropped to make room (or
+        ``[item]`` when it is refused).
+
+        Raises :class:`~tars.mqtt.OutboxFullError` with the ``raise`` policy. With ``block``
+        the caller must wait for :meth:`has_room` first; a message larger than the whole outbox
+        is refused whatever the policy.
+        """
+        size = len(item.payload)
+        if self.max_messages == 0 or size > self.max_bytes:
+            self.dropped += 1
+            return [item]
+        dropped: list[Outgoing] = []
+        if not self.has_room(size):
+            if self.policy == "raise":
+                raise OutboxFullError(
+                    f"outbox full ({self._offline_count} messages, {self._offline_bytes} "
+                    f"bytes) while disconnected; message for {item.topic!r} refused"
+                )
+            if self.policy in ("drop_newest", "block"):
+                self.dropped += 1
+                return [item]
+            dropped = self._drop_oldest_offline(size)
+        item.offline = True
+        item.expires_at = now + self.ttl if self.ttl is not None else None
+        self._offline_count += 1
+        self._offline_bytes += size
+        self.pending.append(item)
+        return dropped
+
+    def pop_pending(self) -> Outgoing:
+        """The next pending record, in order (no longer counted in the outbox)."""
+        item = self.pending.popleft()
+        if item.offline:
+            self._left_outbox(item)
+        return item
+
+    def take_expired(self, now: float) -> list[Outgoing]:
+        """Remove and return the offline records whose TTL is over (at link-up)."""
+        if self.ttl is None or not self._offline_count:
+            return []
+        expired = [i for i in self.pending if i.expires_at is not None and i.expires_at <= now]
+        if expired:
+            gone = set(map(id, expired))
+            self.pending = deque(i for i in self.pending if id(i) not in gone)
+            for item in expired:
+                self._left_outbox(item)
+            self.expired += len(expired)
+        return expired
+
+    def take_all(self) -> Iterator[Outgoing]:
+        """Empty the store (shutdown): every record, in flight first, then pending."""
+        items = [*self.inflight.values(), *self.pending]
+        self.inflight.clear()
+        self.pending.clear()
+        self.resend.clear()
+        self._offline_count = self._offline_bytes = 0
+        return iter(items)
+
+    def _drop_oldest_offline(self, size: int) -> list[Outgoing]:
+        dropped: list[Outgoing] = []
+        kept: deque[Outgoing] = deque()
+        for item in self.pending:
+            if item.offline and not self.has_room(size):
+                self._left_outbox(item)
+                dropped.append(item)
+            else:
+                kept.append(item)
+        self.pending = kept
+        self.dropped += len(dropped)
+        return dropped
+
+    def _left_outbox(self, item: Outgoing) -> None:
+        item.offline = False
+        self._offline_count -= 1
+        self._offline_bytes -= len(item.payload)

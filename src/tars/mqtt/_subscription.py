@@ -1,0 +1,388 @@
+"""One subscription: a handler on a topic filter, with its own bounded queue and worker.
+
+Each :meth:`MQTTClient.subscribe <tars.mqtt.MQTTClient.subscribe>` call makes one
+:class:`Subscription`: a handler, a bounded queue, an overflow policy, a concurrency limit, an
+optional per-call timeout and dedup window, and one worker task. A slow, failing or hung handler
+fills only its own queue; nothing it does reaches another subscription or the link, except the
+``block`` policy, which by design stops reading the link while its queue is full (TCP
+backpressure to the broker; see the docs for when to prefer a drop policy). For that it is
+given ``pause`` and ``resume`` callables (as websockets' ``Assembler``), not a way back into the
+client: it knows nothing of links.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import inspect
+import logging
+import time
+import typing
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from ._dedup import DedupWindow
+from ._envelope import Envelope
+from ._errors import EnvelopeError
+from ._message import Message
+
+__all__ = [
+    "Handler",
+    "Overflow",
+    "Subscription",
+    "SubscriptionStats",
+]
+
+log = logging.getLogger("tars.mqtt.dispatch")
+
+Overflow = Literal["block", "drop_oldest", "drop_newest"]
+ModelT = TypeVar("ModelT", bound=BaseModel)
+# The forms a handler may take, spelled out so that mypy rejects another one (``str``,
+# ``dict``, a dataclass) where ``subscribe()`` is called, not only ``_arg_kind`` at run time.
+Handler = (
+    Callable[[bytes], Awaitable[None]]
+    | Callable[[Message], Awaitable[None]]
+    | Callable[[Envelope], Awaitable[None]]
+    | Callable[[ModelT], Awaitable[None]]
+)
+_SUPPORTED_FORMS = (
+    "bytes (or no annotation, Any, object), tars.mqtt.Message, tars.mqtt.Envelope, "
+    "or a pydantic BaseModel subclass"
+)
+
+
+class _ArgKind(enum.Enum):
+    PAYLOAD = "payload"
+    MESSAGE = "message"
+    ENVELOPE = "envelope"
+    MODEL = "model"
+
+
+@dataclass(slots=True)
+class SubscriptionStats:
+    """What happened to the messages of one subscription (counters only grow)."""
+
+    received: int = 0  # offered to the queue
+    handled: int = 0  # handler returned normally
+    failed: int = 0  # handler raised
+    timed_out: int = 0  # handler exceeded its timeout
+    dropped: int = 0  # overflow policy dropped it
+    deduplicated: int = 0  # same envelope (id and content) seen within the dedup TTL
+    invalid: int = 0  # not an envelope / not valid for a typed handler
+
+
+def _arg_kind(handler: Handler[Any]) -> tuple[_ArgKind, type[BaseModel] | None]:
+    """How to call ``handler``, from the annotation of its first parameter (read once)."""
+    if not inspect.iscoroutinefunction(handler) and not inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004 - async callable objects are fine
+    ):
+        raise TypeError(
+            f"handler {handler!r} must be an async function (async def handler(...) -> None)"
+        )
+    try:
+        params = list(inspect.signature(handler).parameters.values())
+    except (TypeError, ValueError):
+        return _ArgKind.PAYLOAD, None
+    if not params:
+        raise TypeError(f"handler {handler!r} must take one argument (the message)")
+    annotation = params[0].annotation
+    if isinstance(annotation, str):
+        try:
+            hints = typing.get_type_hints(handler)
+            annotation = hints.get(params[0].name, annotation)
+        except Exception:
+            known: dict[str, Any] = {"Message": Message, "Envelope": Envelope, "bytes": bytes}
+            if annotation not in known and annotation not in ("Any", "object"):
+                # Guessing "raw bytes" here would hand a typed handler the wrong argument.
+                raise TypeError(
+                    f"cannot resolve the annotation {annotation!r} of the first parameter of "
+                    f"handler {handler!r}: define that class at module level (annotations "
+                    "are strings under `from __future__ import annotations`)"
+                ) from None
+            annotation = known.get(annotation, annotation)
+    if annotation is Message:
+        return _ArgKind.MESSAGE, None
+    if annotation is Envelope:
+        return _ArgKind.ENVELOPE, None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return _ArgKind.MODEL, annotation
+    if annotation in (inspect.Parameter.empty, bytes, Any, object, "Any", "object"):
+        return _ArgKind.PAYLOAD, None
+    # Handing raw bytes to a handler that declared ``str``, ``dict`` or a dataclass would fail
+    # far from here, inside the handler, on every message: refuse it at subscribe().
+    raise TypeError(
+        f"handler {handler!r} annotates its first parameter as {annotation!r}, which tars.mqtt "
+        f"cannot give it; annotate it as one of: {_SUPPORTED_FORMS}"
+    )
+
+
+class Subscription:
+    """One handler on one topic filter, with its own queue and worker.
+
+    Returned by :meth:`MQTTClient.subscribe <tars.mqtt.MQTTClient.subscribe>`; use it to read
+    :attr:`stats` or to :meth:`~tars.mqtt.MQTTClient.unsubscribe` just this handler.
+    """
+
+    def __init__(
+        self,
+        topic_filter: str,
+        handler: Handler[Any],
+        *,
+        qos: int,
+        queue_size: int,
+        overflow: Overflow,
+        concurrency: int,
+        timeout: float | None,
+        dedup: DedupWindow | None,
+        pause: Callable[[], None],
+        resume: Callable[[], None],
+    ) -> None:
+        """``pause``/``resume``: stop and restart reading the link (the ``block`` policy)."""
+        if queue_size < 1:
+            raise ValueError("queue_size must be >= 1")
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        if overflow not in ("block", "drop_oldest", "drop_newest"):
+            raise ValueError(
+                f"overflow must be block, drop_oldest or drop_newest, not {overflow!r}"
+            )
+        if timeout is not None and timeout <= 0:
+            raise ValueError("timeout must be > 0")
+        self.topic_filter = topic_filter
+        self.handler = handler
+        self.qos = qos
+        self.queue_size = queue_size
+        self.overflow: Overflow = overflow
+        self.concurrency = concurrency
+        self.timeout = timeout
+        self.stats = SubscriptionStats()
+        self._kind, self._model = _arg_kind(handler)
+        self._dedup = dedup
+        self._queue: deque[Message] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._idle: asyncio.Future[None] | None = None
+        self._blocking = False
+        self._pause = pause
+        self._resume = resume
+        self._worker: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+        self._slots: asyncio.Semaphore | None = None
+        self._clock = time.monotonic
+        self._busy = False  # the sequential worker is inside a handler call
+
+    def __repr__(self) -> str:
+        name = getattr(self.handler, "__qualname__", repr(self.handler))
+        return f"<Subscription {self.topic_filter!r} -> {name} queued={len(self._queue)}>"
+
+    @property
+    def queued(self) -> int:
+        """Messages waiting for the handler."""
+        return len(self._queue)
+
+    # --- receive side (synchronous, from the link's data_received) ---------------------------
+
+    def offer(self, msg: Message) -> None:
+        """Queue ``msg`` for the handler, applying dedup and the overflow policy."""
+        stats = self.stats
+        stats.received += 1
+        dedup = self._dedup
+        if dedup is not None:
+            key = msg.dedup_key
+            if key is not None and dedup.seen(key, self._clock()):
+                stats.deduplicated += 1
+                return
+        queue = self._queue
+        if len(queue) >= self.queue_size:
+            if self.overflow == "drop_newest":
+                stats.dropped += 1
+                self._log_drop("newest")
+                return
+            if self.overflow == "drop_oldest":
+                queue.popleft()
+                stats.dropped += 1
+                self._log_drop("oldest")
+            elif not self._blocking:
+                self._blocking = True
+                self._pause()
+        queue.append(msg)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _log_drop(self, which: str) -> None:
+        """Warn on the first drop and every 1,000th after it: visible, but never a log flood."""
+        dropped = self.stats.dropped
+        if dropped == 1 or dropped % 1000 == 0:
+            log.warning(
+                "queue of %r full (%d): dropped the %s message (%d dropped so far); the "
+                "handler is slower than the messages arrive",
+                self.topic_filter,
+                self.queue_size,
+                which,
+                dropped,
+            )
+
+    # --- worker ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the worker that feeds the handler (the client calls it on connect)."""
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(
+                self._run(), name=f"tars-mqtt-sub:{self.topic_filter}"
+            )
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Cancel the worker and any running handler; queued messages are dropped (counted).
+
+        Called from this subscription's own handler (a one-shot handler unsubscribing itself,
+        a "stop" command shutting the client down), the calling handler is neither cancelled
+        nor awaited, which would deadlock; it finishes, then its worker ends. A handler that
+        ignores its cancellation is waited for ``timeout`` seconds at most, then left behind
+        (and logged), so that shutdown stays bounded.
+        """
+        me = asyncio.current_task()
+        tasks = [t for t in (self._worker, *self._running) if t is not None and t is not me]
+        self._worker = None
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            _, stuck = await asyncio.wait(tasks, timeout=timeout)
+            for task in stuck:
+                log.error(
+                    "%s (handler of %r) ignored its cancellation for %g s; left running",
+                    task.get_name(),
+                    self.topic_filter,
+                    timeout,
+                )
+        self._running.clear()
+        self.stats.dropped += len(self._queue)
+        self._queue.clear()
+        if self._blocking:
+            self._blocking = False
+            self._resume()
+        self._busy = False
+        self._signal_idle()  # join() callers must not wait for a worker that is gone
+
+    async def join(self) -> None:
+        """Wait until the queue is empty and no handler call is running (or it is stopped)."""
+        while self._queue or self._running or self._busy:
+            if self._idle is None or self._idle.done():
+                self._idle = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._idle)  # shared by every joiner
+
+    async def _run(self) -> None:
+        queue = self._queue
+        loop = asyncio.get_running_loop()
+        if self.concurrency > 1:
+            self._slots = asyncio.Semaphore(self.concurrency)
+        me = asyncio.current_task()
+        while self._worker is me:  # stop() from inside a handler: end after that call
+            if not queue:
+                self._signal_idle()
+                waiter = loop.create_future()
+                self._waiter = waiter
+                await waiter
+                continue
+            msg = queue.popleft()
+            if self._blocking and len(queue) < self.queue_size:
+                self._blocking = False
+                self._resume()
+            slots = self._slots
+            if slots is None:
+                self._busy = True
+                try:
+                    await self._call(msg)
+                finally:
+                    self._busy = False
+            else:
+                await slots.acquire()
+                task = loop.create_task(self._call_released(msg, slots))
+                self._running.add(task)
+                task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        if not self._queue and not self._running:
+            self._signal_idle()
+
+    def _signal_idle(self) -> None:
+        idle = self._idle
+        if idle is not None and not self._queue and not self._running and not self._busy:
+            self._idle = None
+            if not idle.done():
+                idle.set_result(None)
+
+    async def _call_released(self, msg: Message, slots: asyncio.Semaphore) -> None:
+        try:
+            await self._call(msg)
+        finally:
+            slots.release()
+
+    async def _call(self, msg: Message) -> None:
+        stats = self.stats
+        kind = self._kind
+        try:
+            if kind is _ArgKind.PAYLOAD:
+                arg: Any = msg.payload
+            elif kind is _ArgKind.MESSAGE:
+                arg = msg
+            elif kind is _ArgKind.ENVELOPE:
+                arg = msg.envelope
+            else:
+                assert self._model is not None
+                arg = self._model.model_validate(msg.envelope.data)
+        except (EnvelopeError, ValidationError) as exc:
+            stats.invalid += 1
+            log.warning(
+                "message on %r is not valid for handler %s: %s",
+                msg.topic,
+                getattr(self.handler, "__qualname__", self.handler),
+                _short(exc),
+            )
+            return
+        deadline: asyncio.Timeout | None = None
+        try:
+            if self.timeout is None:
+                await self.handler(arg)
+            else:
+                async with asyncio.timeout(self.timeout) as deadline:
+                    await self.handler(arg)
+        except TimeoutError:
+            if deadline is None or not deadline.expired():
+                # The handler's own TimeoutError (its HTTP call, its own wait_for): a failure
+                # with a traceback, not our per-handler timeout.
+                self._failed(msg)
+                return
+            stats.timed_out += 1
+            log.warning(
+                "handler %s timed out after %g s on topic %r (envelope id %s)",
+                getattr(self.handler, "__qualname__", self.handler),
+                self.timeout,
+                msg.topic,
+                msg.envelope_id,
+            )
+        except Exception:
+            self._failed(msg)
+        else:
+            stats.handled += 1
+
+    def _failed(self, msg: Message) -> None:
+        """Count and log (with the traceback being handled) a handler that raised."""
+        self.stats.failed += 1
+        log.exception(
+            "handler %s failed on topic %r (envelope id %s)",
+            getattr(self.handler, "__qualname__", self.handler),
+            msg.topic,
+            msg.envelope_id,
+        )
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:200]
