@@ -154,6 +154,9 @@ async def test_mqtt_311_client_gets_unsupported_version(
     "garbage",
     [
         pytest.param(b"\x00\x00", id="reserved-packet-type"),
+        # Refused from the first byte, without waiting for the body the length announces.
+        pytest.param(b"\x00\xff\xff\x7f", id="reserved-packet-type-announcing-2mb"),
+        pytest.param(b"\x60\xff\x7f", id="pubrel-with-bad-flags-announcing-16kb"),
         pytest.param(b"\x30\xff\xff\xff\xff\x01", id="remaining-length-over-4-bytes"),
         pytest.param(b"\x30\x03\x00\x01t", id="fields-overrun-remaining-length"),
         pytest.param(b"\xc0\x02\x00\x00", id="pingreq-with-body"),
@@ -179,6 +182,17 @@ async def test_malformed_connect_gets_connack_0x81(
 ) -> None:
     peer = await open_peer(broker)
     peer.send_raw(b"\x10\x03\x00\x04M")  # a CONNECT cut inside its protocol name
+    connack = await peer.expect(mqtt5.ConnAckPacket)
+    assert connack.reason_code == mqtt5.ConnAckReasonCode.MALFORMED_PACKET
+    await peer.expect_closed()
+
+
+async def test_http_request_instead_of_connect_is_refused_at_once(
+    broker: InMemoryBroker, open_peer: PeerOpener
+) -> None:
+    """'G' (0x47) reads as a PUBACK with bad flags: refused from its first byte."""
+    peer = await open_peer(broker)
+    peer.send_raw(b"GET / HTTP/1.1\r\nHost: broker\r\n")
     connack = await peer.expect(mqtt5.ConnAckPacket)
     assert connack.reason_code == mqtt5.ConnAckReasonCode.MALFORMED_PACKET
     await peer.expect_closed()

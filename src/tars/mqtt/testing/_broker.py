@@ -9,8 +9,8 @@ enhanced authentication, no topic aliases; never a production one.
 Pure asyncio: no thread, and no task of its own (timers are ``call_later`` handles); after
 :meth:`InMemoryBroker.close` nothing of it is left in the loop.
 
-The pieces: ``_memory_transport`` (the socket-less link), ``_broker_link`` (framing, writes,
-keep-alive, wire faults), ``_broker_core`` (the MQTT rules), ``_broker_session`` and
+The pieces: ``_memory_transport`` (the socket-less link), ``_broker_link`` (the client's framing,
+writes, keep-alive, wire faults), ``_broker_core`` (the MQTT rules), ``_broker_session`` and
 ``_broker_router`` (pure state), ``_broker_faults`` (the fault switches).
 """
 

@@ -23,27 +23,22 @@ Which rules, briefly (MQTT 5.0 sections in brackets):
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import secrets
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import mqtt5
 
 from .._errors import InvalidTopicError
 from .._topics import validate_topic_name
 from ._broker_faults import Faults
-from ._broker_link import LinkState
+from ._broker_link import BrokerLink, LinkState
 from ._broker_router import Router
-from ._broker_session import Delivery, Session, StoredMessage
+from ._broker_session import BrokerSession, Delivery, StoredMessage
 from ._broker_subscribe import shared_no_local, subscribe, unsubscribe
-
-if TYPE_CHECKING:
-    import asyncio
-
-    from ._broker_link import BrokerLink
 
 __all__ = ["AuthCallback", "BrokerCore"]
 
@@ -77,7 +72,7 @@ class BrokerCore:
         self.accepting = True  # False while the broker restarts or closes
         self.router = Router()
         self.faults = faults
-        self.sessions: dict[str, Session] = {}
+        self.sessions: dict[str, BrokerSession] = {}
         self.links: dict[BrokerLink, None] = {}  # every open link, in opening order
         self.connected: dict[str, BrokerLink] = {}  # client id -> its CONNACK-ed link
         self._will_timers: dict[str, asyncio.TimerHandle] = {}
@@ -227,7 +222,8 @@ class BrokerCore:
             self.end_session(client_id)
             session = None
         if session is None:
-            session = self.sessions[client_id] = Session(client_id, max_queued=self.max_queued)
+            session = BrokerSession(client_id, max_queued=self.max_queued)
+            self.sessions[client_id] = session
         session.expiry_interval = packet.session_expiry_interval
         session.attach(receive_maximum=packet.receive_max, max_packet_size=packet.max_packet_size)
         link.bind(client_id, session, packet.will, packet.keep_alive)
@@ -246,7 +242,9 @@ class BrokerCore:
 
     # -- PUBLISH and its acknowledgements ------------------------------------------------------
 
-    def _on_publish(self, link: BrokerLink, session: Session, packet: mqtt5.PublishPacket) -> None:
+    def _on_publish(
+        self, link: BrokerLink, session: BrokerSession, packet: mqtt5.PublishPacket
+    ) -> None:
         if packet.topic_alias is not None:
             self.protocol_error(link, 0x94, "topic alias used but none offered")
             return
@@ -276,7 +274,9 @@ class BrokerCore:
             session.inbound_qos2.add(packet_id)
             link.send(mqtt5.PubRecPacket(packet_id, reason_code=mqtt5.PubRecReasonCode(code)))
 
-    def _on_pubrel(self, link: BrokerLink, session: Session, packet: mqtt5.PubRelPacket) -> None:
+    def _on_pubrel(
+        self, link: BrokerLink, session: BrokerSession, packet: mqtt5.PubRelPacket
+    ) -> None:
         if packet.packet_id in session.inbound_qos2:
             session.inbound_qos2.discard(packet.packet_id)
             link.send(mqtt5.PubCompPacket(packet.packet_id))
@@ -313,8 +313,8 @@ class BrokerCore:
             if link is not None:
                 self._send(link, session, packets)
 
-    def _send(self, link: BrokerLink, session: Session, packets: Sequence[mqtt5.Packet]) -> None:
-        for packet in packets:
+    def _send(self, link: BrokerLink, session: BrokerSession, out: Sequence[mqtt5.Packet]) -> None:
+        for packet in out:
             link.send(packet)
         if link.holding_reordered and session.window_full():
             link.release_reordered()  # nothing more can come: do not hold the rest forever
@@ -333,7 +333,7 @@ class BrokerCore:
     # -- SUBSCRIBE / UNSUBSCRIBE ---------------------------------------------------------------
 
     def _on_subscribe(
-        self, link: BrokerLink, session: Session, packet: mqtt5.SubscribePacket
+        self, link: BrokerLink, session: BrokerSession, packet: mqtt5.SubscribePacket
     ) -> None:
         if packet.packet_id == 0 or packet.subscription_id == 0:
             self.protocol_error(link, 0x82, "SUBSCRIBE with packet id or subscription id 0")
@@ -348,7 +348,7 @@ class BrokerCore:
             self._send(link, session, session.offer(delivery, now))
 
     def _on_unsubscribe(
-        self, link: BrokerLink, session: Session, packet: mqtt5.UnsubscribePacket
+        self, link: BrokerLink, session: BrokerSession, packet: mqtt5.UnsubscribePacket
     ) -> None:
         if packet.packet_id == 0:
             self.protocol_error(link, 0x82, "UNSUBSCRIBE with packet id 0")
@@ -359,7 +359,7 @@ class BrokerCore:
     # -- the rest ------------------------------------------------------------------------------
 
     def _on_disconnect(
-        self, link: BrokerLink, session: Session, packet: mqtt5.DisconnectPacket
+        self, link: BrokerLink, session: BrokerSession, packet: mqtt5.DisconnectPacket
     ) -> None:
         new_expiry = packet.session_expiry_interval
         if new_expiry is not None:

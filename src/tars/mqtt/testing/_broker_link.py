@@ -1,8 +1,9 @@
 """One network connection of the broker: framing, writing, keep-alive and link-level faults.
 
 A :class:`BrokerLink` is the ``asyncio.Protocol`` on the broker's side of a connection, TCP or
-in-memory alike. It cuts the byte stream into packets (checking the broker's maximum packet size
-before buffering a whole packet), hands them to the broker core, and writes the core's answers,
+in-memory alike. It cuts the byte stream into packets with the framing the client uses too
+(``tars.mqtt._framing``), checking the broker's maximum packet size before buffering a whole
+packet, hands them to its :class:`LinkOwner` (the broker core), and writes the core's answers,
 coalesced per loop turn. It owns no MQTT state: the session does.
 
 The broker does not slow down on ``pause_writing``: a client that stops reading lets its
@@ -19,15 +20,15 @@ import asyncio
 import enum
 import logging
 import socket
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import mqtt5
 
-if TYPE_CHECKING:
-    from ._broker_core import BrokerCore
-    from ._broker_session import Session
+from .._framing import FramingError, check_fixed_header, frame_length, read_packet
+from ._broker_faults import Faults
+from ._broker_session import BrokerSession
 
-__all__ = ["BrokerLink", "LinkState"]
+__all__ = ["BrokerLink", "LinkOwner", "LinkState"]
 
 _log = logging.getLogger("tars.mqtt.testing.broker")
 
@@ -42,23 +43,25 @@ class LinkState(enum.Enum):
     CLOSED = "closed"
 
 
-def frame_length(buffer: bytes | bytearray, pos: int) -> int | None:
-    """Total size of the packet starting at ``pos``, or None if its fixed header is incomplete.
+class LinkOwner(Protocol):
+    """What a link needs from the broker it belongs to (the broker core satisfies it).
 
-    Raises:
-        ValueError: the remaining-length field runs over four bytes (malformed).
+    Declared here, on the link's side, so that the link does not import the core: the core
+    knows links, a link knows only this.
     """
-    value = 0
-    multiplier = 1
-    for index in range(pos + 1, pos + 5):
-        if index >= len(buffer):
-            return None
-        byte = buffer[index]
-        value += (byte & 0x7F) * multiplier
-        if not byte & 0x80:
-            return index + 1 - pos + value
-        multiplier *= 128
-    raise ValueError("remaining length longer than four bytes")
+
+    @property
+    def accepting(self) -> bool: ...
+    @property
+    def max_packet_size(self) -> int | None: ...
+    @property
+    def faults(self) -> Faults: ...
+    def now(self) -> float: ...
+    def link_opened(self, link: BrokerLink) -> None: ...
+    def link_lost(self, link: BrokerLink) -> None: ...
+    def handle(self, link: BrokerLink, packet: mqtt5.Packet) -> None: ...
+    def protocol_error(self, link: BrokerLink, reason_code: int, why: str) -> None: ...
+    def keep_alive_expired(self, link: BrokerLink) -> None: ...
 
 
 def _protocol_level(chunk: bytes) -> int | None:
@@ -68,24 +71,6 @@ def _protocol_level(chunk: bytes) -> int | None:
         header += 1
     level_at = header + 6  # two length bytes, then "MQTT"
     return chunk[level_at] if len(chunk) > level_at else None
-
-
-def read_packet(chunk: bytes) -> tuple[mqtt5.Packet, int]:
-    """``mqtt5.read`` of one whole packet, with every way it fails turned into ValueError.
-
-    IndexError means the packet's own fields overrun its declared length. mqtt5 0.8 also
-    *panics* on invalid UTF-8 in any string field: pyo3's ``PanicException``, which derives
-    from BaseException (so ``except Exception`` misses it), after reporting the
-    UnicodeDecodeError to ``sys.unraisablehook``. Only that exception is caught here.
-    """
-    try:
-        return mqtt5.read(memoryview(chunk))
-    except (ValueError, IndexError) as exc:
-        raise ValueError(str(exc)) from exc
-    except BaseException as exc:
-        if type(exc).__name__ != "PanicException":
-            raise
-        raise ValueError(f"undecodable packet (codec panic: {exc})") from None
 
 
 def with_duplicate_flag(packet: mqtt5.PublishPacket) -> mqtt5.PublishPacket:
@@ -110,12 +95,12 @@ def with_duplicate_flag(packet: mqtt5.PublishPacket) -> mqtt5.PublishPacket:
 class BrokerLink(asyncio.Protocol):
     """The broker's end of one connection (see the module docstring)."""
 
-    def __init__(self, core: BrokerCore, label: str) -> None:
-        self._core = core
+    def __init__(self, owner: LinkOwner, label: str) -> None:
+        self._owner = owner
         self.label = label
         self.state = LinkState.AWAIT_CONNECT
         self.client_id: str | None = None
-        self.session: Session | None = None
+        self.session: BrokerSession | None = None
         self.will: mqtt5.Will | None = None
         self.keep_alive = 0
         self.stalled = False
@@ -138,7 +123,7 @@ class BrokerLink(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        if not self._core.accepting:
+        if not self._owner.accepting:
             self.abort()  # accepted by a listener of a broker that is going down
             return
         peer = transport.get_extra_info("peername")
@@ -148,14 +133,14 @@ class BrokerLink(asyncio.Protocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             # Without it, every small ack waits for the peer's delayed ACK (tens of ms).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._last_received = self._core.now()
+        self._last_received = self._owner.now()
         self._arm_timer(_CONNECT_TIMEOUT)
-        self._core.link_opened(self)
+        self._owner.link_opened(self)
 
     def data_received(self, data: bytes) -> None:
         if self.state not in (LinkState.AWAIT_CONNECT, LinkState.CONNECTED):
             return
-        self._last_received = self._core.now()
+        self._last_received = self._owner.now()
         self._inbound += data
         self._process()
 
@@ -173,7 +158,7 @@ class BrokerLink(asyncio.Protocol):
         self._held.clear()
         self._reordered.clear()
         _log.debug("%r lost (%s)", self, exc or "closed")
-        self._core.link_lost(self)
+        self._owner.link_lost(self)
         self.closed.set()
 
     # -- reading -------------------------------------------------------------------------------
@@ -182,16 +167,18 @@ class BrokerLink(asyncio.Protocol):
         buffer = self._inbound
         pos = 0
         try:
-            while not self.stalled and self.state in (
-                LinkState.AWAIT_CONNECT,
-                LinkState.CONNECTED,
+            while (
+                pos < len(buffer)
+                and not self.stalled
+                and self.state in (LinkState.AWAIT_CONNECT, LinkState.CONNECTED)
             ):
+                check_fixed_header(buffer[pos])  # refuse garbage before waiting for its body
                 total = frame_length(buffer, pos)
                 if total is None:
                     break
-                limit = self._core.max_packet_size
+                limit = self._owner.max_packet_size
                 if limit is not None and total > limit:
-                    self._core.protocol_error(self, 0x95, f"packet of {total} bytes over {limit}")
+                    self._owner.protocol_error(self, 0x95, f"packet of {total} bytes over {limit}")
                     break
                 if len(buffer) - pos < total:
                     break
@@ -200,9 +187,9 @@ class BrokerLink(asyncio.Protocol):
                 packet = self._decode(chunk)
                 if packet is None:
                     break
-                self._core.handle(self, packet)
-        except ValueError as exc:  # a broken remaining length
-            self._core.protocol_error(self, 0x81, str(exc))
+                self._owner.handle(self, packet)
+        except FramingError as exc:  # a reserved first byte or a broken remaining length
+            self._owner.protocol_error(self, 0x81, str(exc))
         finally:
             del buffer[:pos]
 
@@ -210,7 +197,7 @@ class BrokerLink(asyncio.Protocol):
         """One whole packet's bytes to a packet; None (and the link closing) when malformed."""
         try:
             packet, size = read_packet(chunk)
-        except ValueError as exc:
+        except (FramingError, IndexError) as exc:
             if (
                 self.state is LinkState.AWAIT_CONNECT
                 and chunk[0] == 0x10
@@ -226,10 +213,12 @@ class BrokerLink(asyncio.Protocol):
                 self.write_raw(_V311_UNSUPPORTED)
                 self.close()
                 return None
-            self._core.protocol_error(self, 0x81, f"malformed packet: {exc}")
+            # IndexError: the whole packet is here, so its fields overrun its remaining length.
+            why = str(exc) if isinstance(exc, FramingError) else "malformed packet: truncated"
+            self._owner.protocol_error(self, 0x81, why)
             return None
         if size != len(chunk):
-            self._core.protocol_error(self, 0x81, "packet shorter than its remaining length")
+            self._owner.protocol_error(self, 0x81, "packet shorter than its remaining length")
             return None
         return packet
 
@@ -260,7 +249,7 @@ class BrokerLink(asyncio.Protocol):
 
     def _send_fresh_publish(self, packet: mqtt5.PublishPacket) -> None:
         if self._reorder_left == 0 and self.client_id is not None:
-            claimed = self._core.faults.claim_reorder(self.client_id)
+            claimed = self._owner.faults.claim_reorder(self.client_id)
             if claimed:
                 _log.debug("%r: next %d deliveries reordered", self, claimed)
                 self._reorder_left = claimed
@@ -286,7 +275,7 @@ class BrokerLink(asyncio.Protocol):
     def _emit(self, packet: mqtt5.PublishPacket) -> None:
         data = packet.write()
         self.write_raw(data)
-        if self._core.faults.take_duplicate(packet.topic):
+        if self._owner.faults.take_duplicate(packet.topic):
             _log.debug("%r: PUBLISH on %r sent twice", self, packet.topic)
             # (The codec's enums are always truthy: compare, never test them as booleans.)
             at_most_once = packet.qos == mqtt5.QoS.AT_MOST_ONCE
@@ -331,7 +320,7 @@ class BrokerLink(asyncio.Protocol):
     # -- connection state ----------------------------------------------------------------------
 
     def bind(
-        self, client_id: str, session: Session, will: mqtt5.Will | None, keep_alive: int
+        self, client_id: str, session: BrokerSession, will: mqtt5.Will | None, keep_alive: int
     ) -> None:
         self.state = LinkState.CONNECTED
         self.client_id = client_id
@@ -360,7 +349,7 @@ class BrokerLink(asyncio.Protocol):
         self.stalled = False
         if self.state not in (LinkState.AWAIT_CONNECT, LinkState.CONNECTED):
             return
-        self._last_received = self._core.now()
+        self._last_received = self._owner.now()
         held, self._held = self._held, bytearray()
         self.write_raw(bytes(held))
         if self._transport is not None:
@@ -390,8 +379,8 @@ class BrokerLink(asyncio.Protocol):
         if self.state is not LinkState.CONNECTED or not self.keep_alive:
             return
         limit = 1.5 * self.keep_alive
-        idle = self._core.now() - self._last_received
+        idle = self._owner.now() - self._last_received
         if self.stalled or idle < limit:
             self._arm_timer(limit if self.stalled else limit - idle)
             return
-        self._core.keep_alive_expired(self)
+        self._owner.keep_alive_expired(self)

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from .._topics import TopicMatcher, split_shared, topic_matches
-from ._broker_session import Delivery, StoredMessage, Subscription
+from ._broker_session import BrokerSubscription, Delivery, StoredMessage
 
 __all__ = ["Router"]
 
@@ -34,10 +34,10 @@ class _SharedGroup:
     __slots__ = ("cursor", "members")
 
     def __init__(self) -> None:
-        self.members: dict[str, Subscription] = {}
+        self.members: dict[str, BrokerSubscription] = {}
         self.cursor = 0
 
-    def pick(self, online: Callable[[str], bool]) -> tuple[str, Subscription]:
+    def pick(self, online: Callable[[str], bool]) -> tuple[str, BrokerSubscription]:
         ids = list(self.members)
         count = len(ids)
         start = self.cursor % count
@@ -56,7 +56,7 @@ class Router:
     """Subscriptions of every session and the retained messages of the broker."""
 
     def __init__(self) -> None:
-        self._by_client: dict[str, dict[str, Subscription]] = {}
+        self._by_client: dict[str, dict[str, BrokerSubscription]] = {}
         self._direct: TopicMatcher[tuple[str, str]] = TopicMatcher()
         self._shared: TopicMatcher[tuple[str, str]] = TopicMatcher()
         self._groups: dict[tuple[str, str], _SharedGroup] = {}
@@ -70,7 +70,7 @@ class Router:
     def has(self, client_id: str, topic_filter: str) -> bool:
         return topic_filter in self._by_client.get(client_id, {})
 
-    def add(self, client_id: str, subscription: Subscription) -> None:
+    def add(self, client_id: str, subscription: BrokerSubscription) -> None:
         """Add or replace (same filter) a subscription; the filter must already be valid."""
         topic_filter = subscription.topic_filter
         mine = self._by_client.setdefault(client_id, {})
@@ -151,7 +151,7 @@ class Router:
         self._retained.clear()
 
 
-def _delivery(message: StoredMessage, subscription: Subscription) -> Delivery:
+def _delivery(message: StoredMessage, subscription: BrokerSubscription) -> Delivery:
     retain = message.retain and subscription.retain_as_published
     sid = subscription.subscription_id
     return Delivery(

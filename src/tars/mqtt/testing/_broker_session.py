@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import mqtt5
 
 __all__ = [
+    "BrokerSession",
+    "BrokerSubscription",
     "Delivery",
-    "Session",
     "SessionInfo",
     "StoredMessage",
-    "Subscription",
 ]
 
 _log = logging.getLogger("tars.mqtt.testing.broker")
@@ -92,7 +92,7 @@ class StoredMessage:
 
 
 @dataclass(frozen=True, slots=True)
-class Subscription:
+class BrokerSubscription:
     """One topic filter of one client with its MQTT 5 options (``topic_filter`` as sent)."""
 
     topic_filter: str
@@ -157,7 +157,7 @@ class _Inflight:
 OutPacket = mqtt5.PublishPacket | mqtt5.PubRelPacket
 
 
-class Session:
+class BrokerSession:
     """Server-side state of one client id: in-flight messages both ways and the offline queue.
 
     ``online`` is True while a link is bound. ``receive_maximum`` and ``max_packet_size`` are

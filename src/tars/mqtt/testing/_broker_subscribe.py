@@ -14,7 +14,7 @@ from .._errors import InvalidTopicError
 from .._topics import split_shared, validate_topic_filter
 from ._broker_faults import Faults
 from ._broker_router import Router
-from ._broker_session import Delivery, Subscription
+from ._broker_session import BrokerSubscription, Delivery
 
 __all__ = ["shared_no_local", "subscribe", "unsubscribe"]
 
@@ -55,7 +55,7 @@ def subscribe(
         handling = int(requested.retain_handling)
         router.add(
             client_id,
-            Subscription(
+            BrokerSubscription(
                 topic_filter=pattern,
                 qos=qos,
                 no_local=requested.no_local,
