@@ -19,9 +19,9 @@ import mqtt5
 __all__ = ["FramingError", "check_fixed_header", "frame_length", "read_packet"]
 
 # Flags (low nibble of the first byte) MQTT 5 fixes for each packet type (2.1.3); PUBLISH (3)
-# carries DUP/QoS/RETAIN there and is checked apart. Reserved types 0 and 15 (AUTH is 15, but
-# tars-core never negotiates enhanced authentication) are never valid from a broker or client
-# that did not ask for them.
+# carries DUP/QoS/RETAIN there and is checked apart. Type 0 is reserved. Type 15 is MQTT 5's
+# AUTH: well framed, so it passes here; a session that never asked for enhanced authentication
+# refuses it as an unexpected packet (0x82), which is a protocol matter, not a framing one.
 _FIXED_FLAGS: Final = {1: 0, 2: 0, 4: 0, 5: 0, 6: 2, 7: 0, 8: 2, 9: 0, 10: 2, 11: 0, 12: 0,
                        13: 0, 14: 0, 15: 0}  # fmt: skip
 
