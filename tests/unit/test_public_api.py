@@ -28,7 +28,7 @@ INTENDED = {
     "ClientStats",
     "MQTTClientConfig",
     "ConnectionParams",
-    "Connection",
+    "LinkView",
     # messages and subscriptions
     "Envelope",
     "Message",

@@ -1,0 +1,240 @@
+"""The subscribing part of the session: the table's SUBSCRIBE/UNSUBSCRIBE traffic.
+
+Adds and removes go to the broker now on a live link, or through the restore plan of the next
+link (:mod:`._subtable`); requests the broker cannot serve by its own CONNACK (shared
+subscriptions, wildcards) are refused before they are sent. The answers of the restore decide
+when the link is ready.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from mqtt5 import (
+    QoS,
+    RetainHandling,
+    SubAckPacket,
+    SubscribePacket,
+    TopicFilter,
+    UnsubAckPacket,
+    UnsubscribePacket,
+)
+
+from ._errors import (
+    SubscribeError,
+)
+from ._events import (
+    Event,
+    Subscribed,
+    Unsubscribed,
+)
+from ._session_base import (
+    _PROTOCOL_ERROR,
+    _QOS,
+    _SHARED_NOT_SUPPORTED,
+    _WILDCARDS_NOT_SUPPORTED,
+    SessionBase,
+    SessionState,
+    _Purpose,
+    _Request,
+)
+
+__all__ = ["Subscribing"]
+
+log = logging.getLogger("tars.mqtt")
+
+
+class Subscribing(SessionBase):
+    """Subscriptions, internal topics, raw requests and the restore (a part of
+    :class:`~._session.Session`)."""
+
+    def add_subscription(self, topic_filter: str, qos: int, *, handle: object = None) -> bool:
+        """One more subscription on ``topic_filter``: True when a SUBSCRIBE was sent now (its
+        :class:`~._events.Subscribed` carries ``handle``), False when the broker holds it
+        already or no link is up (the restore plan sends it).
+
+        Raises :class:`~tars.mqtt.SubscribeError` when the broker's CONNACK said it cannot serve
+        this filter (shared subscriptions, wildcards).
+        """
+        if self.state is SessionState.CONNECTED:
+            self._check_capabilities(topic_filter)
+        sid, send = self.subscriptions.add(topic_filter, qos)
+        if not send or self.state is not SessionState.CONNECTED:
+            return False
+        self._send_subscribe(topic_filter, qos, sid, handle, _Purpose.USER)
+        return True
+
+    def remove_subscription(self, topic_filter: str, qos: int, *, handle: object = None) -> bool:
+        """One subscription fewer: True when an UNSUBSCRIBE was sent now (its
+        :class:`~._events.Unsubscribed` carries ``handle``)."""
+        if not self.subscriptions.remove(topic_filter, qos):
+            return False
+        if self.state is not SessionState.CONNECTED:
+            return False  # a resumed session unsubscribes it on the next link
+        self._send_request(
+            UnsubAckPacket,
+            UnsubscribePacket(self._allocate_id(), [topic_filter]),
+            handle,
+            (topic_filter,),
+            _Purpose.USER,
+        )
+        return True
+
+    def subscription_id(self, topic_filter: str) -> int | None:
+        """The identifier the broker tags ``topic_filter``'s messages with (None: none)."""
+        return self.subscriptions.sid(topic_filter)
+
+    def add_internal(self, topic: str, *, handle: object = None) -> tuple[int, bool]:
+        """An internal consumer's exact topic (QoS 0, no retained copies); subscribed now when
+        linked, and on every new link. Returns its subscription identifier, and whether a
+        SUBSCRIBE was sent now (its :class:`~._events.Subscribed` carries ``handle``)."""
+        sid, new = self.subscriptions.add_internal(topic)
+        if new and self.state is SessionState.CONNECTED:
+            self._send_internal(topic, sid, handle=handle)
+            return sid, True
+        return sid, False
+
+    def subscribe(
+        self,
+        filters: list[TopicFilter],
+        *,
+        handle: object = None,
+        subscription_id: int | None = None,
+        user_properties: list[tuple[str, str]] | None = None,
+    ) -> int:
+        """A protocol-level SUBSCRIBE, outside the table (not restored on a new link)."""
+        self._require_connected("subscribe")
+        packet_id = self._allocate_id()
+        packet = SubscribePacket(
+            packet_id, filters, subscription_id=subscription_id, user_properties=user_properties
+        )
+        names = tuple(f.pattern for f in filters)
+        return self._send_request(SubAckPacket, packet, handle, names, _Purpose.RAW)
+
+    def unsubscribe(
+        self,
+        patterns: list[str],
+        *,
+        handle: object = None,
+        user_properties: list[tuple[str, str]] | None = None,
+    ) -> int:
+        """A protocol-level UNSUBSCRIBE, outside the table."""
+        self._require_connected("unsubscribe")
+        packet = UnsubscribePacket(self._allocate_id(), patterns, user_properties=user_properties)
+        return self._send_request(UnsubAckPacket, packet, handle, tuple(patterns), _Purpose.RAW)
+
+    def _send_request(
+        self,
+        kind: type[SubAckPacket] | type[UnsubAckPacket],
+        packet: SubscribePacket | UnsubscribePacket,
+        handle: object,
+        filters: tuple[str, ...],
+        purpose: _Purpose,
+    ) -> int:
+        packet_id = packet.packet_id
+        self._requests[packet_id] = _Request(kind, handle, filters, purpose)
+        self._out.append(packet.write())
+        return packet_id
+
+    def _send_subscribe(
+        self, topic_filter: str, qos: int, sid: int, handle: object, purpose: _Purpose
+    ) -> None:
+        # retain_as_published off (MQTT 5's default; mqtt5's TopicFilter defaults to on): a
+        # handler sees retain=True only on the broker's stored copy, never on a live update.
+        tf = TopicFilter(
+            topic_filter,
+            max_qos=_QOS[qos],
+            retain_handling=RetainHandling.SEND_ALWAYS,
+            retain_as_published=False,
+        )
+        packet = SubscribePacket(self._allocate_id(), [tf], subscription_id=self._sid(sid))
+        self._send_request(SubAckPacket, packet, handle, (topic_filter,), purpose)
+
+    def _send_internal(
+        self, topic: str, sid: int, purpose: _Purpose = _Purpose.INTERNAL, handle: object = None
+    ) -> None:
+        tf = TopicFilter(topic, max_qos=QoS.AT_MOST_ONCE, retain_handling=RetainHandling.SEND_NEVER)
+        packet = SubscribePacket(self._allocate_id(), [tf], subscription_id=self._sid(sid))
+        self._send_request(SubAckPacket, packet, handle, (topic,), purpose)
+
+    def _sid(self, sid: int) -> int | None:
+        """``sid`` when the broker takes subscription identifiers (MQTT 5 lets it refuse)."""
+        connack = self.connack
+        return sid if connack is None or connack.subscription_id_available else None
+
+    def _check_capabilities(self, topic_filter: str) -> None:
+        connack = self.connack
+        if connack is None:
+            return
+        if topic_filter.startswith("$share/") and connack.shared_subscription_available is False:
+            raise SubscribeError(
+                topic_filter,
+                _SHARED_NOT_SUPPORTED,
+                "the broker does not offer shared subscriptions",
+            )
+        if connack.wildcard_subscription_available is False and (
+            "+" in topic_filter or "#" in topic_filter
+        ):
+            raise SubscribeError(
+                topic_filter, _WILDCARDS_NOT_SUPPORTED, "the broker does not offer wildcards"
+            )
+
+    def _restore(self, *, fresh: bool) -> None:
+        """Queue the subscription restore plan of a new link (see :mod:`._subtable`)."""
+        plan = self.subscriptions.restore_plan(fresh=fresh)
+        link = self._link
+        for topic_filter, qos, sid in plan.subscribe:
+            self._send_subscribe(topic_filter, qos, sid, None, _Purpose.RESTORE)
+            link.restoring += 1
+        for topic, sid in plan.internal:
+            self._send_internal(topic, sid, _Purpose.RESTORE)
+            link.restoring += 1
+        if plan.unsubscribe:
+            packet = UnsubscribePacket(self._allocate_id(), list(plan.unsubscribe))
+            self._send_request(UnsubAckPacket, packet, None, plan.unsubscribe, _Purpose.RESTORE)
+            link.restoring += 1
+
+    def _handle_request_ack(
+        self, packet: SubAckPacket | UnsubAckPacket, events: list[Event]
+    ) -> None:
+        request = self._requests.get(packet.packet_id)
+        if request is None or request.kind is not type(packet):
+            self._protocol_error(
+                events, _PROTOCOL_ERROR, f"{type(packet).__name__} for unknown packet id"
+            )
+            return
+        codes = tuple(int(c) for c in packet.reason_codes)
+        if len(codes) != len(request.filters):
+            self._protocol_error(
+                events, _PROTOCOL_ERROR, f"{type(packet).__name__} with {len(codes)} reason codes"
+            )
+            return
+        del self._requests[packet.packet_id]
+        purpose = request.purpose
+        table = self.subscriptions
+        subscribing = type(packet) is SubAckPacket
+        for name, code in zip(request.filters, codes, strict=True):
+            if purpose is _Purpose.RAW:
+                continue
+            if subscribing:
+                if code < 0x80:
+                    table.confirmed(name, code)
+                else:
+                    table.refused(name)
+                    if purpose is not _Purpose.USER:
+                        log.error("%s", SubscribeError(name, code))
+                        self._link.refused += ((name, code),)
+            else:
+                table.unsubscribed(name)
+                if code >= 0x80 and purpose is not _Purpose.USER:
+                    log.warning("could not unsubscribe %r: reason code %#x", name, code)
+        if purpose is _Purpose.RAW or purpose is _Purpose.USER or request.handle is not None:
+            if subscribing:
+                events.append(Subscribed(request.handle, codes))
+            else:
+                events.append(Unsubscribed(request.handle, codes))
+        elif purpose is _Purpose.RESTORE:
+            link = self._link
+            link.restoring -= 1
+            if not link.restoring and not link.ready:
+                self._become_ready(events)
