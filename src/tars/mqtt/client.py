@@ -21,43 +21,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
-import signal
 import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Final, Self, Unpack
 
 from mqtt5 import QoS, Will
-from pydantic import BaseModel
 
+from ._assembly import ignore, make_session, tls_factory
 from ._backoff import BackoffPolicy, ExponentialBackoff
 from ._checks import PublishCheck
+from ._client_events import EventMethods
+from ._client_run import RunMethods
+from ._client_state import ClientState, ClientStats
+from ._client_subscribe import SubscribeMethods
 from ._config import MQTTClientConfig
 from ._connection import Connector, MessageListener, settle
-from ._dedup import DedupWindow
 from ._dispatch import Dispatcher
-from ._envelope import Envelope, encode_event
 from ._errors import (
     ClientStateError,
     ConnectionLostError,
     MQTTError,
     NotConnectedError,
-    SubscribeError,
 )
-from ._health import encode_health, encode_heartbeat, health_topic, keepalive_topic, will_payload
+from ._health import encode_health, health_topic, keepalive_topic, will_payload
 from ._linkview import LinkView
-from ._liveness import Liveness
-from ._message import Message
 from ._options import ClientOptions
 from ._requests import PendingRequests
-from ._session import Session, WaitFor
-from ._subscription import Handler, ModelT, Overflow, Subscription
+from ._session import WaitFor
 from ._supervisor import Hook, Supervisor
-from ._topics import validate_topic_filter, validate_topic_name
 
 __all__ = ["ClientState", "ClientStats", "MQTTClient"]
 
@@ -68,45 +62,7 @@ _PACKET_OVERHEAD: Final = 128 * 1024
 _MQTT_MAX_PACKET: Final = 268_435_455 + 5
 
 
-class ClientState(enum.Enum):
-    """Where the client is in its life. Only the transitions below happen::
-
-    CREATED -> CONNECTING -> CONNECTED <-> RECONNECTING -> CLOSING -> CLOSED -> CONNECTING ...
-    """
-
-    CREATED = "created"
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    RECONNECTING = "reconnecting"
-    CLOSING = "closing"
-    CLOSED = "closed"
-
-
-@dataclass(frozen=True, slots=True)
-class ClientStats:
-    """A snapshot of the client's counters (:attr:`MQTTClient.stats`)."""
-
-    published: int  # publishes handed to a link (QoS 0 sent, QoS 1/2 in flight)
-    publish_failed: int  # QoS 1/2 publishes the broker refused
-    dropped_offline: int  # QoS 0 publishes dropped while disconnected
-    outbox_dropped: int  # dropped by the outbox policy or limits
-    outbox_expired: int  # older than outbox_message_ttl when the link came back
-    received: int  # messages offered to subscription queues
-    handled: int
-    failed: int  # handler raised
-    timed_out: int  # handler exceeded its timeout
-    dropped: int  # dropped by a subscription's overflow policy
-    deduplicated: int
-    invalid: int  # not an envelope / not valid for a typed handler
-    unmatched: int  # received but no subscription wanted it
-    connects: int  # successful connections (the first one included)
-    stale_links: int  # links the watchdog or the publish timeout tore down
-    outbox_depth: int = 0  # messages waiting in the outbox for a link (a gauge)
-    inflight: int = 0  # QoS 1/2 publishes sent and not yet acknowledged (a gauge)
-    no_subscribers: int = 0  # QoS 1/2 publishes the broker acknowledged with 0x10
-
-
-class MQTTClient:
+class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
     """An asyncio MQTT 5 client with envelopes, dispatch, reconnection, heartbeat and health.
 
     ``MQTTClient("mqtt://user:pass@host:1883", "stt-worker", enable_health=True)`` — every
@@ -139,13 +95,13 @@ class MQTTClient:
             raise TypeError("pass either config= or mqtt_url/client_id/options, not both")
         self._config = cfg = config
         self._state = ClientState.CREATED
-        self._session = session = _make_session(cfg)
+        self._session = session = make_session(cfg)
         self._dispatcher = Dispatcher()
         self._listeners: list[MessageListener] = [self._dispatcher.on_packet]
         if cfg.enable_heartbeat:
             # Our own heartbeat coming back: the session's liveness noted it; nothing to deliver.
             topic = keepalive_topic(cfg.effective_client_id)
-            self._dispatcher.add_internal(topic, session.subscription_id(topic) or 0, _ignore)
+            self._dispatcher.add_internal(topic, session.subscription_id(topic) or 0, ignore)
         self._connect_hooks: list[Hook] = []
         self._disconnect_hooks: list[Hook] = []
         self._supervisor = Supervisor(
@@ -156,7 +112,7 @@ class MQTTClient:
             or ExponentialBackoff(
                 min_delay=cfg.reconnect_min_delay, max_delay=cfg.reconnect_max_delay
             ),
-            tls_context=_tls_factory(cfg, ssl_context),
+            tls_context=tls_factory(cfg, ssl_context),
             connector=connector,
             connect_timeout=cfg.connect_timeout,
             wait_for_broker=cfg.wait_for_broker,
@@ -375,193 +331,7 @@ class MQTTClient:
         """Same as :meth:`shutdown` (kept for code written against paho-style clients)."""
         await self.shutdown()
 
-    async def wait_for_disconnect(self) -> None:
-        """Wait until the client is closed: by :meth:`shutdown` (from anywhere), or because
-        the reconnect policy gave up. Returns at once when it is already closed.
-
-        A lost link does not end the wait: the client reconnects and restores its
-        subscriptions by itself (use :meth:`on_disconnect` to hear about lost links). This is
-        the "serve until stopped" call of services that run their own signal handling.
-
-        Raises :class:`~tars.mqtt.ClientStateError` before the first :meth:`connect`.
-        """
-        if self._state is ClientState.CREATED:
-            raise ClientStateError("wait_for_disconnect() before connect()")
-        closed = self._closed
-        if closed is not None and not closed.done():
-            await asyncio.shield(closed)
-
-    async def run_forever(self, signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> None:
-        """Connect (unless already connected), serve until one of ``signals`` arrives or the
-        client is shut down elsewhere, then :meth:`shutdown` gracefully: the last line of a
-        service's ``main()``, so every service handles SIGINT/SIGTERM the same way.
-
-        The handlers are installed with ``loop.add_signal_handler`` and the previous ones put
-        back on return. Where that is not possible (Windows, or not in the main thread) it
-        still shuts down when cancelled (Ctrl-C under ``asyncio.run``). Raises what
-        :meth:`connect` raises.
-        """
-        loop = asyncio.get_running_loop()
-        stop: asyncio.Future[int] = loop.create_future()
-
-        def on_signal(signum: int) -> None:
-            if not stop.done():
-                stop.set_result(signum)
-
-        # Handlers before connecting: a signal while (re)trying to reach the broker, or just
-        # after "ready" went out, must stop the service gracefully, not kill it.
-        installed: list[tuple[int, Any]] = []
-        for signum in signals:
-            previous = signal.getsignal(signum)
-            try:
-                loop.add_signal_handler(signum, on_signal, signum)
-            except (NotImplementedError, RuntimeError, ValueError):
-                continue
-            installed.append((signum, previous))
-        connecting: asyncio.Task[None] | None = None
-        try:
-            if self._state in (ClientState.CREATED, ClientState.CLOSED):
-                connecting = loop.create_task(self.connect(), name="tars-mqtt-run-forever-connect")
-                await asyncio.wait((connecting, stop), return_when=asyncio.FIRST_COMPLETED)
-                if connecting.done():
-                    connecting.result()  # raises what connect() raised
-            closed = self._closed
-            if not stop.done() and closed is not None and not closed.done():
-                await asyncio.wait((stop, closed), return_when=asyncio.FIRST_COMPLETED)
-            if stop.done():
-                log.info("%s: signal %s received, shutting down", self.client_id, stop.result())
-        finally:
-            for signum, previous in installed:
-                loop.remove_signal_handler(signum)
-                if previous is not None:
-                    signal.signal(signum, previous)
-            if connecting is not None and not connecting.done():
-                connecting.cancel()
-                await asyncio.wait((connecting,))
-                if not connecting.cancelled():
-                    connecting.exception()  # retrieved: shutdown() below is the outcome
-            await self.shutdown()
-
     # --- publishing --------------------------------------------------------------------------
-
-    async def publish_event(
-        self,
-        topic: str,
-        event_type: str,
-        data: Mapping[str, Any] | BaseModel,
-        *,
-        correlation_id: str | None = None,
-        qos: int = 0,
-        retain: bool = False,
-        wait: bool = True,
-    ) -> str:
-        """Wrap ``data`` in an :class:`~tars.mqtt.Envelope` and publish it; return its id.
-
-        ``correlation_id`` names the event this one answers: as ``correlate`` by default, or,
-        with ``correlation_format="original"`` (for a fleet that still runs the original
-        client), as the envelope's own id, which is then also what is returned.
-
-        See :meth:`publish` for ``qos``, ``retain``, ``wait`` and the errors raised; also
-        ``TypeError`` when ``data`` is not a mapping or pydantic model or cannot be serialized.
-        """
-        if correlation_id is not None and self._config.correlation_format == "original":
-            msg_id, payload = encode_event(
-                event_type, data, source=self._config.source, msg_id=correlation_id
-            )
-        else:
-            msg_id, payload = encode_event(
-                event_type, data, source=self._config.source, correlate=correlation_id
-            )
-        await self.publish(topic, payload, qos=qos, retain=retain, wait=wait)
-        return msg_id
-
-    async def request(
-        self,
-        topic: str,
-        event_type: str,
-        data: Mapping[str, Any] | BaseModel,
-        *,
-        response_topic: str,
-        qos: int = 1,
-        timeout: float = 10.0,
-    ) -> Envelope:
-        """Publish an event and wait for the answer whose ``correlate`` is its id.
-
-        The answer is expected on ``response_topic`` (an exact topic the client subscribes to
-        on first use, and after every reconnect). The request carries MQTT 5
-        ``response_topic`` and ``correlation_data`` too, so a responder can simply call
-        :meth:`reply`. The correlation is registered before the request leaves, so an answer
-        can never arrive "too early".
-
-        Use one response topic per service (e.g. ``"stt/answers"``): each distinct response
-        topic stays subscribed for the client's life.
-
-        Raises ``TimeoutError`` after ``timeout`` seconds, plus what :meth:`publish` raises.
-        """
-        validate_topic_name(response_topic)
-        msg_id, payload = encode_event(event_type, data, source=self._config.source)
-        requests = self._requests
-        if response_topic not in requests.topics:
-            requests.topics.add(response_topic)
-            fut = asyncio.get_running_loop().create_future()
-            sid, sent = self._session.add_internal(response_topic, handle=fut)
-            self._dispatcher.add_internal(response_topic, sid, requests.on_answer)
-            if sent:
-                self._supervisor.flush_soon()
-                # Lost meanwhile: the next link subscribes every internal topic anyway.
-                with contextlib.suppress(ConnectionLostError):
-                    await fut
-        answer = requests.expect(msg_id)
-        try:
-            async with asyncio.timeout(timeout):
-                await self.publish(
-                    topic,
-                    payload,
-                    qos=qos,
-                    properties={
-                        "response_topic": response_topic,
-                        "correlation_data": msg_id.encode(),
-                    },
-                )
-                return await answer
-        finally:
-            requests.forget(msg_id)
-
-    async def reply(
-        self,
-        request: Message,
-        event_type: str,
-        data: Mapping[str, Any] | BaseModel,
-        *,
-        topic: str | None = None,
-        qos: int | None = None,
-    ) -> str:
-        """Answer a request received as a :class:`~tars.mqtt.Message`: publish an event whose
-        ``correlate`` is the request's envelope id, on ``topic`` or else the request's MQTT 5
-        response topic, at the request's QoS unless ``qos`` is given. Returns the answer's id.
-
-        A request that came without MQTT 5 correlation data was not sent by :meth:`request`
-        (the fleet's original client cannot send any): the answer is then written in the
-        original format, which such a requester understands: no ``correlate``, and the
-        request's id as its own id. So is every answer with ``correlation_format="original"``.
-
-        Raises :class:`~tars.mqtt.EnvelopeError` when the request is not an envelope and
-        ``ValueError`` when there is no topic to answer on.
-        """
-        target = topic or request.packet.response_topic
-        if not target:
-            raise ValueError("the request has no response topic: pass topic=")
-        request_id = request.envelope.id
-        qos = request.qos if qos is None else qos
-        if request.packet.correlation_data is None or self._config.correlation_format == "original":
-            msg_id, payload = encode_event(
-                event_type, data, source=self._config.source, msg_id=request_id
-            )
-            await self.publish(target, payload, qos=qos)
-            return msg_id
-        return await self.publish_event(
-            target, event_type, data, correlation_id=request_id, qos=qos
-        )
 
     async def publish(
         self,
@@ -631,115 +401,7 @@ class MQTTClient:
         async with asyncio.timeout(timeout):
             await self._wait_for(WaitFor.FLUSHED)
 
-    async def publish_health(
-        self, ok: bool, event: str | None = None, error: str | None = None
-    ) -> str:
-        """Publish a retained ``health.status`` envelope on ``system/health/{client_id}``, QoS 1."""
-        cfg = self._config
-        msg_id, payload = encode_health(ok, event, error, source=cfg.source, timestamp=time.time())
-        await self.publish(health_topic(cfg.effective_client_id), payload, qos=1, retain=True)
-        return msg_id
-
     # --- subscribing -------------------------------------------------------------------------
-
-    async def subscribe(
-        self,
-        topic: str,
-        handler: Handler[ModelT],
-        qos: int = 0,
-        *,
-        queue_size: int | None = None,
-        overflow: Overflow | None = None,
-        concurrency: int | None = None,
-        timeout: float | None = None,
-    ) -> Subscription:
-        """Call ``handler`` for every message on ``topic`` (a filter; wildcards and
-        ``$share/group/...`` allowed), from its own bounded queue.
-
-        The handler is ``async def handler(payload: bytes)``, or takes a
-        :class:`~tars.mqtt.Message`, an :class:`~tars.mqtt.Envelope` or a pydantic model (the
-        envelope's data, validated) when its first parameter is annotated so. Per-subscription
-        ``queue_size``, ``overflow``, ``concurrency`` and ``timeout`` default to the config's.
-        Before :meth:`connect` the subscription is sent on connect. Subscribing a handler
-        again on the same filter (``==``: the same function or bound method) is a no-op that
-        returns the existing :class:`Subscription`, whose options stay those of the first call.
-
-        Raises :class:`~tars.mqtt.InvalidTopicError`, ``TypeError`` (not an async handler, or
-        its first parameter annotated with another type, such as ``str`` or ``dict``),
-        ``ValueError`` (qos or options), :class:`~tars.mqtt.SubscribeError` (broker refused),
-        :class:`~tars.mqtt.ClientStateError` (after shutdown).
-        """
-        validate_topic_filter(topic)
-        if qos not in (0, 1, 2):
-            raise ValueError(f"qos must be 0, 1 or 2, not {qos!r}")
-        if self._state in (ClientState.CLOSING, ClientState.CLOSED):
-            raise ClientStateError(f"subscribe() while {self._state.value}")
-        for existing in self._dispatcher.subscriptions(topic):
-            if existing.handler == handler:
-                # Already there (a reconnect loop subscribing again on the same client): a
-                # second subscription would deliver every message twice.
-                return existing
-        cfg = self._config
-        sup = self._supervisor
-        sub = Subscription(
-            topic,
-            handler,
-            qos=qos,
-            queue_size=queue_size if queue_size is not None else cfg.queue_size,
-            overflow=overflow if overflow is not None else cfg.overflow,
-            concurrency=concurrency if concurrency is not None else cfg.handler_concurrency,
-            timeout=timeout if timeout is not None else cfg.handler_timeout,
-            dedup=DedupWindow(cfg.dedupe_ttl, cfg.dedupe_max_entries)
-            if cfg.dedupe_ttl > 0
-            else None,
-            pause=sup.pause_reading,
-            resume=sup.resume_reading,
-        )
-        session = self._session
-        fut = asyncio.get_running_loop().create_future()
-        sent = session.add_subscription(topic, qos, handle=fut)  # refusals announced: raises
-        self._dispatcher.add(sub, session.subscription_id(topic))
-        if self._state is not ClientState.CREATED:
-            sub.start()
-        if not sent:  # the broker holds it already, or the next link's restore sends it
-            return sub
-        sup.flush_soon()
-        try:
-            codes: tuple[int, ...] = await fut
-        except ConnectionLostError:
-            return sub  # the link flapped under us: like subscribing while offline
-        except BaseException:
-            await self._undo(sub)
-            raise
-        if codes and codes[0] >= 0x80:
-            await self._undo(sub)
-            raise SubscribeError(topic, codes[0])
-        return sub
-
-    async def unsubscribe(
-        self, topic: str | Subscription, handler: Handler[Any] | None = None
-    ) -> None:
-        """Remove the subscriptions on ``topic`` (all, or only ``handler``'s), or one
-        :class:`Subscription`; the broker is told when no handler is left on the filter."""
-        if isinstance(topic, Subscription):
-            subs = [topic]
-        else:
-            subs = [
-                s
-                for s in self._dispatcher.subscriptions(topic)
-                if handler is None or s.handler == handler
-            ]
-        for sub in subs:
-            if not self._dispatcher.remove(sub) and sub in self._dispatcher.subscriptions():
-                continue
-            await sub.stop()
-            fut = asyncio.get_running_loop().create_future()
-            # No link: a resumed (persistent) broker session would still hold the filter, so
-            # the session unsubscribes it on the next link (a fresh session has nothing).
-            if self._session.remove_subscription(sub.topic_filter, sub.qos, handle=fut):
-                self._supervisor.flush_soon()
-                with contextlib.suppress(ConnectionLostError):
-                    await fut
 
     # --- internals -----------------------------------------------------------------------------
 
@@ -758,12 +420,6 @@ class MQTTClient:
             await fut
         finally:
             self._session.forget_waiter(fut)
-
-    async def _undo(self, sub: Subscription) -> None:
-        self._dispatcher.remove(sub)
-        self._session.remove_subscription(sub.topic_filter, sub.qos)
-        self._supervisor.flush_soon()
-        await sub.stop()
 
     def _require_running(self, what: str) -> None:
         state = self._state
@@ -810,64 +466,3 @@ class MQTTClient:
         self._state = ClientState.CLOSED
         if self._closed is not None and not self._closed.done():
             self._closed.set_result(None)
-
-
-def _make_session(cfg: MQTTClientConfig) -> Session:
-    """The client's one session, for its whole life (every link, every connect())."""
-    client_id = cfg.effective_client_id
-    heartbeat = None
-    if cfg.enable_heartbeat:
-        heartbeat = (keepalive_topic(client_id), lambda: encode_heartbeat(time.time()))
-    announce = None
-    if cfg.enable_health:
-
-        def announce(first: bool) -> tuple[str, bytes]:
-            event = "ready" if first else "reconnected"
-            _, payload = encode_health(True, event, None, source=cfg.source, timestamp=time.time())
-            return health_topic(client_id), payload
-
-    return Session(
-        client_id,
-        keep_alive=cfg.keepalive,
-        clean_start=cfg.clean_start,
-        session_expiry_interval=cfg.session_expiry_interval,
-        receive_maximum=cfg.receive_maximum,
-        # The broker must not send us more (MQTT 5 Maximum Packet Size): room for the largest
-        # accepted payload plus the longest topic and generous properties.
-        max_packet_size=min(cfg.max_payload_size + _PACKET_OVERHEAD, _MQTT_MAX_PACKET),
-        outbox_max_messages=cfg.outbox_max_messages,
-        outbox_max_bytes=cfg.outbox_max_bytes,
-        outbox_ttl=cfg.outbox_message_ttl,
-        outbox_policy=cfg.outbox_policy,
-        queue_qos0_offline=cfg.queue_qos0_offline,
-        liveness=Liveness(
-            heartbeat_interval=cfg.heartbeat_interval if cfg.enable_heartbeat else None,
-            missed=cfg.watchdog_missed_heartbeats,
-            publish_timeout=cfg.publish_timeout,
-        ),
-        heartbeat=heartbeat,
-        announce=announce,
-    )
-
-
-def _tls_factory(
-    cfg: MQTTClientConfig, given: ssl.SSLContext | None
-) -> Callable[[], ssl.SSLContext]:
-    """The TLS context of ``mqtts://`` links: the one given, or one built from the config on
-    first use (and kept)."""
-    made: list[ssl.SSLContext] = [given] if given is not None else []
-
-    def get() -> ssl.SSLContext:
-        if not made:
-            ctx = ssl.create_default_context(cafile=cfg.tls_ca_file)
-            if cfg.tls_insecure:
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-            made.append(ctx)
-        return made[0]
-
-    return get
-
-
-def _ignore(msg: Message) -> None:
-    """The internal consumer of our own heartbeat (the session's liveness already saw it)."""

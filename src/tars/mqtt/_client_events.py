@@ -1,0 +1,181 @@
+"""The envelope-level methods of :class:`~tars.mqtt.MQTTClient`: events, request/reply, health.
+
+They are built on the client's raw :meth:`~tars.mqtt.MQTTClient.publish` and add only what the
+fleet's envelopes need (an id, a ``correlate``, the original fleet's answer format), so the
+facade's own module stays about the lifecycle and the raw paths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from ._config import MQTTClientConfig
+from ._envelope import Envelope, encode_event
+from ._errors import ConnectionLostError
+from ._health import encode_health, health_topic
+from ._message import Message
+from ._topics import validate_topic_name
+
+if TYPE_CHECKING:
+    from ._dispatch import Dispatcher
+    from ._requests import PendingRequests
+    from ._session import Session
+    from ._supervisor import Supervisor
+
+__all__ = ["EventMethods"]
+
+
+class EventMethods:
+    """Mixed into :class:`~tars.mqtt.MQTTClient` (its state is the client's)."""
+
+    if TYPE_CHECKING:
+        _config: MQTTClientConfig
+        _session: Session
+        _dispatcher: Dispatcher
+        _requests: PendingRequests
+        _supervisor: Supervisor
+
+        async def publish(
+            self,
+            topic: str,
+            payload: bytes | str,
+            *,
+            qos: int = 0,
+            retain: bool = False,
+            wait: bool = True,
+            properties: dict[str, Any] | None = None,
+        ) -> None: ...
+
+    async def publish_event(
+        self,
+        topic: str,
+        event_type: str,
+        data: Mapping[str, Any] | BaseModel,
+        *,
+        correlation_id: str | None = None,
+        qos: int = 0,
+        retain: bool = False,
+        wait: bool = True,
+    ) -> str:
+        """Wrap ``data`` in an :class:`~tars.mqtt.Envelope` and publish it; return its id.
+
+        ``correlation_id`` names the event this one answers: as ``correlate`` by default, or,
+        with ``correlation_format="original"`` (for a fleet that still runs the original
+        client), as the envelope's own id, which is then also what is returned.
+
+        See :meth:`publish` for ``qos``, ``retain``, ``wait`` and the errors raised; also
+        ``TypeError`` when ``data`` is not a mapping or pydantic model or cannot be serialized.
+        """
+        if correlation_id is not None and self._config.correlation_format == "original":
+            msg_id, payload = encode_event(
+                event_type, data, source=self._config.source, msg_id=correlation_id
+            )
+        else:
+            msg_id, payload = encode_event(
+                event_type, data, source=self._config.source, correlate=correlation_id
+            )
+        await self.publish(topic, payload, qos=qos, retain=retain, wait=wait)
+        return msg_id
+
+    async def request(
+        self,
+        topic: str,
+        event_type: str,
+        data: Mapping[str, Any] | BaseModel,
+        *,
+        response_topic: str,
+        qos: int = 1,
+        timeout: float = 10.0,
+    ) -> Envelope:
+        """Publish an event and wait for the answer whose ``correlate`` is its id.
+
+        The answer is expected on ``response_topic`` (an exact topic the client subscribes to
+        on first use, and after every reconnect). The request carries MQTT 5
+        ``response_topic`` and ``correlation_data`` too, so a responder can simply call
+        :meth:`reply`. The correlation is registered before the request leaves, so an answer
+        can never arrive "too early".
+
+        Use one response topic per service (e.g. ``"stt/answers"``): each distinct response
+        topic stays subscribed for the client's life.
+
+        Raises ``TimeoutError`` after ``timeout`` seconds, plus what :meth:`publish` raises.
+        """
+        validate_topic_name(response_topic)
+        msg_id, payload = encode_event(event_type, data, source=self._config.source)
+        requests = self._requests
+        if response_topic not in requests.topics:
+            requests.topics.add(response_topic)
+            fut = asyncio.get_running_loop().create_future()
+            sid, sent = self._session.add_internal(response_topic, handle=fut)
+            self._dispatcher.add_internal(response_topic, sid, requests.on_answer)
+            if sent:
+                self._supervisor.flush_soon()
+                # Lost meanwhile: the next link subscribes every internal topic anyway.
+                with contextlib.suppress(ConnectionLostError):
+                    await fut
+        answer = requests.expect(msg_id)
+        try:
+            async with asyncio.timeout(timeout):
+                await self.publish(
+                    topic,
+                    payload,
+                    qos=qos,
+                    properties={
+                        "response_topic": response_topic,
+                        "correlation_data": msg_id.encode(),
+                    },
+                )
+                return await answer
+        finally:
+            requests.forget(msg_id)
+
+    async def reply(
+        self,
+        request: Message,
+        event_type: str,
+        data: Mapping[str, Any] | BaseModel,
+        *,
+        topic: str | None = None,
+        qos: int | None = None,
+    ) -> str:
+        """Answer a request received as a :class:`~tars.mqtt.Message`: publish an event whose
+        ``correlate`` is the request's envelope id, on ``topic`` or else the request's MQTT 5
+        response topic, at the request's QoS unless ``qos`` is given. Returns the answer's id.
+
+        A request that came without MQTT 5 correlation data was not sent by :meth:`request`
+        (the fleet's original client cannot send any): the answer is then written in the
+        original format, which such a requester understands: no ``correlate``, and the
+        request's id as its own id. So is every answer with ``correlation_format="original"``.
+
+        Raises :class:`~tars.mqtt.EnvelopeError` when the request is not an envelope and
+        ``ValueError`` when there is no topic to answer on.
+        """
+        target = topic or request.packet.response_topic
+        if not target:
+            raise ValueError("the request has no response topic: pass topic=")
+        request_id = request.envelope.id
+        qos = request.qos if qos is None else qos
+        if request.packet.correlation_data is None or self._config.correlation_format == "original":
+            msg_id, payload = encode_event(
+                event_type, data, source=self._config.source, msg_id=request_id
+            )
+            await self.publish(target, payload, qos=qos)
+            return msg_id
+        return await self.publish_event(
+            target, event_type, data, correlation_id=request_id, qos=qos
+        )
+
+    async def publish_health(
+        self, ok: bool, event: str | None = None, error: str | None = None
+    ) -> str:
+        """Publish a retained ``health.status`` envelope on ``system/health/{client_id}``, QoS 1."""
+        cfg = self._config
+        msg_id, payload = encode_health(ok, event, error, source=cfg.source, timestamp=time.time())
+        await self.publish(health_topic(cfg.effective_client_id), payload, qos=1, retain=True)
+        return msg_id

@@ -1,0 +1,46 @@
+"""The client's lifecycle states and its counters' snapshot (public: :mod:`tars.mqtt`)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+__all__ = ["ClientState", "ClientStats"]
+
+
+class ClientState(enum.Enum):
+    """Where the client is in its life. Only the transitions below happen::
+
+    CREATED -> CONNECTING -> CONNECTED <-> RECONNECTING -> CLOSING -> CLOSED -> CONNECTING ...
+    """
+
+    CREATED = "created"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientStats:
+    """A snapshot of the client's counters (:attr:`MQTTClient.stats`)."""
+
+    published: int  # publishes handed to a link (QoS 0 sent, QoS 1/2 in flight)
+    publish_failed: int  # QoS 1/2 publishes the broker refused
+    dropped_offline: int  # QoS 0 publishes dropped while disconnected
+    outbox_dropped: int  # dropped by the outbox policy or limits
+    outbox_expired: int  # older than outbox_message_ttl when the link came back
+    received: int  # messages offered to subscription queues
+    handled: int
+    failed: int  # handler raised
+    timed_out: int  # handler exceeded its timeout
+    dropped: int  # dropped by a subscription's overflow policy
+    deduplicated: int
+    invalid: int  # not an envelope / not valid for a typed handler
+    unmatched: int  # received but no subscription wanted it
+    connects: int  # successful connections (the first one included)
+    stale_links: int  # links the watchdog or the publish timeout tore down
+    outbox_depth: int = 0  # messages waiting in the outbox for a link (a gauge)
+    inflight: int = 0  # QoS 1/2 publishes sent and not yet acknowledged (a gauge)
+    no_subscribers: int = 0  # QoS 1/2 publishes the broker acknowledged with 0x10
