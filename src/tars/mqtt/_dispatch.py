@@ -32,6 +32,7 @@ from pydantic import BaseModel, ValidationError
 from ._dedup import DedupWindow
 from ._envelope import Envelope
 from ._errors import EnvelopeError
+from ._instrument import Instruments, Outcome
 from ._message import Message
 from ._topics import TopicMatcher, split_shared
 
@@ -178,6 +179,7 @@ class Subscription:
         self._slots: asyncio.Semaphore | None = None
         self._clock = time.monotonic
         self._busy = False  # the sequential worker is inside a handler call
+        self._instruments = Instruments("")  # the client's, set by subscribe(): observers of _call
 
     def __repr__(self) -> str:
         name = getattr(self.handler, "__qualname__", repr(self.handler))
@@ -302,7 +304,11 @@ class Subscription:
             if slots is None:
                 self._busy = True
                 try:
-                    await self._call(msg)
+                    await (
+                        self._instruments.handle(self, msg, self._call)
+                        if self._instruments
+                        else self._call(msg)
+                    )
                 finally:
                     self._busy = False
             else:
@@ -325,11 +331,15 @@ class Subscription:
 
     async def _call_released(self, msg: Message, slots: asyncio.Semaphore) -> None:
         try:
-            await self._call(msg)
+            await (
+                self._instruments.handle(self, msg, self._call)
+                if self._instruments
+                else self._call(msg)
+            )
         finally:
             slots.release()
 
-    async def _call(self, msg: Message) -> None:
+    async def _call(self, msg: Message) -> Outcome:
         stats = self.stats
         kind = self._kind
         try:
@@ -350,7 +360,7 @@ class Subscription:
                 getattr(self.handler, "__qualname__", self.handler),
                 _short(exc),
             )
-            return
+            return "invalid"
         deadline: asyncio.Timeout | None = None
         try:
             if self.timeout is None:
@@ -363,7 +373,7 @@ class Subscription:
                 # The handler's own TimeoutError (its HTTP call, its own wait_for): a failure
                 # with a traceback, not our per-handler timeout.
                 self._failed(msg)
-                return
+                return "failed"
             stats.timed_out += 1
             log.warning(
                 "handler %s timed out after %g s on topic %r (envelope id %s)",
@@ -372,10 +382,12 @@ class Subscription:
                 msg.topic,
                 msg.envelope_id,
             )
+            return "timed_out"
         except Exception:
             self._failed(msg)
-        else:
-            stats.handled += 1
+            return "failed"
+        stats.handled += 1
+        return "handled"
 
     def _failed(self, msg: Message) -> None:
         """Count and log (with the traceback being handled) a handler that raised."""

@@ -40,6 +40,7 @@ from ._errors import (
     NotConnectedError,
 )
 from ._health import encode_health, health_topic, will_payload
+from ._instrument import Instrument, Instruments
 from ._message import Message
 from ._monitor import LinkMonitor
 from ._options import ClientOptions
@@ -175,6 +176,7 @@ class MQTTClient:
         self._disconnect_hooks: list[Hook] = []
         self._connects = 0
         self._stale_links = 0
+        self._instruments = Instruments(config.effective_client_id)  # falsy until one is added
 
     @classmethod
     def from_env(
@@ -275,6 +277,11 @@ class MQTTClient:
         """Register ``async def hook() -> None`` run after every lost link."""
         self._disconnect_hooks.append(hook)
         return hook
+
+    def add_instrument(self, instrument: Instrument) -> Callable[[], None]:
+        """Tell ``instrument`` (a :class:`~tars.mqtt.Instrument`) about every publish, handler
+        call and link change from now on; returns a function that removes it."""
+        return self._instruments.add(instrument)
 
     def add_message_listener(self, listener: MessageListener) -> Callable[[], None]:
         """Call ``listener(packet)`` synchronously for every PUBLISH received (raw
@@ -585,6 +592,25 @@ class MQTTClient:
         :class:`~tars.mqtt.OutboxFullError` (policy ``raise``),
         :class:`~tars.mqtt.PublishError` (the broker refused it).
         """
+        if self._instruments:  # observers (tars.mqtt._instrument) around the same call
+            await self._instruments.publish(
+                self._publish, topic, payload, qos, retain, wait, properties
+            )
+        else:
+            await self._publish(
+                topic, payload, qos=qos, retain=retain, wait=wait, properties=properties
+            )
+
+    async def _publish(
+        self,
+        topic: str,
+        payload: bytes | str,
+        *,
+        qos: int,
+        retain: bool,
+        wait: bool,
+        properties: dict[str, Any] | None,
+    ) -> None:
         publisher = self._publisher
         payload = publisher.check(topic, payload, qos, properties)
         state = self._state
@@ -675,6 +701,7 @@ class MQTTClient:
             dedup=dedup,
             on_block=self._on_block,
         )
+        sub._instruments = self._instruments  # the instruments see its handler calls
         before = self._dispatcher.filters.get(topic)
         self._dispatcher.add(sub)
         if self._state is not ClientState.CREATED:
@@ -883,6 +910,8 @@ class MQTTClient:
         self._publisher.flush_outbox(conn)
         self._state = ClientState.CONNECTED
         self._connects += 1
+        if self._instruments:
+            self._instruments.connected(self._params.redacted_url)
         self._monitor.link_started(asyncio.get_running_loop().time())
         self._link_up_event.set()
         log.info(
@@ -922,6 +951,8 @@ class MQTTClient:
                 self._params.redacted_url,
                 reason or "closed",
             )
+            if self._instruments:
+                self._instruments.disconnected(self._params.redacted_url)
             self._run_hooks(self._disconnect_hooks, "disconnect")
 
     def _on_publish_done(self, event: PublishDone) -> None:
