@@ -62,15 +62,22 @@ class OutgoingPublish:
     retain: bool
     user_properties: list[tuple[str, str]]
     duration: float = 0.0
-    _envelope_id: str | bool | None = field(default=False, init=False, repr=False)
+    _ids: tuple[str | None, str | None] | None = field(default=None, init=False, repr=False)
 
     @property
     def envelope_id(self) -> str | None:
         """The ``id`` of the envelope being published, None when the payload is not one
         (read from the payload on first use, so instruments that never ask pay nothing)."""
-        if self._envelope_id is False:
-            self._envelope_id = _envelope_id(self.payload)
-        return self._envelope_id if isinstance(self._envelope_id, str) else None
+        if self._ids is None:
+            self._ids = _envelope_ids(self.payload)
+        return self._ids[0]
+
+    @property
+    def correlation_id(self) -> str | None:
+        """The envelope's ``correlate`` (the event it answers), None when it has none."""
+        if self._ids is None:
+            self._ids = _envelope_ids(self.payload)
+        return self._ids[1]
 
 
 @dataclass(slots=True, eq=False)
@@ -220,11 +227,16 @@ class Instruments(list[Instrument]):
             return None
 
 
-def _envelope_id(payload: bytes | str) -> str | None:
-    """The ``id`` field of a JSON object payload, or None."""
+def _envelope_ids(payload: bytes | str) -> tuple[str | None, str | None]:
+    """The ``id`` and ``correlate`` fields of a JSON object payload (None where absent)."""
     try:
         doc = orjson.loads(payload)
     except orjson.JSONDecodeError:
-        return None
-    value = doc.get("id") if isinstance(doc, dict) else None
-    return value if isinstance(value, str) else None
+        return None, None
+    if not isinstance(doc, dict):
+        return None, None
+    msg_id, correlate = doc.get("id"), doc.get("correlate")
+    return (
+        msg_id if isinstance(msg_id, str) else None,
+        correlate if isinstance(correlate, str) else None,
+    )
