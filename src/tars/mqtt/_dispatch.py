@@ -33,6 +33,7 @@ from ._dedup import DedupWindow
 from ._envelope import Envelope
 from ._errors import EnvelopeError
 from ._instrument import Instruments, Outcome
+from ._logfields import message_fields
 from ._message import Message
 from ._topics import TopicMatcher, split_shared
 
@@ -206,12 +207,11 @@ class Subscription:
         if len(queue) >= self.queue_size:
             if self.overflow == "drop_newest":
                 stats.dropped += 1
-                self._log_drop("newest")
+                self._log_drop("newest", msg)
                 return
             if self.overflow == "drop_oldest":
-                queue.popleft()
                 stats.dropped += 1
-                self._log_drop("oldest")
+                self._log_drop("oldest", queue.popleft())
             elif not self._blocking:
                 self._blocking = True
                 self._on_block(True)
@@ -222,7 +222,7 @@ class Subscription:
             if not waiter.done():
                 waiter.set_result(None)
 
-    def _log_drop(self, which: str) -> None:
+    def _log_drop(self, which: str, msg: Message) -> None:
         """Warn on the first drop and every 1,000th after it: visible, but never a log flood."""
         dropped = self.stats.dropped
         if dropped == 1 or dropped % 1000 == 0:
@@ -233,6 +233,7 @@ class Subscription:
                 self.queue_size,
                 which,
                 dropped,
+                extra=message_fields(self._instruments.client_id, msg, self.topic_filter),
             )
 
     # --- worker ------------------------------------------------------------------------------
@@ -266,6 +267,10 @@ class Subscription:
                     task.get_name(),
                     self.topic_filter,
                     timeout,
+                    extra={
+                        "client_id": self._instruments.client_id,
+                        "topic_filter": self.topic_filter,
+                    },
                 )
         self._running.clear()
         self.stats.dropped += len(self._queue)
@@ -359,6 +364,7 @@ class Subscription:
                 msg.topic,
                 getattr(self.handler, "__qualname__", self.handler),
                 _short(exc),
+                extra=message_fields(self._instruments.client_id, msg, self.topic_filter),
             )
             return "invalid"
         deadline: asyncio.Timeout | None = None
@@ -381,6 +387,7 @@ class Subscription:
                 self.timeout,
                 msg.topic,
                 msg.envelope_id,
+                extra=message_fields(self._instruments.client_id, msg, self.topic_filter),
             )
             return "timed_out"
         except Exception:
@@ -397,6 +404,7 @@ class Subscription:
             getattr(self.handler, "__qualname__", self.handler),
             msg.topic,
             msg.envelope_id,
+            extra=message_fields(self._instruments.client_id, msg, self.topic_filter),
         )
 
 

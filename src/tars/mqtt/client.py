@@ -41,6 +41,7 @@ from ._errors import (
 )
 from ._health import encode_health, health_topic, will_payload
 from ._instrument import Instrument, Instruments
+from ._logfields import link_fields
 from ._message import Message
 from ._monitor import LinkMonitor
 from ._options import ClientOptions
@@ -789,7 +790,12 @@ class MQTTClient:
                 delay = self._backoff.next_delay(attempt, refused=error.refused)
                 attempt += 1
                 if delay is None:
-                    log.error("giving up connecting to %s: %s", params.redacted_url, error)
+                    log.error(
+                        "giving up connecting to %s: %s",
+                        params.redacted_url,
+                        error,
+                        extra=link_fields(self.client_id, params.redacted_url),
+                    )
                     if first:
                         self._first_connect.set_exception(error)
                     self._spawn(self.shutdown(), "tars-mqtt-give-up")
@@ -806,6 +812,7 @@ class MQTTClient:
                         error,
                         delay,
                         _WAIT_HINT if first else "",
+                        extra=link_fields(self.client_id, params.redacted_url),
                     )
                 else:
                     log.info("%s; retrying in %.2f s", error, delay)
@@ -872,6 +879,7 @@ class MQTTClient:
                 self.client_id,
                 self._params.redacted_url,
                 reference,
+                extra=link_fields(self.client_id, self._params.redacted_url),
             )
             return False
         log.warning(
@@ -879,6 +887,7 @@ class MQTTClient:
             self.client_id,
             self._params.redacted_url,
             target.redacted_url,
+            extra=link_fields(self.client_id, self._params.redacted_url),
         )
         self._params = target
         return True
@@ -950,6 +959,7 @@ class MQTTClient:
                 self._config.effective_client_id,
                 self._params.redacted_url,
                 reason or "closed",
+                extra=link_fields(self.client_id, self._params.redacted_url),
             )
             if self._instruments:
                 self._instruments.disconnected(self._params.redacted_url)
@@ -961,7 +971,12 @@ class MQTTClient:
     def _stale(self, conn: Connection, why: str) -> None:
         """The monitor found the link dead: drop it (the broker sends our will) and reconnect."""
         self._stale_links += 1
-        log.warning("%s: link to the broker is stale (%s); reconnecting", self.client_id, why)
+        log.warning(
+            "%s: link to the broker is stale (%s); reconnecting",
+            self.client_id,
+            why,
+            extra=link_fields(self.client_id, self._params.redacted_url),
+        )
         conn.abort(ConnectionLostError(f"stale link: {why}"))
         self._link_down(conn)
 
