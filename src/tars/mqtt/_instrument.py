@@ -128,17 +128,32 @@ class Instrument:
         """The link to ``broker`` was lost (the client reconnects by itself)."""
 
 
+_Hook = Callable[..., Any]
+
+
+def _hook(instrument: Instrument, name: str) -> _Hook | None:
+    """``instrument``'s method ``name``, or None when it is the base class's no-op."""
+    if getattr(type(instrument), name) is getattr(Instrument, name):
+        return None
+    method: _Hook = getattr(instrument, name)
+    return method
+
+
 class Instruments(list[Instrument]):
     """The instruments of one client: empty, hence falsy, until one is added.
 
     The client and each of its subscriptions hold the same object; they test it for truth and
-    call :meth:`publish` or :meth:`handle` only when there is an instrument to tell.
+    call :meth:`publish` or :meth:`handle` only when there is an instrument to tell. The
+    methods an instrument overrides are looked up once, when it is added; the base class's
+    no-ops are never called.
     """
 
     def __init__(self, client_id: str) -> None:
         super().__init__()
         self.client_id = client_id
         self.errors = 0  # instrument calls that raised (logged, then counted)
+        self._publish_hooks: list[tuple[_Hook | None, _Hook | None]] = []
+        self._handler_hooks: list[tuple[_Hook | None, _Hook | None]] = []
 
     def add(self, instrument: Instrument) -> Callable[[], None]:
         """Add ``instrument``; return a function that removes it again."""
@@ -147,7 +162,26 @@ class Instruments(list[Instrument]):
                 f"an instrument must subclass tars.mqtt.Instrument, not {type(instrument)!r}"
             )
         self.append(instrument)
-        return lambda: self.remove(instrument) if instrument in self else None
+        self._resolve()
+
+        def remove() -> None:
+            if instrument in self:
+                self.remove(instrument)
+                self._resolve()
+
+        return remove
+
+    def _resolve(self) -> None:
+        # New lists, never changed in place: a call in progress keeps the ones it started with.
+        pairs = [
+            (
+                (_hook(i, "publish_started"), _hook(i, "publish_finished")),
+                (_hook(i, "handler_started"), _hook(i, "handler_finished")),
+            )
+            for i in self
+        ]
+        self._publish_hooks = [p for p, _ in pairs if p != (None, None)]
+        self._handler_hooks = [h for _, h in pairs if h != (None, None)]
 
     async def publish(
         self,
@@ -160,12 +194,23 @@ class Instruments(list[Instrument]):
         properties: dict[str, Any] | None,
     ) -> None:
         """Call ``send`` (the client's publish) between the instruments' publish hooks."""
+        hooks = self._publish_hooks
+        if not hooks:
+            await send(topic, payload, qos=qos, retain=retain, wait=wait, properties=properties)
+            return
         given = properties.get("user_properties") if properties else None
         outgoing = OutgoingPublish(
             self.client_id, topic, payload, qos, retain, list(given) if given else []
         )
-        instruments = list(self)  # one added meanwhile is not told of a call it did not see start
-        states = [self._call(i.publish_started, outgoing) for i in instruments]
+        states: list[Any] = []
+        for started, _ in hooks:
+            state = None
+            if started is not None:
+                try:
+                    state = started(outgoing)
+                except Exception:
+                    self._failed(started)
+            states.append(state)
         if outgoing.user_properties:
             properties = {**(properties or {}), "user_properties": outgoing.user_properties}
         error: BaseException | None = None
@@ -177,8 +222,12 @@ class Instruments(list[Instrument]):
             raise
         finally:
             outgoing.duration = time.perf_counter() - start
-            for instrument, state in zip(reversed(instruments), reversed(states), strict=True):
-                self._call(instrument.publish_finished, outgoing, state, error)
+            for (_, finished), state in zip(reversed(hooks), reversed(states), strict=True):
+                if finished is not None:
+                    try:
+                        finished(outgoing, state, error)
+                    except Exception:
+                        self._failed(finished)
 
     async def handle(
         self,
@@ -187,9 +236,19 @@ class Instruments(list[Instrument]):
         call: Callable[[Message], Awaitable[Outcome]],
     ) -> Outcome:
         """Run ``call`` (the subscription's handler call) between the instruments' hooks."""
+        hooks = self._handler_hooks
+        if not hooks:
+            return await call(message)
         observed = HandlerCall(self.client_id, subscription, message)
-        instruments = list(self)  # one added meanwhile is not told of a call it did not see start
-        states = [self._call(i.handler_started, observed) for i in instruments]
+        states: list[Any] = []
+        for started, _ in hooks:
+            state = None
+            if started is not None:
+                try:
+                    state = started(observed)
+                except Exception:
+                    self._failed(started)
+            states.append(state)
         outcome: Outcome = "cancelled"
         start = time.perf_counter()
         try:
@@ -198,33 +257,40 @@ class Instruments(list[Instrument]):
         finally:
             observed.duration = time.perf_counter() - start
             observed.outcome = outcome
-            for instrument, state in zip(reversed(instruments), reversed(states), strict=True):
-                self._call(instrument.handler_finished, observed, state)
+            for (_, finished), state in zip(reversed(hooks), reversed(states), strict=True):
+                if finished is not None:
+                    try:
+                        finished(observed, state)
+                    except Exception:
+                        self._failed(finished)
 
     def connected(self, broker: str) -> None:
         """Tell every instrument that a link to ``broker`` is up."""
         for instrument in list(self):
-            self._call(instrument.connected, self.client_id, broker)
+            try:
+                instrument.connected(self.client_id, broker)
+            except Exception:
+                self._failed(instrument.connected)
 
     def disconnected(self, broker: str) -> None:
         """Tell every instrument that the link to ``broker`` was lost."""
         for instrument in list(self):
-            self._call(instrument.disconnected, self.client_id, broker)
+            try:
+                instrument.disconnected(self.client_id, broker)
+            except Exception:
+                self._failed(instrument.disconnected)
 
-    def _call(self, method: Callable[..., Any], *args: Any) -> Any:
-        try:
-            return method(*args)
-        except Exception:
-            self.errors += 1
-            if self.errors <= _LOGGED_FAILURES:
-                log.exception(
-                    "instrument %r failed (%d so far; only the first %d are logged)",
-                    method,
-                    self.errors,
-                    _LOGGED_FAILURES,
-                    extra={"client_id": self.client_id},
-                )
-            return None
+    def _failed(self, method: _Hook) -> None:
+        """Count an instrument's failure; log the first few with their traceback."""
+        self.errors += 1
+        if self.errors <= _LOGGED_FAILURES:
+            log.exception(
+                "instrument %r failed (%d so far; only the first %d are logged)",
+                method,
+                self.errors,
+                _LOGGED_FAILURES,
+                extra={"client_id": self.client_id},
+            )
 
 
 def _envelope_ids(payload: bytes | str) -> tuple[str | None, str | None]:

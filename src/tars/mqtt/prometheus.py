@@ -21,7 +21,7 @@ Unless ``handler_metrics=False``, ``register`` also adds a
 say: ``handler_seconds`` (a histogram per subscription filter, label ``filter``),
 ``handler_calls_total`` (labels ``filter`` and ``outcome``: handled, failed, timed_out, invalid,
 cancelled) and ``publish_calls_total`` (labels ``qos`` and ``outcome``: ``ok`` or the error's
-class name). That one costs a few hundred nanoseconds per message.
+class name). That instrument costs about 2 µs of CPU per publish and per handler call.
 """
 
 from __future__ import annotations
