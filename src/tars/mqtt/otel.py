@@ -27,7 +27,7 @@ fails or times out sets the span's status to ERROR.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 try:
     from opentelemetry import context as otel_context
@@ -39,6 +39,9 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 
 from . import __version__
 from ._instrument import HandlerCall, Instrument, OutgoingPublish
+
+if TYPE_CHECKING:
+    from .client import MQTTClient
 
 __all__ = ["OpenTelemetryInstrument", "instrument"]
 
@@ -153,7 +156,7 @@ class OpenTelemetryInstrument(Instrument):
 
 
 def instrument(
-    client: Any,
+    client: MQTTClient,
     *,
     tracer_provider: TracerProvider | None = None,
     propagator: TextMapPropagator | None = None,
