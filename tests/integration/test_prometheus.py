@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 
@@ -56,6 +57,60 @@ async def test_a_scrape_shows_what_stats_counts(shared_mosquitto: MosquittoBroke
         assert samples[f"tars_mqtt_failed_total{label}"] == stats.failed
         assert samples[f"tars_mqtt_handled_total{label}"] == stats.handled
     assert scrape(registry)[f"tars_mqtt_connected{label}"] == 0.0
+
+
+async def test_a_scrape_shows_handler_times_per_filter(shared_mosquitto: MosquittoBroker) -> None:
+    registry = CollectorRegistry()
+    client = MQTTClient(shared_mosquitto.url, unique("metrics"), handler_timeout=0.3)
+    register(client, registry)
+    got: Inbox[int] = Inbox()
+    fast, slow = unique("metrics/fast"), unique("metrics/slow")
+
+    async def quick(event: Envelope) -> None:
+        got.add(event.data["n"])
+        if event.data["n"] == 1:
+            raise RuntimeError("counted as failed")
+
+    async def sluggish(event: Envelope) -> None:
+        got.add(event.data["n"])
+        await asyncio.sleep(0.1 if event.data["n"] < 12 else 5)
+
+    subs = [await client.subscribe(fast, quick, qos=1), await client.subscribe(slow, sluggish)]
+    async with client:
+        for n in range(3):
+            await client.publish_event(fast, "m", {"n": n}, qos=1)
+        for n in (10, 11, 12):
+            await client.publish_event(slow, "m", {"n": n})
+        await got.wait_for(6)
+        for sub in subs:
+            await sub.join()
+        samples = scrape(registry)
+    who = f'client_id="{client.client_id}"'
+    assert samples[f'tars_mqtt_handler_seconds_count{{{who},filter="{fast}"}}'] == 3.0
+    assert samples[f'tars_mqtt_handler_seconds_count{{{who},filter="{slow}"}}'] == 3.0
+    assert samples[f'tars_mqtt_handler_seconds_bucket{{{who},filter="{fast}",le="0.05"}}'] == 3.0
+    slow_fast_bucket = f'tars_mqtt_handler_seconds_bucket{{{who},filter="{slow}",le="0.05"}}'
+    assert samples[slow_fast_bucket] == 0.0  # every call of the slow one took 0.1 s or more
+    assert samples[f'tars_mqtt_handler_seconds_bucket{{{who},filter="{slow}",le="0.5"}}'] == 3.0
+    assert samples[f'tars_mqtt_handler_seconds_sum{{{who},filter="{slow}"}}'] >= 0.5
+    calls = "tars_mqtt_handler_calls_total"
+    assert samples[f'{calls}{{{who},filter="{fast}",outcome="handled"}}'] == 2.0
+    assert samples[f'{calls}{{{who},filter="{fast}",outcome="failed"}}'] == 1.0
+    assert samples[f'{calls}{{{who},filter="{slow}",outcome="handled"}}'] == 2.0
+    assert samples[f'{calls}{{{who},filter="{slow}",outcome="timed_out"}}'] == 1.0
+    assert samples[f'tars_mqtt_publish_calls_total{{{who},outcome="ok",qos="1"}}'] == 3.0
+    assert samples[f'tars_mqtt_publish_calls_total{{{who},outcome="ok",qos="0"}}'] == 3.0
+
+
+async def test_handler_metrics_can_be_left_out(shared_mosquitto: MosquittoBroker) -> None:
+    registry = CollectorRegistry()
+    client = MQTTClient(shared_mosquitto.url, unique("metrics"))
+    register(client, registry, handler_metrics=False)
+    async with client:
+        await client.publish_event(unique("metrics/t"), "m", {}, qos=1)
+        samples = scrape(registry)
+    assert not [name for name in samples if "handler_seconds" in name or "publish_calls" in name]
+    assert samples[f'tars_mqtt_published_total{{client_id="{client.client_id}"}}'] == 1.0
 
 
 def test_without_the_extra_the_import_error_says_what_to_install() -> None:

@@ -36,6 +36,10 @@ INTENDED = {
     "SubscriptionStats",
     "HealthStatus",
     "HeartbeatPayload",
+    # observability
+    "Instrument",
+    "OutgoingPublish",
+    "HandlerCall",
     # policies
     "BackoffPolicy",
     "ExponentialBackoff",

@@ -49,6 +49,9 @@ _EXPORTS: dict[str, str] = {
     "HeartbeatPayload": "._health",
     "health_topic": "._health",
     "keepalive_topic": "._health",
+    "HandlerCall": "._instrument",
+    "Instrument": "._instrument",
+    "OutgoingPublish": "._instrument",
     "Message": "._message",
     "ClientOptions": "._options",
     "topic_matches": "._topics",
@@ -110,6 +113,9 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs read (the same table, a
     from ._health import HeartbeatPayload as HeartbeatPayload
     from ._health import health_topic as health_topic
     from ._health import keepalive_topic as keepalive_topic
+    from ._instrument import HandlerCall as HandlerCall
+    from ._instrument import Instrument as Instrument
+    from ._instrument import OutgoingPublish as OutgoingPublish
     from ._linkview import LinkView as LinkView
     from ._message import Message as Message
     from ._options import ClientOptions as ClientOptions

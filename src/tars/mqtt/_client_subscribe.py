@@ -20,6 +20,7 @@ from ._topics import validate_topic_filter
 
 if TYPE_CHECKING:
     from ._dispatch import Dispatcher
+    from ._instrument import Instruments
     from ._session import Session
     from ._supervisor import Supervisor
 
@@ -35,6 +36,7 @@ class SubscribeMethods:
         _dispatcher: Dispatcher
         _supervisor: Supervisor
         _state: ClientState
+        _instruments: Instruments
 
     async def subscribe(
         self,
@@ -89,6 +91,7 @@ class SubscribeMethods:
             pause=sup.pause_reading,
             resume=sup.resume_reading,
         )
+        sub._instruments = self._instruments  # the instruments see its handler calls
         session = self._session
         fut = asyncio.get_running_loop().create_future()
         sent = session.add_subscription(topic, qos, handle=fut)  # refusals announced: raises

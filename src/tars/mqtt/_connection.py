@@ -430,7 +430,7 @@ class Connection(asyncio.Protocol):
                 text += f" ({event.reason_string})"
             if event.server_reference:
                 text += f"; it refers us to {event.server_reference!r}"
-            self._close_reason = ConnectionLostError(text)
+            self._close_reason = ConnectionLostError(text, event.reason_code)
         else:
             error = event.error or ProtocolError(event.reason_string or "protocol error")
             self._close_reason = error

@@ -20,9 +20,14 @@ catch "anything MQTT" in one clause. Errors that are really about a bad argument
 
 Transport errors (``OSError``, ``ssl.SSLError``, ``socket.gaierror``) are caught at the connection
 boundary and re-raised as one of these with the original as ``__cause__``.
+
+An error that carries a broker's MQTT 5 reason code names it in its message ("reason code 0x87
+Not authorized"), from the one table in :mod:`._reasons`.
 """
 
 from __future__ import annotations
+
+from ._reasons import describe, name_in
 
 __all__ = [
     "ClientStateError",
@@ -113,7 +118,7 @@ class ConnectError(MQTTError):
         server_reference: str | None = None,
         fatal: bool = False,
     ) -> None:
-        super().__init__(message)
+        super().__init__(name_in(message, reason_code))
         self.reason_code = reason_code
         self.refused = refused
         self.server_reference = server_reference
@@ -121,14 +126,22 @@ class ConnectError(MQTTError):
 
 
 class ConnectionLostError(MQTTError):
-    """The link to the broker was lost while an operation was waiting on it."""
+    """The link to the broker was lost while an operation was waiting on it.
+
+    ``reason_code`` is the reason of the broker's DISCONNECT when the broker ended the link
+    (e.g. 0x8B Server shutting down, 0x8E Session taken over), else None.
+    """
+
+    def __init__(self, message: str, reason_code: int | None = None) -> None:
+        super().__init__(name_in(message, reason_code))
+        self.reason_code = reason_code
 
 
 class ProtocolError(MQTTError):
     """The peer sent something MQTT 5 does not allow (malformed or unexpected packet)."""
 
     def __init__(self, message: str, reason_code: int = 0x82) -> None:
-        super().__init__(message)
+        super().__init__(name_in(message, reason_code))
         self.reason_code = reason_code
 
 
@@ -136,7 +149,7 @@ class PublishError(MQTTError):
     """The broker answered a QoS 1/2 publish with a failure reason code."""
 
     def __init__(self, message: str, reason_code: int) -> None:
-        super().__init__(message)
+        super().__init__(name_in(message, reason_code))
         self.reason_code = reason_code
 
 
@@ -145,7 +158,7 @@ class SubscribeError(MQTTError):
 
     def __init__(self, topic: str, reason_code: int, why: str | None = None) -> None:
         super().__init__(
-            f"subscription to {topic!r} refused by the broker (reason code {reason_code:#x}"
+            f"subscription to {topic!r} refused by the broker (reason code {describe(reason_code)}"
             + (f": {why})" if why else ")")
         )
         self.topic = topic

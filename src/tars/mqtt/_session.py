@@ -325,7 +325,12 @@ class Session(Receiving):
         if why is not None:
             self.state = SessionState.CLOSING
             self.stats.stale_links += 1
-            log.warning("%s: link to the broker is stale (%s); reconnecting", self.client_id, why)
+            log.warning(
+                "%s: link to the broker is stale (%s); reconnecting",
+                self.client_id,
+                why,
+                extra={"client_id": self.client_id},
+            )
             return [
                 Disconnected(
                     _KEEP_ALIVE_TIMEOUT,

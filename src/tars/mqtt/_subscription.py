@@ -28,6 +28,8 @@ from pydantic import BaseModel, ValidationError
 from ._dedup import DedupWindow
 from ._envelope import Envelope
 from ._errors import EnvelopeError
+from ._instrument import Instruments, Outcome
+from ._logfields import message_fields
 from ._message import Message
 
 __all__ = [
@@ -173,6 +175,7 @@ class Subscription:
         self._slots: asyncio.Semaphore | None = None
         self._clock = time.monotonic
         self._busy = False  # the sequential worker is inside a handler call
+        self._instruments = Instruments("")  # the client's, set by subscribe(): observers of _call
 
     def __repr__(self) -> str:
         name = getattr(self.handler, "__qualname__", repr(self.handler))
@@ -199,12 +202,11 @@ class Subscription:
         if len(queue) >= self.queue_size:
             if self.overflow == "drop_newest":
                 stats.dropped += 1
-                self._log_drop("newest")
+                self._log_drop("newest", msg)
                 return
             if self.overflow == "drop_oldest":
-                queue.popleft()
                 stats.dropped += 1
-                self._log_drop("oldest")
+                self._log_drop("oldest", queue.popleft())
             elif not self._blocking:
                 self._blocking = True
                 self._pause()
@@ -215,7 +217,7 @@ class Subscription:
             if not waiter.done():
                 waiter.set_result(None)
 
-    def _log_drop(self, which: str) -> None:
+    def _log_drop(self, which: str, msg: Message) -> None:
         """Warn on the first drop and every 1,000th after it: visible, but never a log flood."""
         dropped = self.stats.dropped
         if dropped == 1 or dropped % 1000 == 0:
@@ -226,6 +228,7 @@ class Subscription:
                 self.queue_size,
                 which,
                 dropped,
+                extra=message_fields(self._instruments.client_id, msg, self.topic_filter),
             )
 
     # --- worker ------------------------------------------------------------------------------
@@ -259,6 +262,10 @@ class Subscription:
                     task.get_name(),
                     self.topic_filter,
                     timeout,
+                    extra={
+                        "client_id": self._instruments.client_id,
+                        "topic_filter": self.topic_filter,
+                    },
                 )
         self._running.clear()
         self.stats.dropped += len(self._queue)
@@ -297,7 +304,11 @@ class Subscription:
             if slots is None:
                 self._busy = True
                 try:
-                    await self._call(msg)
+                    await (
+                        self._instruments.handle(self, msg, self._call)
+                        if self._instruments
+                        else self._call(msg)
+                    )
                 finally:
                     self._busy = False
             else:
@@ -320,11 +331,15 @@ class Subscription:
 
     async def _call_released(self, msg: Message, slots: asyncio.Semaphore) -> None:
         try:
-            await self._call(msg)
+            await (
+                self._instruments.handle(self, msg, self._call)
+                if self._instruments
+                else self._call(msg)
+            )
         finally:
             slots.release()
 
-    async def _call(self, msg: Message) -> None:
+    async def _call(self, msg: Message) -> Outcome:
         stats = self.stats
         kind = self._kind
         try:
@@ -344,8 +359,9 @@ class Subscription:
                 msg.topic,
                 getattr(self.handler, "__qualname__", self.handler),
                 _short(exc),
+                extra=message_fields(self._instruments.client_id, msg, self.topic_filter),
             )
-            return
+            return "invalid"
         deadline: asyncio.Timeout | None = None
         try:
             if self.timeout is None:
@@ -358,7 +374,7 @@ class Subscription:
                 # The handler's own TimeoutError (its HTTP call, its own wait_for): a failure
                 # with a traceback, not our per-handler timeout.
                 self._failed(msg)
-                return
+                return "failed"
             stats.timed_out += 1
             log.warning(
                 "handler %s timed out after %g s on topic %r (envelope id %s)",
@@ -366,11 +382,14 @@ class Subscription:
                 self.timeout,
                 msg.topic,
                 msg.envelope_id,
+                extra=message_fields(self._instruments.client_id, msg, self.topic_filter),
             )
+            return "timed_out"
         except Exception:
             self._failed(msg)
-        else:
-            stats.handled += 1
+            return "failed"
+        stats.handled += 1
+        return "handled"
 
     def _failed(self, msg: Message) -> None:
         """Count and log (with the traceback being handled) a handler that raised."""
@@ -380,6 +399,7 @@ class Subscription:
             getattr(self.handler, "__qualname__", self.handler),
             msg.topic,
             msg.envelope_id,
+            extra=message_fields(self._instruments.client_id, msg, self.topic_filter),
         )
 
 

@@ -23,6 +23,8 @@ from typing import Final
 from ._backoff import BackoffPolicy
 from ._connection import Connection, Connector, MessageListener, open_connection
 from ._errors import ConnectError
+from ._instrument import Instruments
+from ._logfields import link_fields
 from ._session import Session
 from ._trouble import ConnectTrouble
 from ._url import ConnectionParams, endpoint_from_reference
@@ -66,6 +68,7 @@ class Supervisor:
         connect_hooks: list[Hook],
         disconnect_hooks: list[Hook],
         is_fatal: Callable[[ConnectError], bool] = is_fatal,
+        instruments: Instruments | None = None,
     ) -> None:
         """``settle_after``: a link that lasted this long starts the backoff afresh when lost."""
         self._session = session
@@ -82,6 +85,9 @@ class Supervisor:
         self._connect_hooks = connect_hooks
         self._disconnect_hooks = disconnect_hooks
         self._is_fatal = is_fatal
+        self._instruments = (
+            instruments if instruments is not None else Instruments(session.client_id)
+        )
         self.current: Connection | None = None  # the current link, from CONNECT to its end
         self.link: Connection | None = None  # the current link once ready, until it ends
         self.connects = 0  # links that became ready
@@ -194,7 +200,12 @@ class Supervisor:
                 delay = self._backoff.next_delay(attempt, refused=error.refused)
                 attempt += 1
                 if delay is None:
-                    log.error("giving up connecting to %s: %s", params.redacted_url, error)
+                    log.error(
+                        "giving up connecting to %s: %s",
+                        params.redacted_url,
+                        error,
+                        extra=self._fields(),
+                    )
                     self._fail_first(error)
                     return error
                 self._say_trouble(trouble, loop.time(), params, error, delay, first.done())
@@ -266,6 +277,8 @@ class Supervisor:
         )
         if self.first_link is not None and not self.first_link.done():
             self.first_link.set_result(None)
+        if self._instruments:
+            self._instruments.connected(params.redacted_url)
         self._run_hooks(self._connect_hooks, "connect")
 
     def _link_down(self, conn: Connection) -> None:
@@ -277,7 +290,10 @@ class Supervisor:
             self.client_id,
             self.params.redacted_url,
             conn.close_reason or "closed",
+            extra=self._fields(),
         )
+        if self._instruments:
+            self._instruments.disconnected(self.params.redacted_url)
         self._run_hooks(self._disconnect_hooks, "disconnect")
 
     def _calm(self, conn: Connection, lasted: float) -> bool:
@@ -306,6 +322,7 @@ class Supervisor:
                 self.client_id,
                 self.params.redacted_url,
                 reference,
+                extra=self._fields(),
             )
             return False
         log.warning(
@@ -313,6 +330,7 @@ class Supervisor:
             self.client_id,
             self.params.redacted_url,
             target.redacted_url,
+            extra=self._fields(),
         )
         self.params = target
         return True
@@ -342,9 +360,14 @@ class Supervisor:
                 error,
                 delay,
                 "" if connected_before else _WAIT_HINT,
+                extra=self._fields(),
             )
         else:
             log.info("%s; retrying in %.2f s", error, delay)
+
+    def _fields(self) -> dict[str, str]:
+        """The ``extra`` fields of a log line about the link (see :mod:`._logfields`)."""
+        return link_fields(self.client_id, self.params.redacted_url)
 
     def _run_hooks(self, hooks: list[Hook], what: str) -> None:
         for hook in hooks:

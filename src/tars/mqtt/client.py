@@ -47,6 +47,7 @@ from ._errors import (
     NotConnectedError,
 )
 from ._health import encode_health, health_topic, keepalive_topic, will_payload
+from ._instrument import Instrument, Instruments
 from ._linkview import LinkView
 from ._options import ClientOptions
 from ._requests import PendingRequests
@@ -102,6 +103,7 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
             # Our own heartbeat coming back: the session's liveness noted it; nothing to deliver.
             topic = keepalive_topic(cfg.effective_client_id)
             self._dispatcher.add_internal(topic, session.subscription_id(topic) or 0, ignore)
+        self._instruments = Instruments(cfg.effective_client_id)  # falsy until one is added
         self._connect_hooks: list[Hook] = []
         self._disconnect_hooks: list[Hook] = []
         self._supervisor = Supervisor(
@@ -119,6 +121,7 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
             settle_after=cfg.reconnect_max_delay,
             connect_hooks=self._connect_hooks,
             disconnect_hooks=self._disconnect_hooks,
+            instruments=self._instruments,
         )
         self._check = PublishCheck(cfg.max_payload_size)
         self._requests = PendingRequests()
@@ -239,6 +242,11 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
         self._disconnect_hooks.append(hook)
         return hook
 
+    def add_instrument(self, instrument: Instrument) -> Callable[[], None]:
+        """Tell ``instrument`` (a :class:`~tars.mqtt.Instrument`) about every publish, handler
+        call and link change from now on; returns a function that removes it."""
+        return self._instruments.add(instrument)
+
     def add_message_listener(self, listener: MessageListener) -> Callable[[], None]:
         """Call ``listener(packet)`` synchronously for every PUBLISH received (raw
         ``mqtt5.PublishPacket``); returns a function that removes it. Keep it fast."""
@@ -356,6 +364,25 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
         :class:`~tars.mqtt.OutboxFullError` (policy ``raise``),
         :class:`~tars.mqtt.PublishError` (the broker refused it).
         """
+        if self._instruments:  # observers (tars.mqtt._instrument) around the same call
+            await self._instruments.publish(
+                self._publish, topic, payload, qos, retain, wait, properties
+            )
+        else:
+            await self._publish(
+                topic, payload, qos=qos, retain=retain, wait=wait, properties=properties
+            )
+
+    async def _publish(
+        self,
+        topic: str,
+        payload: bytes | str,
+        *,
+        qos: int,
+        retain: bool,
+        wait: bool,
+        properties: dict[str, Any] | None,
+    ) -> None:
         payload = self._check(topic, payload, qos, properties)
         self._require_running("publish")
         session = self._session
