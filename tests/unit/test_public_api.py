@@ -42,6 +42,8 @@ INTENDED = {
     "NoRetry",
     # errors
     "MQTTError",
+    "InvalidArgumentError",
+    "InvalidArgumentTypeError",
     "ConfigError",
     "InvalidTopicError",
     "PayloadTooLarge",
