@@ -20,7 +20,8 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 
 def make_certs(d: Path) -> Path:
-    """Write ``ca.pem`` and a ``server.pem``/``server.key`` for 127.0.0.1 into ``d``."""
+    """Write ``ca.pem``, a ``server.pem``/``server.key`` for 127.0.0.1 and a client certificate
+    ``client.pem``/``client.key`` (for mutual TLS), all signed by that CA, into ``d``."""
     if shutil.which("openssl") is None:
         pytest.fail("openssl not found: tars-core's TLS tests need it (apt-get install openssl)")
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
@@ -31,18 +32,24 @@ def make_certs(d: Path) -> Path:
     _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
              "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext",
              cwd=d)  # fmt: skip
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "client.key",
+             "-out", "client.csr", "-subj", "/CN=tars-test-client", cwd=d)  # fmt: skip
+    _openssl("x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+             "-CAcreateserial", "-out", "client.pem", "-days", "2", cwd=d)  # fmt: skip
     return d
 
 
 @contextmanager
-def tls_mosquitto(certs: Path) -> Iterator[MosquittoBroker]:
-    """A started Mosquitto whose listener speaks TLS with the certificate of ``certs``."""
+def tls_mosquitto(certs: Path, *, require_certificate: bool = False) -> Iterator[MosquittoBroker]:
+    """A started Mosquitto whose listener speaks TLS with the certificate of ``certs``; with
+    ``require_certificate`` it also demands a client certificate signed by the same CA."""
     broker = MosquittoBroker(
         persistence=False,
         extra_config=(
             f"cafile {certs / 'ca.pem'}\n"
             f"certfile {certs / 'server.pem'}\n"
             f"keyfile {certs / 'server.key'}\n"
+            + ("require_certificate true\n" if require_certificate else "")
         ),
     )
     broker.start()
