@@ -117,6 +117,9 @@ class ConnectError(MQTTError):
     TCP connection itself was refused (nothing listens on the port): the reconnect policy retries
     that sooner, since it costs the broker's host nothing. ``server_reference`` is the MQTT 5
     Server Reference of a redirecting CONNACK (0x9C use another server, 0x9D server moved).
+    ``fatal`` is true when trying again cannot help whatever the broker's reason code (the
+    broker's TLS certificate failed verification): ``connect()`` then fails at once instead of
+    retrying.
     """
 
     def __init__(
@@ -126,11 +129,13 @@ class ConnectError(MQTTError):
         *,
         refused: bool = False,
         server_reference: str | None = None,
+        fatal: bool = False,
     ) -> None:
         super().__init__(message)
         self.reason_code = reason_code
         self.refused = refused
         self.server_reference = server_reference
+        self.fatal = fatal
 
 
 class ConnectionLostError(MQTTError):
