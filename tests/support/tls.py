@@ -19,13 +19,16 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
 
 
-def make_certs(d: Path) -> Path:
+def make_certs(d: Path, ca_name: str = "tars-test-ca") -> Path:
     """Write ``ca.pem``, a ``server.pem``/``server.key`` for 127.0.0.1 and a client certificate
-    ``client.pem``/``client.key`` (for mutual TLS), all signed by that CA, into ``d``."""
+    ``client.pem``/``client.key`` (for mutual TLS), all signed by that CA, into ``d``.
+
+    Give another ``ca_name`` for a second CA: one with the same name would be taken for the
+    first by a peer, which then fails the signature check instead of not knowing the CA."""
     if shutil.which("openssl") is None:
         pytest.fail("openssl not found: tars-core's TLS tests need it (apt-get install openssl)")
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-             "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=tars-test-ca", cwd=d)  # fmt: skip
+             "-keyout", "ca.key", "-out", "ca.pem", "-subj", f"/CN={ca_name}", cwd=d)  # fmt: skip
     _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key",
              "-out", "server.csr", "-subj", "/CN=127.0.0.1", cwd=d)  # fmt: skip
     (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")

@@ -118,8 +118,8 @@ class ConnectError(MQTTError):
     that sooner, since it costs the broker's host nothing. ``server_reference`` is the MQTT 5
     Server Reference of a redirecting CONNACK (0x9C use another server, 0x9D server moved).
     ``fatal`` is true when trying again cannot help whatever the broker's reason code (the
-    broker's TLS certificate failed verification): ``connect()`` then fails at once instead of
-    retrying.
+    broker's TLS certificate failed verification, or the broker refused our client
+    certificate): ``connect()`` then fails at once instead of retrying.
     """
 
     def __init__(

@@ -82,13 +82,34 @@ def make_ssl_context(config: MQTTClientConfig) -> ssl.SSLContext:
     return ctx
 
 
+# The TLS alerts by which a broker refuses our certificate (or its absence): OpenSSL's reasons.
+_REFUSED_CERTIFICATE = frozenset(
+    {
+        "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+        "TLSV1_ALERT_UNKNOWN_CA",
+        "TLSV1_ALERT_ACCESS_DENIED",
+        "SSLV3_ALERT_BAD_CERTIFICATE",
+        "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE",
+        "SSLV3_ALERT_CERTIFICATE_REVOKED",
+        "SSLV3_ALERT_CERTIFICATE_EXPIRED",
+    }
+)
+
+
 def is_certificate_failure(exc: BaseException) -> bool:
-    """Whether ``exc`` (or an exception it wraps) is a failed verification of the broker's
-    certificate, which no retry can fix (unlike a refused or dropped connection)."""
+    """Whether ``exc`` (or an exception it wraps) is a certificate failure no retry can fix:
+    the broker's certificate failed our verification (:class:`ssl.SSLCertVerificationError`),
+    or the broker refused ours, or its absence, with a TLS alert (mutual TLS). Unlike a refused
+    or dropped connection, the next attempt would present the same certificates."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         if isinstance(current, ssl.SSLCertVerificationError):
+            return True
+        if (
+            isinstance(current, ssl.SSLError)
+            and getattr(current, "reason", None) in _REFUSED_CERTIFICATE
+        ):
             return True
         seen.add(id(current))
         current = current.__cause__ or current.__context__
