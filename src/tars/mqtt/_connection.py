@@ -48,6 +48,7 @@ from ._session import (
     Subscribed,
     Unsubscribed,
 )
+from ._tls import is_certificate_failure
 
 __all__ = ["Connection", "Connector", "MessageListener", "open_connection"]
 
@@ -391,7 +392,9 @@ class Connection(asyncio.Protocol):
         if not self._connected.done():
             err = error if isinstance(error, MQTTError) else ConnectError(str(error))
             if not isinstance(err, ConnectError):
-                err = ConnectError(f"link closed before CONNACK: {error}")
+                err = ConnectError(
+                    f"link closed before CONNACK: {error}", fatal=is_certificate_failure(error)
+                )
                 err.__cause__ = error
             self._connected.set_exception(err)
             self._connected.exception()  # retrieved: nobody may be waiting any more
@@ -580,7 +583,8 @@ async def open_connection(
         raise ConnectError(f"connection to {where} refused", refused=True) from exc
     except (OSError, ssl.SSLError) as exc:
         conn._give_up()
-        raise ConnectError(f"cannot connect to {where}: {exc}") from exc
+        fatal = is_certificate_failure(exc)  # the same certificate again: no retry helps
+        raise ConnectError(f"cannot connect to {where}: {exc}", fatal=fatal) from exc
     except MQTTError:
         conn._give_up()
         raise

@@ -47,6 +47,7 @@ from ._publisher import Publisher
 from ._requests import PendingRequests
 from ._session import PublishDone, Session
 from ._subscriptions import SubscriptionSync
+from ._tls import make_ssl_context
 from ._topics import validate_topic_filter, validate_topic_name
 from ._trouble import ConnectTrouble
 from ._url import endpoint_from_reference
@@ -751,7 +752,7 @@ class MQTTClient:
                     continue  # at once: the broker itself sent us there
                 redirects = 0
                 first = not self._first_connect.done()
-                fatal = error.reason_code in _FATAL_CONNACK
+                fatal = error.fatal or error.reason_code in _FATAL_CONNACK
                 failed_in_round += 1
                 self._next_endpoint()
                 if first and not fatal and failed_in_round < len(self._endpoints):
@@ -960,11 +961,7 @@ class MQTTClient:
         if not self._params.tls:
             return None
         if self._ssl_context is None:
-            ctx = ssl.create_default_context(cafile=self._config.tls_ca_file)
-            if self._config.tls_insecure:
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-            self._ssl_context = ctx
+            self._ssl_context = make_ssl_context(self._config)
         return self._ssl_context
 
     def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
