@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import math
 
+from ._errors import InvalidArgumentError
+
 __all__ = ["HeartbeatSchedule", "Watchdog"]
 
 
 def _check_interval(interval: float) -> None:
     if not (math.isfinite(interval) and interval > 0):
-        raise ValueError(f"interval must be a finite number > 0 seconds, got {interval!r}")
+        raise InvalidArgumentError(
+            f"interval must be a finite number > 0 seconds, got {interval!r}"
+        )
 
 
 class Watchdog:
@@ -38,7 +42,7 @@ class Watchdog:
         """
         _check_interval(interval)
         if missed < 1:
-            raise ValueError(f"missed must be >= 1, got {missed!r}")
+            raise InvalidArgumentError(f"missed must be >= 1, got {missed!r}")
         self._interval = interval
         self._missed = missed
         self._last: float | None = None  # the later of start and the last returned heartbeat

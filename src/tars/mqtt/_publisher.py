@@ -26,6 +26,8 @@ from ._connection import Connection
 from ._errors import (
     ClientStateError,
     ConnectionLostError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
     MQTTError,
     OutboxFullError,
     PayloadTooLarge,
@@ -90,7 +92,9 @@ class Publisher:
             try:
                 PublishPacket(topic, b"", **properties)
             except (TypeError, ValueError) as exc:
-                raise TypeError(f"invalid MQTT 5 publish properties: {exc}") from None
+                raise InvalidArgumentTypeError(
+                    f"invalid MQTT 5 publish properties: {exc}"
+                ) from None
         if topic not in self._valid_topics:
             validate_topic_name(topic)
             if len(self._valid_topics) >= _TOPIC_CACHE:
@@ -102,9 +106,11 @@ class Publisher:
             elif isinstance(payload, bytearray | memoryview):
                 payload = bytes(payload)
             else:
-                raise TypeError(f"payload must be bytes or str, not {type(payload).__name__}")
+                raise InvalidArgumentTypeError(
+                    f"payload must be bytes or str, not {type(payload).__name__}"
+                )
         if qos != 0 and qos != 1 and qos != 2:
-            raise ValueError(f"qos must be 0, 1 or 2, not {qos!r}")
+            raise InvalidArgumentError(f"qos must be 0, 1 or 2, not {qos!r}")
         limit = self._config.max_payload_size
         if len(payload) > limit:
             raise PayloadTooLarge(len(payload), limit)

@@ -53,7 +53,7 @@ from mqtt5 import (
     Will,
 )
 
-from ._errors import ClientStateError, PayloadTooLarge, ProtocolError
+from ._errors import ClientStateError, InvalidArgumentError, PayloadTooLarge, ProtocolError
 
 __all__ = [
     "ConnectFailed",
@@ -235,7 +235,7 @@ class Session:
         ping_timeout: float | None = None,
     ) -> None:
         if not 1 <= receive_maximum <= _MAX_PACKET_ID:
-            raise ValueError("receive_maximum must be in 1..65535")
+            raise InvalidArgumentError("receive_maximum must be in 1..65535")
         self.client_id = client_id
         self.keep_alive = keep_alive
         self.clean_start = clean_start
@@ -398,7 +398,7 @@ class Session:
             self._out.append(packet.write())
             return
         if qos not in (1, 2):
-            raise ValueError(f"qos must be 0, 1 or 2, not {qos!r}")
+            raise InvalidArgumentError(f"qos must be 0, 1 or 2, not {qos!r}")
         item = _Outgoing(topic, payload, qos, retain, properties, handle)
         if self.state is SessionState.CONNECTED and self._link.send_quota > 0 and not self._pending:
             self._send_publish(item)

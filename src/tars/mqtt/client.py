@@ -36,6 +36,8 @@ from ._errors import (
     ClientStateError,
     ConnectError,
     ConnectionLostError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
     MQTTError,
     NotConnectedError,
 )
@@ -139,7 +141,9 @@ class MQTTClient:
                 fields["client_id"] = client_id
             config = MQTTClientConfig(**fields)
         elif mqtt_url is not None or client_id is not None or options:
-            raise TypeError("pass either config= or mqtt_url/client_id/options, not both")
+            raise InvalidArgumentTypeError(
+                "pass either config= or mqtt_url/client_id/options, not both"
+            )
         self._config = config
         # The brokers in the order this client tries them, drawn once (broker_order).
         self._endpoints = config.ordered_endpoints()
@@ -550,7 +554,7 @@ class MQTTClient:
         """
         target = topic or request.packet.response_topic
         if not target:
-            raise ValueError("the request has no response topic: pass topic=")
+            raise InvalidArgumentError("the request has no response topic: pass topic=")
         request_id = request.envelope.id
         qos = request.qos if qos is None else qos
         if request.packet.correlation_data is None or self._config.correlation_format == "original":
@@ -653,7 +657,7 @@ class MQTTClient:
         """
         validate_topic_filter(topic)
         if qos not in (0, 1, 2):
-            raise ValueError(f"qos must be 0, 1 or 2, not {qos!r}")
+            raise InvalidArgumentError(f"qos must be 0, 1 or 2, not {qos!r}")
         if self._state in (ClientState.CLOSING, ClientState.CLOSED):
             raise ClientStateError(f"subscribe() while {self._state.value}")
         for existing in self._dispatcher.subscriptions(topic):
