@@ -66,7 +66,7 @@ class ExponentialBackoff:
         """Check and store the schedule.
 
         Raises:
-            ValueError: a delay is not positive and finite, ``max_delay < min_delay``,
+            InvalidArgumentError: a delay is not positive and finite, ``max_delay < min_delay``,
                 ``multiplier < 1``, ``jitter`` outside [0, 1] or ``max_attempts < 0``.
         """
         for name, value in (
@@ -101,7 +101,7 @@ class ExponentialBackoff:
         """Return the jittered delay before attempt ``attempt``, or None past ``max_attempts``.
 
         Raises:
-            ValueError: ``attempt`` is negative.
+            InvalidArgumentError: ``attempt`` is negative.
         """
         if attempt < 0:
             raise InvalidArgumentError(f"attempt must be >= 0, got {attempt!r}")

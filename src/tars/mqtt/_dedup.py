@@ -86,7 +86,7 @@ class DedupWindow:
         """Create an empty window.
 
         Raises:
-            ValueError: ``ttl`` is not positive or ``max_entries`` is below 1.
+            InvalidArgumentError: ``ttl`` is not positive or ``max_entries`` is below 1.
         """
         if not (math.isfinite(ttl) and ttl > 0):
             raise InvalidArgumentError(f"ttl must be a finite number > 0 seconds, got {ttl!r}")

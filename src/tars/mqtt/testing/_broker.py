@@ -71,7 +71,7 @@ class InMemoryBroker:
             with CONNACK 0x86. None accepts everyone (username and password are ignored).
 
     Raises:
-        ValueError: a limit out of its MQTT range.
+        InvalidArgumentError: a limit out of its MQTT range.
     """
 
     def __init__(
@@ -327,7 +327,7 @@ class InMemoryBroker:
 
         Raises:
             InvalidTopicError: ``topic_filter`` is not a valid filter.
-            ValueError: ``count`` < 1.
+            InvalidArgumentError: ``count`` < 1.
         """
         self._faults.duplicate_next(topic_filter, count)
 
@@ -344,7 +344,7 @@ class InMemoryBroker:
         reversed) if that client's receive window fills up first, or on :meth:`clear_faults`.
 
         Raises:
-            ValueError: ``n`` < 2.
+            InvalidArgumentError: ``n`` < 2.
         """
         self._faults.reorder_next(n, client_id)
 
@@ -354,7 +354,7 @@ class InMemoryBroker:
 
         Raises:
             InvalidTopicError: ``topic_filter`` is not a valid filter.
-            ValueError: ``reason_code`` is not a SUBACK failure code (0x80 and above).
+            InvalidArgumentError: ``reason_code`` is not a SUBACK failure code (0x80 and above).
         """
         self._faults.refuse(topic_filter, reason_code)
 
