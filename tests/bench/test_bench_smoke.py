@@ -85,3 +85,15 @@ def test_quick_bench_reports_every_client_and_case(tmp_path: Path) -> None:
     assert all("error" not in sample for sample in samples), samples
     assert "## Targets" in report
     assert "> 1 means the row is better" in report
+
+
+def test_the_durable_outbox_rows_run(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.durable", "--events", "60", "--repeat", "1",
+         "--dir", str(tmp_path)],
+        cwd=ROOT, check=True, capture_output=True, text=True, timeout=120,
+    ).stdout  # fmt: skip
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "mode" not in line]
+    assert len(rows) == 4
+    assert all(float(row.rsplit("|", 2)[1]) > 0 for row in rows)
+    assert list(tmp_path.iterdir()) == []  # each run's store is removed

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import subprocess
 import traceback
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from support.tls import make_certs
 from tars.mqtt._config import (
     ENV_VARS,
     ConnectionParams,
@@ -19,6 +22,26 @@ from tars.mqtt._config import (
 from tars.mqtt._errors import ConfigError, MQTTError
 
 SECRET = "S3cr3tPW"
+CERTS = "{certs}"  # stands for the directory of the ``certs`` fixture in the cases below
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA, a server and a client certificate made by openssl (the TLS options read them)."""
+    return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+def fill(value: Any, certs: Path) -> Any:
+    """``value`` with :data:`CERTS` replaced by the real directory (in str, Path and dicts)."""
+    if isinstance(value, str):
+        return value.replace(CERTS, str(certs))
+    if isinstance(value, Path):
+        return Path(str(value).replace(CERTS, str(certs)))
+    if isinstance(value, dict):
+        return {k: fill(v, certs) for k, v in value.items()}
+    return value
+
+
 BASE: dict[str, Any] = {"mqtt_url": "mqtt://localhost", "client_id": "svc"}
 BASE_ENV = {"MQTT_URL": "mqtt://localhost", "MQTT_CLIENT_ID": "svc"}
 
@@ -248,6 +271,8 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "max_payload_size": 1_048_576,
     "receive_maximum": 100,
     "tls_ca_file": None,
+    "tls_cert_file": None,
+    "tls_key_file": None,
     "tls_insecure": False,
     "queue_size": 1000,
     "overflow": "drop_oldest",
@@ -260,6 +285,7 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "outbox_message_ttl": None,
     "outbox_policy": "drop_oldest",
     "queue_qos0_offline": False,
+    "outbox_path": None,
     "correlation_format": "native",
 }
 
@@ -358,6 +384,11 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("receive_maximum", 0),
     ("receive_maximum", 65536),
     ("tls_ca_file", ""),
+    ("tls_ca_file", "/no/such/ca.pem"),
+    ("tls_cert_file", ""),
+    ("tls_cert_file", 5),
+    ("tls_key_file", ""),
+    ("tls_key_file", "/no/such/client.key"),  # and no certificate
     ("tls_insecure", "false"),
     ("queue_size", 0),
     ("overflow", "drop"),
@@ -373,6 +404,9 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("outbox_message_ttl", 0),
     ("outbox_policy", "block_forever"),
     ("queue_qos0_offline", "true"),
+    ("outbox_path", ""),
+    ("outbox_path", 5),
+    ("outbox_path", "/no/such/parent/outbox"),
     ("correlation_format", "legacy"),
 ]
 
@@ -413,12 +447,15 @@ GOOD_VALUES: list[tuple[str, Any]] = [
     ("outbox_policy", "raise"),
     ("outbox_policy", "block"),
     ("outbox_policy", "drop_newest"),
-    ("tls_ca_file", "/etc/ssl/ca.pem"),
+    ("tls_ca_file", f"{CERTS}/ca.pem"),
+    ("outbox_path", Path(CERTS)),
+    ("outbox_path", Path(CERTS) / "not-yet"),  # created by the store, under an existing parent
 ]
 
 
 @pytest.mark.parametrize(("field", "value"), GOOD_VALUES, ids=lambda v: str(v)[:20])
-def test_boundary_values_are_accepted(field: str, value: Any) -> None:
+def test_boundary_values_are_accepted(field: str, value: Any, certs: Path) -> None:
+    value = fill(value, certs)
     assert getattr(MQTTClientConfig(**{**BASE, field: value}), field) == value
 
 
@@ -573,7 +610,19 @@ ENV_CASES: list[tuple[str, str, Any, dict[str, str]]] = [
     ("session_expiry_interval", "3600", 3600, {}),
     ("max_payload_size", "2048", 2048, {}),
     ("receive_maximum", "10", 10, {}),
-    ("tls_ca_file", "/etc/ca.pem", "/etc/ca.pem", {}),
+    ("tls_ca_file", f"{CERTS}/ca.pem", f"{CERTS}/ca.pem", {}),
+    (
+        "tls_cert_file",
+        f"{CERTS}/client.pem",
+        f"{CERTS}/client.pem",
+        {"MQTT_TLS_KEY_FILE": f"{CERTS}/client.key"},
+    ),
+    (
+        "tls_key_file",
+        f"{CERTS}/client.key",
+        f"{CERTS}/client.key",
+        {"MQTT_TLS_CERT_FILE": f"{CERTS}/client.pem"},
+    ),
     ("tls_insecure", "YES", True, {}),
     ("queue_size", "5", 5, {}),
     ("overflow", "drop_newest", "drop_newest", {}),
@@ -586,6 +635,7 @@ ENV_CASES: list[tuple[str, str, Any, dict[str, str]]] = [
     ("outbox_message_ttl", "60", 60.0, {}),
     ("outbox_policy", "raise", "raise", {}),
     ("queue_qos0_offline", "On", True, {}),
+    ("outbox_path", f" {CERTS} ", Path(CERTS), {}),
     ("correlation_format", "original", "original", {}),
 ]
 
@@ -595,18 +645,21 @@ def test_every_option_has_an_env_case() -> None:
 
 
 @pytest.mark.parametrize(("field", "text", "expected", "extra"), ENV_CASES)
-def test_each_env_var_is_read(field: str, text: str, expected: Any, extra: dict[str, str]) -> None:
+def test_each_env_var_is_read(
+    field: str, text: str, expected: Any, extra: dict[str, str], certs: Path
+) -> None:
+    text, expected, extra = fill(text, certs), fill(expected, certs), fill(extra, certs)
     config = MQTTClientConfig.from_env({**BASE_ENV, **extra, ENV_VARS[field]: text})
     value = getattr(config, field)
     assert value == expected
     assert type(value) is type(expected)
 
 
-def test_from_env_reads_everything_at_once() -> None:
-    env = {ENV_VARS[field]: text for field, text, _, _ in ENV_CASES}
+def test_from_env_reads_everything_at_once(certs: Path) -> None:
+    env = {ENV_VARS[field]: fill(text, certs) for field, text, _, _ in ENV_CASES}
     config = MQTTClientConfig.from_env(env)
     for field, _, expected, _ in ENV_CASES:
-        assert getattr(config, field) == expected, field
+        assert getattr(config, field) == fill(expected, certs), field
     assert config.connection == ConnectionParams("b", 9, True, "u", "pw")
 
 
@@ -766,3 +819,82 @@ def test_override_errors_name_the_field_only() -> None:
     with pytest.raises(ConfigError) as info:
         MQTTClientConfig.from_env(BASE_ENV, keep_alive=3)
     assert info.value.field == "keep_alive"
+
+
+# --- files: TLS and the durable outbox -----------------------------------------------------------
+
+
+def test_a_missing_ca_file_is_refused_at_construction() -> None:
+    with pytest.raises(ConfigError, match="no such file") as info:
+        MQTTClientConfig(**BASE, tls_ca_file="/no/such/ca.pem")
+    assert info.value.field == "tls_ca_file"
+
+
+def test_a_ca_file_without_certificates_is_refused(certs: Path) -> None:
+    with pytest.raises(ConfigError, match="no PEM certificate") as info:
+        MQTTClientConfig(**BASE, tls_ca_file=str(certs / "san.ext"))
+    assert info.value.field == "tls_ca_file"
+
+
+@pytest.mark.parametrize("given", ["tls_cert_file", "tls_key_file"])
+def test_client_certificate_and_key_go_together(certs: Path, given: str) -> None:
+    path = str(certs / ("client.pem" if given == "tls_cert_file" else "client.key"))
+    with pytest.raises(ConfigError, match="give both or neither") as info:
+        MQTTClientConfig(**BASE, **{given: path})
+    assert info.value.field == "tls_key_file"
+
+
+def test_a_client_certificate_and_key_that_load_are_kept(certs: Path) -> None:
+    config = MQTTClientConfig(
+        **BASE, tls_cert_file=str(certs / "client.pem"), tls_key_file=str(certs / "client.key")
+    )
+    assert (config.tls_cert_file, config.tls_key_file) == (
+        str(certs / "client.pem"),
+        str(certs / "client.key"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("cert", "key", "message"),
+    [
+        ("nope.pem", "client.key", "no such file"),
+        ("client.pem", "nope.key", "no such file"),
+        ("client.pem", "server.key", "not a PEM certificate and its private key"),
+        ("ca.pem", "ca.pem", "not a PEM certificate and its private key"),
+    ],
+)
+def test_a_client_certificate_that_does_not_load_is_refused(
+    certs: Path, cert: str, key: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        MQTTClientConfig(**BASE, tls_cert_file=str(certs / cert), tls_key_file=str(certs / key))
+    assert info.value.field == "tls_key_file"
+
+
+def test_an_encrypted_key_is_refused_without_prompting(certs: Path, tmp_path: Path) -> None:
+    # OpenSSL would otherwise ask for the passphrase on the terminal: a service would hang.
+    subprocess.run(
+        ["openssl", "pkey", "-in", str(certs / "client.key"), "-aes256", "-passout",
+         "pass:secret", "-out", str(tmp_path / "enc.key")],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="encrypted"):
+        MQTTClientConfig(
+            **BASE, tls_cert_file=str(certs / "client.pem"), tls_key_file=str(tmp_path / "enc.key")
+        )
+
+
+def test_outbox_path_must_be_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="not a directory") as info:
+        MQTTClientConfig(**BASE, outbox_path=tmp_path / "file")
+    assert info.value.field == "outbox_path"
+
+
+def test_outbox_path_accepts_text_and_names_one_file_per_client(tmp_path: Path) -> None:
+    config = MQTTClientConfig(**BASE, outbox_path=str(tmp_path), instance="pod/2")
+    assert config.outbox_path == tmp_path
+    assert config.outbox_file == tmp_path / "svc-pod%2F2.outbox.sqlite3"
+    assert MQTTClientConfig(**BASE).outbox_file is None
+    again = MQTTClientConfig.model_validate_json(config.model_dump_json())
+    assert again.outbox_path == tmp_path

@@ -46,6 +46,8 @@ INTENDED = {
     "NoRetry",
     # errors
     "MQTTError",
+    "InvalidArgumentError",
+    "InvalidArgumentTypeError",
     "ConfigError",
     "InvalidTopicError",
     "PayloadTooLarge",

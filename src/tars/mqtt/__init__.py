@@ -36,6 +36,8 @@ _EXPORTS: dict[str, str] = {
     "ConnectError": "._errors",
     "ConnectionLostError": "._errors",
     "EnvelopeError": "._errors",
+    "InvalidArgumentError": "._errors",
+    "InvalidArgumentTypeError": "._errors",
     "InvalidTopicError": "._errors",
     "MQTTError": "._errors",
     "NotConnectedError": "._errors",
@@ -101,6 +103,8 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs read (the same table, a
     from ._errors import ConnectError as ConnectError
     from ._errors import ConnectionLostError as ConnectionLostError
     from ._errors import EnvelopeError as EnvelopeError
+    from ._errors import InvalidArgumentError as InvalidArgumentError
+    from ._errors import InvalidArgumentTypeError as InvalidArgumentTypeError
     from ._errors import InvalidTopicError as InvalidTopicError
     from ._errors import MQTTError as MQTTError
     from ._errors import NotConnectedError as NotConnectedError

@@ -12,6 +12,7 @@ from ._health import encode_health, encode_heartbeat, health_topic, keepalive_to
 from ._liveness import Liveness
 from ._message import Message
 from ._session import Session
+from ._tls import make_ssl_context
 
 __all__ = ["ignore", "make_session", "tls_factory"]
 
@@ -66,11 +67,7 @@ def tls_factory(
 
     def get() -> ssl.SSLContext:
         if not made:
-            ctx = ssl.create_default_context(cafile=cfg.tls_ca_file)
-            if cfg.tls_insecure:
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-            made.append(ctx)
+            made.append(make_ssl_context(cfg))
         return made[0]
 
     return get

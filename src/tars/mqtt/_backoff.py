@@ -12,6 +12,8 @@ import math
 import random
 from typing import Protocol, runtime_checkable
 
+from ._errors import InvalidArgumentError
+
 __all__ = ["BackoffPolicy", "ExponentialBackoff", "NoRetry"]
 
 
@@ -64,7 +66,7 @@ class ExponentialBackoff:
         """Check and store the schedule.
 
         Raises:
-            ValueError: a delay is not positive and finite, ``max_delay < min_delay``,
+            InvalidArgumentError: a delay is not positive and finite, ``max_delay < min_delay``,
                 ``multiplier < 1``, ``jitter`` outside [0, 1] or ``max_attempts < 0``.
         """
         for name, value in (
@@ -74,15 +76,19 @@ class ExponentialBackoff:
         ):
             # Zero would make a reconnect loop spin against a broker that is down.
             if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+                raise InvalidArgumentError(f"{name} must be a finite number > 0, got {value!r}")
         if max_delay < min_delay:
-            raise ValueError(f"max_delay ({max_delay!r}) must be >= min_delay ({min_delay!r})")
+            raise InvalidArgumentError(
+                f"max_delay ({max_delay!r}) must be >= min_delay ({min_delay!r})"
+            )
         if not (math.isfinite(multiplier) and multiplier >= 1):
-            raise ValueError(f"multiplier must be a finite number >= 1, got {multiplier!r}")
+            raise InvalidArgumentError(
+                f"multiplier must be a finite number >= 1, got {multiplier!r}"
+            )
         if not 0 <= jitter <= 1:
-            raise ValueError(f"jitter must be between 0 and 1, got {jitter!r}")
+            raise InvalidArgumentError(f"jitter must be between 0 and 1, got {jitter!r}")
         if max_attempts is not None and max_attempts < 0:
-            raise ValueError(f"max_attempts must be >= 0 or None, got {max_attempts!r}")
+            raise InvalidArgumentError(f"max_attempts must be >= 0 or None, got {max_attempts!r}")
         self._min_delay = min_delay
         self._max_delay = max_delay
         self._multiplier = multiplier
@@ -95,10 +101,10 @@ class ExponentialBackoff:
         """Return the jittered delay before attempt ``attempt``, or None past ``max_attempts``.
 
         Raises:
-            ValueError: ``attempt`` is negative.
+            InvalidArgumentError: ``attempt`` is negative.
         """
         if attempt < 0:
-            raise ValueError(f"attempt must be >= 0, got {attempt!r}")
+            raise InvalidArgumentError(f"attempt must be >= 0, got {attempt!r}")
         if self._max_attempts is not None and attempt >= self._max_attempts:
             return None
         try:

@@ -7,7 +7,7 @@ from typing import Any, Final
 
 from mqtt5 import PublishPacket
 
-from ._errors import PayloadTooLarge
+from ._errors import InvalidArgumentError, InvalidArgumentTypeError, PayloadTooLarge
 from ._topics import validate_topic_name
 
 __all__ = ["PublishCheck"]
@@ -33,7 +33,9 @@ class PublishCheck:
             try:
                 PublishPacket(topic, b"", **properties)
             except (TypeError, ValueError) as exc:
-                raise TypeError(f"invalid MQTT 5 publish properties: {exc}") from None
+                raise InvalidArgumentTypeError(
+                    f"invalid MQTT 5 publish properties: {exc}"
+                ) from None
         if topic not in self._valid_topics:
             validate_topic_name(topic)
             if len(self._valid_topics) >= _TOPIC_CACHE:
@@ -45,9 +47,11 @@ class PublishCheck:
             elif isinstance(payload, bytearray | memoryview):
                 payload = bytes(payload)
             else:
-                raise TypeError(f"payload must be bytes or str, not {type(payload).__name__}")
+                raise InvalidArgumentTypeError(
+                    f"payload must be bytes or str, not {type(payload).__name__}"
+                )
         if qos != 0 and qos != 1 and qos != 2:
-            raise ValueError(f"qos must be 0, 1 or 2, not {qos!r}")
+            raise InvalidArgumentError(f"qos must be 0, 1 or 2, not {qos!r}")
         if len(payload) > self._max_payload:
             raise PayloadTooLarge(len(payload), self._max_payload)
         return payload

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from ._config import MQTTClientConfig
 from ._envelope import Envelope, encode_event
-from ._errors import ConnectionLostError
+from ._errors import ConnectionLostError, InvalidArgumentError
 from ._health import encode_health, health_topic
 from ._message import Message
 from ._topics import validate_topic_name
@@ -158,7 +158,7 @@ class EventMethods:
         """
         target = topic or request.packet.response_topic
         if not target:
-            raise ValueError("the request has no response topic: pass topic=")
+            raise InvalidArgumentError("the request has no response topic: pass topic=")
         request_id = request.envelope.id
         qos = request.qos if qos is None else qos
         if request.packet.correlation_data is None or self._config.correlation_format == "original":

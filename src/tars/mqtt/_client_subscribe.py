@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ._client_state import ClientState
 from ._config import MQTTClientConfig
 from ._dedup import DedupWindow
-from ._errors import ClientStateError, ConnectionLostError, SubscribeError
+from ._errors import ClientStateError, ConnectionLostError, InvalidArgumentError, SubscribeError
 from ._subscription import Handler, ModelT, Overflow, Subscription
 from ._topics import validate_topic_filter
 
@@ -67,7 +67,7 @@ class SubscribeMethods:
         """
         validate_topic_filter(topic)
         if qos not in (0, 1, 2):
-            raise ValueError(f"qos must be 0, 1 or 2, not {qos!r}")
+            raise InvalidArgumentError(f"qos must be 0, 1 or 2, not {qos!r}")
         if self._state in (ClientState.CLOSING, ClientState.CLOSED):
             raise ClientStateError(f"subscribe() while {self._state.value}")
         for existing in self._dispatcher.subscriptions(topic):

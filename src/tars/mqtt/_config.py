@@ -13,12 +13,14 @@ import os
 import random
 import types
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any, Literal, Self, Union, get_args, get_origin
 
 import pydantic
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
 
 from ._errors import ConfigError
+from ._tls import check_ca_file, check_cert_chain
 from ._url import (
     BrokerOrder,
     ConnectionParams,
@@ -142,6 +144,16 @@ class MQTTClientConfig(pydantic.BaseModel):
     tls_ca_file: str | None = Field(
         None, description="CA bundle (PEM) to verify the broker with; None uses the system store."
     )
+    tls_cert_file: str | None = Field(
+        None,
+        description="Client certificate (PEM) presented to the broker (mutual TLS); needs "
+        "tls_key_file.",
+    )
+    tls_key_file: str | None = Field(
+        None,
+        validate_default=True,  # so that tls_cert_file without a key is caught
+        description="Private key (PEM, unencrypted) of tls_cert_file; needs tls_cert_file.",
+    )
     tls_insecure: bool = Field(
         False, description="Skip TLS certificate and host name checks (tests only)."
     )
@@ -183,6 +195,12 @@ class MQTTClientConfig(pydantic.BaseModel):
     )
     queue_qos0_offline: bool = Field(
         False, description="Keep QoS 0 messages in the outbox while disconnected too."
+    )
+    outbox_path: Path | None = Field(
+        None,
+        description="Directory of the durable outbox: QoS 1/2 publishes are kept on disk "
+        "(one SQLite file per client id) until acknowledged, across restarts; created if "
+        "missing (its parent must exist). None: the outbox lives in memory.",
     )
     correlation_format: Literal["native", "original"] = Field(
         "native",
@@ -262,11 +280,61 @@ class MQTTClientConfig(pydantic.BaseModel):
         _check_id_text(value if client_id is None else f"{client_id}-{value}")
         return value
 
-    @field_validator("source_name", "tls_ca_file")
+    @field_validator("source_name", "tls_ca_file", "tls_cert_file", "tls_key_file")
     @classmethod
     def _check_not_empty(cls, value: str | None) -> str | None:
         if value == "":
             raise ValueError("must not be empty (leave it unset instead)")
+        return value
+
+    @field_validator("tls_ca_file")
+    @classmethod
+    def _check_ca_file(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_ca_file(value)
+        return value
+
+    @field_validator("tls_key_file")
+    @classmethod
+    def _check_client_cert(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if "tls_cert_file" not in info.data:
+            return value  # the certificate itself was refused: that error is reported
+        cert = info.data["tls_cert_file"]
+        if (cert is None) != (value is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: give both or neither")
+        if cert is not None and value is not None:
+            check_cert_chain(cert, value)
+        return value
+
+    @field_validator("outbox_path", mode="before")
+    @classmethod
+    def _path_from_text(cls, value: Any) -> Any:
+        # Strict mode takes only Path objects; a str (an environment variable, a JSON file or
+        # a caller's literal) is the common spelling of a path, so it is accepted too.
+        if isinstance(value, str):
+            if not value:
+                raise ValueError("must not be empty (leave it unset instead)")
+            return Path(value)
+        return value
+
+    @field_validator("outbox_path")
+    @classmethod
+    def _check_outbox_path(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        if value.exists():
+            if not value.is_dir():
+                raise ValueError(
+                    f"{str(value)!r} is not a directory (one file per client id goes in it)"
+                )
+            if not os.access(value, os.W_OK | os.X_OK):
+                raise ValueError(f"directory {str(value)!r} is not writable")
+            return value
+        parent = value.absolute().parent
+        if not parent.is_dir():
+            raise ValueError(f"parent directory {str(parent)!r} does not exist")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ValueError(f"cannot create {str(value)!r}: {str(parent)!r} is not writable")
         return value
 
     @field_validator("dedupe_max_entries")
@@ -308,6 +376,16 @@ class MQTTClientConfig(pydantic.BaseModel):
         so the instances of a fleet sharing one configuration spread over the nodes.
         """
         return order_endpoints(self._endpoints, self.broker_order, rng)
+
+    @property
+    def outbox_file(self) -> Path | None:
+        """The durable outbox file of this client (``outbox_path`` and the effective client
+        id), or None without ``outbox_path``."""
+        if self.outbox_path is None:
+            return None
+        from ._durable import outbox_file  # sqlite3 is loaded only by those who use it
+
+        return outbox_file(self.outbox_path, self.effective_client_id)
 
     @property
     def effective_client_id(self) -> str:

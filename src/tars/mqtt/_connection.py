@@ -48,6 +48,7 @@ from ._events import (
     Unsubscribed,
 )
 from ._session import Session, SessionState
+from ._tls import is_certificate_failure
 
 __all__ = ["Connection", "Connector", "MessageListener", "map_exceptions", "open_connection"]
 
@@ -115,13 +116,11 @@ def map_exceptions(where: str, timeout: float) -> Iterator[None]:
         raise ConnectError(f"no CONNACK from {where} within {timeout:g} s") from None
     except ConnectionRefusedError as exc:
         raise ConnectError(f"connection to {where} refused", refused=True) from exc
-    except ssl.SSLCertVerificationError as exc:
-        # No retry fixes a certificate the client does not trust (issue 12, D4).
-        raise ConnectError(
-            f"cannot connect to {where}: {exc} (the broker's certificate is not trusted: "
-            "check tls_ca_file, or the host name in the URL)",
-            fatal=True,
-        ) from exc
+    except (OSError, ssl.SSLError) as exc:
+        # A certificate the client does not trust, or ours refused by the broker: the same
+        # certificate again cannot help, so no retry (issue 12, D4).
+        fatal = is_certificate_failure(exc)
+        raise ConnectError(f"cannot connect to {where}: {exc}", fatal=fatal) from exc
     except Exception as exc:
         # OSError and ssl.SSLError, and anything else the resolver or a connector raises (an
         # IDNA UnicodeError for a host label over 63 characters...): still a failed attempt.
@@ -352,7 +351,9 @@ class Connection(asyncio.Protocol):
         if not self._connected.done():
             err = error if isinstance(error, ConnectError) else None
             if err is None:
-                err = ConnectError(f"link closed before CONNACK: {error}")
+                # The broker refusing our client certificate arrives here, as a lost link.
+                fatal = is_certificate_failure(error)
+                err = ConnectError(f"link closed before CONNACK: {error}", fatal=fatal)
                 err.__cause__ = error
             self._connected.set_exception(err)
             self._connected.exception()  # retrieved: nobody may be waiting any more

@@ -20,6 +20,8 @@ from typing import Any
 
 import orjson
 
+from ._errors import InvalidArgumentError
+
 __all__ = ["DedupWindow", "content_key"]
 
 DedupKey = tuple[str, int]
@@ -84,12 +86,12 @@ class DedupWindow:
         """Create an empty window.
 
         Raises:
-            ValueError: ``ttl`` is not positive or ``max_entries`` is below 1.
+            InvalidArgumentError: ``ttl`` is not positive or ``max_entries`` is below 1.
         """
         if not (math.isfinite(ttl) and ttl > 0):
-            raise ValueError(f"ttl must be a finite number > 0 seconds, got {ttl!r}")
+            raise InvalidArgumentError(f"ttl must be a finite number > 0 seconds, got {ttl!r}")
         if max_entries < 1:
-            raise ValueError(f"max_entries must be >= 1, got {max_entries!r}")
+            raise InvalidArgumentError(f"max_entries must be >= 1, got {max_entries!r}")
         self._ttl = ttl
         self._max_entries = max_entries
         # With max_entries == 1 there is room for one generation of one key only.

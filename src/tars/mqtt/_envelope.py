@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
-from tars.mqtt._errors import EnvelopeError
+from tars.mqtt._errors import EnvelopeError, InvalidArgumentTypeError
 
 __all__ = [
     "Envelope",
@@ -177,11 +177,15 @@ def _model_data(model: BaseModel) -> orjson.Fragment:
     from pydantic import RootModel  # here: importing it builds a model (~20 ms at start-up)
 
     if isinstance(model, RootModel) and not isinstance(model.root, Mapping | BaseModel):
-        raise TypeError(
+        raise InvalidArgumentTypeError(
             f"event data must serialize to a JSON object, got a {type(model).__name__} "
             f"wrapping {type(model.root).__name__}"
         )
     return orjson.Fragment(model.model_dump_json())
+
+
+def _not_a_str(name: str, value: object) -> InvalidArgumentTypeError:
+    return InvalidArgumentTypeError(f"{name} must be a str, not {type(value).__name__}")
 
 
 def encode_event(
@@ -202,9 +206,17 @@ def encode_event(
     this is the publish hot path.
 
     Raises:
-        TypeError: ``data`` is neither a mapping nor a model, or holds a value that cannot be
-            written as JSON.
+        InvalidArgumentTypeError: ``event_type``, ``correlate`` or ``msg_id`` is not a ``str``
+            (a receiver would refuse the envelope), or ``data`` is neither a mapping nor a
+            model, or holds a value that cannot be written as JSON. Nothing is sent then.
     """
+    # `type(x) is str` first: the common case costs one comparison on this hot path.
+    if type(event_type) is not str and not isinstance(event_type, str):
+        raise _not_a_str("event_type", event_type)
+    if correlate is not None and type(correlate) is not str and not isinstance(correlate, str):
+        raise _not_a_str("correlation_id", correlate)
+    if msg_id is not None and type(msg_id) is not str and not isinstance(msg_id, str):
+        raise _not_a_str("correlation_id", msg_id)  # the original format sends it as the id
     if type(data) is dict:  # the common case first: isinstance(x, BaseModel) costs an ABC check
         body: Any = data
     elif isinstance(data, BaseModel):
@@ -214,7 +226,7 @@ def encode_event(
     elif isinstance(data, Mapping):
         body = dict(data)
     else:
-        raise TypeError(
+        raise InvalidArgumentTypeError(
             f"event data must be a Mapping or a pydantic BaseModel, not {type(data).__name__}"
         )
     if msg_id is None:
@@ -239,7 +251,9 @@ def encode_event(
         try:
             payload = orjson.dumps(wire, default=_default, option=orjson.OPT_NON_STR_KEYS)
         except orjson.JSONEncodeError as exc:
-            raise TypeError(f"cannot encode data of event {event_type!r} as JSON: {exc}") from exc
+            raise InvalidArgumentTypeError(
+                f"cannot encode data of event {event_type!r} as JSON: {exc}"
+            ) from exc
     return msg_id, payload
 
 

@@ -1,13 +1,17 @@
 """The exception tree of tars-core.
 
 Every error the library raises on purpose derives from :class:`MQTTError`, so a service can
-catch "anything MQTT" in one clause. Errors that are really about a bad argument also derive from
-:class:`ValueError` (or :class:`TypeError`), so generic validation code keeps working::
+catch "anything MQTT" in one clause. One rule for bad arguments: a call refused because of an
+argument's value raises an :class:`InvalidArgumentError` (also a :class:`ValueError`), because of
+its type an :class:`InvalidArgumentTypeError` (also a :class:`TypeError`), so both
+``except MQTTError`` and generic validation code (``except ValueError``) keep working::
 
     MQTTError
-    ├── ConfigError (ValueError)          bad URL, bad option, bad environment variable
-    ├── InvalidTopicError (ValueError)    topic name or filter breaks the MQTT rules
-    ├── PayloadTooLarge (ValueError)      payload over the configured or broker maximum
+    ├── InvalidArgumentError (ValueError)     an argument's value is refused
+    │   ├── ConfigError                       bad URL, bad option, bad environment variable
+    │   ├── InvalidTopicError                 topic name or filter breaks the MQTT rules
+    │   └── PayloadTooLarge                   payload over the configured or broker maximum
+    ├── InvalidArgumentTypeError (TypeError)  an argument of the wrong type (or shape)
     ├── EnvelopeError (ValueError)        bytes that are not a valid envelope
     ├── ClientStateError                  call that makes no sense in the client's state
     ├── NotConnectedError                 no link and nothing may be queued
@@ -35,6 +39,8 @@ __all__ = [
     "ConnectError",
     "ConnectionLostError",
     "EnvelopeError",
+    "InvalidArgumentError",
+    "InvalidArgumentTypeError",
     "InvalidTopicError",
     "MQTTError",
     "NotConnectedError",
@@ -50,7 +56,22 @@ class MQTTError(Exception):
     """Root of every error tars-core raises on purpose."""
 
 
-class ConfigError(MQTTError, ValueError):
+class InvalidArgumentError(MQTTError, ValueError):
+    """An argument's value is refused (a qos of 3, a negative limit, an unknown policy...).
+
+    Raised before anything is sent or changed, so the call can be fixed and retried.
+    """
+
+
+class InvalidArgumentTypeError(MQTTError, TypeError):
+    """An argument has the wrong type or shape (a handler that takes no argument, an event
+    type that is not a ``str``, data that cannot be encoded as JSON...).
+
+    Raised before anything is sent or changed.
+    """
+
+
+class ConfigError(InvalidArgumentError):
     """A configuration value is invalid.
 
     ``field`` names the option (or environment variable) at fault, so the message can point at
@@ -62,7 +83,7 @@ class ConfigError(MQTTError, ValueError):
         self.field = field
 
 
-class InvalidTopicError(MQTTError, ValueError):
+class InvalidTopicError(InvalidArgumentError):
     """A topic name or topic filter does not follow the MQTT 5 rules."""
 
     def __init__(self, topic: str, reason: str) -> None:
@@ -72,7 +93,7 @@ class InvalidTopicError(MQTTError, ValueError):
         self.reason = reason
 
 
-class PayloadTooLarge(MQTTError, ValueError):
+class PayloadTooLarge(InvalidArgumentError):
     """A payload is larger than the configured maximum or the broker's maximum packet size."""
 
     def __init__(self, size: int, limit: int) -> None:
@@ -105,8 +126,9 @@ class ConnectError(MQTTError):
     TCP connection itself was refused (nothing listens on the port): the reconnect policy retries
     that sooner, since it costs the broker's host nothing. ``server_reference`` is the MQTT 5
     Server Reference of a redirecting CONNACK (0x9C use another server, 0x9D server moved).
-    ``fatal`` is true when no retry can fix it with the same configuration (a refusal such as
-    bad credentials, or a TLS certificate the client does not trust).
+    ``fatal`` is true when no retry can fix it with the same configuration: a refusal such as
+    bad credentials or not authorized, the broker's TLS certificate failing verification, or
+    the broker refusing our client certificate; ``connect()`` then fails at once.
     """
 
     def __init__(

@@ -18,12 +18,14 @@ from __future__ import annotations
 import math
 from collections import deque
 
+from ._errors import InvalidArgumentError
+
 __all__ = ["Liveness"]
 
 
 def _check_interval(name: str, value: float) -> None:
     if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0 seconds, got {value!r}")
+        raise InvalidArgumentError(f"{name} must be a finite number > 0 seconds, got {value!r}")
 
 
 class Liveness:
@@ -57,7 +59,7 @@ class Liveness:
             _check_interval("heartbeat_interval", heartbeat_interval)
         _check_interval("publish_timeout", publish_timeout)
         if missed < 1:
-            raise ValueError(f"missed must be >= 1, got {missed!r}")
+            raise InvalidArgumentError(f"missed must be >= 1, got {missed!r}")
         self._interval = heartbeat_interval
         self._missed = missed
         self._publish_timeout = publish_timeout

@@ -5,6 +5,7 @@ completed by editors without repeating the defaults, which live in
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal, TypedDict
 
 __all__ = ["ClientOptions"]
@@ -31,6 +32,8 @@ class ClientOptions(TypedDict, total=False):
     max_payload_size: int
     receive_maximum: int
     tls_ca_file: str | None
+    tls_cert_file: str | None
+    tls_key_file: str | None
     tls_insecure: bool
     queue_size: int
     overflow: Literal["block", "drop_oldest", "drop_newest"]
@@ -43,4 +46,5 @@ class ClientOptions(TypedDict, total=False):
     outbox_message_ttl: float | None
     outbox_policy: Literal["drop_oldest", "drop_newest", "block", "raise"]
     queue_qos0_offline: bool
+    outbox_path: Path | None
     correlation_format: Literal["native", "original"]

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ._errors import OutboxFullError
+from ._errors import InvalidArgumentError, OutboxFullError
 
 __all__ = ["OutboxPolicy", "Outgoing", "OutgoingStore"]
 
@@ -61,11 +61,11 @@ class OutgoingStore:
         policy: OutboxPolicy = "drop_oldest",
     ) -> None:
         if max_messages < 0 or max_bytes < 0:
-            raise ValueError("outbox limits must be >= 0")
+            raise InvalidArgumentError("outbox limits must be >= 0")
         if ttl is not None and ttl <= 0:
-            raise ValueError("outbox ttl must be > 0")
+            raise InvalidArgumentError("outbox ttl must be > 0")
         if policy not in ("drop_oldest", "drop_newest", "block", "raise"):
-            raise ValueError(f"unknown outbox policy {policy!r}")
+            raise InvalidArgumentError(f"unknown outbox policy {policy!r}")
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self.ttl = ttl

@@ -43,6 +43,7 @@ from mqtt5 import (
 from ._errors import (
     ClientStateError,
     ConnectionLostError,
+    InvalidArgumentError,
     ProtocolError,
 )
 from ._events import (
@@ -109,7 +110,7 @@ class Session(Receiving):
         for; ``announce(first)`` gives the (topic, payload) of a retained QoS 1 status published
         as each link becomes ready."""
         if not 1 <= receive_maximum <= _MAX_PACKET_ID:
-            raise ValueError("receive_maximum must be in 1..65535")
+            raise InvalidArgumentError("receive_maximum must be in 1..65535")
         self.client_id = client_id
         self.keep_alive = keep_alive
         self.clean_start = clean_start

@@ -20,6 +20,7 @@ from mqtt5 import (
 )
 
 from ._errors import (
+    InvalidArgumentError,
     OutboxFullError,
     PayloadTooLarge,
 )
@@ -88,7 +89,7 @@ class Publishing(SessionBase):
             self.stats.published += 1
             return _EMPTY
         if qos not in (0, 1, 2):
-            raise ValueError(f"qos must be 0, 1 or 2, not {qos!r}")
+            raise InvalidArgumentError(f"qos must be 0, 1 or 2, not {qos!r}")
         item = Outgoing(topic, payload, qos, retain, properties, handle)
         store = self.outgoing
         if linked:

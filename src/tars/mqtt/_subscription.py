@@ -27,7 +27,7 @@ from pydantic import BaseModel, ValidationError
 
 from ._dedup import DedupWindow
 from ._envelope import Envelope
-from ._errors import EnvelopeError
+from ._errors import EnvelopeError, InvalidArgumentError, InvalidArgumentTypeError
 from ._instrument import Instruments, Outcome
 from ._logfields import message_fields
 from ._message import Message
@@ -82,7 +82,7 @@ def _arg_kind(handler: Handler[Any]) -> tuple[_ArgKind, type[BaseModel] | None]:
     if not inspect.iscoroutinefunction(handler) and not inspect.iscoroutinefunction(
         getattr(handler, "__call__", None)  # noqa: B004 - async callable objects are fine
     ):
-        raise TypeError(
+        raise InvalidArgumentTypeError(
             f"handler {handler!r} must be an async function (async def handler(...) -> None)"
         )
     try:
@@ -90,7 +90,7 @@ def _arg_kind(handler: Handler[Any]) -> tuple[_ArgKind, type[BaseModel] | None]:
     except (TypeError, ValueError):
         return _ArgKind.PAYLOAD, None
     if not params:
-        raise TypeError(f"handler {handler!r} must take one argument (the message)")
+        raise InvalidArgumentTypeError(f"handler {handler!r} must take one argument (the message)")
     annotation = params[0].annotation
     if isinstance(annotation, str):
         try:
@@ -100,7 +100,7 @@ def _arg_kind(handler: Handler[Any]) -> tuple[_ArgKind, type[BaseModel] | None]:
             known: dict[str, Any] = {"Message": Message, "Envelope": Envelope, "bytes": bytes}
             if annotation not in known and annotation not in ("Any", "object"):
                 # Guessing "raw bytes" here would hand a typed handler the wrong argument.
-                raise TypeError(
+                raise InvalidArgumentTypeError(
                     f"cannot resolve the annotation {annotation!r} of the first parameter of "
                     f"handler {handler!r}: define that class at module level (annotations "
                     "are strings under `from __future__ import annotations`)"
@@ -116,7 +116,7 @@ def _arg_kind(handler: Handler[Any]) -> tuple[_ArgKind, type[BaseModel] | None]:
         return _ArgKind.PAYLOAD, None
     # Handing raw bytes to a handler that declared ``str``, ``dict`` or a dataclass would fail
     # far from here, inside the handler, on every message: refuse it at subscribe().
-    raise TypeError(
+    raise InvalidArgumentTypeError(
         f"handler {handler!r} annotates its first parameter as {annotation!r}, which tars.mqtt "
         f"cannot give it; annotate it as one of: {_SUPPORTED_FORMS}"
     )
@@ -145,15 +145,15 @@ class Subscription:
     ) -> None:
         """``pause``/``resume``: stop and restart reading the link (the ``block`` policy)."""
         if queue_size < 1:
-            raise ValueError("queue_size must be >= 1")
+            raise InvalidArgumentError("queue_size must be >= 1")
         if concurrency < 1:
-            raise ValueError("concurrency must be >= 1")
+            raise InvalidArgumentError("concurrency must be >= 1")
         if overflow not in ("block", "drop_oldest", "drop_newest"):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"overflow must be block, drop_oldest or drop_newest, not {overflow!r}"
             )
         if timeout is not None and timeout <= 0:
-            raise ValueError("timeout must be > 0")
+            raise InvalidArgumentError("timeout must be > 0")
         self.topic_filter = topic_filter
         self.handler = handler
         self.qos = qos

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Generic, TypeVar
 
-from ._errors import InvalidTopicError
+from ._errors import InvalidArgumentError, InvalidTopicError
 
 __all__ = [
     "MAX_TOPIC_BYTES",
@@ -180,7 +180,7 @@ class TopicMatcher(Generic[T]):
 
     def __init__(self, cache_size: int = 4096) -> None:
         if cache_size < 0:
-            raise ValueError("cache_size must be >= 0")
+            raise InvalidArgumentError("cache_size must be >= 0")
         self._cache_size = cache_size
         self._cache: dict[str, list[T]] = {}
         self._exact: dict[str, list[_Entry[T]]] = {}

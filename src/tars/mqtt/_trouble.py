@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from ._errors import InvalidArgumentError
+
 __all__ = ["ConnectTrouble", "Healed"]
 
 WARN_EVERY: Final = 60.0
@@ -32,7 +34,7 @@ class ConnectTrouble:
 
     def __init__(self, warn_every: float = WARN_EVERY) -> None:
         if warn_every <= 0:
-            raise ValueError(f"warn_every must be positive, not {warn_every!r}")
+            raise InvalidArgumentError(f"warn_every must be positive, not {warn_every!r}")
         self.warn_every = warn_every
         self.attempts = 0  # failed attempts in the current series
         self._since: float | None = None

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote, unquote
 
-from ._errors import ConfigError
+from ._errors import ConfigError, InvalidArgumentError
 
 __all__ = [
     "BrokerOrder",
@@ -176,7 +176,7 @@ def order_endpoints(
         shuffled = list(endpoints)
         (rng or random.Random()).shuffle(shuffled)
         return tuple(shuffled)
-    raise ValueError(f"unknown broker order {order!r}: use 'in_order' or 'shuffle'")
+    raise InvalidArgumentError(f"unknown broker order {order!r}: use 'in_order' or 'shuffle'")
 
 
 def _parse_list(text: str) -> tuple[ConnectionParams, ...]:

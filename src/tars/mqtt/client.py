@@ -43,6 +43,7 @@ from ._dispatch import Dispatcher
 from ._errors import (
     ClientStateError,
     ConnectionLostError,
+    InvalidArgumentTypeError,
     MQTTError,
     NotConnectedError,
 )
@@ -93,7 +94,9 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
                 fields["client_id"] = client_id
             config = MQTTClientConfig(**fields)
         elif mqtt_url is not None or client_id is not None or options:
-            raise TypeError("pass either config= or mqtt_url/client_id/options, not both")
+            raise InvalidArgumentTypeError(
+                "pass either config= or mqtt_url/client_id/options, not both"
+            )
         self._config = cfg = config
         self._state = ClientState.CREATED
         self._session = session = make_session(cfg)

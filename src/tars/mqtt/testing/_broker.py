@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable, Iterable
 from types import TracebackType
 
-from .._errors import ClientStateError
+from .._errors import ClientStateError, InvalidArgumentError
 from ._broker_core import AuthCallback, BrokerCore
 from ._broker_faults import Faults
 from ._broker_link import BrokerLink, LinkState
@@ -71,7 +71,7 @@ class InMemoryBroker:
             with CONNACK 0x86. None accepts everyone (username and password are ignored).
 
     Raises:
-        ValueError: a limit out of its MQTT range.
+        InvalidArgumentError: a limit out of its MQTT range.
     """
 
     def __init__(
@@ -84,11 +84,11 @@ class InMemoryBroker:
         auth: AuthCallback | None = None,
     ) -> None:
         if not 1 <= receive_maximum <= 65535:
-            raise ValueError(f"receive_maximum must be 1..65535, not {receive_maximum}")
+            raise InvalidArgumentError(f"receive_maximum must be 1..65535, not {receive_maximum}")
         if max_packet_size is not None and not 16 <= max_packet_size <= _MAX_PACKET_SIZE:
-            raise ValueError(f"max_packet_size must be 16..{_MAX_PACKET_SIZE} or None")
+            raise InvalidArgumentError(f"max_packet_size must be 16..{_MAX_PACKET_SIZE} or None")
         if max_queued_messages < 0:
-            raise ValueError("max_queued_messages must be >= 0")
+            raise InvalidArgumentError("max_queued_messages must be >= 0")
         self._name = name
         self._max_packet_size = max_packet_size
         self._receive_maximum = receive_maximum
@@ -327,7 +327,7 @@ class InMemoryBroker:
 
         Raises:
             InvalidTopicError: ``topic_filter`` is not a valid filter.
-            ValueError: ``count`` < 1.
+            InvalidArgumentError: ``count`` < 1.
         """
         self._faults.duplicate_next(topic_filter, count)
 
@@ -335,7 +335,7 @@ class InMemoryBroker:
         """Deliver every message published from now on ``seconds`` late (0 stops delaying;
         what is already delayed still arrives, in order). Publishers are acked at once."""
         if seconds < 0:
-            raise ValueError(f"seconds must be >= 0, not {seconds}")
+            raise InvalidArgumentError(f"seconds must be >= 0, not {seconds}")
         self._faults.delay = seconds
 
     def reorder_next(self, n: int = 2, client_id: str | None = None) -> None:
@@ -344,7 +344,7 @@ class InMemoryBroker:
         reversed) if that client's receive window fills up first, or on :meth:`clear_faults`.
 
         Raises:
-            ValueError: ``n`` < 2.
+            InvalidArgumentError: ``n`` < 2.
         """
         self._faults.reorder_next(n, client_id)
 
@@ -354,7 +354,7 @@ class InMemoryBroker:
 
         Raises:
             InvalidTopicError: ``topic_filter`` is not a valid filter.
-            ValueError: ``reason_code`` is not a SUBACK failure code (0x80 and above).
+            InvalidArgumentError: ``reason_code`` is not a SUBACK failure code (0x80 and above).
         """
         self._faults.refuse(topic_filter, reason_code)
 

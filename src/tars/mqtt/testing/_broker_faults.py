@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import mqtt5
 
+from .._errors import InvalidArgumentError
 from .._topics import split_shared, topic_matches, validate_topic_filter
 
 __all__ = ["Faults"]
@@ -42,7 +43,7 @@ class Faults:
     def duplicate_next(self, topic_filter: str, count: int) -> None:
         validate_topic_filter(topic_filter)
         if count < 1:
-            raise ValueError(f"count must be >= 1, not {count}")
+            raise InvalidArgumentError(f"count must be >= 1, not {count}")
         self._duplicates.append(_Countdown(topic_filter, count))
 
     def take_duplicate(self, topic: str) -> bool:
@@ -59,7 +60,7 @@ class Faults:
 
     def reorder_next(self, n: int, client_id: str | None) -> None:
         if n < 2:
-            raise ValueError(f"n must be >= 2 to reorder anything, not {n}")
+            raise InvalidArgumentError(f"n must be >= 2 to reorder anything, not {n}")
         self._reorder = (client_id, n)
 
     def claim_reorder(self, client_id: str) -> int:
@@ -80,7 +81,7 @@ class Faults:
         except ValueError:
             valid = False
         if not valid:
-            raise ValueError(f"{reason_code:#x} is not a SUBACK failure reason code")
+            raise InvalidArgumentError(f"{reason_code:#x} is not a SUBACK failure reason code")
         self._refusals[topic_filter] = reason_code
 
     def refusal_for(self, requested: str) -> int | None:

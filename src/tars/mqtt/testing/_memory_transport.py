@@ -27,6 +27,8 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
+from .._errors import InvalidArgumentError
+
 __all__ = ["MemoryTransport", "memory_pipe"]
 
 _DEFAULT_HIGH_WATER = 64 * 1024
@@ -163,7 +165,7 @@ class MemoryTransport(asyncio.Transport):
         if low is None:
             low = high // 4
         if not high >= low >= 0:
-            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+            raise InvalidArgumentError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
         self._high_water = high
         self._low_water = low
 

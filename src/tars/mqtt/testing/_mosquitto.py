@@ -25,6 +25,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from .._errors import InvalidArgumentError
+
 __all__ = ["MosquittoBroker"]
 
 # Where distributions put the broker when /usr/sbin is not on a non-root user's PATH.
@@ -108,7 +110,7 @@ class MosquittoBroker:
         else:
             self._workdir = Path(workdir).absolute()
             if any(char.isspace() for char in str(self._workdir)):
-                raise ValueError(f"workdir {str(self._workdir)!r} contains whitespace")
+                raise InvalidArgumentError(f"workdir {str(self._workdir)!r} contains whitespace")
             self._workdir.mkdir(parents=True, exist_ok=True)
         self._process: subprocess.Popen[bytes] | None = None
         # The async methods run the blocking parts in worker threads: one operation at a time.

@@ -1,0 +1,124 @@
+"""The durable outbox's cost per event: one append (committed) and one remove, in microseconds.
+
+What ``outbox_path`` adds to each QoS 1/2 publish: the record written before the publish is
+accepted, and removed once the broker acknowledged it. The store keeps a window of records in
+flight (``--window``, like unacknowledged publishes), on the disk that holds ``--dir`` (default
+``bench/out``, on the project's disk: a tmpfs would make fsync free and the figures lie). Rows:
+
+- ``FULL``, the default: each append fsynced (survives a power cut); removals batched by 64;
+- ``FULL, remove each``: every removal committed on its own (what batching saves);
+- ``NORMAL``: appends survive a process crash, not a power cut (no fsync per commit);
+- ``FULL, batch of 100``: appends made in :meth:`DurableOutbox.batch` blocks of 100 (a session
+  moving its memory queue to disk), one fsync per block.
+
+Run with::
+
+    python -m bench.durable [--events 3000] [--repeat 3] [--dir bench/out]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+from tars.mqtt._durable import DurableOutbox, Synchronous
+
+__all__ = ["main", "measure"]
+
+ROOT = Path(__file__).resolve().parent.parent
+PAYLOAD = b"x" * 240  # about one event envelope
+TOPIC = "tars/bench/durable"
+
+
+def _run(
+    directory: Path,
+    events: int,
+    window: int,
+    synchronous: Synchronous,
+    remove_batch: int,
+    append_batch: int,
+) -> float:
+    """Microseconds per event (append + remove) for one fresh store."""
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        box = DurableOutbox(
+            Path(tmp) / "bench.sqlite3",
+            max_messages=window * 2 + append_batch,
+            max_bytes=1 << 30,
+            synchronous=synchronous,
+            remove_batch=remove_batch,
+        )
+        in_flight: deque[int] = deque()
+        started = time.perf_counter()
+        done = 0
+        while done < events:
+            size = min(append_batch, events - done)
+            if append_batch > 1:
+                with box.batch():
+                    _append_and_retire(box, in_flight, window, size)
+            else:
+                _append_and_retire(box, in_flight, window, size)
+            done += size
+        while in_flight:
+            box.remove(in_flight.popleft())
+        box.flush()
+        elapsed = time.perf_counter() - started
+        box.close()
+    return elapsed / events * 1e6
+
+
+def _append_and_retire(box: DurableOutbox, in_flight: deque[int], window: int, n: int) -> None:
+    for _ in range(n):
+        seq = box.append(TOPIC, PAYLOAD, 1).seq
+        assert seq is not None
+        in_flight.append(seq)
+        if len(in_flight) > window:
+            box.remove(in_flight.popleft())  # the oldest is acknowledged
+
+
+ROWS: list[tuple[str, Callable[[Path, int, int], float]]] = [
+    (
+        "FULL (default: fsync per append, removals by 64)",
+        lambda d, n, w: _run(d, n, w, "FULL", 64, 1),
+    ),
+    ("FULL, each removal committed alone", lambda d, n, w: _run(d, n, w, "FULL", 1, 1)),
+    ("NORMAL (no fsync per commit)", lambda d, n, w: _run(d, n, w, "NORMAL", 64, 1)),
+    ("FULL, appends in batches of 100", lambda d, n, w: _run(d, n, w, "FULL", 64, 100)),
+]
+
+
+def measure(directory: Path, events: int, window: int, repeat: int) -> list[tuple[str, float]]:
+    """(row name, median µs per event) for each row, ``repeat`` runs interleaved."""
+    samples: dict[str, list[float]] = {name: [] for name, _ in ROWS}
+    for _ in range(repeat):
+        for name, run in ROWS:
+            samples[name].append(run(directory, events, window))
+    return [(name, statistics.median(values)) for name, values in samples.items()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the rows as a Markdown table."""
+    parser = argparse.ArgumentParser(prog="python -m bench.durable", description=__doc__)
+    parser.add_argument("--events", type=int, default=3000)
+    parser.add_argument("--window", type=int, default=100, help="records in flight")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--dir", type=Path, default=ROOT / "bench" / "out")
+    args = parser.parse_args(argv)
+    args.dir.mkdir(parents=True, exist_ok=True)
+    rows = measure(args.dir, args.events, args.window, args.repeat)
+    print(f"Durable outbox, {args.events} events of {len(PAYLOAD)} B, {args.window} in flight, "
+          f"median of {args.repeat} (on {args.dir}):\n")  # fmt: skip
+    print("| mode | µs per event (append + remove) |")
+    print("|---|---:|")
+    for name, micros in rows:
+        print(f"| {name} | {micros:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
