@@ -26,6 +26,7 @@ import pytest
 
 from support.ejabberd import EjabberdCluster
 from support.mosquitto_cli import Inbox, unique
+from support.stream import PacedStream
 from tars.mqtt import Envelope, MQTTClient
 
 pytestmark = [pytest.mark.ejabberd, pytest.mark.slow]
@@ -37,10 +38,6 @@ INSTANCES = ("a", "b", "c")
 # b fails over twice. Nobody's next node is already dead when they move.
 ORDERS = {"a": (0, 2, 1), "b": (1, 0, 2), "c": (2, 0, 1)}
 PRODUCER_ORDER = (0, 2, 1)
-
-
-def redacted(cluster: EjabberdCluster, index: int) -> str:
-    return cluster.nodes[index].url.replace(cluster.password, "***")
 
 
 def spans(numbers: list[int], step: int) -> str:
@@ -112,35 +109,30 @@ async def test_three_instances_on_three_nodes_survive_their_nodes_being_killed(
     for instance in instances.values():
         await instance.client.subscribe(topics[instance.name], instance.on_job, qos=1)
 
-    sent = 0
-    first_kill, second_kill = asyncio.Event(), asyncio.Event()
-
-    async def produce() -> None:
-        nonlocal sent
-        while sent < EVENTS:
-            for _ in range(BATCH):
-                topic = topics[INSTANCES[sent % len(INSTANCES)]]
-                await producer.publish_event(topic, "job", {"n": sent}, qos=1, wait=False)
-                sent += 1
-            if sent >= EVENTS // 4:
-                first_kill.set()
-            if sent >= EVENTS // 2:
-                second_kill.set()
-            await asyncio.sleep(0.04)  # traffic pacing, not a wait for an outcome
+    stream = PacedStream(
+        producer,
+        lambda n: topics[INSTANCES[n % len(INSTANCES)]],
+        events=EVENTS,
+        batch=BATCH,
+        pause=0.04,
+    )
+    first_kill, second_kill = stream.passed(EVENTS // 4), stream.passed(EVENTS // 2)
 
     started = time.monotonic()
     async with producer, a.client, b.client, c.client:
         for instance in instances.values():
             await instance.ups.wait_for(1)
-        assert [i.client.broker for i in (a, b, c)] == [redacted(cluster, n) for n in (0, 1, 2)]
+        assert [i.client.broker for i in (a, b, c)] == [
+            cluster.nodes[n].redacted_url for n in (0, 1, 2)
+        ]
         assert [i.client.client_id for i in (a, b, c)] == [f"{service}-{n}" for n in INSTANCES]
-        stream = asyncio.create_task(produce())
+        streaming = asyncio.create_task(stream.run())
         try:
             await asyncio.wait_for(first_kill.wait(), timeout=30)
             first_at = time.monotonic()
             await cluster.akill(1)  # instance b's node
             await b.ups.wait_for(2, timeout=10)
-            assert b.client.broker == redacted(cluster, 0)
+            assert b.client.broker == cluster.nodes[0].redacted_url
 
             await asyncio.wait_for(second_kill.wait(), timeout=30)
             second_at = time.monotonic()
@@ -148,16 +140,16 @@ async def test_three_instances_on_three_nodes_survive_their_nodes_being_killed(
             await a.ups.wait_for(2, timeout=10)
             await b.ups.wait_for(3, timeout=10)
             [_, producer_moved_to] = await producer_ups.wait_for(2, timeout=10)
-            assert producer_moved_to == redacted(cluster, 2)
-            assert {i.client.broker for i in (a, b, c)} == {redacted(cluster, 2)}
+            assert producer_moved_to == cluster.nodes[2].redacted_url
+            assert {i.client.broker for i in (a, b, c)} == {cluster.nodes[2].redacted_url}
 
-            await asyncio.wait_for(stream, timeout=60)
+            await asyncio.wait_for(streaming, timeout=60)
             # Every QoS 1 event was acknowledged by a broker: publish-side resends lost nothing.
             await producer.flush(timeout=30)
             for instance in instances.values():
                 await asyncio.wait_for(instance.last.wait(), timeout=30)
         finally:
-            stream.cancel()
+            streaming.cancel()
     elapsed = time.monotonic() - started
 
     failovers = {
@@ -168,7 +160,7 @@ async def test_three_instances_on_three_nodes_survive_their_nodes_being_killed(
     lost = {i.name: sorted(i.expected() - i.handled.keys()) for i in (a, b, c)}
     twice = {i.name: [n for n, k in i.handled.items() if k > 1] for i in (a, b, c)}
     stats = producer.stats
-    node_of = {redacted(cluster, n): f"node {n + 1}" for n in range(len(cluster.nodes))}
+    node_of = {cluster.nodes[n].redacted_url: f"node {n + 1}" for n in range(len(cluster.nodes))}
     print(
         f"\n3 instances on 3 ejabberd nodes, {EVENTS} QoS 1 events in {elapsed:.1f} s:"
         + "".join(

@@ -82,6 +82,12 @@ class EjabberdNode:
         return f"mqtt://{c.username}:{c.password}@{c.host}:{self.mqtt_port}"
 
     @property
+    def redacted_url(self) -> str:
+        """:attr:`url` with the password masked, as a client's ``broker`` property shows it."""
+        c = self.cluster
+        return f"mqtt://{c.username}:***@{c.host}:{self.mqtt_port}"
+
+    @property
     def pid(self) -> int | None:
         """The PID of the node's ``beam.smp``, or None when it is not running."""
         return self.process.pid
@@ -383,6 +389,24 @@ class EjabberdCluster:
     def start_node(self, index: int, timeout: float = 30.0) -> None:
         """Start a killed or stopped node again (it rejoins the cluster by itself)."""
         self.nodes[index].start(timeout)
+
+    def revive(self, timeout: float = 30.0) -> list[int]:
+        """Start again every node that is not running, in parallel; return their indexes.
+
+        Each rejoins the cluster by itself. Raises RuntimeError as :meth:`EjabberdNode.start`.
+        """
+        with self.lock:
+            dead = [node for node in self.nodes if not node.is_running]
+            deadline = time.monotonic() + timeout
+            try:
+                offsets = [node._spawn() for node in dead]
+                for node, offset in zip(dead, offsets, strict=True):
+                    node._wait_listening(offset, deadline)
+            except BaseException:
+                for node in dead:
+                    node.kill()
+                raise
+            return [node.index for node in dead]
 
     async def akill(self, index: int) -> None:
         await asyncio.to_thread(self.kill, index)
