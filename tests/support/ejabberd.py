@@ -29,16 +29,11 @@ import asyncio
 import glob
 import os
 import secrets
-import shutil
 import subprocess
-import tempfile
-import threading
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
-from tars.mqtt.testing._process import BrokerProcess, ProcessExited, free_port
+from tars.mqtt.testing._process import BrokerProcess, BrokerRunner, ProcessExited, free_port
 
 __all__ = ["EjabberdCluster", "EjabberdNode", "ejabberd_available"]
 
@@ -194,7 +189,7 @@ class EjabberdNode:
         A node that was part of the cluster rejoins it by itself: its mnesia spool knows the
         other nodes. Raises RuntimeError (with the end of its log) on exit or timeout.
         """
-        with self.cluster.lock:
+        with self.cluster._lock:
             offset = self._spawn()
             try:
                 self._wait_listening(offset, time.monotonic() + timeout)
@@ -213,7 +208,7 @@ class EjabberdNode:
 
     def restart(self, timeout: float = 30.0, *, kill: bool = True) -> float:
         """Kill (default) or stop the node, start it again; return the seconds until it listens."""
-        with self.cluster.lock:
+        with self.cluster._lock:
             self.kill() if kill else self.stop()
             started = time.monotonic()
             self.start(timeout)
@@ -224,7 +219,7 @@ class EjabberdNode:
         return f"<EjabberdNode {self.name} mqtt={self.cluster.host}:{self.mqtt_port} {state}>"
 
 
-class EjabberdCluster:
+class EjabberdCluster(BrokerRunner):
     """N ejabberd nodes on 127.0.0.1, joined into one cluster.
 
     ``with EjabberdCluster(3) as cluster:`` starts an ``epmd`` on a free port, the nodes in
@@ -265,20 +260,14 @@ class EjabberdCluster:
         self.libs = libs
         self.token = secrets.token_hex(3)
         self.cookie = secrets.token_hex(16)
-        self._owns_workdir = workdir is None
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="tars-ejabberd-")).absolute()
-        if any(ch.isspace() or ch in "\"'\\" for ch in str(self.workdir)):
-            raise ValueError(f"workdir {str(self.workdir)!r} has whitespace or quotes")
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        super().__init__(workdir, prefix="tars-ejabberd-", unsafe="\"'\\")
         self.inetrc = self.workdir / "inetrc"
         self.inetrc.write_text(
             '{lookup,["file","native"]}.\n{host,{127,0,0,1},["localhost"]}.\n', encoding="utf-8"
         )
         self.epmd_port = 0
         self._epmd = BrokerProcess("epmd", self.workdir / "epmd.log")
-        self.lock = threading.RLock()
         self.nodes = [EjabberdNode(self, i) for i in range(size)]
-        self._closed = False
         self.join_seconds: float | None = None
 
     @property
@@ -312,9 +301,8 @@ class EjabberdCluster:
         Returns once every node's MQTT port accepts connections after its join. Raises
         RuntimeError (with the end of the failing node's log); what was started is stopped.
         """
-        with self.lock:
-            if self._closed:
-                raise RuntimeError("this EjabberdCluster is closed")
+        with self._lock:
+            self._check_open()
             deadline = time.monotonic() + timeout
             try:
                 self._start_epmd(deadline)
@@ -395,7 +383,7 @@ class EjabberdCluster:
 
         Each rejoins the cluster by itself. Raises RuntimeError as :meth:`EjabberdNode.start`.
         """
-        with self.lock:
+        with self._lock:
             dead = [node for node in self.nodes if not node.is_running]
             deadline = time.monotonic() + timeout
             try:
@@ -424,37 +412,6 @@ class EjabberdCluster:
         for node in self.nodes:
             node.process.wait_or_kill(15.0)
         self._epmd.stop(5.0)
-
-    def close(self) -> None:
-        """Stop every process this cluster started (by PID) and remove its temporary directory.
-
-        Idempotent; the cluster cannot be started again afterwards.
-        """
-        with self.lock:
-            if self._closed:
-                return
-            self._closed = True
-            try:
-                self._stop_all()
-            finally:
-                if self._owns_workdir:
-                    shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<EjabberdCluster {len(self.nodes)} nodes {self.nodes!r}>"

@@ -15,14 +15,10 @@ import os
 import pwd
 import re
 import shutil
-import tempfile
-import threading
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
-from ._process import BrokerProcess, ProcessExited, free_port
+from ._process import BrokerProcess, BrokerRunner, ProcessExited, free_port
 
 __all__ = ["MosquittoBroker"]
 
@@ -44,7 +40,7 @@ def _find_binary(binary: str | None) -> str | None:
     return None
 
 
-class MosquittoBroker:
+class MosquittoBroker(BrokerRunner):
     """A private Mosquitto process for tests, kept on one port across restarts.
 
     Use it as a context manager (``with MosquittoBroker() as broker:``) or through the
@@ -79,18 +75,8 @@ class MosquittoBroker:
         self.persistence = persistence
         self.extra_config = extra_config
         self._binary = binary
-        self._owns_workdir = workdir is None
-        if workdir is None:
-            self._workdir = Path(tempfile.mkdtemp(prefix="tars-mosquitto-"))
-        else:
-            self._workdir = Path(workdir).absolute()
-            if any(char.isspace() for char in str(self._workdir)):
-                raise ValueError(f"workdir {str(self._workdir)!r} contains whitespace")
-            self._workdir.mkdir(parents=True, exist_ok=True)
+        super().__init__(workdir, prefix="tars-mosquitto-")
         self._process = BrokerProcess("Mosquitto", self.log_path)
-        # The async methods run the blocking parts in worker threads: one operation at a time.
-        self._lock = threading.RLock()
-        self._closed = False
 
     @staticmethod
     def available(binary: str | None = None) -> bool:
@@ -102,11 +88,6 @@ class MosquittoBroker:
         """The ``mqtt://host:port`` URL clients connect to."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"mqtt://{host}:{self.port}"
-
-    @property
-    def workdir(self) -> Path:
-        """The directory holding the configuration, log and persistence files."""
-        return self._workdir
 
     @property
     def config_path(self) -> Path:
@@ -186,8 +167,7 @@ class MosquittoBroker:
         the broker is already running or closed, exits, or does not listen within ``timeout``.
         """
         with self._lock:
-            if self._closed:
-                raise RuntimeError("this MosquittoBroker is closed")
+            self._check_open()
             if self.is_running:
                 raise RuntimeError(f"Mosquitto is already running on port {self.port}")
             binary = _find_binary(self._binary)
@@ -246,20 +226,8 @@ class MosquittoBroker:
                 self.stop(timeout)
             self.start(timeout)
 
-    def close(self) -> None:
-        """Stop the broker and remove the temporary workdir (a given workdir is kept).
-
-        Idempotent. The broker cannot be started again afterwards.
-        """
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            try:
-                self.stop()
-            finally:
-                if self._owns_workdir:
-                    shutil.rmtree(self._workdir, ignore_errors=True)
+    def _stop_all(self) -> None:
+        self.stop()
 
     async def astart(self, timeout: float = 10.0) -> None:
         """:meth:`start` in a worker thread, so the event loop keeps running."""
@@ -276,22 +244,6 @@ class MosquittoBroker:
     async def arestart(self, timeout: float = 10.0, *, kill: bool = False) -> None:
         """:meth:`restart` in a worker thread, so the event loop keeps running."""
         await asyncio.to_thread(self.restart, timeout, kill=kill)
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "running" if self.is_running else "stopped"

@@ -5,18 +5,26 @@ here, the ejabberd cluster of tars-core's own suite (``tests/support/ejabberd.py
 ready when its log says so *and* its port accepts TCP: the port alone may be another process's,
 the log alone may come before the listener opens. Processes are only ever signalled through the
 ``Popen`` we hold, never looked up by name, so a test never touches a broker it did not start.
+:class:`BrokerRunner` is the lifecycle around them: a working directory, a lock, ``with``, and
+a ``close`` that stops everything and cleans up.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
-__all__ = ["BrokerProcess", "ProcessExited", "accepts_tcp", "free_port"]
+__all__ = ["BrokerProcess", "BrokerRunner", "ProcessExited", "accepts_tcp", "free_port"]
 
 _POLL_INTERVAL = 0.02
 _LOG_TAIL_LINES = 30
@@ -183,3 +191,77 @@ class BrokerProcess:
             if popen.poll() is None:
                 popen.kill()
             popen.wait()
+
+
+class BrokerRunner:
+    """The lifecycle a broker runner wraps around its processes.
+
+    A working directory (``workdir``, or a temporary one named ``prefix...`` that :meth:`close`
+    removes), a lock that serialises start, stop and kill (the ``a``-prefixed methods of the
+    runners run them in worker threads), ``with runner:`` (:meth:`start`, then :meth:`close`),
+    and a :meth:`close` that is idempotent and final. A subclass provides :meth:`start` and
+    :meth:`_stop_all`. Raises ValueError for a ``workdir`` with whitespace or one of ``unsafe``:
+    broker configuration formats cannot quote them.
+    """
+
+    def __init__(
+        self, workdir: str | os.PathLike[str] | None, *, prefix: str, unsafe: str = ""
+    ) -> None:
+        self._owns_workdir = workdir is None
+        path = Path(workdir or tempfile.mkdtemp(prefix=prefix)).absolute()
+        if any(char.isspace() or char in unsafe for char in str(path)):
+            if self._owns_workdir:
+                path.rmdir()
+            what = f"whitespace or one of {unsafe}" if unsafe else "whitespace"
+            raise ValueError(f"workdir {str(path)!r} contains {what}")
+        path.mkdir(parents=True, exist_ok=True)
+        self._workdir = path
+        self._lock = threading.RLock()
+        self._closed = False
+
+    @property
+    def workdir(self) -> Path:
+        """The directory holding the configuration, logs and data of the broker."""
+        return self._workdir
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"this {type(self).__name__} is closed")
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the broker; return once it accepts connections (each runner has its own
+        default ``timeout``)."""
+        raise NotImplementedError
+
+    def _stop_all(self) -> None:
+        """Stop every process the runner started, by PID (called once, by :meth:`close`)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop every process the runner started and remove its temporary workdir (a given
+        workdir is kept). Idempotent; the runner cannot be started again afterwards."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._stop_all()
+            finally:
+                if self._owns_workdir:
+                    shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
