@@ -4,8 +4,9 @@ The plugin skips Mosquitto tests when Mosquitto is missing, which suits a servic
 Ours must not skip: a missing broker fails those tests with the command that fixes it.
 
 The ejabberd cluster (tests/support/ejabberd.py) is started once per session (about 8 s) and
-shared: ``ejabberd_cluster`` hands it to a test with every node running, starting again any node
-an earlier test left dead, so tests that kill nodes need not clean up after themselves.
+shared: ``ejabberd_cluster`` hands it to a test with every node running, starting again (in
+parallel) any node an earlier test left dead, so tests that kill nodes need not clean up after
+themselves.
 """
 
 from __future__ import annotations
@@ -51,7 +52,5 @@ def _ejabberd_session() -> Iterator[EjabberdCluster]:
 @pytest.fixture
 def ejabberd_cluster(_ejabberd_session: EjabberdCluster) -> EjabberdCluster:
     """A 3-node ejabberd cluster on 127.0.0.1, every node running (see the module docstring)."""
-    for node in _ejabberd_session.nodes:
-        if not node.is_running:
-            node.start()
+    _ejabberd_session.revive()
     return _ejabberd_session

@@ -1,9 +1,9 @@
 """A minimal fleet service for the CLI's tests, run as its own process.
 
-``python service.py URL CLIENT_ID [--unhealthy ERROR]``: connects with health and one-second
-heartbeats, optionally reports itself unhealthy, prints ``ready`` and runs until killed. Being a
-real process lets a test kill -9 it (the broker publishes its will) or SIGSTOP it (it stops
-heartbeating while its connection stays open: a hung service).
+``python service.py URL CLIENT_ID [--instance NAME] [--unhealthy ERROR]``: connects with health
+and one-second heartbeats, optionally reports itself unhealthy, prints ``ready`` and runs until
+killed. Being a real process lets a test kill -9 it (the broker publishes its will) or SIGSTOP
+it (it stops heartbeating while its connection stays open: a hung service).
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("url")
     parser.add_argument("client_id")
+    parser.add_argument("--instance", metavar="NAME")
     parser.add_argument("--unhealthy", metavar="ERROR")
     args = parser.parse_args()
     client = MQTTClient(
         args.url,
         args.client_id,
+        instance=args.instance,
         enable_health=True,
         enable_heartbeat=True,
         heartbeat_interval=1.0,

@@ -152,3 +152,24 @@ async def test_several_brokers_get_a_broker_column(
     assert table[0].split()[-1] == "BROKER"
     assert row(table, "speech")[-1] == f"127.0.0.1:{mosquitto_broker.port}"
     assert row(table, name)[-1] == f"127.0.0.1:{shared_mosquitto.port}"
+
+
+async def test_instances_of_one_service_are_told_apart(
+    spawn: Spawn, mosquitto_broker: MosquittoBroker
+) -> None:
+    """Two instances of ``stt`` (client ids ``stt-a``, ``stt-b``); ``b`` crashes (kill -9):
+    the table says which instance is offline."""
+    await start_service(spawn, mosquitto_broker, "stt", "--instance", "a")
+    doomed = await start_service(spawn, mosquitto_broker, "stt", "--instance", "b")
+    doomed.process.kill()  # SIGKILL: no goodbye, the broker publishes the will
+    await doomed.process.wait()
+    proc = await spawn(TARS_MQTT, "fleet", "--once", "--wait", "1.5", "--url", mosquitto_broker.url)
+    status, out, err = await proc.finish()
+    assert (status, err) == (0, "")
+    table = out.splitlines()
+    assert table[0].split()[:3] == ["SERVICE", "INSTANCE", "STATE"]
+    assert [line.split()[:3] for line in table[1:3]] == [
+        ["stt", "a", "ok"],
+        ["stt", "b", "offline"],
+    ]
+    assert table[-1] == "1 service (2 instances), 1 not ok"

@@ -8,7 +8,6 @@ DISCONNECT with a Server Reference) sends it where it says. ``client.broker`` te
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 
 import pytest
@@ -17,16 +16,14 @@ from support.mosquitto_cli import Inbox, unique
 from support.redirect import RedirectBroker
 from tars.mqtt import ClientState, ConnectError, MQTTClient
 from tars.mqtt.testing import MosquittoBroker
+from tars.mqtt.testing._process import free_port
 
 pytestmark = pytest.mark.mosquitto
 
 
 def dead_url() -> str:
     """A loopback URL where nothing listens (the port was free a moment ago)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"mqtt://127.0.0.1:{port}"
+    return f"mqtt://127.0.0.1:{free_port('127.0.0.1')}"
 
 
 def host_port(url: str) -> str:

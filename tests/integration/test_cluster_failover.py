@@ -19,6 +19,7 @@ import pytest
 
 from support.ejabberd import EjabberdCluster
 from support.mosquitto_cli import Inbox, unique
+from support.stream import PacedStream
 from tars.mqtt import Envelope, MQTTClient
 
 pytestmark = [pytest.mark.ejabberd, pytest.mark.slow]
@@ -62,43 +63,31 @@ async def test_subscriber_and_producer_survive_their_nodes_being_killed(
         producer_ups.add(producer.broker)
 
     await subscriber.subscribe(topic, on_job, qos=1)
-    sent = 0
-    half, two_thirds = asyncio.Event(), asyncio.Event()
-
-    async def produce() -> None:
-        nonlocal sent
-        while sent < EVENTS:
-            for _ in range(BATCH):
-                await producer.publish_event(topic, "job", {"n": sent}, qos=1, wait=False)
-                sent += 1
-            if sent >= EVENTS // 3:
-                half.set()
-            if sent >= 2 * EVENTS // 3:
-                two_thirds.set()
-            await asyncio.sleep(0.05)  # traffic pacing, not a wait for an outcome
+    stream = PacedStream(producer, lambda n: topic, events=EVENTS, batch=BATCH, pause=0.05)
+    half, two_thirds = stream.passed(EVENTS // 3), stream.passed(2 * EVENTS // 3)
 
     async with subscriber, producer:
         await ups.wait_for(1)
-        assert subscriber.broker == cluster.nodes[1].url.replace("anonymous", "***")
-        stream = asyncio.create_task(produce())
+        assert subscriber.broker == cluster.nodes[1].redacted_url
+        streaming = asyncio.create_task(stream.run())
         try:
             await asyncio.wait_for(half.wait(), timeout=30)
             killed_at = time.monotonic()
             await cluster.akill(1)  # the subscriber's node
             [_, back] = await ups.wait_for(2, timeout=10)
             failover = back - killed_at
-            assert subscriber.broker != cluster.nodes[1].url.replace("anonymous", "***")
+            assert subscriber.broker != cluster.nodes[1].redacted_url
 
             await asyncio.wait_for(two_thirds.wait(), timeout=30)
             await cluster.akill(0)  # the producer's node
             [_, moved_to] = await producer_ups.wait_for(2, timeout=10)
-            assert moved_to == cluster.nodes[2].url.replace("anonymous", "***")
-            await asyncio.wait_for(stream, timeout=60)
+            assert moved_to == cluster.nodes[2].redacted_url
+            await asyncio.wait_for(streaming, timeout=60)
             # Every QoS 1 event was acknowledged by a broker: publish-side resends lost nothing.
             await producer.flush(timeout=30)
             await asyncio.wait_for(last.wait(), timeout=30)
         finally:
-            stream.cancel()
+            streaming.cancel()
 
     twice = [n for n, count in handled.items() if count > 1]
     lost = EVENTS - len(handled)

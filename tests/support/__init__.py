@@ -83,22 +83,48 @@ async def mqtt_session(host: str, port: int, client_id: str) -> tuple[RawMQTT, m
 
 
 class LoopbackServer:
-    """A fake broker on a free loopback port: ``async with`` starts it, :attr:`port` is where
-    it listens, and a subclass's ``_serve(reader, writer)`` plays each connection."""
+    """A fake broker on a free loopback port: ``async with`` (or :meth:`start` / :meth:`close`)
+    runs it, :attr:`port` and :attr:`url` say where it listens, and a subclass's
+    ``_serve(reader, writer)`` plays each connection, in a task of its own that :meth:`close`
+    cancels: a connection left open (a hung fake) never outlives the server."""
+
+    host = "127.0.0.1"
 
     def __init__(self) -> None:
         self.server: asyncio.Server | None = None
         self.port = 0
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._accept, self.host, 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        server, self.server = self.server, None
+        if server is not None:
+            server.close()
+        for task in list(self._handlers):
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        if server is not None:
+            await server.wait_closed()
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        name = f"{type(self).__name__}-connection"
+        task = asyncio.create_task(self._serve(reader, writer), name=name)
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
 
     async def __aenter__(self) -> Self:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
+        await self.start()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        assert self.server is not None
-        self.server.close()
-        await self.server.wait_closed()
+        await self.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         raise NotImplementedError

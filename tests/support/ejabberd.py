@@ -12,7 +12,9 @@ Nothing goes through ``ejabberdctl`` (as root it switches to the ``ejabberd`` us
 system's cookie and directories): nodes are ``erl`` processes we start and whose PID we hold
 (``erl`` execs the emulator, so the PID is the ``beam.smp`` itself), and admin commands go
 through the same ``ejabberd_ctl`` module that ``ejabberdctl`` calls. Every process is stopped by
-its PID; the system's ``epmd`` (port 4369) is never touched.
+its PID; the system's ``epmd`` (port 4369) is never touched. Starting, waiting for the listener
+and stopping by PID are :class:`tars.mqtt.testing._process.BrokerProcess`'s, shared with the
+Mosquitto runner.
 
 What ejabberd 23.01 does, measured here: a node starts in about 1 s and joins in about 1 s;
 a node killed with ``kill -9`` and started again on the same spool rejoins the cluster by
@@ -27,24 +29,17 @@ import asyncio
 import glob
 import os
 import secrets
-import shutil
-import signal
-import socket
 import subprocess
-import tempfile
-import threading
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Self
+
+from tars.mqtt.testing._process import BrokerProcess, BrokerRunner, ProcessExited, free_port
 
 __all__ = ["EjabberdCluster", "EjabberdNode", "ejabberd_available"]
 
 INSTALL_HINT = "apt-get install -y --no-install-recommends ejabberd"
 _ERL = "/usr/bin/erl"
 _EPMD = "/usr/bin/epmd"
-_POLL = 0.05
-_LOG_TAIL_LINES = 30
 # The emulator's idle schedulers spin before sleeping; on a shared 2-core CI machine that is
 # CPU taken from the tests. One scheduler per node is plenty for a test load.
 _VM_FLAGS = ("+S", "1:1", "+sbwt", "none", "+sbwtdcpu", "none", "+sbwtdio", "none")
@@ -61,32 +56,6 @@ def ejabberd_available() -> bool:
     return all(os.access(p, os.X_OK) for p in (_ERL, _EPMD)) and _ejabberd_libs() is not None
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _accepts_tcp(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
-    """SIGTERM (an Erlang node then runs init:stop()), SIGKILL after ``timeout``."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 class EjabberdNode:
     """One node of an :class:`EjabberdCluster`; ports and name stay the same across restarts."""
 
@@ -94,12 +63,12 @@ class EjabberdNode:
         self.cluster = cluster
         self.index = index
         self.name = f"tars{index + 1}-{cluster.token}@localhost"
-        self.mqtt_port = _free_port(cluster.host)
-        self.dist_port = _free_port(cluster.host)
+        self.mqtt_port = free_port(cluster.host)
+        self.dist_port = free_port(cluster.host)
         self.dir = cluster.workdir / f"node{index + 1}"
         self.spool = self.dir / "spool"
         self.spool.mkdir(parents=True)
-        self._process: subprocess.Popen[bytes] | None = None
+        self.process = BrokerProcess(self.name, self.dir / "console.log")
 
     @property
     def url(self) -> str:
@@ -108,13 +77,19 @@ class EjabberdNode:
         return f"mqtt://{c.username}:{c.password}@{c.host}:{self.mqtt_port}"
 
     @property
+    def redacted_url(self) -> str:
+        """:attr:`url` with the password masked, as a client's ``broker`` property shows it."""
+        c = self.cluster
+        return f"mqtt://{c.username}:***@{c.host}:{self.mqtt_port}"
+
+    @property
     def pid(self) -> int | None:
         """The PID of the node's ``beam.smp``, or None when it is not running."""
-        return self._process.pid if self.is_running and self._process is not None else None
+        return self.process.pid
 
     @property
     def is_running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self.process.is_running
 
     @property
     def config_path(self) -> Path:
@@ -123,17 +98,7 @@ class EjabberdNode:
     @property
     def log_path(self) -> Path:
         """The node's console (stdout and stderr: ejabberd's log lines and any crash report)."""
-        return self.dir / "console.log"
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def log_tail(self) -> str:
-        lines = self.log_text().splitlines()[-_LOG_TAIL_LINES:]
-        return f"{self.name} log (last lines):\n" + "\n".join(lines)
+        return self.process.log_path
 
     def config_text(self) -> str:
         c = self.cluster
@@ -181,10 +146,7 @@ class EjabberdNode:
 
     def _spawn(self) -> int:
         """Start the emulator; return the console log offset its readiness line will follow."""
-        if self.is_running:
-            raise RuntimeError(f"{self.name} is already running")
         self.config_path.write_text(self.config_text(), encoding="utf-8")
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         command = [
             _ERL,
             "-sname",
@@ -208,34 +170,18 @@ class EjabberdNode:
             "-s",
             "ejabberd",
         ]
-        with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                command,
-                cwd=self.spool,
-                env=self._env(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        return offset
+        return self.process.spawn(command, cwd=self.spool, env=self._env())
 
     def _wait_listening(self, offset: int, deadline: float) -> None:
         """Wait until ejabberd logs that its MQTT listener accepts, after ``offset``."""
         marker = f"Start accepting TCP connections at {self.cluster.host}:{self.mqtt_port}"
-        while True:
-            process = self._process
-            if process is None or process.poll() is not None:
-                code = None if process is None else process.returncode
-                self._process = None
-                raise RuntimeError(f"{self.name} exited with code {code}\n{self.log_tail()}")
-            with self.log_path.open("rb") as log:
-                log.seek(offset)
-                new = log.read().decode("utf-8", "replace")
-            if marker in new and _accepts_tcp(self.cluster.host, self.mqtt_port):
-                return
-            if time.monotonic() >= deadline:
-                raise RuntimeError(f"{self.name} did not start in time\n{self.log_tail()}")
-            time.sleep(_POLL)
+        self.process.wait_listening(
+            self.cluster.host,
+            self.mqtt_port,
+            offset=offset,
+            deadline=deadline,
+            ready=lambda log: marker in log,
+        )
 
     def start(self, timeout: float = 30.0) -> None:
         """Start the node (again) and return once its MQTT port accepts connections.
@@ -243,7 +189,7 @@ class EjabberdNode:
         A node that was part of the cluster rejoins it by itself: its mnesia spool knows the
         other nodes. Raises RuntimeError (with the end of its log) on exit or timeout.
         """
-        with self.cluster.lock:
+        with self.cluster._lock:
             offset = self._spawn()
             try:
                 self._wait_listening(offset, time.monotonic() + timeout)
@@ -253,21 +199,16 @@ class EjabberdNode:
 
     def kill(self) -> None:
         """``kill -9`` the node's emulator by PID and reap it: nothing is flushed or said."""
-        process, self._process = self._process, None
-        if process is not None:
-            if process.poll() is None:
-                process.kill()
-            process.wait()
+        self.process.kill()
 
     def stop(self, timeout: float = 15.0) -> None:
-        """Stop the node gracefully (SIGTERM), killing it after ``timeout``."""
-        process, self._process = self._process, None
-        if process is not None:
-            _stop_process(process, timeout)
+        """Stop the node gracefully (SIGTERM; an Erlang node then runs ``init:stop()``),
+        killing it after ``timeout``."""
+        self.process.stop(timeout)
 
     def restart(self, timeout: float = 30.0, *, kill: bool = True) -> float:
         """Kill (default) or stop the node, start it again; return the seconds until it listens."""
-        with self.cluster.lock:
+        with self.cluster._lock:
             self.kill() if kill else self.stop()
             started = time.monotonic()
             self.start(timeout)
@@ -278,7 +219,7 @@ class EjabberdNode:
         return f"<EjabberdNode {self.name} mqtt={self.cluster.host}:{self.mqtt_port} {state}>"
 
 
-class EjabberdCluster:
+class EjabberdCluster(BrokerRunner):
     """N ejabberd nodes on 127.0.0.1, joined into one cluster.
 
     ``with EjabberdCluster(3) as cluster:`` starts an ``epmd`` on a free port, the nodes in
@@ -319,20 +260,14 @@ class EjabberdCluster:
         self.libs = libs
         self.token = secrets.token_hex(3)
         self.cookie = secrets.token_hex(16)
-        self._owns_workdir = workdir is None
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="tars-ejabberd-")).absolute()
-        if any(ch.isspace() or ch in "\"'\\" for ch in str(self.workdir)):
-            raise ValueError(f"workdir {str(self.workdir)!r} has whitespace or quotes")
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        super().__init__(workdir, prefix="tars-ejabberd-", unsafe="\"'\\")
         self.inetrc = self.workdir / "inetrc"
         self.inetrc.write_text(
             '{lookup,["file","native"]}.\n{host,{127,0,0,1},["localhost"]}.\n', encoding="utf-8"
         )
         self.epmd_port = 0
-        self._epmd: subprocess.Popen[bytes] | None = None
-        self.lock = threading.RLock()
+        self._epmd = BrokerProcess("epmd", self.workdir / "epmd.log")
         self.nodes = [EjabberdNode(self, i) for i in range(size)]
-        self._closed = False
         self.join_seconds: float | None = None
 
     @property
@@ -348,23 +283,17 @@ class EjabberdCluster:
     def _start_epmd(self, deadline: float) -> None:
         """Our own epmd in the foreground (so we hold its PID), on a free loopback port."""
         while True:
-            self.epmd_port = _free_port(self.host)
-            log = (self.workdir / "epmd.log").open("ab")
-            with log:
-                self._epmd = subprocess.Popen(
-                    [_EPMD, "-port", str(self.epmd_port), "-address", self.host],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
+            self.epmd_port = free_port(self.host)
+            offset = self._epmd.spawn([_EPMD, "-port", str(self.epmd_port), "-address", self.host])
+            try:
+                self._epmd.wait_listening(
+                    self.host, self.epmd_port, offset=offset, deadline=deadline
                 )
-            while self._epmd.poll() is None and not _accepts_tcp(self.host, self.epmd_port):
-                if time.monotonic() >= deadline:
-                    raise RuntimeError("epmd did not listen in time")
-                time.sleep(_POLL)
-            if self._epmd.poll() is None:
                 return
-            if time.monotonic() >= deadline:  # the port was taken meanwhile: try another
-                raise RuntimeError("epmd could not start")
+            except ProcessExited:
+                if time.monotonic() >= deadline:
+                    raise
+                # The port was taken meanwhile: try another.
 
     def start(self, timeout: float = 60.0) -> None:
         """Start epmd and every node, then join nodes 2..N to node 1.
@@ -372,9 +301,8 @@ class EjabberdCluster:
         Returns once every node's MQTT port accepts connections after its join. Raises
         RuntimeError (with the end of the failing node's log); what was started is stopped.
         """
-        with self.lock:
-            if self._closed:
-                raise RuntimeError("this EjabberdCluster is closed")
+        with self._lock:
+            self._check_open()
             deadline = time.monotonic() + timeout
             try:
                 self._start_epmd(deadline)
@@ -450,6 +378,24 @@ class EjabberdCluster:
         """Start a killed or stopped node again (it rejoins the cluster by itself)."""
         self.nodes[index].start(timeout)
 
+    def revive(self, timeout: float = 30.0) -> list[int]:
+        """Start again every node that is not running, in parallel; return their indexes.
+
+        Each rejoins the cluster by itself. Raises RuntimeError as :meth:`EjabberdNode.start`.
+        """
+        with self._lock:
+            dead = [node for node in self.nodes if not node.is_running]
+            deadline = time.monotonic() + timeout
+            try:
+                offsets = [node._spawn() for node in dead]
+                for node, offset in zip(dead, offsets, strict=True):
+                    node._wait_listening(offset, deadline)
+            except BaseException:
+                for node in dead:
+                    node.kill()
+                raise
+            return [node.index for node in dead]
+
     async def akill(self, index: int) -> None:
         await asyncio.to_thread(self.kill, index)
 
@@ -461,49 +407,11 @@ class EjabberdCluster:
 
     def _stop_all(self) -> None:
         # SIGTERM to every node first, then wait: the nodes shut down in parallel.
-        processes = [node._process for node in self.nodes]
         for node in self.nodes:
-            node._process = None
-        for process in processes:
-            if process is not None and process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in processes:
-            if process is not None:
-                _stop_process(process, 15.0)
-        epmd, self._epmd = self._epmd, None
-        if epmd is not None:
-            _stop_process(epmd, 5.0)
-
-    def close(self) -> None:
-        """Stop every process this cluster started (by PID) and remove its temporary directory.
-
-        Idempotent; the cluster cannot be started again afterwards.
-        """
-        with self.lock:
-            if self._closed:
-                return
-            self._closed = True
-            try:
-                self._stop_all()
-            finally:
-                if self._owns_workdir:
-                    shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+            node.process.terminate()
+        for node in self.nodes:
+            node.process.wait_or_kill(15.0)
+        self._epmd.stop(5.0)
 
     def __repr__(self) -> str:
         return f"<EjabberdCluster {len(self.nodes)} nodes {self.nodes!r}>"

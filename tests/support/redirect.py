@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from types import TracebackType
-from typing import Literal, Self
+from typing import Literal
 
 import mqtt5
 
-from support import RawMQTT
+from support import LoopbackServer, RawMQTT
 
 __all__ = ["RedirectBroker"]
 
@@ -40,11 +39,12 @@ _DISCONNECT_CODES = {
 }
 
 
-class RedirectBroker:
+class RedirectBroker(LoopbackServer):
     """A loopback MQTT 5 endpoint that sends every client to ``reference``.
 
     Build it with :meth:`refusing` or :meth:`accepting_then_disconnecting`, then
-    ``async with broker:`` (or :meth:`start` / :meth:`close`); clients connect to :attr:`url`.
+    ``async with broker:`` (or :meth:`start` / :meth:`close`, from :class:`LoopbackServer`);
+    clients connect to :attr:`url`.
     ``reference`` is sent as given: the spec leaves its format to the server (brokers send
     ``host:port``, a list of those separated by spaces, or a URL).
     """
@@ -56,17 +56,13 @@ class RedirectBroker:
         mode: Literal["connack", "disconnect"],
         reason: Reason = "server_moved",
         delay: float = 0.0,
-        host: str = "127.0.0.1",
     ) -> None:
+        super().__init__()
         self.reference = reference
         self.mode = mode
         self.reason: Reason = reason
         self.delay = delay
-        self.host = host
-        self.port = 0
         self.connects: list[mqtt5.ConnectPacket] = []
-        self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
 
     @classmethod
     def refusing(cls, reference: str, *, reason: Reason = "server_moved") -> RedirectBroker:
@@ -80,30 +76,8 @@ class RedirectBroker:
         """Accept (CONNACK 0), then after ``delay`` s send DISCONNECT ``reason`` + reference."""
         return cls(reference, mode="disconnect", reason=reason, delay=delay)
 
-    @property
-    def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, self.host, 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def close(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        for task in list(self._handlers):
-            task.cancel()
-        await asyncio.gather(*self._handlers, return_exceptions=True)
-        if server is not None:
-            await server.wait_closed()
-
-    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.create_task(self._serve(RawMQTT(reader, writer)), name="redirect-peer")
-        self._handlers.add(task)
-        task.add_done_callback(self._handlers.discard)
-
-    async def _serve(self, peer: RawMQTT) -> None:
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = RawMQTT(reader, writer)
         try:
             connect = await asyncio.wait_for(peer.receive(), 10)
             if not isinstance(connect, mqtt5.ConnectPacket):
@@ -130,15 +104,3 @@ class RedirectBroker:
             return  # the client went away or spoke garbage: nothing to redirect
         finally:
             await peer.close()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()

@@ -104,3 +104,46 @@ def test_colour_marks_the_state() -> None:
     table = render_table(fleet(), now=5.0, style=Style(color=True))
     assert "\x1b[32mok\x1b[0m" in table
     assert "\x1b[31mofflin" in table
+
+
+def status(source: str, ok: bool = True, event: str = "ready") -> bytes:
+    return encode_health(ok, event, None, source=source, timestamp=0.0)[1]
+
+
+def test_instances_of_a_replicated_service_get_an_instance_column() -> None:
+    """``instance="a"`` makes client id ``stt-a`` whose statuses still come from ``stt``."""
+    view = FleetView(stale_after=10.0)
+    view.feed("system/health/stt-b", status("stt"), now=0.0)
+    view.feed("system/health/stt-a", status("stt"), now=0.0)
+    view.feed("system/health/stt-c", will_payload(source="stt", timestamp=0.0), now=1.0)
+    view.feed("system/health/speech", status("speech"), now=0.0)
+    # Not instances: an id that merely starts like another service, a source with no suffix.
+    view.feed("system/health/sttx", status("stt"), now=0.0)
+    view.feed("system/health/stt-", status("stt"), now=0.0)
+    assert render_table(view, now=2.0) == (
+        "SERVICE  INSTANCE  STATE    EVENT    HEARTBEAT  STATUS  ERROR\n"
+        "speech   -         ok       ready    -          2.0s    -\n"
+        "stt      a         ok       ready    -          2.0s    -\n"
+        "stt      b         ok       ready    -          2.0s    -\n"
+        "stt      c         offline  offline  -          1.0s    connection lost unexpectedly\n"
+        "stt-     -         ok       ready    -          2.0s    -\n"
+        "sttx     -         ok       ready    -          2.0s    -\n"
+        "4 services (3 instances), 1 not ok"
+    )
+    [trouble] = view.in_trouble(now=2.0)
+    assert (trouble.name, trouble.instance, trouble.service) == ("stt", "c", "stt-c")
+
+
+def test_an_instance_heard_only_heartbeating_shows_its_client_id_until_a_status_names_it() -> None:
+    view = FleetView(stale_after=10.0)
+    view.feed("system/keepalive/stt-a", encode_heartbeat(0.0), now=0.0)
+    assert view.sorted_rows()[0].name == "stt-a"
+    view.feed("system/health/stt-a", status("stt"), now=1.0)
+    assert (view.sorted_rows()[0].name, view.sorted_rows()[0].instance) == ("stt", "a")
+
+
+def test_colour_marks_the_state_with_the_instance_column_too() -> None:
+    view = FleetView(stale_after=10.0)
+    view.feed("system/health/stt-a", status("stt", ok=False, event="degraded"), now=0.0)
+    lines = render_table(view, now=1.0, style=Style(color=True)).splitlines()
+    assert "stt      a         \x1b[31munhealthy\x1b[0m  degraded" in lines[1]

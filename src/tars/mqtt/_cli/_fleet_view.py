@@ -3,7 +3,10 @@
 Services report on two topics (see ``tars.mqtt._health``): a retained ``health.status``
 envelope on ``system/health/{id}`` (replaced by the will's ``offline`` status when a service
 dies) and bare heartbeats on ``system/keepalive/{id}``. :class:`FleetView` folds those messages
-into one row per service; :func:`render_table` turns the rows into the text a person reads.
+into one row per client id; :func:`render_table` turns the rows into the text a person reads.
+Instances of a replicated service (``instance=``: client id ``{service}-{instance}``, envelopes
+still from ``{service}``) are told apart by the health status's ``source``: their rows show the
+service and the instance in two columns.
 Time is always passed in (``now``, the monotonic clock of the caller), so both are tested
 without a broker or sleeps.
 """
@@ -25,10 +28,13 @@ KEEPALIVE_PREFIX = "system/keepalive/"
 
 @dataclass
 class ServiceRow:
-    """What is known of one service."""
+    """What is known of one client id (a service, or one instance of a replicated service)."""
 
     service: str
+    """The client id, as the topic's last level says it."""
     broker: str = ""
+    source: str | None = None
+    """The ``source`` of its last health status: the service's name, which instances share."""
     ok: bool | None = None
     """The last health status's ``ok``; None when no status was seen (heartbeats only)."""
     event: str | None = None
@@ -37,6 +43,20 @@ class ServiceRow:
     """When the last health status arrived (caller's clock)."""
     heartbeat_at: float | None = None
     """When the last heartbeat arrived (caller's clock); None: none heard."""
+
+    @property
+    def name(self) -> str:
+        """The service: the status's ``source`` when the client id is ``{source}-{instance}``,
+        else the client id."""
+        return self.service if self.instance is None else str(self.source)
+
+    @property
+    def instance(self) -> str | None:
+        """The instance name, when the client id is ``{source}-{instance}``; else None."""
+        prefix = f"{self.source}-"
+        if self.source and self.service.startswith(prefix) and len(self.service) > len(prefix):
+            return self.service[len(prefix) :]
+        return None
 
 
 class FleetView:
@@ -88,6 +108,7 @@ class FleetView:
             row.event = _text(data.get("event"))
             # "err" is the wire name (the original fleet's); "error" what early tars-core wrote.
             row.error = _text(data.get("err", data.get("error")))
+            row.source = _text(doc.get("source"))
             row.status_at = now
         else:
             row.heartbeat_at = now
@@ -112,55 +133,74 @@ class FleetView:
         return [row for row in self.sorted_rows() if self.state(row, now) != "ok"]
 
     def sorted_rows(self) -> list[ServiceRow]:
-        """Rows by service name, then broker."""
-        return sorted(self.rows.values(), key=lambda row: (row.service, row.broker))
+        """Rows by service, instance, then broker."""
+        return sorted(
+            self.rows.values(), key=lambda row: (row.name, row.instance or "", row.broker)
+        )
 
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-_HEADERS = ("SERVICE", "STATE", "EVENT", "HEARTBEAT", "STATUS", "ERROR", "BROKER")
+_HEADERS = ("SERVICE", "INSTANCE", "STATE", "EVENT", "HEARTBEAT", "STATUS", "ERROR", "BROKER")
 
 
 def render_table(view: FleetView, now: float, style: Style = PLAIN) -> str:
-    """The fleet as an aligned text table, one service a line, with a summary line.
+    """The fleet as an aligned text table, one service (or instance) a line, and a summary.
 
     ``HEARTBEAT`` and ``STATUS`` are the ages of the last heartbeat and health status; the
-    ``BROKER`` column appears only when services were seen on more than one broker.
+    ``INSTANCE`` column appears only when some service runs as instances, the ``BROKER`` column
+    only when services were seen on more than one broker.
     """
     rows = view.sorted_rows()
-    brokers = {row.broker for row in rows}
-    headers = _HEADERS if len(brokers) > 1 else _HEADERS[:-1]
+    shown = [
+        header
+        for header in _HEADERS
+        if (header != "INSTANCE" or any(row.instance for row in rows))
+        and (header != "BROKER" or len({row.broker for row in rows}) > 1)
+    ]
     cells: list[tuple[list[str], str]] = []
     for row in rows:
         state = view.state(row, now)
-        line = [
-            _one_line(row.service),
-            state,
-            row.event or "-",
-            format_age(None if row.heartbeat_at is None else now - row.heartbeat_at),
-            format_age(None if row.status_at is None else now - row.status_at),
-            _one_line(row.error) if row.error else "-",
-            row.broker,
-        ][: len(headers)]
-        cells.append((line, state))
-    widths = [len(h) for h in headers]
+        values = {
+            "SERVICE": _one_line(row.name),
+            "INSTANCE": _one_line(row.instance) if row.instance else "-",
+            "STATE": state,
+            "EVENT": row.event or "-",
+            "HEARTBEAT": format_age(None if row.heartbeat_at is None else now - row.heartbeat_at),
+            "STATUS": format_age(None if row.status_at is None else now - row.status_at),
+            "ERROR": _one_line(row.error) if row.error else "-",
+            "BROKER": row.broker,
+        }
+        cells.append(([values[header] for header in shown], state))
+    widths = [len(h) for h in shown]
     for line, _ in cells:
         widths = [max(w, len(c)) for w, c in zip(widths, line, strict=True)]
-    out = [style.bold(_join(list(headers), widths))]
+    at = shown.index("STATE")
+    start = sum(widths[:at]) + 2 * at  # where the state cell begins, after alignment
+    out = [style.bold(_join(shown, widths))]
     for line, state in cells:
         painted = _paint(state, style)
         text = _join(line, widths)
         # Colour only the state cell, after alignment (escapes have no width).
-        start = widths[0] + 2
-        out.append(text[:start] + painted(line[1]) + text[start + len(line[1]) :])
-    trouble = sum(1 for _, state in cells if state != "ok")
-    summary = f"{len(cells)} service{'s' if len(cells) != 1 else ''}, {trouble} not ok"
-    if not cells:
-        summary = "no service seen yet on system/health/+ or system/keepalive/+"
-    out.append(style.dim(summary) if not trouble else style.bad(summary))
+        out.append(text[:start] + painted(state) + text[start + len(state) :])
+    out.append(_summary(rows, [state for _, state in cells], style))
     return "\n".join(out)
+
+
+def _summary(rows: list[ServiceRow], states: list[str], style: Style) -> str:
+    if not rows:
+        return style.dim("no service seen yet on system/health/+ or system/keepalive/+")
+    # One line a service (on each broker); with instances, one line an instance.
+    instances = sum(1 for row in rows if row.instance)
+    services = len({row.name for row in rows}) if instances else len(rows)
+    text = f"{services} service{'s' if services != 1 else ''}"
+    if instances:
+        text += f" ({instances} instance{'s' if instances != 1 else ''})"
+    trouble = sum(1 for state in states if state != "ok")
+    text += f", {trouble} not ok"
+    return style.bad(text) if trouble else style.dim(text)
 
 
 def _paint(state: str, style: Style) -> Any:

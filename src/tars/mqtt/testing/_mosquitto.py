@@ -15,25 +15,16 @@ import os
 import pwd
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import tempfile
-import threading
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
-from .._errors import InvalidArgumentError
+from ._process import BrokerProcess, BrokerRunner, ProcessExited, free_port
 
 __all__ = ["MosquittoBroker"]
 
 # Where distributions put the broker when /usr/sbin is not on a non-root user's PATH.
 _FALLBACK_BINARIES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
-_LOG_TAIL_LINES = 30
-_POLL_INTERVAL = 0.02
-_RUNNING = re.compile(rb"mosquitto version \S+ running")
+_RUNNING = re.compile(r"mosquitto version \S+ running")
 
 
 def _find_binary(binary: str | None) -> str | None:
@@ -49,27 +40,7 @@ def _find_binary(binary: str | None) -> str | None:
     return None
 
 
-def _family(host: str) -> socket.AddressFamily:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
-
-
-def _free_port(host: str) -> int:
-    """Ask the kernel for a port nobody listens on (bind to port 0, read it, let it go)."""
-    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _accepts_tcp(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-class MosquittoBroker:
+class MosquittoBroker(BrokerRunner):
     """A private Mosquitto process for tests, kept on one port across restarts.
 
     Use it as a context manager (``with MosquittoBroker() as broker:``) or through the
@@ -100,22 +71,12 @@ class MosquittoBroker:
         binary: str | None = None,
     ) -> None:
         self.host = host
-        self.port = port if port is not None else _free_port(host)
+        self.port = port if port is not None else free_port(host)
         self.persistence = persistence
         self.extra_config = extra_config
         self._binary = binary
-        self._owns_workdir = workdir is None
-        if workdir is None:
-            self._workdir = Path(tempfile.mkdtemp(prefix="tars-mosquitto-"))
-        else:
-            self._workdir = Path(workdir).absolute()
-            if any(char.isspace() for char in str(self._workdir)):
-                raise InvalidArgumentError(f"workdir {str(self._workdir)!r} contains whitespace")
-            self._workdir.mkdir(parents=True, exist_ok=True)
-        self._process: subprocess.Popen[bytes] | None = None
-        # The async methods run the blocking parts in worker threads: one operation at a time.
-        self._lock = threading.RLock()
-        self._closed = False
+        super().__init__(workdir, prefix="tars-mosquitto-")
+        self._process = BrokerProcess("Mosquitto", self.log_path)
 
     @staticmethod
     def available(binary: str | None = None) -> bool:
@@ -127,11 +88,6 @@ class MosquittoBroker:
         """The ``mqtt://host:port`` URL clients connect to."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"mqtt://{host}:{self.port}"
-
-    @property
-    def workdir(self) -> Path:
-        """The directory holding the configuration, log and persistence files."""
-        return self._workdir
 
     @property
     def config_path(self) -> Path:
@@ -151,19 +107,16 @@ class MosquittoBroker:
     @property
     def pid(self) -> int | None:
         """The process id of the running broker, or None when it is not running."""
-        return self._process.pid if self.is_running and self._process is not None else None
+        return self._process.pid
 
     @property
     def is_running(self) -> bool:
         """True while the broker process is alive (it may not accept connections yet)."""
-        return self._process is not None and self._process.poll() is None
+        return self._process.is_running
 
     def log_text(self) -> str:
         """Everything the broker logged so far, across restarts (empty before the first start)."""
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
+        return self._process.log_text()
 
     def config_text(self) -> str:
         """The configuration :meth:`start` writes."""
@@ -214,8 +167,7 @@ class MosquittoBroker:
         the broker is already running or closed, exits, or does not listen within ``timeout``.
         """
         with self._lock:
-            if self._closed:
-                raise RuntimeError("this MosquittoBroker is closed")
+            self._check_open()
             if self.is_running:
                 raise RuntimeError(f"Mosquitto is already running on port {self.port}")
             binary = _find_binary(self._binary)
@@ -230,44 +182,22 @@ class MosquittoBroker:
 
     def _spawn_and_wait(self, binary: str, deadline: float) -> bool:
         """Spawn once; True when listening, False when the bind failed and may be retried."""
-        log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                [binary, "-c", str(self.config_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        process = self._process
-        while True:
-            if process.poll() is not None:
-                self._process = None
-                if (
-                    b"Address already in use" in self._read_log_from(log_offset)
-                    and time.monotonic() < deadline
-                ):
-                    return False
-                raise RuntimeError(
-                    f"Mosquitto exited with code {process.returncode} while starting on port "
-                    f"{self.port}\n{self._log_tail()}"
-                )
+        offset = self._process.spawn([binary, "-c", str(self.config_path)])
+        try:
             # The port may accept because another process holds it: the log says whether ours
             # opened its listener (it writes "running" after that), then TCP confirms.
-            new_log = self._read_log_from(log_offset)
-            if _RUNNING.search(new_log) and _accepts_tcp(self.host, self.port):
-                return True
-            if time.monotonic() >= deadline:
-                self._kill_process()
-                raise RuntimeError(
-                    f"Mosquitto did not accept connections on port {self.port} in time\n"
-                    f"{self._log_tail()}"
-                )
-            time.sleep(_POLL_INTERVAL)
-
-    def _read_log_from(self, offset: int) -> bytes:
-        with self.log_path.open("rb") as log:
-            log.seek(offset)
-            return log.read()
+            self._process.wait_listening(
+                self.host,
+                self.port,
+                offset=offset,
+                deadline=deadline,
+                ready=lambda log: _RUNNING.search(log) is not None,
+            )
+        except ProcessExited as exc:
+            if "Address already in use" in exc.output and time.monotonic() < deadline:
+                return False
+            raise
+        return True
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the broker gracefully (SIGTERM): it saves its persistence file and exits.
@@ -276,32 +206,16 @@ class MosquittoBroker:
         within ``timeout``; it is then killed, and may not have saved its state.
         """
         with self._lock:
-            process = self._process
-            if process is None:
-                return
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    self._kill_process()
-                    raise RuntimeError(
-                        f"Mosquitto did not stop within {timeout} s and was killed\n"
-                        f"{self._log_tail()}"
-                    ) from None
-            self._process = None
+            if not self._process.stop(timeout):
+                raise RuntimeError(
+                    f"Mosquitto did not stop within {timeout} s and was killed\n"
+                    f"{self._process.log_tail()}"
+                )
 
     def kill(self) -> None:
         """Kill the broker (SIGKILL) and wait for it to exit: nothing more is saved."""
         with self._lock:
-            self._kill_process()
-
-    def _kill_process(self) -> None:
-        process, self._process = self._process, None
-        if process is not None:
-            if process.poll() is None:
-                process.kill()
-            process.wait()
+            self._process.kill()
 
     def restart(self, timeout: float = 10.0, *, kill: bool = False) -> None:
         """Stop (or, with ``kill``, kill) the broker, then start it again on the same port."""
@@ -312,24 +226,8 @@ class MosquittoBroker:
                 self.stop(timeout)
             self.start(timeout)
 
-    def close(self) -> None:
-        """Stop the broker and remove the temporary workdir (a given workdir is kept).
-
-        Idempotent. The broker cannot be started again afterwards.
-        """
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            try:
-                self.stop()
-            finally:
-                if self._owns_workdir:
-                    shutil.rmtree(self._workdir, ignore_errors=True)
-
-    def _log_tail(self) -> str:
-        lines = self.log_text().splitlines()[-_LOG_TAIL_LINES:]
-        return "Mosquitto log (last lines):\n" + "\n".join(lines)
+    def _stop_all(self) -> None:
+        self.stop()
 
     async def astart(self, timeout: float = 10.0) -> None:
         """:meth:`start` in a worker thread, so the event loop keeps running."""
@@ -346,22 +244,6 @@ class MosquittoBroker:
     async def arestart(self, timeout: float = 10.0, *, kill: bool = False) -> None:
         """:meth:`restart` in a worker thread, so the event loop keeps running."""
         await asyncio.to_thread(self.restart, timeout, kill=kill)
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "running" if self.is_running else "stopped"

@@ -1,0 +1,54 @@
+"""A producer's bounded QoS 1 stream, paced so that faults injected mid-stream land mid-stream.
+
+The failover tests publish thousands of numbered events (``{"n": 0}``, ``{"n": 1}``...) while
+they kill broker nodes, at points given as event counts: :meth:`PacedStream.passed` is an event
+set once that many events were handed to the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from tars.mqtt import MQTTClient
+
+__all__ = ["PacedStream"]
+
+
+class PacedStream:
+    """``events`` QoS 1 events ``{"n": i}`` of type ``job`` on ``topic_of(i)``, published
+    ``batch`` at a time (without waiting for their PUBACKs) with a ``pause`` between batches."""
+
+    def __init__(
+        self,
+        producer: MQTTClient,
+        topic_of: Callable[[int], str],
+        *,
+        events: int,
+        batch: int,
+        pause: float,
+    ) -> None:
+        self.producer = producer
+        self.topic_of = topic_of
+        self.events = events
+        self.batch = batch
+        self.pause = pause
+        self.sent = 0
+        self._marks: dict[int, asyncio.Event] = {}
+
+    def passed(self, count: int) -> asyncio.Event:
+        """An event set once ``count`` events were published (call before :meth:`run`)."""
+        return self._marks.setdefault(count, asyncio.Event())
+
+    async def run(self) -> None:
+        while self.sent < self.events:
+            for _ in range(min(self.batch, self.events - self.sent)):
+                n = self.sent
+                await self.producer.publish_event(
+                    self.topic_of(n), "job", {"n": n}, qos=1, wait=False
+                )
+                self.sent += 1
+            for count, mark in self._marks.items():
+                if self.sent >= count:
+                    mark.set()
+            await asyncio.sleep(self.pause)  # traffic pacing, not a wait for an outcome
