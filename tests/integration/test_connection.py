@@ -213,6 +213,7 @@ async def test_connect_and_disconnect(shared_mosquitto: MosquittoBroker) -> None
     link = await connect(shared_mosquitto, Session(unique("c"), keep_alive=30))
     assert link.conn.is_connected
     assert link.conn.state == "connected"
+    assert link.view.connack is not None
     assert link.view.connack.reason_code == 0
     await link.disconnect()
     assert link.conn.state == "closed"
@@ -449,6 +450,7 @@ async def test_a_persistent_session_gets_its_messages_after_a_broker_restart(
     inbox = Inbox()
     back = await connect(mosquitto_broker, session, listeners=[inbox])
     try:
+        assert back.view.connack is not None
         assert back.view.connack.session_present is True
         messages = await inbox.wait_for(5)
         assert [(m.payload, m.qos) for m in messages] == [(b"%d" % n, 1) for n in range(5)]
@@ -487,6 +489,7 @@ async def test_a_qos1_publish_survives_a_broker_kill_on_a_resumed_session(
     await mosquitto_broker.astart()
     again = await connect(mosquitto_broker, session, listeners=[inbox])
     try:
+        assert again.view.connack is not None
         assert again.view.connack.session_present is True
         assert await asyncio.wait_for(publish, 5) == 0
         [message] = await inbox.wait_for(1)

@@ -9,7 +9,7 @@ broker is :mod:`support.session_wire`, the clock a float passed in by hand.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import mqtt5
@@ -58,8 +58,8 @@ from tars.mqtt._session import Session, SessionState, WaitFor
 RESUMABLE: dict[str, Any] = {"clean_start": False, "session_expiry_interval": 600}
 
 
-def kinds(events: list[Event]) -> list[str]:
-    return [type(e).__name__ for e in events]
+def kinds(items: Sequence[object]) -> list[str]:
+    return [type(e).__name__ for e in items]
 
 
 def done(events: list[Event]) -> list[PublishDone]:
@@ -385,6 +385,57 @@ def test_a_disconnect_in_the_same_chunk_as_the_last_suback() -> None:
     assert feed(session, PublishPacket("a/x", b"late")) == []  # nothing read after it
 
 
+def test_a_protocol_error_in_the_same_chunk_as_the_last_suback() -> None:
+    session = _with_filters()
+    connect(session)
+    subscribes = [p for p in sent(session) if isinstance(p, SubscribePacket)]
+    events = session.receive_data(
+        b"".join(suback_for(p).write() for p in subscribes) + b"\x00\x00", 0.0
+    )
+    assert kinds(events) == ["Ready", "Disconnected"]
+    last = events[-1]
+    assert isinstance(last, Disconnected)
+    assert (last.by_peer, last.reason_code) == (False, 0x81)
+    assert sent(session)[-1] == DisconnectPacket(reason_code=DisconnectReasonCode.MALFORMED_PACKET)
+
+
+def test_the_ready_announcement_cut_by_a_disconnect_is_sent_on_the_next_link() -> None:
+    session = Session("c", announce=lambda first: ("health/c", b"first" if first else b"again"))
+    session.add_subscription("a", 0)
+    connect(session)
+    [subscribe] = sent(session)
+    assert isinstance(subscribe, SubscribePacket)
+    bye = DisconnectPacket(reason_code=DisconnectReasonCode.SERVER_SHUTTING_DOWN)
+    assert kinds(feed(session, suback_for(subscribe), bye)) == ["Ready", "Disconnected"]
+    lose(session)
+    assert session.unfinished_count == 1  # the QoS 1 status is owed, not forgotten
+    connect(session)
+    out = sent(session)
+    assert [p.payload for p in out if isinstance(p, PublishPacket)] == [b"first"]
+    answer_restore(session, out)
+    assert [p.payload for p in publishes(sent(session))] == [b"again"]
+
+
+def test_our_disconnect_during_restore_gives_no_ready() -> None:
+    # Shutdown began while restoring: the answers that still come are not read.
+    session = _with_filters()
+    connect(session)
+    subscribes = [p for p in sent(session) if isinstance(p, SubscribePacket)]
+    session.disconnect()
+    assert kinds(sent(session)) == ["DisconnectPacket"]
+    assert feed(session, *(suback_for(p) for p in subscribes)) == []
+    assert not session.ready
+
+
+def test_restore_requests_go_out_before_the_offline_publishes() -> None:
+    # A message we queued for a topic we also subscribe to must find the subscription there.
+    session = _with_filters()
+    session.publish("a/x", b"queued", 1, handle="q")
+    connect(session)
+    names = kinds(sent(session))
+    assert names == ["SubscribePacket"] * 3 + ["PublishPacket"]
+
+
 def test_a_disconnect_before_the_last_suback_gives_no_ready() -> None:
     session = _with_filters()
     connect(session)
@@ -600,8 +651,8 @@ def test_paused_reading_sends_heartbeats_but_gives_no_verdict() -> None:
     assert session.state is SessionState.CONNECTED
     session.reading_resumed(110.0)
     assert session.next_deadline() == 110.0
-    for now in (110.0, 111.0, 112.0):
-        assert _beats(tick(now)) == 1
+    for at in (110.0, 111.0, 112.0):
+        assert _beats(tick(at)) == 1
     [event] = session.handle_timeout(113.0)  # watched afresh from the resume
     assert isinstance(event, Disconnected)
 
