@@ -771,6 +771,8 @@ class Session:
     def _resend_one(self, item: Outgoing) -> None:
         """Send an earlier link's unfinished publish again, as MQTT 5 requires on resumption."""
         self._link.send_quota -= 1
+        if self.liveness is not None:  # on the wire again: the ack timeout watches it too
+            self.liveness.publishes_waiting(self._now, True)
         if item.released:
             self._out.append(PubRelPacket(item.packet_id).write())
         else:
