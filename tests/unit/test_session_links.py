@@ -691,6 +691,22 @@ def test_an_ack_restarts_the_publish_timeout_and_the_last_one_ends_it() -> None:
     assert session.state is SessionState.CONNECTED
 
 
+def test_publishes_resent_on_a_resumed_session_are_watched_by_the_ack_timeout() -> None:
+    session = connected(
+        keep_alive=0, liveness=Liveness(heartbeat_interval=None, publish_timeout=10.0), **RESUMABLE
+    )
+    session.publish("t", b"x", 1, handle="h", now=0.0)
+    sent(session)
+    lose(session)
+    connect(session, ConnAckPacket(session_present=True), now=100.0)
+    [resent] = publishes(sent(session))
+    assert resent.duplicate
+    assert session.next_deadline() == 110.0
+    [event] = session.handle_timeout(110.0)
+    assert isinstance(event, Disconnected)
+    assert event.stale
+
+
 def test_no_deadline_and_no_verdict_without_a_link() -> None:
     session, tick = _watched()
     tick(100.0)
