@@ -402,7 +402,9 @@ class Session:
         Maximum allows, else wait in order. Without a link, QoS 1/2 (and QoS 0 with
         ``queue_qos0_offline``) are queued under the outbox limits; other QoS 0 is dropped and
         counted. ``handle`` comes back in the :class:`~._events.PublishDone` of the record;
-        ``now`` (monotonic) dates an offline record for the outbox TTL.
+        ``now`` (monotonic) dates an offline record for the outbox TTL and starts the ack
+        timeout of a publish sent now: pass it (without it, the time of the last input is
+        used, and a link idle for longer than ``publish_timeout`` is found stale at once).
 
         Raises :class:`~tars.mqtt.PayloadTooLarge` when the encoded packet is over the broker's
         Maximum Packet Size, :class:`~tars.mqtt.OutboxFullError` (outbox policy ``raise``).

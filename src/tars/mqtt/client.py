@@ -607,7 +607,7 @@ class MQTTClient:
             retain,
             handle=fut,
             properties=properties,
-            now=None if session.linked else asyncio.get_running_loop().time(),
+            now=asyncio.get_running_loop().time(),  # linked too: it starts the ack clock
         )
         if events:
             settle(events)
@@ -782,7 +782,8 @@ class MQTTClient:
                         False, "shutdown", None, source=self._config.source, timestamp=time.time()
                     )
                     topic = health_topic(self.client_id)
-                    settle(session.publish(topic, payload, 1, True))
+                    now = asyncio.get_running_loop().time()
+                    settle(session.publish(topic, payload, 1, True, now=now))
                     link.flush()
                 fut = asyncio.get_running_loop().create_future()
                 if session.wait(fut, WaitFor.FLUSHED):
