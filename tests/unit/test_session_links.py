@@ -691,6 +691,20 @@ def test_an_ack_restarts_the_publish_timeout_and_the_last_one_ends_it() -> None:
     assert session.state is SessionState.CONNECTED
 
 
+def test_the_ack_clock_of_a_publish_starts_at_its_now_not_at_the_last_input() -> None:
+    # Defaults: no heartbeat, keep-alive 60 s. The link read nothing after 60.01 s (PINGRESP).
+    session = Session("c", keep_alive=60, liveness=Liveness(heartbeat_interval=None))
+    connect(session, now=0.0)
+    session.handle_timeout(60.0)
+    feed(session, PingRespPacket(), now=60.01)
+    session.publish("t", b"x", 1, handle="h", now=115.0)
+    assert session.next_deadline() == 120.0  # the next PINGREQ, then the ack timeout
+    assert session.handle_timeout(120.0) == []
+    assert session.next_deadline() == 125.0
+    [event] = session.handle_timeout(125.0)
+    assert isinstance(event, Disconnected)
+
+
 def test_publishes_resent_on_a_resumed_session_are_watched_by_the_ack_timeout() -> None:
     session = connected(
         keep_alive=0, liveness=Liveness(heartbeat_interval=None, publish_timeout=10.0), **RESUMABLE
