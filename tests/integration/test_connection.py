@@ -1,9 +1,11 @@
 """The asyncio connection (session + transport) against a real Mosquitto.
 
-Each test opens links with :func:`open_connection` and drives them through the public
-:class:`Connection` API; Mosquitto, its command-line clients and a tiny misbehaving server are
-the peers. The ``shared_mosquitto`` broker serves tests that leave it running (each on topics of
-its own); tests that stop, kill or reconfigure a broker get one of their own.
+Each test opens links with :func:`open_connection` and drives them as the client does: through
+the :class:`LinkView` (publish, subscribe, the CONNACK) or by publishing into the session and
+settling its events (:func:`settle`); Mosquitto, its command-line clients and a tiny
+misbehaving server are the peers. The ``shared_mosquitto`` broker serves tests that leave it
+running (each on topics of its own); tests that stop, kill or reconfigure a broker get one of
+their own.
 """
 
 from __future__ import annotations
@@ -21,8 +23,17 @@ import mqtt5
 import pytest
 from mqtt5 import ConnAckPacket, DisconnectPacket, DisconnectReasonCode, PublishPacket
 
-from tars.mqtt._connection import Connection, Connector, MessageListener, open_connection
+from tars.mqtt._connection import (
+    Connection,
+    Connector,
+    MessageListener,
+    open_connection,
+    settle,
+)
 from tars.mqtt._errors import ClientStateError, ConnectError, ConnectionLostError, ProtocolError
+from tars.mqtt._events import Ready
+from tars.mqtt._linkview import LinkView
+from tars.mqtt._liveness import Liveness
 from tars.mqtt._session import Session
 from tars.mqtt.testing._mosquitto import MosquittoBroker
 
@@ -56,20 +67,43 @@ class Inbox:
         return self.messages[:count]
 
 
+class Link:
+    """One open link: the connection, its session, and the ``.client`` view over them."""
+
+    def __init__(self, conn: Connection, session: Session) -> None:
+        self.conn = conn
+        self.session = session
+        self.view = LinkView(conn, session)
+
+    def publish_nowait(
+        self, topic: str, payload: bytes, qos: int = 0
+    ) -> asyncio.Future[int] | None:
+        """What ``MQTTClient.publish`` does without waiting: into the session, flush soon."""
+        fut = asyncio.get_running_loop().create_future() if qos else None
+        settle(self.session.publish(topic, payload, qos, handle=fut))
+        self.conn.flush_soon()
+        return fut
+
+    async def disconnect(self) -> None:
+        await self.conn.disconnect()
+
+
 async def connect(
     broker: MosquittoBroker,
     session: Session | None = None,
     listeners: list[MessageListener] | None = None,
     **options: Any,
-) -> Connection:
-    return await open_connection(
-        session or Session(unique("conn")),
+) -> Link:
+    session = session or Session(unique("conn"))
+    conn = await open_connection(
+        session,
         broker.host,
         broker.port,
         listeners=listeners if listeners is not None else [],
         timeout=5.0,
         **options,
     )
+    return Link(conn, session)
 
 
 class CountingTransport(asyncio.Transport):
@@ -176,14 +210,15 @@ async def until(condition: Callable[[], Awaitable[bool]], timeout: float = 5.0) 
 
 
 async def test_connect_and_disconnect(shared_mosquitto: MosquittoBroker) -> None:
-    conn = await connect(shared_mosquitto, Session(unique("c"), keep_alive=30))
-    assert conn.is_connected
-    assert conn.state == "connected"
-    assert conn.connack.reason_code == 0
-    await conn.disconnect()
-    assert conn.state == "closed"
-    assert not conn.is_connected
-    assert conn.close_reason is None  # we ended it
+    link = await connect(shared_mosquitto, Session(unique("c"), keep_alive=30))
+    assert link.conn.is_connected
+    assert link.conn.state == "connected"
+    assert link.view.connack is not None
+    assert link.view.connack.reason_code == 0
+    await link.disconnect()
+    assert link.conn.state == "closed"
+    assert not link.conn.is_connected
+    assert link.conn.close_reason is None  # we ended it
 
 
 async def test_nothing_listening_is_a_refused_connect_error() -> None:
@@ -213,13 +248,13 @@ async def test_a_broker_that_refuses_us_gives_its_reason_code() -> None:
 
 async def test_a_session_serves_one_link_at_a_time(shared_mosquitto: MosquittoBroker) -> None:
     session = Session(unique("one"))
-    conn = await connect(shared_mosquitto, session)
+    link = await connect(shared_mosquitto, session)
     try:
         with pytest.raises(ClientStateError):
             await connect(shared_mosquitto, session)
-        assert conn.is_connected
+        assert link.conn.is_connected
     finally:
-        await conn.disconnect()
+        await link.disconnect()
     second = await connect(shared_mosquitto, session)  # free again once the first has closed
     await second.disconnect()
 
@@ -234,12 +269,12 @@ async def test_tcp_nodelay_is_set_on_the_socket(shared_mosquitto: MosquittoBroke
         transports.append(transport)
         return transport, protocol
 
-    conn = await connect(shared_mosquitto, connector=plain_tcp)
+    link = await connect(shared_mosquitto, connector=plain_tcp)
     try:
         sock = transports[0].get_extra_info("socket")
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     finally:
-        await conn.disconnect()
+        await link.disconnect()
 
 
 # --- publish and subscribe ------------------------------------------------------------------
@@ -249,16 +284,16 @@ async def test_tcp_nodelay_is_set_on_the_socket(shared_mosquitto: MosquittoBroke
 async def test_publish_to_our_own_subscription(shared_mosquitto: MosquittoBroker, qos: int) -> None:
     inbox = Inbox()
     topic = unique("own")
-    conn = await connect(shared_mosquitto, listeners=[inbox])
+    link = await connect(shared_mosquitto, listeners=[inbox])
     try:
-        assert await conn.subscribe(topic, qos=2) == (2,)
-        reason = await conn.publish(topic, b"payload-%d" % qos, qos=qos, content_type="text/x")
+        assert await link.view.subscribe(topic, qos=2) == (2,)
+        reason = await link.view.publish(topic, b"payload-%d" % qos, qos=qos, content_type="text/x")
         assert reason == 0
         [message] = await inbox.wait_for(1)
         assert (message.topic, message.payload, message.qos) == (topic, b"payload-%d" % qos, qos)
         assert message.content_type == "text/x"
     finally:
-        await conn.disconnect()
+        await link.disconnect()
 
 
 async def test_qos1_and_qos2_publishes_pipeline_and_all_complete(
@@ -266,30 +301,30 @@ async def test_qos1_and_qos2_publishes_pipeline_and_all_complete(
 ) -> None:
     inbox = Inbox()
     topic = unique("pipe")
-    conn = await connect(shared_mosquitto, listeners=[inbox])
+    link = await connect(shared_mosquitto, listeners=[inbox])
     try:
-        await conn.subscribe(topic, qos=2)
-        futures = [conn.publish_nowait(topic, b"%d" % n, qos=1 + n % 2) for n in range(500)]
+        await link.view.subscribe(topic, qos=2)
+        futures = [link.publish_nowait(topic, b"%d" % n, qos=1 + n % 2) for n in range(500)]
         reasons = await asyncio.wait_for(asyncio.gather(*(f for f in futures if f)), 10)
         assert reasons == [0] * 500
         messages = await inbox.wait_for(500)
         assert sorted(int(m.payload) for m in messages) == list(range(500))
     finally:
-        await conn.disconnect()
+        await link.disconnect()
 
 
 async def test_unsubscribe_stops_the_messages(shared_mosquitto: MosquittoBroker) -> None:
     topic = unique("unsub")
-    conn = await connect(shared_mosquitto)
+    link = await connect(shared_mosquitto)
     try:
-        await conn.subscribe(topic, qos=1)
-        assert await conn.publish(topic, b"x", qos=1) == 0
-        assert await conn.unsubscribe(topic) == (0,)
+        await link.view.subscribe(topic, qos=1)
+        assert await link.view.publish(topic, b"x", qos=1) == 0
+        assert await link.view.unsubscribe(topic) == (0,)
         # The broker itself says nobody is subscribed any more (PUBACK 0x10).
-        assert await conn.publish(topic, b"x", qos=1) == 0x10
-        assert await conn.unsubscribe(topic) == (0x11,)  # no subscription existed
+        assert await link.view.publish(topic, b"x", qos=1) == 0x10
+        assert await link.view.unsubscribe(topic) == (0x11,)  # no subscription existed
     finally:
-        await conn.disconnect()
+        await link.disconnect()
 
 
 async def test_our_qos2_publish_reaches_an_independent_subscriber_once(
@@ -303,20 +338,20 @@ async def test_our_qos2_publish_reaches_an_independent_subscriber_once(
             "-t", f"{base}/#", "-T", f"{base}/probe",
         )
     )  # fmt: skip
-    conn = await connect(shared_mosquitto)
+    link = await connect(shared_mosquitto)
     try:
 
         async def subscribed() -> bool:
             # PUBACK 0 (not 0x10 "no matching subscribers") once mosquitto_sub is in.
-            return await conn.publish(f"{base}/probe", b"", qos=1) == 0
+            return await link.view.publish(f"{base}/probe", b"", qos=1) == 0
 
         await until(subscribed)
-        assert await conn.publish(f"{base}/data", b"exactly-once", qos=2) == 0
+        assert await link.view.publish(f"{base}/data", b"exactly-once", qos=2) == 0
         _, out = await asyncio.wait_for(sub, 10)
         assert out == f"{base}/data exactly-once\n"
     finally:
         sub.cancel()
-        await conn.disconnect()
+        await link.disconnect()
 
 
 @pytest.mark.parametrize("qos", [1, 2])
@@ -325,9 +360,9 @@ async def test_a_mosquitto_pub_message_reaches_our_listener(
 ) -> None:
     inbox = Inbox()
     topic = unique("from-pub")
-    conn = await connect(shared_mosquitto, listeners=[inbox])
+    link = await connect(shared_mosquitto, listeners=[inbox])
     try:
-        await conn.subscribe(topic, qos=2)
+        await link.view.subscribe(topic, qos=2)
         await run(
             "mosquitto_pub", "-V", "mqttv5", "-h", shared_mosquitto.host,
             "-p", str(shared_mosquitto.port), "-q", str(qos), "-t", topic, "-m", "hello",
@@ -335,7 +370,7 @@ async def test_a_mosquitto_pub_message_reaches_our_listener(
         [message] = await inbox.wait_for(1)
         assert (message.payload, message.qos) == (b"hello", qos)
     finally:
-        await conn.disconnect()
+        await link.disconnect()
 
 
 async def test_a_failing_listener_does_not_stop_the_others(
@@ -346,16 +381,16 @@ async def test_a_failing_listener_does_not_stop_the_others(
 
     inbox = Inbox()
     topic = unique("broken")
-    conn = await connect(shared_mosquitto, listeners=[broken, inbox])
+    link = await connect(shared_mosquitto, listeners=[broken, inbox])
     try:
-        await conn.subscribe(topic, qos=1)
-        await conn.publish(topic, b"a", qos=1)
-        await conn.publish(topic, b"b", qos=1)
+        await link.view.subscribe(topic, qos=1)
+        await link.view.publish(topic, b"a", qos=1)
+        await link.view.publish(topic, b"b", qos=1)
         assert [m.payload for m in await inbox.wait_for(2)] == [b"a", b"b"]
-        assert conn.is_connected
+        assert link.conn.is_connected
         assert "listener bug" in caplog.text
     finally:
-        await conn.disconnect()
+        await link.disconnect()
 
 
 # --- the link over time ---------------------------------------------------------------------
@@ -365,16 +400,16 @@ async def test_keep_alive_keeps_an_idle_link_up(shared_mosquitto: MosquittoBroke
     connector, transports = counting_connector(shared_mosquitto)
     # A PINGRESP may take longer than the keep alive: the next PINGREQ still goes out on time.
     session = Session(unique("ka"), keep_alive=1, ping_timeout=2.5)
-    conn = await connect(shared_mosquitto, session, connector=connector)
+    link = await connect(shared_mosquitto, session, connector=connector)
     try:
         # Mosquitto drops a client silent for 1.5 x keep alive: that may not happen in 3 s.
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(conn.wait_closed(), 3.0)
-        assert conn.is_connected
+            await asyncio.wait_for(link.conn.wait_closed(), 3.0)
+        assert link.conn.is_connected
         pings = [w for w in transports[0].writes if w == mqtt5.PingReqPacket().write()]
         assert len(pings) >= 2
     finally:
-        await conn.disconnect()
+        await link.disconnect()
 
 
 async def test_qos0_publishes_of_one_loop_turn_share_few_writes(
@@ -383,17 +418,17 @@ async def test_qos0_publishes_of_one_loop_turn_share_few_writes(
     inbox = Inbox()
     topic = unique("coalesce")
     connector, transports = counting_connector(shared_mosquitto)
-    conn = await connect(shared_mosquitto, listeners=[inbox], connector=connector)
+    link = await connect(shared_mosquitto, listeners=[inbox], connector=connector)
     try:
-        await conn.subscribe(topic, qos=0)
+        await link.view.subscribe(topic, qos=0)
         writes_before = len(transports[0].writes)
         for n in range(1000):
-            conn.publish_nowait(topic, b"%d" % n)
+            link.publish_nowait(topic, b"%d" % n)
         messages = await inbox.wait_for(1000, timeout=10)
         assert [int(m.payload) for m in messages] == list(range(1000))
         assert len(transports[0].writes) - writes_before < 20
     finally:
-        await conn.disconnect()
+        await link.disconnect()
 
 
 async def test_a_persistent_session_gets_its_messages_after_a_broker_restart(
@@ -402,20 +437,21 @@ async def test_a_persistent_session_gets_its_messages_after_a_broker_restart(
     topic = unique("queued")
     session = Session(unique("away"), clean_start=False, session_expiry_interval=300)
     subscriber = await connect(mosquitto_broker, session)
-    assert await subscriber.subscribe(topic, qos=1) == (1,)
+    assert await subscriber.view.subscribe(topic, qos=1) == (1,)
     await subscriber.disconnect()
 
     publisher = await connect(mosquitto_broker)
     for n in range(5):
-        assert await publisher.publish(topic, b"%d" % n, qos=1) == 0
+        assert await publisher.view.publish(topic, b"%d" % n, qos=1) == 0
     await mosquitto_broker.arestart()  # graceful: the broker saves the queued messages
-    await asyncio.wait_for(publisher.wait_closed(), 5)
-    assert isinstance(publisher.close_reason, ConnectionLostError)  # not ours: not None
+    await asyncio.wait_for(publisher.conn.wait_closed(), 5)
+    assert isinstance(publisher.conn.close_reason, ConnectionLostError)  # not ours: not None
 
     inbox = Inbox()
     back = await connect(mosquitto_broker, session, listeners=[inbox])
     try:
-        assert back.connack.session_present is True
+        assert back.view.connack is not None
+        assert back.view.connack.session_present is True
         messages = await inbox.wait_for(5)
         assert [(m.payload, m.qos) for m in messages] == [(b"%d" % n, 1) for n in range(5)]
     finally:
@@ -433,8 +469,8 @@ async def test_a_qos1_publish_survives_a_broker_kill_on_a_resumed_session(
     topic = unique("survivor")
     inbox = Inbox()
     session = Session(unique("pub"), clean_start=False, session_expiry_interval=300)
-    conn = await connect(mosquitto_broker, session, listeners=[inbox])
-    await conn.subscribe(topic, qos=1)
+    link = await connect(mosquitto_broker, session, listeners=[inbox])
+    await link.view.subscribe(topic, qos=1)
     # Wait until the broker has written our session's subscription to disk.
     await until(lambda: _saved(mosquitto_broker.workdir / "mosquitto.db", topic))
 
@@ -443,17 +479,18 @@ async def test_a_qos1_publish_survives_a_broker_kill_on_a_resumed_session(
     assert pid is not None
     os.kill(pid, signal.SIGSTOP)
     try:
-        publish = asyncio.create_task(conn.publish(topic, b"in-flight", qos=1))
+        publish = asyncio.create_task(link.view.publish(topic, b"in-flight", qos=1))
     finally:
         await mosquitto_broker.akill()
-    await asyncio.wait_for(conn.wait_closed(), 5)
-    assert isinstance(conn.close_reason, ConnectionLostError)
+    await asyncio.wait_for(link.conn.wait_closed(), 5)
+    assert isinstance(link.conn.close_reason, ConnectionLostError)
     assert not publish.done()
 
     await mosquitto_broker.astart()
     again = await connect(mosquitto_broker, session, listeners=[inbox])
     try:
-        assert again.connack.session_present is True
+        assert again.view.connack is not None
+        assert again.view.connack.session_present is True
         assert await asyncio.wait_for(publish, 5) == 0
         [message] = await inbox.wait_for(1)
         assert message.payload == b"in-flight"
@@ -464,19 +501,19 @@ async def test_a_qos1_publish_survives_a_broker_kill_on_a_resumed_session(
 async def test_a_pending_subscribe_fails_when_the_broker_goes_away(
     mosquitto_broker: MosquittoBroker,
 ) -> None:
-    conn = await connect(mosquitto_broker)
+    link = await connect(mosquitto_broker)
     pid = mosquitto_broker.pid
     assert pid is not None
     os.kill(pid, signal.SIGSTOP)  # the SUBSCRIBE will never be answered
     try:
-        subscribe = asyncio.create_task(conn.subscribe(unique("never"), qos=1))
+        subscribe = asyncio.create_task(link.view.subscribe(unique("never"), qos=1))
     finally:
         await mosquitto_broker.akill()
     with pytest.raises(ConnectionLostError):
         await asyncio.wait_for(subscribe, 5)
-    assert conn.state == "closed"
-    with pytest.raises(ConnectionLostError):
-        conn.publish_nowait("t", b"x")
+    assert link.conn.state == "closed"
+    with pytest.raises(ConnectionLostError):  # the view is valid for its one link
+        await link.view.publish("t", b"x")
 
 
 # --- a peer that breaks the protocol --------------------------------------------------------
@@ -525,3 +562,78 @@ async def test_junk_after_connack_closes_the_link_with_a_protocol_error() -> Non
     finally:
         server.close()
         await server.wait_closed()
+
+
+# --- what the session keeps across links, over a real broker ----------------------------------
+
+
+async def test_wait_ready_comes_after_the_restore_and_messages_flow(
+    shared_mosquitto: MosquittoBroker,
+) -> None:
+    inbox = Inbox()
+    topic = unique("restored")
+    session = Session(unique("ready"))
+    session.add_subscription(topic, 1)  # no link yet: the restore plan sends it
+    link = await connect(shared_mosquitto, session, listeners=[inbox])
+    try:
+        ready = await asyncio.wait_for(link.conn.wait_ready(), 5)
+        assert ready == Ready(session_present=False, first=True)
+        assert session.ready
+        assert await link.view.publish(topic, b"after-ready", qos=1) == 0  # not 0x10
+        [message] = await inbox.wait_for(1)
+        assert message.payload == b"after-ready"
+        assert message.subscription_ids == [session.subscription_id(topic)]
+    finally:
+        await link.disconnect()
+    assert await link.conn.wait_ready() == Ready(False, True)  # still answered after the end
+
+
+async def test_publishes_made_offline_are_sent_when_the_link_comes(
+    shared_mosquitto: MosquittoBroker,
+) -> None:
+    inbox = Inbox()
+    topic = unique("offline")
+    observer = await connect(shared_mosquitto, listeners=[inbox])
+    await observer.view.subscribe(topic, qos=1)
+    session = Session(unique("outbox"))
+    loop = asyncio.get_running_loop()
+    futures: list[asyncio.Future[int]] = []
+    for n in range(3):
+        fut: asyncio.Future[int] = loop.create_future()
+        settle(session.publish(topic, b"%d" % n, 1, handle=fut, now=loop.time()))
+        futures.append(fut)
+    assert session.outgoing.offline_count == 3
+    link = await connect(shared_mosquitto, session)
+    try:
+        assert await asyncio.wait_for(asyncio.gather(*futures), 5) == [0, 0, 0]
+        assert [m.payload for m in await inbox.wait_for(3)] == [b"0", b"1", b"2"]
+    finally:
+        await link.disconnect()
+        await observer.disconnect()
+
+
+async def test_a_link_whose_heartbeats_stop_coming_back_is_ended_as_stale(
+    mosquitto_broker: MosquittoBroker,
+) -> None:
+    client_id = unique("stale")
+    session = Session(
+        client_id,
+        keep_alive=60,
+        liveness=Liveness(heartbeat_interval=0.2, missed=2),
+        heartbeat=(f"system/keepalive/{client_id}", lambda: b"beat"),
+    )
+    link = await connect(mosquitto_broker, session)
+    await asyncio.wait_for(link.conn.wait_ready(), 5)
+    pid = mosquitto_broker.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # TCP stays up; nothing comes back any more
+    try:
+        # The connection's one timer drives the session's deadlines: no keep-alive needed.
+        await asyncio.wait_for(link.conn.wait_closed(), 5)
+    finally:
+        await mosquitto_broker.akill()
+    assert link.conn.stale
+    assert isinstance(link.conn.close_reason, ConnectionLostError)
+    assert "stale" in str(link.conn.close_reason)
+    assert session.stats.stale_links == 1
+    assert session.state.value == "disconnected"  # free for the next link

@@ -143,3 +143,31 @@ async def test_an_unacknowledged_publish_is_resent_with_dup_on_the_resumed_sessi
     finally:
         await broker.astop()
         broker.close()
+
+
+async def test_the_ack_clock_starts_at_the_publish_not_at_the_links_last_input(
+    shared_mosquitto: MosquittoBroker, make_tcp_proxy: TcpProxyFactory
+) -> None:
+    """With the defaults (no heartbeat, keep-alive 60 s) a live link may read nothing for
+    longer than ``publish_timeout``: a publish after such a spell gets its full timeout."""
+    loop = asyncio.get_running_loop()
+    proxy = await make_tcp_proxy(shared_mosquitto.host, shared_mosquitto.port)
+    timeout = 0.5
+    client = MQTTClient(proxy.url, unique("idle"), publish_timeout=timeout)
+    downs: Inbox[float] = Inbox()
+
+    async def on_down() -> None:
+        proxy.restore()
+        downs.add(loop.time())
+
+    client.on_disconnect(on_down)
+    async with client:
+        await asyncio.sleep(2 * timeout)  # the subject is time itself: an idle link
+        proxy.blackhole()
+        published_at = loop.time()
+        publish = asyncio.create_task(client.publish(unique("resilience/idle"), b"x", qos=1))
+        [down] = await downs.wait_for(1, timeout=5)
+        print(f"\n[idle] stale {down - published_at:.3f} s after the publish")
+        assert down - published_at >= timeout - 0.01  # not at once
+        await asyncio.wait_for(publish, timeout=5)  # acknowledged on the next link
+        assert client.stats.stale_links == 1

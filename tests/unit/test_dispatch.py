@@ -1,31 +1,22 @@
-"""Subscriptions and the dispatcher, without a broker: packets are built with the codec.
+"""The dispatcher routes received PUBLISH packets to subscriptions; nothing more.
 
-A :class:`Subscription` is fed with :meth:`~Subscription.offer` exactly as the link's listener
-feeds it; its worker runs on the test's loop. Tests wait on what the handler records.
+Identifiers come from the session's subscription table (as the client wires them); the
+subscriptions are real ones, with their workers on the test's loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-import pytest
 from mqtt5 import PublishPacket
-from pydantic import BaseModel
 
-from support.mosquitto_cli import Inbox, wait_until
-from tars.mqtt import Envelope, Message
-from tars.mqtt._dedup import DedupWindow
-from tars.mqtt._dispatch import Dispatcher, Handler, Overflow, Subscription
+from support.mosquitto_cli import Inbox
+from tars.mqtt import Message
+from tars.mqtt._dispatch import Dispatcher
 from tars.mqtt._envelope import encode_event
-
-
-class Point(BaseModel):
-    x: int
-    y: int
+from tars.mqtt._subscription import Handler, Overflow, Subscription
+from tars.mqtt._subtable import SubscriptionTable
 
 
 def packet(
@@ -34,34 +25,20 @@ def packet(
     return PublishPacket(topic, payload, subscription_ids=ids)
 
 
-def msg(payload: bytes = b"p", topic: str = "a/b") -> Message:
-    return Message(packet(payload, topic))
+def event(data: dict[str, Any]) -> bytes:
+    return encode_event("t", data, source="test")[1]
 
 
-def event(data: dict[str, Any], event_type: str = "t") -> bytes:
-    return encode_event(event_type, data, source="test")[1]
-
-
-class BlockLog:
-    """The ``on_block`` callback: records each call (True = stop reading the link)."""
-
-    def __init__(self) -> None:
-        self.calls: list[bool] = []
-
-    def __call__(self, blocked: bool) -> None:
-        self.calls.append(blocked)
+def _never() -> None:
+    raise AssertionError("a drop or roomy queue never pauses the link")
 
 
 def subscription(
-    handler: Handler,
-    *,
+    handler: Handler[Any],
     topic_filter: str = "a/#",
+    *,
     queue_size: int = 100,
-    overflow: Overflow = "block",
-    concurrency: int = 1,
-    timeout: float | None = None,
-    dedup: DedupWindow | None = None,
-    on_block: Callable[[bool], None] | None = None,
+    overflow: Overflow = "drop_newest",
 ) -> Subscription:
     return Subscription(
         topic_filter,
@@ -69,14 +46,15 @@ def subscription(
         qos=0,
         queue_size=queue_size,
         overflow=overflow,
-        concurrency=concurrency,
-        timeout=timeout,
-        dedup=dedup,
-        on_block=on_block or BlockLog(),
+        concurrency=1,
+        timeout=None,
+        dedup=None,
+        pause=_never,
+        resume=_never,
     )
 
 
-def recorder() -> tuple[Handler, Inbox[Any]]:
+def recorder() -> tuple[Handler[Any], Inbox[Any]]:
     inbox: Inbox[Any] = Inbox()
 
     async def handler(payload: bytes) -> None:
@@ -85,325 +63,79 @@ def recorder() -> tuple[Handler, Inbox[Any]]:
     return handler, inbox
 
 
-# --- handler forms -----------------------------------------------------------------------------
+class Routed:
+    """A dispatcher wired as the client wires it: identifiers from a subscription table."""
 
+    def __init__(self) -> None:
+        self.table = SubscriptionTable()
+        self.dispatcher = Dispatcher()
+        self.started: list[Subscription] = []
 
-async def test_handler_argument_follows_the_first_annotation() -> None:
-    got: dict[str, Inbox[Any]] = {k: Inbox() for k in ("bytes", "none", "msg", "env", "model")}
-
-    async def as_bytes(payload: bytes) -> None:
-        got["bytes"].add(payload)
-
-    async def unannotated(payload):  # type: ignore[no-untyped-def]
-        got["none"].add(payload)
-
-    async def as_message(m: Message) -> None:
-        got["msg"].add(m)
-
-    async def as_envelope(e: Envelope) -> None:
-        got["env"].add(e)
-
-    async def as_model(p: Point) -> None:
-        got["model"].add(p)
-
-    subs = [subscription(h) for h in (as_bytes, unannotated, as_message, as_envelope, as_model)]
-    raw = event({"x": 1, "y": 2})
-    shared = msg(raw)
-    for sub in subs:
+    def add(self, sub: Subscription) -> int:
+        sid, _ = self.table.add(sub.topic_filter, sub.qos)
+        self.dispatcher.add(sub, sid)
         sub.start()
-        sub.offer(shared)
-    assert await got["bytes"].wait_for(1) == [raw]
-    assert await got["none"].wait_for(1) == [raw]
-    assert (await got["msg"].wait_for(1))[0] is shared
-    [env] = await got["env"].wait_for(1)
-    assert isinstance(env, Envelope)
-    assert env.data == {"x": 1, "y": 2}
-    assert await got["model"].wait_for(1) == [Point(x=1, y=2)]
-    for sub in subs:
-        await sub.stop()
+        self.started.append(sub)
+        return sid
 
-
-async def test_async_callable_objects_are_handlers() -> None:
-    inbox: Inbox[Message] = Inbox()
-
-    class Handler:
-        async def __call__(self, m: Message) -> None:
-            inbox.add(m)
-
-    sub = subscription(Handler())
-    sub.start()
-    sub.offer(msg(b"x"))
-    assert (await inbox.wait_for(1))[0].payload == b"x"
-    await sub.stop()
-
-
-def test_non_coroutine_handlers_are_refused() -> None:
-    def sync(payload: bytes) -> None:
-        pass
-
-    async def no_argument() -> None:
-        pass
-
-    with pytest.raises(TypeError, match="async"):
-        subscription(sync)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="async"):
-        subscription(lambda payload: None)  # type: ignore[arg-type,return-value]
-    with pytest.raises(TypeError, match="argument"):
-        subscription(no_argument)  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize(
-    "options",
-    [{"queue_size": 0}, {"concurrency": 0}, {"overflow": "explode"}, {"timeout": 0}],
-)
-def test_bad_subscription_options(options: dict[str, Any]) -> None:
-    handler, _ = recorder()
-    with pytest.raises(ValueError):  # noqa: PT011 - each option has its own message
-        subscription(handler, **options)
-
-
-async def test_invalid_for_a_typed_handler_is_counted_and_skipped(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    points: Inbox[Point] = Inbox()
-
-    async def on_point(p: Point) -> None:
-        points.add(p)
-
-    sub = subscription(on_point)
-    sub.start()
-    sub.offer(msg(b"not json", topic="a/bad"))
-    sub.offer(msg(event({"x": "left"}), topic="a/bad"))  # an envelope, invalid data
-    sub.offer(msg(event({"x": 3, "y": 4})))
-    assert await points.wait_for(1) == [Point(x=3, y=4)]
-    assert (sub.stats.invalid, sub.stats.handled) == (2, 1)
-    assert sum("a/bad" in r.getMessage() for r in caplog.records) == 2
-    await sub.stop()
-
-
-# --- failures, timeouts, concurrency ------------------------------------------------------------
-
-
-async def test_a_failing_handler_is_logged_and_the_next_message_handled(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    done: Inbox[bytes] = Inbox()
-
-    async def handler(m: Message) -> None:
-        if m.payload != b"ok":
-            raise ValueError("bad")
-        done.add(m.payload)
-
-    caplog.set_level(logging.ERROR, logger="tars.mqtt")
-    sub = subscription(handler)
-    sub.start()
-    failing = event({"n": 1})
-    failing_id = msg(failing).envelope_id
-    assert failing_id is not None
-    sub.offer(msg(failing, topic="a/fail"))
-    sub.offer(msg(b"ok"))
-    await done.wait_for(1)
-    await sub.join()
-    assert (sub.stats.failed, sub.stats.handled) == (1, 1)
-    [record] = [r for r in caplog.records if r.exc_info]
-    assert "a/fail" in record.getMessage()
-    assert failing_id in record.getMessage()
-    await sub.stop()
-
-
-async def test_per_handler_timeout(caplog: pytest.LogCaptureFixture) -> None:
-    done: Inbox[bytes] = Inbox()
-    cancelled = asyncio.Event()
-
-    async def handler(payload: bytes) -> None:
-        if payload == b"hang":
-            try:
-                await asyncio.sleep(3600)
-            except asyncio.CancelledError:
-                cancelled.set()
-                raise
-        done.add(payload)
-
-    sub = subscription(handler, timeout=0.05)
-    sub.start()
-    sub.offer(msg(b"hang", topic="a/slow"))
-    sub.offer(msg(b"next"))
-    assert await done.wait_for(1) == [b"next"]
-    assert cancelled.is_set()
-    assert (sub.stats.timed_out, sub.stats.handled) == (1, 1)
-    assert any("a/slow" in r.getMessage() for r in caplog.records)
-    await sub.stop()
-
-
-@pytest.mark.parametrize("concurrency", [1, 3])
-async def test_concurrency_limits_handler_calls_in_flight(concurrency: int) -> None:
-    running = 0
-    peak = 0
-    release = asyncio.Event()
-    started: Inbox[bytes] = Inbox()
-
-    async def handler(payload: bytes) -> None:
-        nonlocal running, peak
-        running += 1
-        peak = max(peak, running)
-        started.add(payload)
-        await release.wait()
-        running -= 1
-
-    sub = subscription(handler, concurrency=concurrency)
-    sub.start()
-    for i in range(6):
-        sub.offer(msg(b"%d" % i))
-    await started.wait_for(concurrency)
-    for _ in range(5):  # give the worker every chance to start more than allowed
-        await asyncio.sleep(0)
-    assert (running, peak) == (concurrency, concurrency)
-    release.set()
-    await started.wait_for(6)
-    await sub.join()
-    assert sub.stats.handled == 6
-    assert peak == concurrency
-    await sub.stop()
-
-
-# --- overflow policies ------------------------------------------------------------------------
-
-
-async def test_drop_newest_keeps_what_is_queued() -> None:
-    handler, inbox = recorder()
-    sub = subscription(handler, queue_size=2, overflow="drop_newest")
-    for payload in (b"1", b"2", b"3"):  # worker not started yet: the queue fills
-        sub.offer(msg(payload))
-    assert (sub.queued, sub.stats.dropped, sub.stats.received) == (2, 1, 3)
-    sub.start()
-    assert await inbox.wait_for(2) == [b"1", b"2"]
-    await sub.join()
-    assert inbox.items == [b"1", b"2"]
-    await sub.stop()
-
-
-async def test_drop_oldest_keeps_the_latest() -> None:
-    handler, inbox = recorder()
-    sub = subscription(handler, queue_size=2, overflow="drop_oldest")
-    for payload in (b"1", b"2", b"3", b"4"):
-        sub.offer(msg(payload))
-    assert (sub.queued, sub.stats.dropped) == (2, 2)
-    sub.start()
-    assert await inbox.wait_for(2) == [b"3", b"4"]
-    await sub.join()
-    assert inbox.items == [b"3", b"4"]
-    await sub.stop()
-
-
-async def test_block_keeps_everything_and_pauses_the_link_while_full() -> None:
-    handler, inbox = recorder()
-    blocks = BlockLog()
-    sub = subscription(handler, queue_size=2, overflow="block", on_block=blocks)
-    for payload in (b"1", b"2"):
-        sub.offer(msg(payload))
-    assert blocks.calls == []
-    sub.offer(msg(b"3"))  # full: the link must stop reading, but nothing is lost
-    sub.offer(msg(b"4"))
-    assert blocks.calls == [True]  # once, not per message
-    assert (sub.queued, sub.stats.dropped) == (4, 0)
-    sub.start()
-    assert await inbox.wait_for(4) == [b"1", b"2", b"3", b"4"]
-    assert blocks.calls == [True, False]
-    await sub.stop()
-
-
-async def test_stop_releases_a_blocked_link_and_counts_what_was_queued() -> None:
-    handler, _ = recorder()
-    blocks = BlockLog()
-    sub = subscription(handler, queue_size=1, overflow="block", on_block=blocks)
-    sub.offer(msg(b"1"))
-    sub.offer(msg(b"2"))
-    await sub.stop()
-    assert blocks.calls == [True, False]
-    assert (sub.queued, sub.stats.dropped) == (0, 2)
-
-
-async def test_a_slow_handler_fills_only_its_own_queue() -> None:
-    fast, fast_inbox = recorder()
-    gate = asyncio.Event()
-
-    async def slow(payload: bytes) -> None:
-        await gate.wait()
-
-    slow_sub = subscription(slow, queue_size=1, overflow="drop_newest")
-    fast_sub = subscription(fast)
-    dispatcher = Dispatcher(BlockLog())
-    dispatcher.add(slow_sub)
-    dispatcher.add(fast_sub)
-    for sub in (slow_sub, fast_sub):
-        sub.start()
-    for i in range(5):
-        dispatcher.on_packet(packet(b"%d" % i))
-    assert await fast_inbox.wait_for(5) == [b"0", b"1", b"2", b"3", b"4"]
-    assert slow_sub.stats.dropped == 4  # queue_size 1: all but the first were dropped
-    gate.set()
-    for sub in (slow_sub, fast_sub):
-        await sub.stop()
-
-
-# --- dedup ---------------------------------------------------------------------------------------
-
-
-async def test_dedup_per_subscription_on_envelope_ids_only() -> None:
-    handler, inbox = recorder()
-    sub = subscription(handler, dedup=DedupWindow(60.0, 100))
-    other, other_inbox = recorder()
-    other_sub = subscription(other, dedup=DedupWindow(60.0, 100))
-    same = event({"n": 1})
-    for s in (sub, other_sub):
-        s.start()
-        s.offer(msg(same))
-        s.offer(msg(same))
-        s.offer(msg(b"raw"))
-        s.offer(msg(b"raw"))  # not an envelope: never deduplicated
-    assert await inbox.wait_for(3) == [same, b"raw", b"raw"]
-    assert await other_inbox.wait_for(3) == [same, b"raw", b"raw"]
-    assert sub.stats.deduplicated == other_sub.stats.deduplicated == 1
-    for s in (sub, other_sub):
-        await s.stop()
-
-
-# --- the dispatcher ------------------------------------------------------------------------------
+    async def close(self) -> None:
+        for sub in self.started:
+            await sub.stop()
 
 
 async def test_routing_by_subscription_identifier_gives_each_subscription_one_copy() -> None:
     """Mosquitto sends one copy per matching subscription, each with its own identifier."""
     wide, wide_inbox = recorder()
     exact, exact_inbox = recorder()
-    dispatcher = Dispatcher(BlockLog())
-    wide_sub = subscription(wide, topic_filter="a/#")
-    exact_sub = subscription(exact, topic_filter="a/b")
-    assert dispatcher.add(wide_sub)  # a new filter each: two MQTT subscriptions
-    assert dispatcher.add(exact_sub)
-    wide_id, exact_id = dispatcher.subscription_id("a/#"), dispatcher.subscription_id("a/b")
+    routed = Routed()
+    wide_sub, exact_sub = subscription(wide, "a/#"), subscription(exact, "a/b")
+    wide_id, exact_id = routed.add(wide_sub), routed.add(exact_sub)
     assert wide_id != exact_id
-    for sub in (wide_sub, exact_sub):
-        sub.start()
-    dispatcher.on_packet(packet(b"m", "a/b", ids=[wide_id]))
-    dispatcher.on_packet(packet(b"m", "a/b", ids=[exact_id]))
-    dispatcher.on_packet(packet(b"both", "a/b", ids=[wide_id, exact_id]))  # one copy, two ids
+    on_packet = routed.dispatcher.on_packet
+    on_packet(packet(b"m", "a/b", ids=[wide_id]))
+    on_packet(packet(b"m", "a/b", ids=[exact_id]))
+    on_packet(packet(b"both", "a/b", ids=[wide_id, exact_id]))  # one copy, two ids
     assert await wide_inbox.wait_for(2) == [b"m", b"both"]
     assert await exact_inbox.wait_for(2) == [b"m", b"both"]
     await wide_sub.join()
     await exact_sub.join()
     assert len(wide_inbox.items) == len(exact_inbox.items) == 2
-    for sub in (wide_sub, exact_sub):
-        await sub.stop()
+    await routed.close()
+
+
+async def test_an_identifier_routes_to_its_filter_even_if_the_topic_matches_others() -> None:
+    # Identifiers are the broker's word on which subscription matched: no topic matching then.
+    wide, wide_inbox = recorder()
+    exact, exact_inbox = recorder()
+    routed = Routed()
+    wide_sub, exact_sub = subscription(wide, "a/#"), subscription(exact, "a/b")
+    wide_id = routed.add(wide_sub)
+    routed.add(exact_sub)
+    routed.dispatcher.on_packet(packet(b"only-wide", "a/b", ids=[wide_id]))
+    assert await wide_inbox.wait_for(1) == [b"only-wide"]
+    await exact_sub.join()
+    assert exact_inbox.items == []
+    await routed.close()
+
+
+async def test_an_unknown_identifier_is_counted_unmatched() -> None:
+    handler, inbox = recorder()
+    routed = Routed()
+    sid = routed.add(subscription(handler, "a/#"))
+    routed.dispatcher.on_packet(packet(b"stale", "a/b", ids=[sid + 1]))
+    assert routed.dispatcher.unmatched == 1
+    assert inbox.items == []
+    await routed.close()
 
 
 async def test_routing_by_topic_without_identifiers() -> None:
     wide, wide_inbox = recorder()
     exact, exact_inbox = recorder()
-    dispatcher = Dispatcher(BlockLog())
-    subs = [subscription(wide, topic_filter="a/#"), subscription(exact, topic_filter="a/b")]
+    routed = Routed()
+    subs = [subscription(wide, "a/#"), subscription(exact, "a/b")]
     for sub in subs:
-        dispatcher.add(sub)
-        sub.start()
+        routed.add(sub)
+    dispatcher = routed.dispatcher
     dispatcher.on_packet(packet(b"1", "a/b"))
     dispatcher.on_packet(packet(b"2", "a/c"))
     dispatcher.on_packet(packet(b"3", "z"))
@@ -413,8 +145,16 @@ async def test_routing_by_topic_without_identifiers() -> None:
         await sub.join()
     assert (len(wide_inbox.items), len(exact_inbox.items)) == (2, 1)
     assert dispatcher.unmatched == 1
-    for sub in subs:
-        await sub.stop()
+    await routed.close()
+
+
+async def test_shared_subscriptions_match_on_their_filter_without_the_share_prefix() -> None:
+    handler, inbox = recorder()
+    routed = Routed()
+    routed.add(subscription(handler, "$share/workers/jobs/+"))
+    routed.dispatcher.on_packet(packet(b"job", "jobs/1"))
+    assert await inbox.wait_for(1) == [b"job"]
+    await routed.close()
 
 
 async def test_one_message_object_per_packet_parsed_once() -> None:
@@ -424,238 +164,90 @@ async def test_one_message_object_per_packet_parsed_once() -> None:
     async def handler(m: Message) -> None:
         seen.add(m)
 
-    dispatcher = Dispatcher(BlockLog())
-    subs = [subscription(handler, topic_filter=f) for f in ("a/#", "a/+", "a/b", "a/b")]
-    for sub in subs:
-        dispatcher.add(sub)
-        sub.start()
-    dispatcher.on_packet(packet(event({"n": 1}), "a/b"))
+    routed = Routed()
+    for topic_filter in ("a/#", "a/+", "a/b", "a/b"):
+        routed.add(subscription(handler, topic_filter))
+    routed.dispatcher.on_packet(packet(event({"n": 1}), "a/b"))
     messages = await seen.wait_for(4)
     assert all(m is messages[0] for m in messages)
     assert all(m.envelope is messages[0].envelope for m in messages)
-    for sub in subs:
-        await sub.stop()
+    await routed.close()
 
 
-def test_filters_share_one_mqtt_subscription_at_the_highest_qos() -> None:
-    handler, _ = recorder()
-    dispatcher = Dispatcher(BlockLog())
-    low = Subscription(
-        "a/b", handler, qos=0, queue_size=1, overflow="block", concurrency=1,
-        timeout=None, dedup=None, on_block=BlockLog(),
-    )  # fmt: skip
-    high = Subscription(
-        "a/b", handler, qos=2, queue_size=1, overflow="block", concurrency=1,
-        timeout=None, dedup=None, on_block=BlockLog(),
-    )  # fmt: skip
-    assert dispatcher.add(low) is True  # new filter: SUBSCRIBE needed
-    assert dispatcher.add(high) is False
-    assert dispatcher.filters == {"a/b": 2}
+async def test_subscriptions_sharing_a_filter_each_get_the_message_once() -> None:
+    first, first_inbox = recorder()
+    second, second_inbox = recorder()
+    routed = Routed()
+    sid = routed.add(subscription(first, "a/b"))
+    assert routed.add(subscription(second, "a/b")) == sid  # one MQTT subscription
+    routed.dispatcher.on_packet(packet(b"m", "a/b", ids=[sid]))
+    assert await first_inbox.wait_for(1) == [b"m"]
+    assert await second_inbox.wait_for(1) == [b"m"]
+    await routed.close()
+
+
+async def test_remove_says_when_a_filter_has_no_subscription_left() -> None:
+    first, first_inbox = recorder()
+    second, second_inbox = recorder()
+    routed = Routed()
+    low, high = subscription(first, "a/b"), subscription(second, "a/b")
+    sid = routed.add(low)
+    routed.add(high)
+    dispatcher = routed.dispatcher
+    assert dispatcher.subscriptions("a/b") == [low, high]
     assert dispatcher.remove(high) is False  # a handler is left on the filter
-    assert dispatcher.filters == {"a/b": 0}
-    assert dispatcher.remove(low) is True  # the filter is empty: UNSUBSCRIBE
-    assert dispatcher.filters == {}
+    dispatcher.on_packet(packet(b"after", "a/b", ids=[sid]))
+    assert await first_inbox.wait_for(1) == [b"after"]
+    assert dispatcher.remove(low) is True  # the filter is empty: UNSUBSCRIBE it
     assert dispatcher.remove(low) is False
+    assert dispatcher.subscriptions() == []
+    dispatcher.on_packet(packet(b"gone", "a/b", ids=[sid]))
+    dispatcher.on_packet(packet(b"gone", "a/b"))
+    assert dispatcher.unmatched == 2
+    assert second_inbox.items == []
+    await routed.close()
 
 
 async def test_internal_consumers_see_their_topic_synchronously() -> None:
-    dispatcher = Dispatcher(BlockLog())
+    routed = Routed()
+    sid, _ = routed.table.add_internal("system/keepalive/me")
     seen: list[str] = []
-    sid = dispatcher.add_internal("system/keepalive/me", lambda m: seen.append(m.topic))
-    dispatcher.on_packet(packet(b"beat", "system/keepalive/me", ids=[sid]))
-    dispatcher.on_packet(packet(b"beat", "system/keepalive/me"))
+    routed.dispatcher.add_internal("system/keepalive/me", sid, lambda m: seen.append(m.topic))
+    routed.dispatcher.on_packet(packet(b"beat", "system/keepalive/me", ids=[sid]))
+    assert seen == ["system/keepalive/me"]  # at once: no queue, no worker
+    routed.dispatcher.on_packet(packet(b"beat", "system/keepalive/me"))
     assert seen == ["system/keepalive/me"] * 2
-    dispatcher.remove_internal("system/keepalive/me")
-    dispatcher.on_packet(packet(b"beat", "system/keepalive/me"))
-    assert dispatcher.unmatched == 1
+    assert routed.dispatcher.unmatched == 0
 
 
-async def test_join_waits_for_running_handlers() -> None:
+async def test_a_message_for_an_internal_topic_and_a_subscription_reaches_both() -> None:
+    handler, inbox = recorder()
+    routed = Routed()
+    user_sid = routed.add(subscription(handler, "system/#"))
+    sid, _ = routed.table.add_internal("system/keepalive/me")
+    seen: list[bytes] = []
+    routed.dispatcher.add_internal("system/keepalive/me", sid, lambda m: seen.append(m.payload))
+    routed.dispatcher.on_packet(packet(b"beat", "system/keepalive/me", ids=[sid, user_sid]))
+    routed.dispatcher.on_packet(packet(b"beat2", "system/keepalive/me"))
+    assert seen == [b"beat", b"beat2"]
+    assert await inbox.wait_for(2) == [b"beat", b"beat2"]
+    await routed.close()
+
+
+async def test_a_slow_handler_fills_only_its_own_queue() -> None:
+    fast, fast_inbox = recorder()
     gate = asyncio.Event()
-    handled: list[bytes] = []
 
-    async def handler(payload: bytes) -> None:
+    async def slow(payload: bytes) -> None:
         await gate.wait()
-        handled.append(payload)
 
-    sub = subscription(handler, concurrency=2)
-    sub.start()
-    sub.offer(msg(b"1"))
-    sub.offer(msg(b"2"))
-    joiner = asyncio.create_task(sub.join())
-    await wait_until(lambda: sub.queued == 0)
-    assert not joiner.done()
+    routed = Routed()
+    slow_sub = subscription(slow, queue_size=1, overflow="drop_newest")
+    routed.add(slow_sub)
+    routed.add(subscription(fast))
+    for i in range(5):
+        routed.dispatcher.on_packet(packet(b"%d" % i))
+    assert await fast_inbox.wait_for(5) == [b"0", b"1", b"2", b"3", b"4"]
+    assert slow_sub.stats.dropped == 4  # queue_size 1: all but the first were dropped
     gate.set()
-    await asyncio.wait_for(joiner, 5)
-    assert sorted(handled) == [b"1", b"2"]
-    await sub.stop()
-
-
-@pytest.mark.parametrize("concurrency", [1, 2])
-async def test_a_handler_may_stop_its_own_subscription(concurrency: int) -> None:
-    """A one-shot handler unsubscribes itself: stop() must not wait for (or cancel) the very
-    call it is made from, and the worker must still end once that call returns."""
-    done: Inbox[bytes] = Inbox()
-
-    async def once(payload: bytes) -> None:
-        await sub.stop()
-        done.add(payload)
-
-    before = asyncio.all_tasks()
-    sub = subscription(once, concurrency=concurrency)
-    sub.start()
-    sub.offer(msg(b"1"))
-    assert await done.wait_for(1) == [b"1"]
-    await wait_until(lambda: all(t.done() for t in asyncio.all_tasks() - before))
-    assert sub.stats.handled == 1
-    sub.offer(msg(b"2"))  # stopped: queued, but nobody runs it
-    sub.start()  # ... until started again
-    assert await done.wait_for(2) == [b"1", b"2"]
-
-
-async def test_an_annotation_that_cannot_be_resolved_is_refused_not_guessed() -> None:
-    # Under `from __future__ import annotations` a model defined inside a function is only a
-    # string: handing such a handler raw bytes would be a silent type error.
-    class LocalModel(BaseModel):
-        text: str
-
-    async def typed(event: LocalModel) -> None:
-        raise AssertionError("never called")
-
-    with pytest.raises(TypeError, match="LocalModel"):
-        subscription(typed)
-
-
-@dataclass
-class Reading:
-    value: int
-
-
-async def _as_str(payload: str) -> None:
-    raise AssertionError("never called")
-
-
-async def _as_dict(payload: dict[str, Any]) -> None:
-    raise AssertionError("never called")
-
-
-async def _as_dataclass(payload: Reading) -> None:
-    raise AssertionError("never called")
-
-
-async def _as_int(payload: int) -> None:
-    raise AssertionError("never called")
-
-
-@pytest.mark.parametrize("handler", [_as_str, _as_dict, _as_dataclass, _as_int])
-def test_an_unsupported_annotation_is_refused_naming_the_supported_forms(handler: Any) -> None:
-    # Before, these handlers silently got raw bytes and failed inside, on every message.
-    with pytest.raises(TypeError) as caught:
-        subscription(handler)
-    text = str(caught.value)
-    assert handler.__name__ in text
-    for form in ("bytes", "Message", "Envelope", "BaseModel"):
-        assert form in text
-
-
-async def test_any_and_object_annotations_mean_the_raw_payload() -> None:
-    got: Inbox[Any] = Inbox()
-
-    async def as_any(payload: Any) -> None:
-        got.add(payload)
-
-    async def as_object(payload: object) -> None:
-        got.add(payload)
-
-    subs = [subscription(as_any), subscription(as_object)]
-    for sub in subs:
-        sub.start()
-        sub.offer(msg(b"raw"))
-    assert await got.wait_for(2) == [b"raw", b"raw"]
-    for sub in subs:
-        await sub.stop()
-
-
-async def test_drops_are_logged_on_the_first_and_every_thousandth(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    gate = asyncio.Event()
-
-    async def stuck(payload: bytes) -> None:
-        await gate.wait()
-
-    sub = subscription(stuck, queue_size=1, overflow="drop_oldest")
-    sub.start()
-    try:
-        with caplog.at_level(logging.WARNING, logger="tars.mqtt.dispatch"):
-            sub.offer(msg(b"0"))
-            await wait_until(lambda: sub.queued == 0)  # the handler holds message 0
-            for n in range(1, 2002):
-                sub.offer(msg(b"%d" % n))
-        assert sub.stats.dropped == 2000
-        drops = [r for r in caplog.records if "dropped the oldest" in r.getMessage()]
-        assert [r.getMessage().split("(")[2].split()[0] for r in drops] == ["1", "1000", "2000"]
-    finally:
-        gate.set()
-        await sub.stop()
-
-
-async def test_a_handlers_own_timeout_error_is_a_failure_not_our_timeout(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    async def calls_a_slow_service(payload: bytes) -> None:
-        raise TimeoutError("the LLM did not answer")
-
-    for limit in (None, 30.0):
-        sub = subscription(calls_a_slow_service, timeout=limit)
-        sub.start()
-        try:
-            with caplog.at_level(logging.ERROR, logger="tars.mqtt.dispatch"):
-                sub.offer(msg())
-                await wait_until(lambda s=sub: s.stats.failed == 1)  # type: ignore[misc]
-            assert sub.stats.timed_out == 0
-            assert any("the LLM did not answer" in r.exc_text for r in caplog.records if r.exc_text)
-        finally:
-            await sub.stop()
-        caplog.clear()
-
-
-async def test_join_serves_every_waiter_and_returns_when_stopped() -> None:
-    gate = asyncio.Event()
-
-    async def stuck(payload: bytes) -> None:
-        await gate.wait()
-
-    sub = subscription(stuck)
-    sub.start()
-    sub.offer(msg())
-    joiners = [asyncio.create_task(sub.join()) for _ in range(2)]
-    await asyncio.sleep(0)
-    await sub.stop()
-    await asyncio.wait_for(asyncio.gather(*joiners), timeout=2)
-
-
-async def test_stop_is_bounded_by_a_handler_that_ignores_cancellation() -> None:
-    release = asyncio.Event()
-    finished = asyncio.Event()
-
-    async def stubborn(payload: bytes) -> None:
-        try:
-            while not release.is_set():
-                try:
-                    await release.wait()
-                except asyncio.CancelledError:
-                    continue  # a badly written handler
-        finally:
-            finished.set()
-
-    sub = subscription(stubborn)
-    sub.start()
-    sub.offer(msg())
-    await wait_until(lambda: sub.queued == 0)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    await sub.stop(timeout=0.2)
-    assert loop.time() - started < 1.0
-    release.set()  # let the straggler end before the test's loop closes
-    await asyncio.wait_for(finished.wait(), timeout=2)
+    await routed.close()

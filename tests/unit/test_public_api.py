@@ -28,7 +28,7 @@ INTENDED = {
     "ClientStats",
     "MQTTClientConfig",
     "ConnectionParams",
-    "LinkView",
+    "LinkView",  # what MQTTClient.client returns (issue 10: Connection left __all__)
     # messages and subscriptions
     "Envelope",
     "Message",

@@ -1,7 +1,9 @@
 """The sans-I/O session, packet by packet, against a fake broker made of ``mqtt5`` packets.
 
 No socket and no clock: the tests feed the broker's packets as bytes, read what the session
-wants to send by parsing :meth:`Session.data_to_send`, and pass the time in by hand.
+wants to send by parsing :meth:`Session.data_to_send`, and pass the time in by hand
+(:mod:`support.session_wire`). The protocol itself lives here; what outlives a link (offline
+queue, resend, restore, waiters, liveness) is in ``test_session_links.py``.
 """
 
 from __future__ import annotations
@@ -40,64 +42,20 @@ from mqtt5 import (
     Will,
 )
 
+from support.session_wire import connect, connected, feed, publishes, sent
 from tars.mqtt._errors import ClientStateError, PayloadTooLarge, ProtocolError
-from tars.mqtt._session import (
+from tars.mqtt._events import (
     Connected,
     ConnectFailed,
     Disconnected,
     Event,
     PublishDone,
+    Ready,
     RequestAborted,
-    Session,
-    SessionState,
     Subscribed,
     Unsubscribed,
 )
-
-# --- the fake broker ------------------------------------------------------------------------
-
-
-def sent(session: Session) -> list[mqtt5.Packet]:
-    """Every packet the session queued for the wire since the last look."""
-    data = session.data_to_send()
-    packets: list[mqtt5.Packet] = []
-    pos = 0
-    while pos < len(data):
-        packet, size = mqtt5.read(memoryview(data)[pos:])
-        packets.append(packet)
-        pos += size
-    return packets
-
-
-def feed(session: Session, *packets: Any, now: float = 0.0) -> list[Event]:
-    """The broker sends ``packets`` in one TCP segment."""
-    return session.receive_data(b"".join(p.write() for p in packets), now)
-
-
-def connect(
-    session: Session, connack: ConnAckPacket | None = None, now: float = 0.0
-) -> list[Event]:
-    """Open a link and answer its CONNECT; returns the CONNACK's events."""
-    session.connection_made(now)
-    first = sent(session)
-    assert [type(p) for p in first] == [ConnectPacket]
-    return feed(session, connack or ConnAckPacket(), now=now)
-
-
-def connected(**options: Any) -> Session:
-    """A session past its CONNACK (the broker's defaults), with nothing left to send."""
-    connack = options.pop("connack", None)
-    session = Session("client-1", **options)
-    connect(session, connack)
-    assert session.state is SessionState.CONNECTED
-    sent(session)
-    return session
-
-
-def publishes(packets: list[mqtt5.Packet]) -> list[PublishPacket]:
-    assert all(isinstance(p, PublishPacket) for p in packets), packets
-    return [p for p in packets if isinstance(p, PublishPacket)]
-
+from tars.mqtt._session import Session, SessionState
 
 # --- CONNECT / CONNACK ----------------------------------------------------------------------
 
@@ -173,8 +131,9 @@ def test_receive_maximum_out_of_range_is_refused() -> None:
 def test_connack_success_reports_connected_and_adopts_an_assigned_id() -> None:
     session = Session("")
     connack = ConnAckPacket(assigned_client_id="auto-42")
-    [event] = connect(session, connack)
+    event, ready = connect(session, connack)  # nothing to restore: ready at once
     assert isinstance(event, Connected)
+    assert ready == Ready(session_present=False, first=True)
     assert event.session_present is False
     assert event.connack.assigned_client_id == "auto-42"
     assert session.client_id == "auto-42"
@@ -258,10 +217,12 @@ def test_qos0_publish_goes_out_at_once_without_packet_id_or_event() -> None:
     assert session.unfinished_count == 0
 
 
-def test_qos0_publish_without_a_link_is_refused() -> None:
+def test_qos0_publish_without_a_link_is_dropped_and_counted() -> None:
     session = Session("c")
-    with pytest.raises(ClientStateError):
-        session.publish("a", b"x", 0)
+    assert session.publish("a", b"x", 0) == ()
+    assert (session.stats.dropped_offline, session.unfinished_count) == (1, 0)
+    connect(session)
+    assert sent(session) == []  # not sent late either
 
 
 def test_qos_outside_0_to_2_is_refused() -> None:
@@ -340,7 +301,7 @@ def test_qos1_and_qos2_before_connack_wait_and_go_out_after_it() -> None:
     session = Session("c")
     session.connection_made(0.0)
     session.publish("t", b"early", 1, handle="h")
-    assert session.pending_count == 1
+    assert (session.unfinished_count, session.inflight_count) == (1, 0)
     assert [type(p) for p in sent(session)] == [ConnectPacket]
     feed(session, ConnAckPacket())
     [publish] = publishes(sent(session))
@@ -352,7 +313,7 @@ def test_receive_maximum_bounds_the_publishes_in_flight() -> None:
     for n in range(5):
         session.publish("t", b"%d" % n, 1 + n % 2, handle=n)
     assert [p.payload for p in publishes(sent(session))] == [b"0", b"1"]
-    assert (session.inflight_count, session.pending_count) == (2, 3)
+    assert (session.inflight_count, session.unfinished_count) == (2, 5)
     # Acks in any order free one slot each; the waiting publishes go out in call order.
     assert feed(session, PubRecPacket(2)) == []
     assert sent(session) == [PubRelPacket(2)]  # a PUBREC does not free the slot
@@ -362,7 +323,7 @@ def test_receive_maximum_bounds_the_publishes_in_flight() -> None:
     assert feed(session, PubCompPacket(2)) == [PublishDone(1, 0)]
     [fourth] = publishes(sent(session))
     assert fourth.payload == b"3"
-    assert (session.inflight_count, session.pending_count) == (2, 1)
+    assert (session.inflight_count, session.unfinished_count) == (2, 3)
 
 
 def test_out_of_order_acks_finish_the_right_publishes() -> None:
@@ -715,8 +676,9 @@ def test_resumed_session_resends_publishes_with_dup_and_pubrel_in_order() -> Non
     [connect_packet] = sent(session)
     assert isinstance(connect_packet, ConnectPacket)
     assert connect_packet.clean_start is False
-    [event] = feed(session, ConnAckPacket(session_present=True, receive_max=3), now=5.0)
+    event, ready = feed(session, ConnAckPacket(session_present=True, receive_max=3), now=5.0)
     assert isinstance(event, Connected)
+    assert ready == Ready(session_present=True, first=False)
     assert event.session_present is True
     out = sent(session)
     assert [type(p).__name__ for p in out] == ["PublishPacket", "PublishPacket", "PubRelPacket"]
@@ -760,7 +722,7 @@ def test_a_forgotten_session_gets_unacked_publishes_again_as_new() -> None:
     sent(session)
     events = feed(session, ConnAckPacket(session_present=False))
     # The broker owned the PUBREC-ed QoS 2 message already: it is finished.
-    assert [type(e) for e in events] == [PublishDone, Connected]
+    assert [type(e) for e in events] == [PublishDone, Connected, Ready]
     done = events[0]
     assert isinstance(done, PublishDone)
     assert (done.handle, done.reason_code) == ("q2-rec", 0)
@@ -827,7 +789,7 @@ def test_disconnect_queues_disconnect_and_a_new_link_can_follow() -> None:
     session.connection_lost()
     session.disconnect()  # no link: nothing to send, and nothing to block the next link
     assert sent(session) == []
-    assert [type(e) for e in connect(session)] == [Connected]
+    assert [type(e) for e in connect(session)] == [Connected, Ready]
 
 
 # --- packet ids -----------------------------------------------------------------------------

@@ -61,6 +61,10 @@ Connector = Callable[[Callable[[], asyncio.Protocol]], Awaitable[tuple[Any, Any]
 """``async (protocol_factory) -> (transport, protocol)``: opens a link some other way than TCP
 (the in-memory broker of :mod:`tars.mqtt.testing`, a Unix socket, a websocket adapter...)."""
 
+_TLS_HINT: Final = (
+    " (a certificate was not trusted: check tls_ca_file against the broker's certificate and "
+    "the host name in the URL, or tls_cert_file/tls_key_file if the broker asks for ours)"
+)
 # Packets queued in one loop turn before they are written at once instead of at its end.
 _FLUSH_BACKLOG: Final = 64
 
@@ -120,7 +124,8 @@ def map_exceptions(where: str, timeout: float) -> Iterator[None]:
         # A certificate the client does not trust, or ours refused by the broker: the same
         # certificate again cannot help, so no retry (issue 12, D4).
         fatal = is_certificate_failure(exc)
-        raise ConnectError(f"cannot connect to {where}: {exc}", fatal=fatal) from exc
+        hint = _TLS_HINT if fatal else ""
+        raise ConnectError(f"cannot connect to {where}: {exc}{hint}", fatal=fatal) from exc
     except Exception as exc:
         # OSError and ssl.SSLError, and anything else the resolver or a connector raises (an
         # IDNA UnicodeError for a host label over 63 characters...): still a failed attempt.

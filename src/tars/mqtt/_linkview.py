@@ -93,7 +93,12 @@ class LinkView:
         if qos and wait:
             fut = asyncio.get_running_loop().create_future()
         props = properties or None
-        settle(self._session.publish(topic, payload, qos, retain, handle=fut, properties=props))
+        now = asyncio.get_running_loop().time()  # starts the ack clock of a QoS 1/2 publish
+        settle(
+            self._session.publish(
+                topic, payload, qos, retain, handle=fut, properties=props, now=now
+            )
+        )
         conn.flush_soon()
         if conn.write_paused:
             await conn.drain()

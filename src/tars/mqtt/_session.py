@@ -255,8 +255,9 @@ class Session(Receiving):
         for item in self.outgoing.take_all():
             handles.append(item.handle)
             lost += 1
+            if item.offline:  # the outbox's: counted as its drops (the rest was in flight)
+                self.outgoing.dropped += 1
         if lost:
-            self.outgoing.dropped += lost
             log.warning(
                 "%s: %d publishes never acknowledged by the broker were discarded at shutdown",
                 self.client_id,

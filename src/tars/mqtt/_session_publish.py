@@ -68,7 +68,9 @@ class Publishing(SessionBase):
         Maximum allows, else wait in order. Without a link, QoS 1/2 (and QoS 0 with
         ``queue_qos0_offline``) are queued under the outbox limits; other QoS 0 is dropped and
         counted. ``handle`` comes back in the :class:`~._events.PublishDone` of the record;
-        ``now`` (monotonic) dates an offline record for the outbox TTL.
+        ``now`` (monotonic) dates an offline record for the outbox TTL and starts the ack
+        timeout of a publish sent now: pass it (without it, the time of the last input is
+        used, and a link idle for longer than ``publish_timeout`` is found stale at once).
 
         Raises :class:`~tars.mqtt.PayloadTooLarge` when the encoded packet is over the broker's
         Maximum Packet Size, :class:`~tars.mqtt.OutboxFullError` (outbox policy ``raise``).
@@ -182,6 +184,8 @@ class Publishing(SessionBase):
     def _resend_one(self, item: Outgoing) -> None:
         """Send an earlier link's unfinished publish again, as MQTT 5 requires on resumption."""
         self._link.send_quota -= 1
+        if self.liveness is not None:  # on the wire again: the ack timeout watches it too
+            self.liveness.publishes_waiting(self._now, True)
         if item.released:
             self._out.append(PubRelPacket(item.packet_id).write())
         else:

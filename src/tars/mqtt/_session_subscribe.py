@@ -184,6 +184,14 @@ class Subscribing(SessionBase):
         plan = self.subscriptions.restore_plan(fresh=fresh)
         link = self._link
         for topic_filter, qos, sid in plan.subscribe:
+            try:
+                self._check_capabilities(topic_filter)
+            except SubscribeError as refusal:
+                # Sent anyway, such a SUBSCRIBE costs the link on some brokers (ejabberd
+                # answers DISCONNECT 0x9E), and every restore would do it again.
+                log.error("%s", refusal)
+                link.refused += ((topic_filter, refusal.reason_code),)
+                continue
             self._send_subscribe(topic_filter, qos, sid, None, _Purpose.RESTORE)
             link.restoring += 1
         for topic, sid in plan.internal:

@@ -407,7 +407,8 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
             retain,
             handle=fut,
             properties=properties,
-            now=None if session.linked else asyncio.get_running_loop().time(),
+            # Dates an offline record (TTL) and starts a QoS 1/2 publish's ack clock.
+            now=asyncio.get_running_loop().time() if qos or not session.linked else None,
         )
         if events:
             settle(events)
@@ -468,7 +469,8 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
                         False, "shutdown", None, source=self._config.source, timestamp=time.time()
                     )
                     topic = health_topic(self.client_id)
-                    settle(session.publish(topic, payload, 1, True))
+                    now = asyncio.get_running_loop().time()
+                    settle(session.publish(topic, payload, 1, True, now=now))
                     link.flush()
                 fut = asyncio.get_running_loop().create_future()
                 if session.wait(fut, WaitFor.FLUSHED):
