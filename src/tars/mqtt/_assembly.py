@@ -55,6 +55,7 @@ def make_session(cfg: MQTTClientConfig) -> Session:
         ),
         heartbeat=heartbeat,
         announce=announce,
+        ack_after_handling=cfg.acknowledge == "after_handling",
     )
 
 

@@ -139,7 +139,13 @@ class MQTTClientConfig(pydantic.BaseModel):
         100,
         ge=1,
         le=65535,
-        description="Most QoS 1/2 messages the broker may have in flight towards us.",
+        description="Most QoS 1/2 messages the broker may have in flight towards us (with "
+        "acknowledge='after_handling', the most that wait for their handlers).",
+    )
+    acknowledge: Literal["after_handling", "on_arrival"] = Field(
+        "after_handling",
+        description="When received QoS 1/2 messages are acknowledged: once every handler they "
+        "reached has finished (a worker that dies loses none), or on arrival.",
     )
     tls_ca_file: str | None = Field(
         None, description="CA bundle (PEM) to verify the broker with; None uses the system store."

@@ -4,19 +4,63 @@ Several subscriptions may share one MQTT topic filter; the broker sees one MQTT 
 filter (at the highest QoS asked, see :mod:`._subtable`), tagged with a subscription identifier,
 so a message that matches several overlapping filters still reaches each subscription exactly
 once. The identifiers are the session table's; the dispatcher only maps them to subscriptions.
+
+With acknowledgement after handling, a QoS 1/2 message carries its withheld acknowledgement to
+every subscription it reaches; the last to release it lets the acknowledgement go.
+
+A QoS 1/2 message nobody subscribes to yet is held for a while (:data:`HOLD_SECONDS`, at most
+:data:`HOLD_MAX`): a resumed session's backlog arrives right after the CONNACK, before a
+service that connects first and subscribes next has registered its handlers. A subscription
+added meanwhile gets the held messages it matches; the rest are counted as unmatched, logged,
+and acknowledged (held unacknowledged for ever, they would close the broker's window).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from collections import deque
 from collections.abc import Callable
+from typing import Final, Protocol
 
 from mqtt5 import PublishPacket
 
-from ._message import Message
+from ._message import Acker, Message
 from ._subscription import Subscription
-from ._topics import TopicMatcher, split_shared
+from ._topics import TopicMatcher, split_shared, topic_matches
 
-__all__ = ["Dispatcher"]
+__all__ = ["HOLD_MAX", "HOLD_SECONDS", "Acknowledger", "Dispatcher"]
+
+log = logging.getLogger("tars.mqtt.dispatch")
+
+HOLD_SECONDS: Final = 5.0
+HOLD_MAX: Final = 1000
+
+
+class _AckingSession(Protocol):
+    generation: int
+
+    def ack(self, packet_id: int, generation: int) -> bool: ...
+
+
+class Acknowledger:
+    """Hands a message's withheld acknowledgement to the session, and has it written."""
+
+    __slots__ = ("_flush", "_session")
+
+    def __init__(self, session: _AckingSession, flush: Callable[[], None]) -> None:
+        self._session = session
+        self._flush = flush
+
+    @property
+    def generation(self) -> int:
+        """The current link's number (an acknowledgement belongs to one link)."""
+        return self._session.generation
+
+    def ack(self, packet_id: int, generation: int) -> None:
+        if self._session.ack(packet_id, generation):
+            self._flush()
 
 
 class Dispatcher:
@@ -26,7 +70,13 @@ class Dispatcher:
     identifier; brokers without identifiers fall back to the topic matcher.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, acker: Acknowledger | None = None) -> None:
+        """``acker``: acknowledge QoS 1/2 messages once handled (None: the session acknowledged
+        them on arrival)."""
+        self._acker: Acker | None = acker
+        self._generation: Callable[[], int] = (lambda: acker.generation) if acker else int
+        self._held: deque[tuple[float, Message]] = deque()
+        self._expiry: asyncio.TimerHandle | None = None
         self._by_filter: dict[str, list[Subscription]] = {}
         self._by_id: dict[int, str] = {}
         self._matcher: TopicMatcher[Subscription] = TopicMatcher()
@@ -48,6 +98,8 @@ class Dispatcher:
             self._by_id[sid] = topic_filter
         subs.append(sub)
         self._matcher.add(split_shared(topic_filter)[1], sub)
+        if self._held:
+            self._give_held(sub, sid)
 
     def remove(self, sub: Subscription) -> bool:
         """Stop routing to ``sub``; True when its filter has no subscription left."""
@@ -97,10 +149,75 @@ class Dispatcher:
             if self._internal:
                 internal = self._internal.get(packet.topic)
         if not targets and internal is None:
-            self.unmatched += 1
+            if packet.qos:
+                self._hold(Message(packet))
+            else:
+                self.unmatched += 1
             return
         msg = Message(packet)
         if internal is not None:
             internal(msg)
+        acker = self._acker
+        if acker is not None and packet.qos and targets:
+            msg._hold(acker, self._generation(), len(targets))
+        elif acker is not None and packet.qos:  # an internal consumer's: done already
+            msg._hold(acker, self._generation(), 1)
+            msg._release()
         for sub in targets:
             sub.offer(msg)
+
+    # --- held messages -------------------------------------------------------------------------
+
+    def _hold(self, msg: Message) -> None:
+        if self._acker is not None:
+            msg._hold(self._acker, self._generation(), 1)
+        held = self._held
+        held.append((time.monotonic(), msg))
+        if len(held) > HOLD_MAX:
+            self._unmatched(held.popleft()[1])
+        if self._expiry is None:
+            loop = asyncio.get_running_loop()
+            self._expiry = loop.call_later(HOLD_SECONDS, self._expire)
+
+    def _give_held(self, sub: Subscription, sid: int | None) -> None:
+        """A new subscription takes the held messages it matches (in arrival order)."""
+        pattern = split_shared(sub.topic_filter)[1]
+        kept: deque[tuple[float, Message]] = deque()
+        for stamp, msg in self._held:
+            ids = msg.packet.subscription_ids
+            if (sid in ids) if ids else topic_matches(pattern, msg.topic):
+                sub.offer(msg)
+            else:
+                kept.append((stamp, msg))
+        self._held = kept
+
+    def _expire(self) -> None:
+        self._expiry = None
+        held = self._held
+        limit = time.monotonic() - HOLD_SECONDS
+        while held and held[0][0] <= limit:
+            self._unmatched(held.popleft()[1])
+        if held:
+            loop = asyncio.get_running_loop()
+            self._expiry = loop.call_at(loop.time() + held[0][0] - limit, self._expire)
+
+    def _unmatched(self, msg: Message) -> None:
+        self.unmatched += 1
+        if self.unmatched == 1 or self.unmatched % 1000 == 0:
+            log.warning(
+                "no subscription for a QoS %d message on %r after %g s (unmatched so far: %d); "
+                "subscribe before connect(), or soon after it, to receive a resumed session's "
+                "backlog",
+                msg.qos,
+                msg.topic,
+                HOLD_SECONDS,
+                self.unmatched,
+            )
+        msg._release()
+
+    def close(self) -> None:
+        """Shutdown: forget the held messages (unacknowledged: the broker keeps them)."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        self._held.clear()

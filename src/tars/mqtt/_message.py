@@ -7,7 +7,7 @@ the payload bytes are never copied after the codec produced them.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import orjson
 from mqtt5 import PublishPacket
@@ -16,7 +16,14 @@ from ._dedup import content_key
 from ._envelope import Envelope, envelope_from_json
 from ._errors import EnvelopeError
 
-__all__ = ["Message"]
+__all__ = ["Acker", "Message"]
+
+
+class Acker(Protocol):
+    """Where a message's withheld acknowledgement goes (the session, through the client)."""
+
+    def ack(self, packet_id: int, generation: int) -> None: ...
+
 
 _UNSET: Final[Any] = object()
 
@@ -30,7 +37,18 @@ class Message:
     ``message_expiry_interval``...).
     """
 
-    __slots__ = ("_envelope", "_json", "_packet", "_payload", "_qos", "_retain", "_topic")
+    __slots__ = (
+        "_acker",
+        "_envelope",
+        "_generation",
+        "_json",
+        "_packet",
+        "_payload",
+        "_qos",
+        "_refs",
+        "_retain",
+        "_topic",
+    )
 
     def __init__(self, packet: PublishPacket) -> None:
         self._packet = packet
@@ -40,6 +58,7 @@ class Message:
         self._retain: bool = packet.retain
         self._json: Any = _UNSET
         self._envelope: Envelope | EnvelopeError | None = None
+        self._acker: Acker | None = None  # set while its acknowledgement waits for handlers
 
     @property
     def topic(self) -> str:
@@ -141,6 +160,25 @@ class Message:
         if msg_id is None:
             return None
         return content_key(self._payload, msg_id, self.json)
+
+    # --- acknowledgement after handling (internal) -----------------------------------------------
+
+    def _hold(self, acker: Acker, generation: int, refs: int) -> None:
+        """Withhold the acknowledgement until ``refs`` subscriptions released the message."""
+        self._acker = acker
+        self._generation = generation
+        self._refs = refs
+
+    def _release(self) -> None:
+        """One subscription is done with the message (handled, failed, dropped or stopped);
+        the last one lets the acknowledgement go."""
+        acker = self._acker
+        if acker is None:
+            return
+        self._refs -= 1
+        if self._refs <= 0:
+            self._acker = None
+            acker.ack(self._packet.packet_id or 0, self._generation)
 
     def __repr__(self) -> str:
         return (

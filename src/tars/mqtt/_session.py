@@ -36,7 +36,9 @@ from mqtt5 import (
     ConnAckPacket,
     ConnectPacket,
     DisconnectPacket,
+    PubAckPacket,
     PublishPacket,
+    PubRecPacket,
     Will,
 )
 
@@ -52,6 +54,7 @@ from ._events import (
     Ready,
     RequestAborted,
 )
+from ._incoming import IncomingAcks
 from ._liveness import Liveness
 from ._outgoing import OutboxPolicy, OutgoingStore
 from ._session_base import (
@@ -105,10 +108,12 @@ class Session(Receiving):
         liveness: Liveness | None = None,
         heartbeat: tuple[str, Callable[[], bytes]] | None = None,
         announce: Callable[[bool], tuple[str, bytes]] | None = None,
+        ack_after_handling: bool = False,
     ) -> None:
         """``heartbeat`` is (topic, payload factory) of the heartbeat the liveness schedule asks
         for; ``announce(first)`` gives the (topic, payload) of a retained QoS 1 status published
-        as each link becomes ready."""
+        as each link becomes ready. ``ack_after_handling``: received QoS 1/2 messages are
+        acknowledged by :meth:`ack`, not on arrival (see :mod:`._incoming`)."""
         if not 1 <= receive_maximum <= _MAX_PACKET_ID:
             raise InvalidArgumentError("receive_maximum must be in 1..65535")
         self.client_id = client_id
@@ -142,6 +147,9 @@ class Session(Receiving):
         self._next_id = 0
         self._requests: dict[int, _Request] = {}
         self._incoming_qos2: set[int] = set()  # delivered and PUBREC-ed, waiting for PUBREL
+        self.ack_after_handling = ack_after_handling
+        self._held = IncomingAcks()  # received, acknowledgement withheld until ack()
+        self.generation = 0  # counts links: an ack() from an earlier link is ignored
         self._waiters: list[_Waiter] = []
         self._connected_once = False
         self._now = 0.0
@@ -203,6 +211,8 @@ class Session(Receiving):
         self._now = now
         self._out.clear()
         self._link = _Link()
+        self._held.clear()
+        self.generation += 1
         connect = ConnectPacket(
             self.client_id,
             username=self.username,
@@ -222,6 +232,7 @@ class Session(Receiving):
         self.state = SessionState.DISCONNECTED
         self._out.clear()
         self._link = _Link()
+        self._held.clear()  # the broker redelivers them (a resumed session) or they are gone
         self.outgoing.resend.clear()
         if self.liveness is not None:
             self.liveness.link_ended()
@@ -232,6 +243,21 @@ class Session(Receiving):
         self._requests.clear()
         self._check_waiters(events)
         return events
+
+    def ack(self, packet_id: int, generation: int) -> bool:
+        """A received QoS 1/2 message (``packet_id`` on link ``generation``) is done with: queue
+        the acknowledgements now due, in arrival order. False when nothing was queued (another
+        link's message, or one before it is still being handled)."""
+        if generation != self.generation or self.state is not SessionState.CONNECTED:
+            return False
+        due = self._held.finish(packet_id)
+        for pid, qos in due:
+            if qos == 1:
+                self._out.append(PubAckPacket(pid).write())
+            else:
+                self._incoming_qos2.add(pid)
+                self._out.append(PubRecPacket(pid).write())
+        return bool(due)
 
     def disconnect(
         self, reason_code: int = 0, *, session_expiry_interval: int | None = None

@@ -27,6 +27,7 @@ from ._events import (
     Disconnected,
     Event,
 )
+from ._incoming import IncomingAcks
 from ._liveness import Liveness
 from ._outgoing import Outgoing, OutgoingStore
 from ._subtable import SubscriptionTable
@@ -120,6 +121,7 @@ class SessionStats:
     no_subscribers: int = 0  # acknowledged with 0x10: the broker had no subscriber for it
     dropped_offline: int = 0  # QoS 0 while disconnected (not queued)
     stale_links: int = 0  # links the watchdog or the ack timeout declared dead
+    receive_maximum_exceeded: int = 0  # times the broker went over our Receive Maximum
 
 
 class SessionBase:
@@ -145,6 +147,8 @@ class SessionBase:
     _next_id: int
     _requests: dict[int, _Request]
     _incoming_qos2: set[int]
+    _held: IncomingAcks
+    ack_after_handling: bool
     _waiters: list[_Waiter]
     _now: float
 

@@ -149,20 +149,35 @@ class Receiving(Publishing, Subscribing):
         if not packet_id:
             self._protocol_error(events, _PROTOCOL_ERROR, "QoS > 0 PUBLISH without a packet id")
             return
-        if qos == 1:
-            self._out.append(PubAckPacket(packet_id).write())
-            events.append(packet)
-            return
-        incoming = self._incoming_qos2
-        if packet_id in incoming:
+        incoming, held = self._incoming_qos2, self._held
+        if qos == 2 and packet_id in incoming:
             # A resend of a message we already delivered: acknowledge again, deliver once.
             self._out.append(PubRecPacket(packet_id).write())
             return
+        if packet_id in held:
+            return  # sent again before we acknowledged it: it is being handled already
         if len(incoming) >= self.receive_maximum:
             self._protocol_error(events, _RECEIVE_MAX_EXCEEDED, "broker exceeded Receive Maximum")
             return
-        incoming.add(packet_id)
-        self._out.append(PubRecPacket(packet_id).write())
+        if self.ack_after_handling:
+            if len(held) == self.receive_maximum:
+                # Some brokers ignore it (Mosquitto with max_inflight_messages 0): tolerated,
+                # as ending the link would lose more, but flow control is then the broker's.
+                self.stats.receive_maximum_exceeded += 1
+                if self.stats.receive_maximum_exceeded == 1:
+                    log.warning(
+                        "%s: the broker sends more unacknowledged messages than our Receive "
+                        "Maximum (%d); they are accepted, but memory is then bounded only by "
+                        "the broker's own limits",
+                        self.client_id,
+                        self.receive_maximum,
+                    )
+            held.hold(packet_id, qos)  # acknowledged by ack(), once handled (see _incoming)
+        elif qos == 1:
+            self._out.append(PubAckPacket(packet_id).write())
+        else:
+            incoming.add(packet_id)
+            self._out.append(PubRecPacket(packet_id).write())
         events.append(packet)
 
     def _handle_packet(self, packet: mqtt5.Packet, events: list[Event], now: float) -> None:

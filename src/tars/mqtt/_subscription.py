@@ -197,16 +197,24 @@ class Subscription:
             key = msg.dedup_key
             if key is not None and dedup.seen(key, self._clock()):
                 stats.deduplicated += 1
+                msg._release()
                 return
         queue = self._queue
         if len(queue) >= self.queue_size:
-            if self.overflow == "drop_newest":
+            if msg._acker is not None:
+                # A QoS 1/2 message whose acknowledgement waits for us is never dropped: the
+                # broker's Receive Maximum bounds how many can wait, and holds the rest.
+                pass
+            elif self.overflow == "drop_newest" or (
+                self.overflow == "drop_oldest" and queue[0]._acker is not None
+            ):
                 stats.dropped += 1
                 self._log_drop("newest", msg)
                 return
-            if self.overflow == "drop_oldest":
+            elif self.overflow == "drop_oldest":
                 stats.dropped += 1
-                self._log_drop("oldest", queue.popleft())
+                oldest = queue.popleft()
+                self._log_drop("oldest", oldest)
             elif not self._blocking:
                 self._blocking = True
                 self._pause()
@@ -269,6 +277,8 @@ class Subscription:
                 )
         self._running.clear()
         self.stats.dropped += len(self._queue)
+        for msg in self._queue:
+            msg._release()  # acknowledged (on a live link) only when unsubscribed, not at shutdown
         self._queue.clear()
         if self._blocking:
             self._blocking = False
@@ -311,6 +321,7 @@ class Subscription:
                     )
                 finally:
                     self._busy = False
+                    msg._release()
             else:
                 await slots.acquire()
                 task = loop.create_task(self._call_released(msg, slots))
@@ -338,6 +349,7 @@ class Subscription:
             )
         finally:
             slots.release()
+            msg._release()
 
     async def _call(self, msg: Message) -> Outcome:
         stats = self.stats
@@ -385,6 +397,14 @@ class Subscription:
                 extra=message_fields(self._instruments.client_id, msg, self.topic_filter),
             )
             return "timed_out"
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the worker itself is being stopped
+            # The handler awaited something someone else cancelled: its failure, not the
+            # worker's end (the next message would stay queued for ever).
+            self._failed(msg)
+            return "failed"
         except Exception:
             self._failed(msg)
             return "failed"

@@ -39,7 +39,7 @@ from ._client_state import ClientState, ClientStats
 from ._client_subscribe import SubscribeMethods
 from ._config import MQTTClientConfig
 from ._connection import Connector, MessageListener, settle
-from ._dispatch import Dispatcher
+from ._dispatch import Acknowledger, Dispatcher
 from ._errors import (
     ClientStateError,
     ConnectionLostError,
@@ -100,12 +100,7 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
         self._config = cfg = config
         self._state = ClientState.CREATED
         self._session = session = make_session(cfg)
-        self._dispatcher = Dispatcher()
-        self._listeners: list[MessageListener] = [self._dispatcher.on_packet]
-        if cfg.enable_heartbeat:
-            # Our own heartbeat coming back: the session's liveness noted it; nothing to deliver.
-            topic = keepalive_topic(cfg.effective_client_id)
-            self._dispatcher.add_internal(topic, session.subscription_id(topic) or 0, ignore)
+        self._listeners: list[MessageListener] = []
         self._instruments = Instruments(cfg.effective_client_id)  # falsy until one is added
         self._connect_hooks: list[Hook] = []
         self._disconnect_hooks: list[Hook] = []
@@ -126,6 +121,15 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
             disconnect_hooks=self._disconnect_hooks,
             instruments=self._instruments,
         )
+        acker = None
+        if session.ack_after_handling:
+            acker = Acknowledger(session, self._supervisor.flush_soon)
+        self._dispatcher = Dispatcher(acker)
+        self._listeners.append(self._dispatcher.on_packet)
+        if cfg.enable_heartbeat:
+            # Our own heartbeat coming back: the session's liveness noted it; nothing to deliver.
+            topic = keepalive_topic(cfg.effective_client_id)
+            self._dispatcher.add_internal(topic, session.subscription_id(topic) or 0, ignore)
         self._check = PublishCheck(cfg.max_payload_size)
         self._requests = PendingRequests()
         self._runner: asyncio.Task[None] | None = None
@@ -486,6 +490,7 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
 
     def _finish_close(self) -> None:
         self._supervisor.abort()
+        self._dispatcher.close()
         error = ClientStateError("the client was shut down")
         for handle in self._session.abandon():
             if isinstance(handle, asyncio.Future) and not handle.done():
