@@ -153,7 +153,10 @@ async def test_drop_policies_drop_and_count_while_the_handler_is_stuck(
     async def on_other(payload: bytes) -> None:
         others.add(payload)
 
-    async with MQTTClient(shared_mosquitto.url, unique("drop")) as client:
+    # Acknowledged on arrival, QoS 1 is at the queue's mercy like QoS 0 (by default it is
+    # never dropped: see the next test).
+    client = MQTTClient(shared_mosquitto.url, unique("drop"), acknowledge="on_arrival")
+    async with client:
         arrivals = Arrivals(client, topic)
         sub = await client.subscribe(topic, gate, qos=1, queue_size=2, overflow=overflow)
         await client.subscribe(other, on_other, qos=1)
@@ -169,6 +172,45 @@ async def test_drop_policies_drop_and_count_while_the_handler_is_stuck(
         await sub.join()
         assert gate.done.items == handled
         assert client.stats.dropped == dropped
+
+
+@pytest.mark.parametrize("overflow", ["drop_newest", "drop_oldest"])
+async def test_by_default_a_full_queue_drops_qos_0_but_never_qos_1(
+    shared_mosquitto: MosquittoBroker, overflow: Literal["drop_newest", "drop_oldest"]
+) -> None:
+    """Acknowledged after handling (the default), a QoS 1 message waits for its handler however
+    full the queue: it is the broker's until then (issue 12: an overloaded worker loses none)."""
+    topic, topic0 = unique("resilience/nodrop"), unique("resilience/qos0")
+    gate = Gate()
+    async with MQTTClient(shared_mosquitto.url, unique("nodrop")) as client:
+        arrivals = Arrivals(client, topic)
+        sub = await client.subscribe(topic, gate, qos=1, queue_size=2, overflow=overflow)
+        await client.publish(topic, b"0", qos=1)
+        await gate.started.wait_for(1)
+        for n in range(1, 6):
+            await client.publish(topic, b"%d" % n, qos=1)
+        await arrivals.inbox.wait_for(6)
+        assert (sub.queued, sub.stats.dropped) == (5, 0)
+        gate.open.set()
+        await sub.join()
+        assert gate.done.items == [b"%d" % n for n in range(6)]
+
+        zero: Inbox[bytes] = Inbox()
+        stuck = asyncio.Event()
+
+        async def slow(payload: bytes) -> None:
+            await stuck.wait()
+            zero.add(payload)
+
+        arrivals0 = Arrivals(client, topic0)
+        sub0 = await client.subscribe(topic0, slow, qos=0, queue_size=2, overflow=overflow)
+        for n in range(6):
+            await client.publish(topic0, b"%d" % n, qos=0)
+        await arrivals0.inbox.wait_for(6)
+        assert sub0.stats.dropped > 0  # QoS 0 keeps the overflow policies
+        stuck.set()
+        await sub0.join()
+        assert client.stats.dropped == sub0.stats.dropped
 
 
 async def test_block_policy_holds_the_whole_link_until_the_handler_catches_up(

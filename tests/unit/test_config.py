@@ -287,6 +287,7 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "queue_qos0_offline": False,
     "outbox_path": None,
     "correlation_format": "native",
+    "acknowledge": "after_handling",
 }
 
 
@@ -408,6 +409,7 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("outbox_path", 5),
     ("outbox_path", "/no/such/parent/outbox"),
     ("correlation_format", "legacy"),
+    ("acknowledge", "after_ack"),
 ]
 
 
@@ -637,6 +639,7 @@ ENV_CASES: list[tuple[str, str, Any, dict[str, str]]] = [
     ("queue_qos0_offline", "On", True, {}),
     ("outbox_path", f" {CERTS} ", Path(CERTS), {}),
     ("correlation_format", "original", "original", {}),
+    ("acknowledge", "on_arrival", "on_arrival", {}),
 ]
 
 

@@ -149,7 +149,7 @@ class Dispatcher:
             if self._internal:
                 internal = self._internal.get(packet.topic)
         if not targets and internal is None:
-            if packet.qos:
+            if packet.qos != 0:
                 self._hold(Message(packet))
             else:
                 self.unmatched += 1
@@ -158,9 +158,9 @@ class Dispatcher:
         if internal is not None:
             internal(msg)
         acker = self._acker
-        if acker is not None and packet.qos and targets:
+        if acker is not None and packet.qos != 0 and targets:
             msg._hold(acker, self._generation(), len(targets))
-        elif acker is not None and packet.qos:  # an internal consumer's: done already
+        elif acker is not None and packet.qos != 0:  # an internal consumer's: done already
             msg._hold(acker, self._generation(), 1)
             msg._release()
         for sub in targets:

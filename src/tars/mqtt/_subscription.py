@@ -201,7 +201,7 @@ class Subscription:
                 return
         queue = self._queue
         if len(queue) >= self.queue_size:
-            if msg._acker is not None:
+            if msg._acker is not None and self.overflow != "block":
                 # A QoS 1/2 message whose acknowledgement waits for us is never dropped: the
                 # broker's Receive Maximum bounds how many can wait, and holds the rest.
                 pass

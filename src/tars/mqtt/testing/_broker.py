@@ -322,8 +322,9 @@ class InMemoryBroker:
     # -- faults on messages --------------------------------------------------------------------
 
     def duplicate_next(self, topic_filter: str = "#", count: int = 1) -> None:
-        """Send each of the next ``count`` deliveries on topics matching ``topic_filter`` twice:
-        the second copy with DUP and the same packet id for QoS 1/2, the same bytes for QoS 0.
+        """Deliver each of the next ``count`` messages on topics matching ``topic_filter`` twice,
+        as two deliveries (QoS 1/2: each with its own packet id, as when a publisher resends
+        after a lost PUBACK; only the receiver's dedup window recognises the second).
 
         Raises:
             InvalidTopicError: ``topic_filter`` is not a valid filter.

@@ -309,6 +309,12 @@ class BrokerCore:
             if session is None:
                 continue
             packets = session.offer(delivery, now)
+            if self.faults.take_duplicate(delivery.message.topic):
+                # Delivered again as a message of its own (its own packet id): the duplicate
+                # that at-least-once really produces (a publisher resending after a lost
+                # PUBACK), which only the receiver's dedup can recognise.
+                _log.debug("delivery on %r duplicated", delivery.message.topic)
+                packets = [*packets, *session.offer(delivery, now)]
             link = self.connected.get(client_id)
             if link is not None:
                 self._send(link, session, packets)

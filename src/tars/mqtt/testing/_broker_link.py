@@ -73,25 +73,6 @@ def _protocol_level(chunk: bytes) -> int | None:
     return chunk[level_at] if len(chunk) > level_at else None
 
 
-def with_duplicate_flag(packet: mqtt5.PublishPacket) -> mqtt5.PublishPacket:
-    """The same PUBLISH with DUP set (packets from the codec are immutable)."""
-    return mqtt5.PublishPacket(
-        packet.topic,
-        packet.payload,
-        qos=packet.qos,
-        retain=packet.retain,
-        packet_id=packet.packet_id,
-        duplicate=True,
-        payload_format_indicator=packet.payload_format_indicator,
-        message_expiry_interval=packet.message_expiry_interval,
-        content_type=packet.content_type,
-        response_topic=packet.response_topic,
-        correlation_data=packet.correlation_data,
-        subscription_ids=packet.subscription_ids,
-        user_properties=packet.user_properties,
-    )
-
-
 class BrokerLink(asyncio.Protocol):
     """The broker's end of one connection (see the module docstring)."""
 
@@ -273,13 +254,7 @@ class BrokerLink(asyncio.Protocol):
         return bool(self._reordered)
 
     def _emit(self, packet: mqtt5.PublishPacket) -> None:
-        data = packet.write()
-        self.write_raw(data)
-        if self._owner.faults.take_duplicate(packet.topic):
-            _log.debug("%r: PUBLISH on %r sent twice", self, packet.topic)
-            # (The codec's enums are always truthy: compare, never test them as booleans.)
-            at_most_once = packet.qos == mqtt5.QoS.AT_MOST_ONCE
-            self.write_raw(data if at_most_once else with_duplicate_flag(packet).write())
+        self.write_raw(packet.write())
 
     # -- closing -------------------------------------------------------------------------------
 
