@@ -23,6 +23,7 @@ from ._errors import (
     InvalidArgumentError,
     OutboxFullError,
     PayloadTooLarge,
+    PublishError,
 )
 from ._events import (
     Event,
@@ -35,6 +36,8 @@ from ._session_base import (
     _NO_SUBSCRIBERS,
     _PACKET_ID_NOT_FOUND,
     _PACKET_TOO_LARGE,
+    _QOS_NOT_SUPPORTED,
+    _RETAIN_NOT_SUPPORTED,
     SessionBase,
     SessionState,
     WaitFor,
@@ -73,11 +76,15 @@ class Publishing(SessionBase):
         used, and a link idle for longer than ``publish_timeout`` is found stale at once).
 
         Raises :class:`~tars.mqtt.PayloadTooLarge` when the encoded packet is over the broker's
-        Maximum Packet Size, :class:`~tars.mqtt.OutboxFullError` (outbox policy ``raise``).
+        Maximum Packet Size, :class:`~tars.mqtt.PublishError` when its CONNACK said it cannot
+        serve the QoS or the retain flag, :class:`~tars.mqtt.OutboxFullError` (outbox policy
+        ``raise``).
         """
         if now is not None:
             self._now = now
         linked = self.state is SessionState.CONNECTED
+        if linked and (retain or qos) and (refusal := self._unservable(qos, retain)):
+            raise refusal
         if qos == 0 and linked:
             if properties:
                 packet = PublishPacket(topic, payload, retain=retain, **properties)
@@ -166,6 +173,13 @@ class Publishing(SessionBase):
         limit = link.max_packet_size
         while pending and (link.send_quota > 0 or pending[0].qos == 0):
             item = store.pop_pending()
+            refusal = self._unservable(item.qos, item.retain)
+            if refusal is not None:
+                # Queued before this broker said it cannot serve it: fails alone, unsent.
+                self.stats.publish_failed += 1
+                log.warning("queued message for %r not sent: %s", item.topic, refusal)
+                events.append(PublishDone(item.handle, refusal.reason_code, None, refusal))
+                continue
             if limit is not None and len(_encode(item, 1)) > limit:
                 # Over this broker's maximum: this message fails alone, and never reaches the
                 # wire (the broker would disconnect us, and the resend would loop forever).
@@ -180,6 +194,24 @@ class Publishing(SessionBase):
                 events.append(PublishDone(item.handle, _PACKET_TOO_LARGE, None, error))
                 continue
             self._send_publish(item)
+
+    def _unservable(self, qos: int, retain: bool) -> PublishError | None:
+        """The refusal the broker's CONNACK announced for such a publish (Maximum QoS, Retain
+        Available), if any: sent anyway, it would cost the link (0x9B, 0x9A)."""
+        connack = self.connack
+        if connack is None:
+            return None
+        if qos > int(connack.max_qos):
+            return PublishError(
+                f"the broker serves QoS {int(connack.max_qos)} at most (CONNACK), not {qos}",
+                _QOS_NOT_SUPPORTED,
+            )
+        if retain and connack.retain_available is False:
+            return PublishError(
+                "the broker does not keep retained messages (CONNACK): publish with retain=False",
+                _RETAIN_NOT_SUPPORTED,
+            )
+        return None
 
     def _resend_one(self, item: Outgoing) -> None:
         """Send an earlier link's unfinished publish again, as MQTT 5 requires on resumption."""

@@ -43,6 +43,7 @@ from ._session_base import (
     _PACKET_TOO_LARGE,
     _PROTOCOL_ERROR,
     _RECEIVE_MAX_EXCEEDED,
+    _TOPIC_ALIAS_INVALID,
     _UNSUPPORTED_PROTOCOL_VERSION,
     SessionState,
 )
@@ -139,6 +140,17 @@ class Receiving(Publishing, Subscribing):
         return events
 
     def _handle_publish(self, packet: PublishPacket, events: list[Event]) -> None:
+        topic = packet.topic
+        if not topic or "+" in topic or "#" in topic or packet.topic_alias is not None:
+            # We never allow Topic Aliases (no Topic Alias Maximum in our CONNECT), and a topic
+            # name has no wildcards: such a PUBLISH reaching a "#" handler would be a lie.
+            if packet.topic_alias is not None:
+                self._protocol_error(events, _TOPIC_ALIAS_INVALID, "PUBLISH with a topic alias")
+            else:
+                self._protocol_error(
+                    events, _PROTOCOL_ERROR, f"PUBLISH with an invalid topic name {topic!r}"
+                )
+            return
         if packet.topic == self._heartbeat_topic and self.liveness is not None:
             self.liveness.heartbeat_returned()
         qos = packet.qos

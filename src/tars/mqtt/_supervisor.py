@@ -35,7 +35,11 @@ log = logging.getLogger("tars.mqtt")
 
 Hook = Callable[[], Awaitable[None]]
 
-_MAX_REDIRECTS: Final = 5  # consecutive redirections followed before it counts as a failure
+_MAX_REDIRECTS: Final = 5
+# Links that end within _SHORT_LINK seconds, _CLASH_LINKS times in a row, keep the backoff
+# growing (a client id clash), however they end (issue 12, D6).
+_SHORT_LINK: Final = 2.0
+_CLASH_LINKS: Final = 5  # consecutive redirections followed before it counts as a failure
 # Said with the first connection trouble: a wrong port must not look like a hung service.
 _WAIT_HINT: Final = (
     "; connect() keeps waiting for the broker (wait_for_broker=True, the default): pass "
@@ -95,6 +99,7 @@ class Supervisor:
         self._closing = False
         self._paused = 0
         self._hook_tasks: set[asyncio.Task[None]] = set()
+        self._short_links = 0  # consecutive links that ended soon after they were accepted
 
     @property
     def client_id(self) -> str:
@@ -213,8 +218,10 @@ class Supervisor:
                 continue
             up_at = loop.time()
             failed_in_round = 0
+            calm = False
             if await self._hold(conn, trouble):
-                attempt = 0 if self._calm(conn, loop.time() - up_at) else attempt
+                calm = self._calm(conn, loop.time() - up_at)
+                attempt = 0 if calm else attempt
             if self._closing:
                 return None  # shutdown said goodbye on this link: no reconnecting behind it
             if loop.time() - up_at > self._settle_after:
@@ -223,6 +230,8 @@ class Supervisor:
                 redirects += 1
                 continue  # the broker sent us elsewhere: go now, no backoff
             self._next_endpoint()  # the next broker of the list (the same one when alone)
+            if calm and len(self._endpoints) > 1:
+                continue  # failover: another node of the cluster at once, no backoff
             delay = self._backoff.next_delay(attempt, refused=False)
             attempt += 1
             if delay is None:
@@ -301,6 +310,26 @@ class Supervisor:
         soon after accepting us keeps it growing: a client id clash must not become a reconnect
         storm. A link lost to the network or a broker restart starts afresh, so the client is
         back within about a second of the broker, however many outages came before."""
+        if lasted >= _SHORT_LINK:
+            self._short_links = 0
+        else:
+            self._short_links += 1
+            if self._short_links >= _CLASH_LINKS:
+                # Mosquitto closes the older of two links with one client id without a
+                # DISCONNECT: such a clash looks like network losses, but every link dies
+                # right after it was accepted.
+                if self._short_links == _CLASH_LINKS:
+                    log.warning(
+                        "%s: %d links in a row to %s ended within %g s of being accepted: is "
+                        "another client connected with the client id %r? Backing off.",
+                        self.client_id,
+                        self._short_links,
+                        self.params.redacted_url,
+                        _SHORT_LINK,
+                        self.client_id,
+                        extra=self._fields(),
+                    )
+                return False
         return conn.broker_disconnect_reason is None or lasted > self._settle_after
 
     # --- brokers -------------------------------------------------------------------------------
