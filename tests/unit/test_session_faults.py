@@ -92,3 +92,32 @@ def test_qos_0_publish_after_a_refused_one_keeps_the_link() -> None:
     assert isinstance(publish, PublishPacket)
     assert session.state is SessionState.CONNECTED
     assert feed(session) == []
+
+
+def test_a_topic_that_is_not_utf8_ends_the_link_without_a_codec_panic(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """D3: the codec panics on such a topic and the panic is printed whatever catches it; the
+    session looks at the topic first (a malformed packet, 0x81)."""
+    session = connected()
+    events = session.receive_data(raw_publish(b"\xff\xfe"), 1.0)
+    assert [type(e) for e in events] == [Disconnected]
+    assert events[0].reason_code == 0x81  # type: ignore[union-attr]
+    out, err = capfd.readouterr()
+    assert "panicked" not in err
+    assert "UnicodeDecodeError" not in err
+
+
+def test_a_utf8_topic_that_is_not_ascii_is_delivered() -> None:
+    session = connected()
+    [packet] = session.receive_data(raw_publish("salle/été".encode()), 1.0)
+    assert isinstance(packet, PublishPacket)
+    assert packet.topic == "salle/été"
+
+
+def test_a_publish_split_inside_its_topic_is_read_once_complete() -> None:
+    session = connected()
+    wire = raw_publish("salle/été".encode())
+    assert session.receive_data(wire[:5], 1.0) == []
+    [packet] = session.receive_data(wire[5:], 1.0)
+    assert isinstance(packet, PublishPacket)

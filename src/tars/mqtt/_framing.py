@@ -16,7 +16,13 @@ from typing import Final
 
 import mqtt5
 
-__all__ = ["FramingError", "check_fixed_header", "frame_length", "read_packet"]
+__all__ = [
+    "FramingError",
+    "bad_publish_topic",
+    "check_fixed_header",
+    "frame_length",
+    "read_packet",
+]
 
 # Flags (low nibble of the first byte) MQTT 5 fixes for each packet type (2.1.3); PUBLISH (3)
 # carries DUP/QoS/RETAIN there and is checked apart. Type 0 is reserved. Type 15 is MQTT 5's
@@ -86,3 +92,34 @@ def read_packet(chunk: bytes | memoryview) -> tuple[mqtt5.Packet, int]:
         if type(exc).__name__ != "PanicException":
             raise
         raise FramingError("malformed packet: invalid UTF-8") from None
+
+
+def bad_publish_topic(data: bytes, pos: int) -> bool:
+    """Whether the PUBLISH starting at ``data[pos]`` has a topic name that is not UTF-8.
+
+    The codec (mqtt5 0.8) panics on one, and the panic is printed whatever catches it, so the
+    topic is looked at first: an ASCII topic (nearly all of them) costs one ``isascii``. False
+    while the topic is not all there yet (the codec then asks for more bytes).
+    """
+    end = len(data)
+    i = pos + 1
+    for _ in range(4):  # the remaining length: 1 to 4 bytes
+        if i >= end:
+            return False
+        more = data[i] & 0x80
+        i += 1
+        if not more:
+            break
+    if i + 2 > end:
+        return False
+    stop = i + 2 + ((data[i] << 8) | data[i + 1])
+    if stop > end:
+        return False
+    topic = data[i + 2 : stop]
+    if topic.isascii():
+        return False
+    try:
+        topic.decode()
+    except UnicodeDecodeError:
+        return True
+    return False

@@ -201,7 +201,7 @@ class Publishing(SessionBase):
         connack = self.connack
         if connack is None:
             return None
-        if qos > int(connack.max_qos):
+        if (qos == 1 or qos == 2) and qos > int(connack.max_qos):
             return PublishError(
                 f"the broker serves QoS {int(connack.max_qos)} at most (CONNACK), not {qos}",
                 _QOS_NOT_SUPPORTED,

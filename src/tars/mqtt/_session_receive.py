@@ -34,7 +34,7 @@ from ._events import (
     Event,
     PublishDone,
 )
-from ._framing import FramingError, check_fixed_header, frame_length
+from ._framing import FramingError, bad_publish_topic, check_fixed_header, frame_length
 from ._session_base import (
     _ENDED,
     _MALFORMED,
@@ -83,6 +83,9 @@ class Receiving(Publishing, Subscribing):
         limit = self.max_packet_size
         try:
             while pos < end:
+                if data[pos] >> 4 == 3 and bad_publish_topic(data, pos):
+                    self._protocol_error(events, _MALFORMED, "malformed packet: topic not UTF-8")
+                    return events
                 try:
                     packet, size = read(view[pos:])
                 except IndexError:
