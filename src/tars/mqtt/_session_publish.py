@@ -3,7 +3,8 @@
 QoS 0 goes out at once on a link; QoS 1/2 go out as the broker's Receive Maximum allows, else
 wait in order; without a link they are queued under the outbox limits (:mod:`._outgoing`). A
 resumed broker session gets its unacknowledged publishes again, with DUP, before any new one.
-Waiters (flush, capacity, outbox room) are settled here too.
+Waiters (flush, capacity, outbox room) are settled here too. With a durable outbox, a record
+leaves the journal here when it ends (see :meth:`~._outgoing.OutgoingStore.forget`).
 """
 
 from __future__ import annotations
@@ -177,6 +178,7 @@ class Publishing(SessionBase):
                     limit,
                 )
                 error = PayloadTooLarge(len(item.payload), limit)
+                store.forget(item)
                 events.append(PublishDone(item.handle, _PACKET_TOO_LARGE, None, error))
                 continue
             self._send_publish(item)
@@ -197,6 +199,7 @@ class Publishing(SessionBase):
     def _finish(self, packet_id: int, events: list[Event], reason: int, text: str | None) -> None:
         store = self.outgoing
         item = store.inflight.pop(packet_id)
+        store.forget(item)
         self._link.send_quota += 1
         if reason >= 0x80:
             self.stats.publish_failed += 1
@@ -222,6 +225,7 @@ class Publishing(SessionBase):
         again: list[Outgoing] = []
         for item in store.inflight.values():
             if item.released:
+                store.forget(item)
                 events.append(PublishDone(item.handle, 0, "session not present; PUBREC received"))
             else:
                 again.append(item)

@@ -290,6 +290,7 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
         session = self._session
         if self._state is ClientState.CLOSED:
             session.restart()
+        session.open_journal()  # the durable outbox: what an earlier run left goes first
         if cfg.enable_health:
             session.will = Will(
                 health_topic(cfg.effective_client_id),
