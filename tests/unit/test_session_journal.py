@@ -189,3 +189,18 @@ def test_shutdown_offline_without_a_journal_still_counts_drops() -> None:
     session.publish("t/1", b"x", 1, handle="h")
     session.abandon()
     assert session.outgoing.dropped == 1
+
+
+def test_more_records_than_the_limits_are_all_kept_and_said_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    journal = FakeJournal()
+    old = session_on(journal, outbox_max_messages=5)
+    for n in range(5):
+        old.publish(f"t/{n}", b"x", 1)
+    new = Session("c", journal=lambda: journal, outbox_max_messages=2)
+    assert new.open_journal() == 5
+    assert "more than outbox_max_messages" in caplog.text
+    connect(new)
+    assert [p.topic for p in publishes(sent(new))] == [f"t/{n}" for n in range(5)]
+    assert new.outgoing.dropped == 0

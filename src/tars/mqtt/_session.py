@@ -224,10 +224,19 @@ class Session(Receiving):
         """
         if self._journal is None or self.outgoing.journal is not None:
             return 0
-        loaded = self.outgoing.attach(self._journal())
+        store = self.outgoing
+        loaded = store.attach(self._journal())
         if loaded:
             log.info(
                 "%s: %d publishes left in the durable outbox by an earlier run are queued",
+                self.client_id,
+                loaded,
+            )
+        if loaded and not store.has_room(0):  # a run with larger limits, or many in flight
+            log.warning(
+                "%s: the durable outbox holds %d publishes, more than outbox_max_messages / "
+                "outbox_max_bytes allow; all are kept (in memory too) and sent first, and new "
+                "offline publishes meet the outbox policy until they are",
                 self.client_id,
                 loaded,
             )
