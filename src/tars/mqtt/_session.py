@@ -214,34 +214,6 @@ class Session(Receiving):
         """Packets queued for the wire since the last :meth:`data_to_send`."""
         return len(self._out)
 
-    def open_journal(self) -> int:
-        """Open the durable outbox, if there is one and it is not open yet, and queue what an
-        earlier process left in it ahead of any new publish. Returns how many were loaded.
-
-        From then on, QoS 1/2 publishes accepted without a link are written to it before
-        :meth:`publish` returns (synchronous disk I/O, see :mod:`._journal`). Raises
-        :class:`~tars.mqtt.ConfigError` when the file cannot be opened or is in use.
-        """
-        if self._journal is None or self.outgoing.journal is not None:
-            return 0
-        store = self.outgoing
-        loaded = store.attach(self._journal())
-        if loaded:
-            log.info(
-                "%s: %d publishes left in the durable outbox by an earlier run are queued",
-                self.client_id,
-                loaded,
-            )
-        if loaded and not store.has_room(0):  # a run with larger limits, or many in flight
-            log.warning(
-                "%s: the durable outbox holds %d publishes, more than outbox_max_messages / "
-                "outbox_max_bytes allow; all are kept (in memory too) and sent first, and new "
-                "offline publishes meet the outbox policy until they are",
-                self.client_id,
-                loaded,
-            )
-        return loaded
-
     def connection_made(self, now: float) -> None:
         """A new link is up: queue CONNECT. ``clean_start`` applies only to the first link."""
         if self.state is not SessionState.DISCONNECTED:
