@@ -19,7 +19,13 @@ import pytest
 
 from support.cli_process import Proc
 from support.mosquitto_cli import MosquittoSub, unique
-from tars.mqtt import MQTTClientConfig
+from tars.mqtt import (
+    ClientState,
+    ClientStateError,
+    ExponentialBackoff,
+    MQTTClient,
+    MQTTClientConfig,
+)
 from tars.mqtt._durable import DurableOutbox
 from tars.mqtt.testing import MosquittoBroker
 
@@ -88,3 +94,35 @@ async def test_events_accepted_offline_survive_a_kill_9_and_are_delivered_once_i
     assert all(m.qos == 1 for m in received)
     assert stored(file) == 0
     print(f"\n{N} events accepted offline in {accepted_in:.2f} s (process start included)")
+
+
+async def test_shutdown_keeps_offline_events_and_the_next_connect_sends_them(
+    mosquitto_broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    broker = mosquitto_broker
+    topic = unique("durable") + "/kept"
+    await broker.astop()
+    client = MQTTClient(
+        broker.url,
+        unique("durable-kept"),
+        outbox_path=tmp_path,
+        backoff=ExponentialBackoff(min_delay=0.05, max_delay=0.2, refused_delay=0.1),
+    )
+    connecting = asyncio.create_task(client.connect())
+    while client.state is ClientState.CREATED:
+        await asyncio.sleep(0)
+    for n in range(5):
+        await client.publish(topic, str(n), qos=1, wait=False)
+    await client.shutdown()
+    with pytest.raises(ClientStateError):
+        await connecting
+    assert client.stats.outbox_dropped == 0  # kept on disk, not dropped
+    await broker.astart()
+    async with MosquittoSub(broker, topic, qos=1) as observer:
+        await client.connect()  # the same object again: the file is opened anew
+        try:
+            await client.flush(timeout=10)
+            received = await observer.messages.wait_for(5)
+        finally:
+            await client.shutdown()
+    assert [m.payload.decode() for m in received] == [str(n) for n in range(5)]
