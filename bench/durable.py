@@ -11,6 +11,10 @@ flight (``--window``, like unacknowledged publishes), on the disk that holds ``-
 - ``FULL, batch of 100``: appends made in :meth:`DurableOutbox.batch` blocks of 100 (a session
   moving its memory queue to disk), one fsync per block.
 
+A second table gives the cost a user sees: one ``MQTTClient.publish(qos=1, wait=False)`` while
+the broker is away (the client is connecting to a closed port), with the in-memory outbox and
+with ``outbox_path`` (each call returns once its record is committed and fsynced).
+
 Run with::
 
     python -m bench.durable [--events 3000] [--repeat 3] [--dir bench/out]
@@ -19,6 +23,9 @@ Run with::
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import socket
 import statistics
 import sys
 import tempfile
@@ -27,9 +34,10 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from tars.mqtt import ClientState, MQTTClient
 from tars.mqtt._durable import DurableOutbox, Synchronous
 
-__all__ = ["main", "measure"]
+__all__ = ["main", "measure", "measure_client"]
 
 ROOT = Path(__file__).resolve().parent.parent
 PAYLOAD = b"x" * 240  # about one event envelope
@@ -92,6 +100,59 @@ ROWS: list[tuple[str, Callable[[Path, int, int], float]]] = [
 ]
 
 
+def _closed_port() -> int:
+    """A loopback port nothing listens on (connections are refused: the broker is away)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+async def _offline_publishes(directory: Path | None, events: int) -> float:
+    client = MQTTClient(
+        f"mqtt://127.0.0.1:{_closed_port()}",
+        "bench-durable",
+        outbox_path=directory,
+        outbox_max_messages=events,
+        reconnect_min_delay=1.0,
+    )
+    connecting = asyncio.create_task(client.connect(), name="bench-durable-connect")
+    while client.state is ClientState.CREATED:
+        await asyncio.sleep(0)
+    started = time.perf_counter()
+    for _ in range(events):
+        await client.publish(TOPIC, PAYLOAD, qos=1, wait=False)
+    elapsed = time.perf_counter() - started
+    assert client.stats.outbox_depth == events
+    await client.shutdown()
+    connecting.cancel()
+    await asyncio.gather(connecting, return_exceptions=True)
+    return elapsed / events * 1e6
+
+
+def _client_run(directory: Path, events: int, durable: bool) -> float:
+    """Microseconds per offline ``publish(qos=1, wait=False)`` of one fresh client."""
+    # Shutting down with the broker away says (at WARNING) what it discards: expected here.
+    logging.getLogger("tars.mqtt").setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        return asyncio.run(_offline_publishes(Path(tmp) if durable else None, events))
+
+
+CLIENT_ROWS: list[tuple[str, Callable[[Path, int], float]]] = [
+    ("in-memory outbox", lambda d, n: _client_run(d, n, False)),
+    ("outbox_path (durable, fsync per publish)", lambda d, n: _client_run(d, n, True)),
+]
+
+
+def measure_client(directory: Path, events: int, repeat: int) -> list[tuple[str, float]]:
+    """(row name, median µs per offline publish) for each client row."""
+    samples: dict[str, list[float]] = {name: [] for name, _ in CLIENT_ROWS}
+    for _ in range(repeat):
+        for name, run in CLIENT_ROWS:
+            samples[name].append(run(directory, events))
+    return [(name, statistics.median(values)) for name, values in samples.items()]
+
+
 def measure(directory: Path, events: int, window: int, repeat: int) -> list[tuple[str, float]]:
     """(row name, median µs per event) for each row, ``repeat`` runs interleaved."""
     samples: dict[str, list[float]] = {name: [] for name, _ in ROWS}
@@ -116,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     print("| mode | µs per event (append + remove) |")
     print("|---|---:|")
     for name, micros in rows:
+        print(f"| {name} | {micros:.1f} |")
+    print("\n| client, broker away | µs per publish(qos=1, wait=False) |")
+    print("|---|---:|")
+    for name, micros in measure_client(args.dir, args.events, args.repeat):
         print(f"| {name} | {micros:.1f} |")
     return 0
 

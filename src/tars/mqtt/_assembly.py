@@ -5,7 +5,7 @@ from __future__ import annotations
 import ssl
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from ._config import MQTTClientConfig
 from ._health import encode_health, encode_heartbeat, health_topic, keepalive_topic
@@ -13,6 +13,9 @@ from ._liveness import Liveness
 from ._message import Message
 from ._session import Session
 from ._tls import make_ssl_context
+
+if TYPE_CHECKING:
+    from ._journal import Journal
 
 __all__ = ["ignore", "make_session", "tls_factory"]
 
@@ -33,6 +36,14 @@ def make_session(cfg: MQTTClientConfig) -> Session:
             event = "ready" if first else "reconnected"
             _, payload = encode_health(True, event, None, source=cfg.source, timestamp=time.time())
             return health_topic(client_id), payload
+
+    journal: Callable[[], Journal] | None = None
+    path = cfg.outbox_file
+    if path is not None:
+        from ._journal import DurableJournal  # sqlite3 is loaded only by those who use it
+
+        def journal() -> Journal:
+            return DurableJournal(path)
 
     return Session(
         client_id,
@@ -56,6 +67,7 @@ def make_session(cfg: MQTTClientConfig) -> Session:
         heartbeat=heartbeat,
         announce=announce,
         ack_after_handling=cfg.acknowledge == "after_handling",
+        journal=journal,
     )
 
 

@@ -204,9 +204,10 @@ class MQTTClientConfig(pydantic.BaseModel):
     )
     outbox_path: Path | None = Field(
         None,
-        description="Directory of the durable outbox: QoS 1/2 publishes are kept on disk "
-        "(one SQLite file per client id) until acknowledged, across restarts; created if "
-        "missing (its parent must exist). None: the outbox lives in memory.",
+        description="Directory of the durable outbox: QoS 1/2 publishes accepted while "
+        "disconnected are kept on disk (one SQLite file per client id, fsynced) until "
+        "acknowledged, and sent by the next process after a crash; created if missing (its "
+        "parent must exist). None: the outbox lives in memory.",
     )
     correlation_format: Literal["native", "original"] = Field(
         "native",

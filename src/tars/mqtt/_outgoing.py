@@ -16,6 +16,14 @@ bytes), may expire (TTL), and a full outbox applies its policy:
 
 Records that were already in flight or pending when the link dropped are not subject to the
 outbox limits: they were accepted while connected and are resent as MQTT 5 requires.
+
+With a :class:`~._journal.Journal` attached (``outbox_path``), each QoS 1/2 record queued
+offline is also appended to it (its ``seq`` kept on the record) before :meth:`queue_offline`
+returns, and removed from it by :meth:`forget` when it ends (acknowledged, refused, expired,
+dropped by the policy). :meth:`attach` loads what an earlier process left, in order, ahead of
+everything else. QoS 0 queued offline (``queue_qos0_offline``) is never journaled: it is
+at-most-once by contract, and an fsync per message would be a disk write for messages the
+caller already agreed to lose.
 """
 
 from __future__ import annotations
@@ -23,9 +31,12 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._errors import InvalidArgumentError, OutboxFullError
+
+if TYPE_CHECKING:
+    from ._journal import Journal
 
 __all__ = ["OutboxPolicy", "Outgoing", "OutgoingStore"]
 
@@ -47,6 +58,7 @@ class Outgoing:
     released: bool = False  # QoS 2: PUBREC received, PUBREL sent, waiting for PUBCOMP
     offline: bool = False  # queued while no link was up: counts against the outbox limits
     expires_at: float | None = None  # offline records only: not sendable after this time
+    seq: int | None = None  # its record in the journal (durable outbox), until it ends
 
 
 class OutgoingStore:
@@ -80,6 +92,34 @@ class OutgoingStore:
         self._offline_bytes = 0
         self.dropped = 0  # dropped by the outbox policy or limits
         self.expired = 0  # older than the TTL when a link came back
+        self.journal: Journal | None = None  # the durable outbox, while attached
+
+    def attach(self, journal: Journal) -> int:
+        """Keep offline QoS 1/2 records in ``journal`` too, and queue what an earlier process
+        left in it (handles None), in order, before any record queued later. Those count in
+        the outbox (they were accepted offline) but are never dropped to fit the limits here:
+        their number is bounded by what the last process accepted. Returns how many."""
+        self.journal = journal
+        loaded = 0
+        for item in journal.load():
+            item.offline = True
+            self._offline_count += 1
+            self._offline_bytes += len(item.payload)
+            self.pending.append(item)
+            loaded += 1
+        return loaded
+
+    def detach(self) -> None:
+        """Close the journal (shutdown); its records stay in it for the next :meth:`attach`."""
+        journal, self.journal = self.journal, None
+        if journal is not None:
+            journal.close()
+
+    def forget(self, item: Outgoing) -> None:
+        """``item`` has its outcome: remove its journal record, if it has one."""
+        if item.seq is not None and self.journal is not None:
+            self.journal.remove(item.seq)
+        item.seq = None
 
     def __repr__(self) -> str:
         return (
@@ -107,16 +147,17 @@ class OutgoingStore:
         """Queue ``item`` while no link is up; return the records dropped to make room (or
         ``[item]`` when it is refused).
 
-        Raises :class:`~tars.mqtt.OutboxFullError` with the ``raise`` policy. With ``block``
-        the caller must wait for :meth:`has_room` first; a message larger than the whole outbox
-        is refused whatever the policy.
+        Raises :class:`~tars.mqtt.OutboxFullError` with the ``raise`` policy, or when the
+        journal cannot write (nothing changed then). With ``block`` the caller must wait for
+        :meth:`has_room` first; a message larger than the whole outbox is refused whatever the
+        policy.
         """
         size = len(item.payload)
         if self.max_messages == 0 or size > self.max_bytes:
             self.dropped += 1
             return [item]
-        dropped: list[Outgoing] = []
-        if not self.has_room(size):
+        full = not self.has_room(size)
+        if full:
             if self.policy == "raise":
                 raise OutboxFullError(
                     f"outbox full ({self._offline_count} messages, {self._offline_bytes} "
@@ -125,9 +166,11 @@ class OutgoingStore:
             if self.policy in ("drop_newest", "block"):
                 self.dropped += 1
                 return [item]
-            dropped = self._drop_oldest_offline(size)
-        item.offline = True
         item.expires_at = now + self.ttl if self.ttl is not None else None
+        if self.journal is not None and item.qos:
+            item.seq = self.journal.append(item)  # before any drop: a failure changes nothing
+        dropped = self._drop_oldest_offline(size) if full else []
+        item.offline = True
         self._offline_count += 1
         self._offline_bytes += size
         self.pending.append(item)
@@ -150,11 +193,13 @@ class OutgoingStore:
             self.pending = deque(i for i in self.pending if id(i) not in gone)
             for item in expired:
                 self._left_outbox(item)
+                self.forget(item)
             self.expired += len(expired)
         return expired
 
     def take_all(self) -> Iterator[Outgoing]:
-        """Empty the store (shutdown): every record, in flight first, then pending."""
+        """Empty the store (shutdown): every record, in flight first, then pending. Journaled
+        records (``seq`` set) stay in the journal: they are sent after the next start."""
         items = [*self.inflight.values(), *self.pending]
         self.inflight.clear()
         self.pending.clear()
@@ -168,6 +213,7 @@ class OutgoingStore:
         for item in self.pending:
             if item.offline and not self.has_room(size):
                 self._left_outbox(item)
+                self.forget(item)
                 dropped.append(item)
             else:
                 kept.append(item)

@@ -2,16 +2,19 @@
 
 Rule 1 of this module (after h11's): **whatever outlives one network link is owned here, and
 nowhere else.** Each outgoing publish from the call to its outcome (packet ids, the broker's
-Receive Maximum window, DUP resends, the offline queue with the outbox limits), the subscription
-table and the restore plan for a fresh or a resumed broker session, incoming QoS 2 state, and
-the liveness deadlines (keep-alive, heartbeat, watchdog, ack timeout). The asyncio layer above
+Receive Maximum window, DUP resends, the offline queue with the outbox limits and its optional
+durable journal), the subscription table and the restore plan for a fresh or a resumed broker
+session, incoming QoS 2 state, and the liveness deadlines (keep-alive, heartbeat, watchdog, ack
+timeout). The asyncio layer above
 only moves bytes, keeps one timer, and turns handles into futures; it asks here for every
 decision, so every race between a link coming up and a call arriving is a unit test without a
 socket.
 
-No sockets, no sleeping, no asyncio: it takes bytes received, method calls and the current time
-(``now``, from a monotonic clock); it returns bytes to send (:meth:`Session.data_to_send`),
-events (:mod:`._events`), and the next deadline.
+No sockets, no sleeping, no asyncio (the one exception: a durable outbox, handed in as a
+:class:`~._journal.Journal`, does synchronous disk I/O with an fsync for each QoS 1/2 publish
+accepted while no link is up, and only then): it takes bytes received, method calls and the
+current time (``now``, from a monotonic clock); it returns bytes to send
+(:meth:`Session.data_to_send`), events (:mod:`._events`), and the next deadline.
 
 - One :class:`Session` lives as long as the client, across many links.
   :meth:`Session.connection_made` starts a link (queues CONNECT), :meth:`Session.connection_lost`
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import mqtt5
 from mqtt5 import (
@@ -72,6 +76,9 @@ from ._session_base import (
 from ._session_receive import Receiving
 from ._subtable import SubscriptionTable
 
+if TYPE_CHECKING:  # the durable store (sqlite3) is loaded only by those who use it
+    from ._journal import Journal
+
 __all__ = ["Session", "SessionState", "SessionStats", "WaitFor"]
 
 log = logging.getLogger("tars.mqtt")
@@ -109,11 +116,13 @@ class Session(Receiving):
         heartbeat: tuple[str, Callable[[], bytes]] | None = None,
         announce: Callable[[bool], tuple[str, bytes]] | None = None,
         ack_after_handling: bool = False,
+        journal: Callable[[], Journal] | None = None,
     ) -> None:
         """``heartbeat`` is (topic, payload factory) of the heartbeat the liveness schedule asks
         for; ``announce(first)`` gives the (topic, payload) of a retained QoS 1 status published
         as each link becomes ready. ``ack_after_handling``: received QoS 1/2 messages are
-        acknowledged by :meth:`ack`, not on arrival (see :mod:`._incoming`)."""
+        acknowledged by :meth:`ack`, not on arrival (see :mod:`._incoming`). ``journal`` opens
+        the durable outbox (see :meth:`open_journal`)."""
         if not 1 <= receive_maximum <= _MAX_PACKET_ID:
             raise InvalidArgumentError("receive_maximum must be in 1..65535")
         self.client_id = client_id
@@ -153,6 +162,7 @@ class Session(Receiving):
         self._waiters: list[_Waiter] = []
         self._connected_once = False
         self._now = 0.0
+        self._journal = journal
         if heartbeat is not None:
             self.subscriptions.add_internal(heartbeat[0])
 
@@ -275,19 +285,32 @@ class Session(Receiving):
 
     def abandon(self) -> list[object]:
         """Forget every unfinished publish, request and waiter; return their handles (the
-        caller fails them). Offline records abandoned so are counted as outbox drops."""
+        caller fails them). Offline records abandoned so are counted as outbox drops, except
+        those in the durable outbox: they stay there for the next start, which sends them, and
+        the journal is closed."""
         handles: list[object] = []
-        lost = 0
+        lost = kept = 0
         for item in self.outgoing.take_all():
             handles.append(item.handle)
+            if item.seq is not None:
+                kept += 1
+                continue
             lost += 1
             if item.offline:  # the outbox's: counted as its drops (the rest was in flight)
                 self.outgoing.dropped += 1
+        self.outgoing.detach()
         if lost:
             log.warning(
                 "%s: %d publishes never acknowledged by the broker were discarded at shutdown",
                 self.client_id,
                 lost,
+            )
+        if kept:
+            log.info(
+                "%s: %d publishes not acknowledged yet stay in the durable outbox for the next "
+                "start",
+                self.client_id,
+                kept,
             )
         handles.extend(r.handle for r in self._requests.values())
         handles.extend(w.handle for w in self._waiters)

@@ -3,14 +3,15 @@
 QoS 0 goes out at once on a link; QoS 1/2 go out as the broker's Receive Maximum allows, else
 wait in order; without a link they are queued under the outbox limits (:mod:`._outgoing`). A
 resumed broker session gets its unacknowledged publishes again, with DUP, before any new one.
-Waiters (flush, capacity, outbox room) are settled here too.
+Waiters (flush, capacity, outbox room) are settled here too. With a durable outbox, a record
+leaves the journal here when it ends (see :meth:`~._outgoing.OutgoingStore.forget`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import mqtt5
 from mqtt5 import (
@@ -45,6 +46,9 @@ from ._session_base import (
     _Waiter,
 )
 
+if TYPE_CHECKING:  # the durable store (sqlite3) is loaded only by those who use it
+    from ._journal import Journal
+
 __all__ = ["Publishing"]
 
 log = logging.getLogger("tars.mqtt")
@@ -53,6 +57,8 @@ log = logging.getLogger("tars.mqtt")
 class Publishing(SessionBase):
     """Publish, resend, acknowledgements and waiters (a part of
     :class:`~._session.Session`)."""
+
+    _journal: Callable[[], Journal] | None  # opens the durable outbox (set by Session)
 
     def publish(
         self,
@@ -126,6 +132,34 @@ class Publishing(SessionBase):
             events.append(PublishDone(old.handle, 0x80, "dropped", error))
         return events
 
+    def open_journal(self) -> int:
+        """Open the durable outbox, if there is one and it is not open yet, and queue what an
+        earlier process left in it ahead of any new publish. Returns how many were loaded.
+
+        From then on, QoS 1/2 publishes accepted without a link are written to it before
+        :meth:`publish` returns (synchronous disk I/O, see :mod:`._journal`). Raises
+        :class:`~tars.mqtt.ConfigError` when the file cannot be opened or is in use.
+        """
+        if self._journal is None or self.outgoing.journal is not None:
+            return 0
+        store = self.outgoing
+        loaded = store.attach(self._journal())
+        if loaded:
+            log.info(
+                "%s: %d publishes left in the durable outbox by an earlier run are queued",
+                self.client_id,
+                loaded,
+            )
+        if loaded and not store.has_room(0):  # a run with larger limits, or many in flight
+            log.warning(
+                "%s: the durable outbox holds %d publishes, more than outbox_max_messages / "
+                "outbox_max_bytes allow; all are kept (in memory too) and sent first, and new "
+                "offline publishes meet the outbox policy until they are",
+                self.client_id,
+                loaded,
+            )
+        return loaded
+
     def has_room(self, size: int) -> bool:
         """Whether a publish of ``size`` bytes can be taken now without an outbox drop."""
         return self.state is SessionState.CONNECTED or self.outgoing.has_room(size)
@@ -191,6 +225,7 @@ class Publishing(SessionBase):
                     limit,
                 )
                 error = PayloadTooLarge(len(item.payload), limit)
+                store.forget(item)
                 events.append(PublishDone(item.handle, _PACKET_TOO_LARGE, None, error))
                 continue
             self._send_publish(item)
@@ -229,6 +264,7 @@ class Publishing(SessionBase):
     def _finish(self, packet_id: int, events: list[Event], reason: int, text: str | None) -> None:
         store = self.outgoing
         item = store.inflight.pop(packet_id)
+        store.forget(item)
         self._link.send_quota += 1
         if reason >= 0x80:
             self.stats.publish_failed += 1
@@ -254,6 +290,7 @@ class Publishing(SessionBase):
         again: list[Outgoing] = []
         for item in store.inflight.values():
             if item.released:
+                store.forget(item)
                 events.append(PublishDone(item.handle, 0, "session not present; PUBREC received"))
             else:
                 again.append(item)

@@ -281,7 +281,9 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
         (``wait_for_broker=True``, the default) or raises :class:`~tars.mqtt.ConnectError`.
         A refusal no retry can fix (bad credentials, not authorized, bad client id) raises
         :class:`~tars.mqtt.ConnectError` at once. Raises :class:`~tars.mqtt.ClientStateError`
-        when already connecting or connected.
+        when already connecting or connected, and :class:`~tars.mqtt.ConfigError` when the
+        durable outbox (``outbox_path``) cannot be opened or another process holds it; what an
+        earlier run left in it is sent first, once connected.
         """
         if self._state not in (ClientState.CREATED, ClientState.CLOSED):
             raise ClientStateError(f"connect() while {self._state.value}")
@@ -290,6 +292,7 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
         session = self._session
         if self._state is ClientState.CLOSED:
             session.restart()
+        session.open_journal()  # the durable outbox: what an earlier run left goes first
         if cfg.enable_health:
             session.will = Will(
                 health_topic(cfg.effective_client_id),
@@ -363,12 +366,14 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
         QoS 1/2 with ``wait=True`` return once the broker acknowledged (across reconnects:
         the message is resent); ``wait=False`` returns once the message is handed over (the ack
         is tracked, see :meth:`flush`). While disconnected, QoS 1/2 (and QoS 0 with
-        ``queue_qos0_offline``) go to the outbox; QoS 0 is otherwise dropped and counted.
+        ``queue_qos0_offline``) go to the outbox; QoS 0 is otherwise dropped and counted. With
+        ``outbox_path``, an offline QoS 1/2 message is on disk (fsynced) when this returns.
 
         Raises :class:`~tars.mqtt.InvalidTopicError`, :class:`~tars.mqtt.PayloadTooLarge`,
         ``ValueError`` (qos), :class:`~tars.mqtt.NotConnectedError` (before :meth:`connect`),
         :class:`~tars.mqtt.ClientStateError` (after :meth:`shutdown`),
-        :class:`~tars.mqtt.OutboxFullError` (policy ``raise``),
+        :class:`~tars.mqtt.OutboxFullError` (policy ``raise``, or the durable outbox cannot
+        write to its disk),
         :class:`~tars.mqtt.PublishError` (the broker refused it).
         """
         if self._instruments:  # observers (tars.mqtt._instrument) around the same call
