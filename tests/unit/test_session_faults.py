@@ -103,7 +103,7 @@ def test_a_topic_that_is_not_utf8_ends_the_link_without_a_codec_panic(
     events = session.receive_data(raw_publish(b"\xff\xfe"), 1.0)
     assert [type(e) for e in events] == [Disconnected]
     assert events[0].reason_code == 0x81  # type: ignore[union-attr]
-    out, err = capfd.readouterr()
+    _out, err = capfd.readouterr()
     assert "panicked" not in err
     assert "UnicodeDecodeError" not in err
 
