@@ -15,7 +15,7 @@ from ._session import Session
 from ._tls import make_ssl_context
 
 if TYPE_CHECKING:
-    from ._journal import Journal
+    from ._outgoing import Journal
 
 __all__ = ["ignore", "make_session", "tls_factory"]
 

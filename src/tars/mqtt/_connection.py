@@ -18,39 +18,39 @@ links; the client publishes into the session and asks the supervisor to flush.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from mqtt5 import PublishPacket
 
+from ._boundary import map_exceptions, settle
 from ._errors import (
     ClientStateError,
     ConnectError,
     ConnectionLostError,
-    MQTTError,
     ProtocolError,
-    PublishError,
 )
 from ._events import (
     Connected,
     ConnectFailed,
     Disconnected,
     Event,
-    PublishDone,
     Ready,
-    RequestAborted,
-    Settled,
-    Subscribed,
-    Unsubscribed,
 )
 from ._session import Session, SessionState
 from ._tls import is_certificate_failure
 
-__all__ = ["Connection", "Connector", "MessageListener", "map_exceptions", "open_connection"]
+__all__ = [
+    "Connection",
+    "Connector",
+    "MessageListener",
+    "map_exceptions",
+    "open_connection",
+    "settle",
+]
 
 log = logging.getLogger("tars.mqtt.connection")
 
@@ -61,75 +61,8 @@ Connector = Callable[[Callable[[], asyncio.Protocol]], Awaitable[tuple[Any, Any]
 """``async (protocol_factory) -> (transport, protocol)``: opens a link some other way than TCP
 (the in-memory broker of :mod:`tars.mqtt.testing`, a Unix socket, a websocket adapter...)."""
 
-_TLS_HINT: Final = (
-    " (a certificate was not trusted: check tls_ca_file against the broker's certificate and "
-    "the host name in the URL, or tls_cert_file/tls_key_file if the broker asks for ours)"
-)
 # Packets queued in one loop turn before they are written at once instead of at its end.
 _FLUSH_BACKLOG: Final = 64
-
-
-def settle(events: Iterable[Event]) -> None:
-    """Resolve the futures the session's events carry as handles (publishes, requests,
-    waiters). Link-level events (connected, ready, disconnected, messages) are ignored here."""
-    for event in events:
-        kind = type(event)
-        if kind is PublishDone:
-            assert isinstance(event, PublishDone)
-            fut = event.handle
-            if isinstance(fut, asyncio.Future) and not fut.done():
-                if event.error is not None:
-                    fut.set_exception(event.error)
-                elif event.reason_code >= 0x80:
-                    fut.set_exception(
-                        PublishError(
-                            f"broker refused the publish: reason code {event.reason_code:#x}"
-                            + (f" ({event.reason_string})" if event.reason_string else ""),
-                            event.reason_code,
-                        )
-                    )
-                else:
-                    fut.set_result(event.reason_code)
-        elif kind is Settled:
-            assert isinstance(event, Settled)
-            _resolve(event.handle, None)
-        elif kind is Subscribed or kind is Unsubscribed:
-            assert isinstance(event, Subscribed | Unsubscribed)
-            _resolve(event.handle, event.reason_codes)
-        elif kind is RequestAborted:
-            assert isinstance(event, RequestAborted)
-            fut = event.handle
-            if isinstance(fut, asyncio.Future) and not fut.done():
-                fut.set_exception(ConnectionLostError("link lost before the broker answered"))
-
-
-def _resolve(handle: object, value: Any) -> None:
-    if isinstance(handle, asyncio.Future) and not handle.done():
-        handle.set_result(value)
-
-
-@contextlib.contextmanager
-def map_exceptions(where: str, timeout: float) -> Iterator[None]:
-    """The one place transport errors become :class:`~tars.mqtt.ConnectError` (``refused``
-    when nothing listens), with the original as ``__cause__``."""
-    try:
-        yield
-    except MQTTError:
-        raise
-    except TimeoutError:
-        raise ConnectError(f"no CONNACK from {where} within {timeout:g} s") from None
-    except ConnectionRefusedError as exc:
-        raise ConnectError(f"connection to {where} refused", refused=True) from exc
-    except (OSError, ssl.SSLError) as exc:
-        # A certificate the client does not trust, or ours refused by the broker: the same
-        # certificate again cannot help, so no retry (issue 12, D4).
-        fatal = is_certificate_failure(exc)
-        hint = _TLS_HINT if fatal else ""
-        raise ConnectError(f"cannot connect to {where}: {exc}{hint}", fatal=fatal) from exc
-    except Exception as exc:
-        # OSError and ssl.SSLError, and anything else the resolver or a connector raises (an
-        # IDNA UnicodeError for a host label over 63 characters...): still a failed attempt.
-        raise ConnectError(f"cannot connect to {where}: {exc}") from exc
 
 
 class Connection(asyncio.Protocol):

@@ -23,37 +23,11 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
 
 from ._durable import DurableOutbox, Synchronous
-from ._outgoing import Outgoing
+from ._outgoing import Journal, Outgoing
 
 __all__ = ["DurableJournal", "Journal"]
-
-
-class Journal(Protocol):
-    """A crash-safe FIFO of the publishes accepted offline (see the module docstring)."""
-
-    def append(self, item: Outgoing) -> int:
-        """Store ``item``; durable when this returns. Returns its ``seq`` (grows, never reused).
-
-        Raises :class:`~tars.mqtt.OutboxFullError` when the disk refuses the write (nothing
-        stored).
-        """
-        ...
-
-    def remove(self, seq: int) -> None:
-        """Forget record ``seq`` (acknowledged, refused, expired or dropped by policy)."""
-        ...
-
-    def load(self) -> Iterator[Outgoing]:
-        """The records left by an earlier process, oldest first, each with its ``seq`` set and
-        ``handle`` None; read a page at a time."""
-        ...
-
-    def close(self) -> None:
-        """Commit what is pending and release the file. The records stay for the next start."""
-        ...
 
 
 class DurableJournal:

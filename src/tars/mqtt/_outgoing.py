@@ -31,14 +31,11 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from ._errors import InvalidArgumentError, OutboxFullError
 
-if TYPE_CHECKING:
-    from ._journal import Journal
-
-__all__ = ["OutboxPolicy", "Outgoing", "OutgoingStore"]
+__all__ = ["Journal", "OutboxPolicy", "Outgoing", "OutgoingStore"]
 
 OutboxPolicy = Literal["drop_oldest", "drop_newest", "block", "raise"]
 
@@ -59,6 +56,31 @@ class Outgoing:
     offline: bool = False  # queued while no link was up: counts against the outbox limits
     expires_at: float | None = None  # offline records only: not sendable after this time
     seq: int | None = None  # its record in the journal (durable outbox), until it ends
+
+
+class Journal(Protocol):
+    """A crash-safe FIFO of the publishes accepted offline (see the module docstring)."""
+
+    def append(self, item: Outgoing) -> int:
+        """Store ``item``; durable when this returns. Returns its ``seq`` (grows, never reused).
+
+        Raises :class:`~tars.mqtt.OutboxFullError` when the disk refuses the write (nothing
+        stored).
+        """
+        ...
+
+    def remove(self, seq: int) -> None:
+        """Forget record ``seq`` (acknowledged, refused, expired or dropped by policy)."""
+        ...
+
+    def load(self) -> Iterator[Outgoing]:
+        """The records left by an earlier process, oldest first, each with its ``seq`` set and
+        ``handle`` None; read a page at a time."""
+        ...
+
+    def close(self) -> None:
+        """Commit what is pending and release the file. The records stay for the next start."""
+        ...
 
 
 class OutgoingStore:

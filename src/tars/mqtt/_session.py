@@ -77,7 +77,7 @@ from ._session_receive import Receiving
 from ._subtable import SubscriptionTable
 
 if TYPE_CHECKING:  # the durable store (sqlite3) is loaded only by those who use it
-    from ._journal import Journal
+    from ._outgoing import Journal
 
 __all__ = ["Session", "SessionState", "SessionStats", "WaitFor"]
 

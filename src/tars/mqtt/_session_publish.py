@@ -47,7 +47,7 @@ from ._session_base import (
 )
 
 if TYPE_CHECKING:  # the durable store (sqlite3) is loaded only by those who use it
-    from ._journal import Journal
+    from ._outgoing import Journal
 
 __all__ = ["Publishing"]
 

@@ -20,7 +20,6 @@ connection -> session -> dispatcher -> the subscription's queue -> its handler.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 import time
@@ -34,6 +33,7 @@ from ._assembly import ignore, make_session, tls_factory
 from ._backoff import BackoffPolicy, ExponentialBackoff
 from ._checks import PublishCheck
 from ._client_events import EventMethods
+from ._client_publish import PublishMethods
 from ._client_run import RunMethods
 from ._client_state import ClientState, ClientStats
 from ._client_subscribe import SubscribeMethods
@@ -42,10 +42,8 @@ from ._connection import Connector, MessageListener, settle
 from ._dispatch import Acknowledger, Dispatcher
 from ._errors import (
     ClientStateError,
-    ConnectionLostError,
     InvalidArgumentTypeError,
     MQTTError,
-    NotConnectedError,
 )
 from ._health import encode_health, health_topic, keepalive_topic, will_payload
 from ._instrument import Instrument, Instruments
@@ -64,7 +62,7 @@ _PACKET_OVERHEAD: Final = 128 * 1024
 _MQTT_MAX_PACKET: Final = 268_435_455 + 5
 
 
-class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
+class MQTTClient(PublishMethods, EventMethods, SubscribeMethods, RunMethods):
     """An asyncio MQTT 5 client with envelopes, dispatch, reconnection, heartbeat and health.
 
     ``MQTTClient("mqtt://user:pass@host:1883", "stt-worker", enable_health=True)`` — every
@@ -349,100 +347,6 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
         """Same as :meth:`shutdown` (kept for code written against paho-style clients)."""
         await self.shutdown()
 
-    # --- publishing --------------------------------------------------------------------------
-
-    async def publish(
-        self,
-        topic: str,
-        payload: bytes | str,
-        *,
-        qos: int = 0,
-        retain: bool = False,
-        wait: bool = True,
-        properties: dict[str, Any] | None = None,
-    ) -> None:
-        """Publish raw bytes (or str, sent as UTF-8).
-
-        QoS 1/2 with ``wait=True`` return once the broker acknowledged (across reconnects:
-        the message is resent); ``wait=False`` returns once the message is handed over (the ack
-        is tracked, see :meth:`flush`). While disconnected, QoS 1/2 (and QoS 0 with
-        ``queue_qos0_offline``) go to the outbox; QoS 0 is otherwise dropped and counted. With
-        ``outbox_path``, an offline QoS 1/2 message is on disk (fsynced) when this returns.
-
-        Raises :class:`~tars.mqtt.InvalidTopicError`, :class:`~tars.mqtt.PayloadTooLarge`,
-        ``ValueError`` (qos), :class:`~tars.mqtt.NotConnectedError` (before :meth:`connect`),
-        :class:`~tars.mqtt.ClientStateError` (after :meth:`shutdown`),
-        :class:`~tars.mqtt.OutboxFullError` (policy ``raise``, or the durable outbox cannot
-        write to its disk),
-        :class:`~tars.mqtt.PublishError` (the broker refused it).
-        """
-        if self._instruments:  # observers (tars.mqtt._instrument) around the same call
-            await self._instruments.publish(
-                self._publish, topic, payload, qos, retain, wait, properties
-            )
-        else:
-            await self._publish(
-                topic, payload, qos=qos, retain=retain, wait=wait, properties=properties
-            )
-
-    async def _publish(
-        self,
-        topic: str,
-        payload: bytes | str,
-        *,
-        qos: int,
-        retain: bool,
-        wait: bool,
-        properties: dict[str, Any] | None,
-    ) -> None:
-        payload = self._check(topic, payload, qos, properties)
-        self._require_running("publish")
-        session = self._session
-        fut: asyncio.Future[int] | None = None
-        if qos:
-            if not wait and session.at_capacity:
-                # Bounds the memory of publishes nobody awaits when the broker is slower than
-                # the producer: the producer is slowed down instead.
-                await self._wait_for(WaitFor.CAPACITY)
-            if not session.has_room(len(payload)) and self._config.outbox_policy == "block":
-                await self._wait_for(WaitFor.ROOM, len(payload))
-                self._require_running("publish")
-            if wait:
-                fut = asyncio.get_running_loop().create_future()
-        events = session.publish(
-            topic,
-            payload,
-            qos,
-            retain,
-            handle=fut,
-            properties=properties,
-            # Dates an offline record (TTL) and starts a QoS 1/2 publish's ack clock.
-            now=asyncio.get_running_loop().time() if qos or not session.linked else None,
-        )
-        if events:
-            settle(events)
-        current = self._supervisor.current
-        if current is not None:
-            current.flush_soon()
-            if current.write_paused:
-                # Handed over already: a QoS 1/2 message is resent on the next link, and a
-                # QoS 0 one is at most once anyway. Losing the link here is not an error.
-                with contextlib.suppress(ConnectionLostError):
-                    await current.drain()
-        if fut is not None:
-            await fut
-
-    async def flush(self, timeout: float | None = None) -> None:
-        """Wait until every QoS 1/2 publish issued so far is acknowledged and the outbox is
-        empty. Raises ``TimeoutError`` after ``timeout`` seconds, and
-        :class:`~tars.mqtt.ClientStateError` before :meth:`connect` or after :meth:`shutdown`."""
-        if self._state in (ClientState.CLOSED, ClientState.CREATED):
-            raise ClientStateError(f"flush() while {self._state.value}")
-        async with asyncio.timeout(timeout):
-            await self._wait_for(WaitFor.FLUSHED)
-
-    # --- subscribing -------------------------------------------------------------------------
-
     # --- internals -----------------------------------------------------------------------------
 
     async def _run(self) -> None:
@@ -450,23 +354,6 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
         error = await self._supervisor.run()
         if error is not None and self._state is ClientState.CONNECTING:
             await self.shutdown()
-
-    async def _wait_for(self, what: WaitFor, size: int = 0) -> None:
-        """Wait until the session settles ``what`` (or shutdown fails the wait)."""
-        fut = asyncio.get_running_loop().create_future()
-        if not self._session.wait(fut, what, size):
-            return
-        try:
-            await fut
-        finally:
-            self._session.forget_waiter(fut)
-
-    def _require_running(self, what: str) -> None:
-        state = self._state
-        if state is ClientState.CREATED:
-            raise NotConnectedError(f"{what}() before connect()")
-        if state is not ClientState.CONNECTING:
-            raise ClientStateError(f"{what}() while {state.value}")
 
     async def _say_goodbye(self, link: Any, timeout: float) -> None:
         """Last words on a live link: health ``shutdown``, pending acks, then DISCONNECT."""
