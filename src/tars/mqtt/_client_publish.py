@@ -96,18 +96,16 @@ class PublishMethods:
                 self._require_running("publish")
             if wait:
                 fut = asyncio.get_running_loop().create_future()
-        events = session.publish(
-            topic,
-            payload,
-            qos,
-            retain,
-            handle=fut,
-            properties=properties,
+        if qos or not session.linked:
             # Dates an offline record (TTL) and starts a QoS 1/2 publish's ack clock.
-            now=asyncio.get_running_loop().time() if qos or not session.linked else None,
-        )
-        if events:
-            settle(events)
+            now = asyncio.get_running_loop().time()
+            events = session.publish(
+                topic, payload, qos, retain, handle=fut, properties=properties, now=now
+            )
+            if events:
+                settle(events)
+        else:  # QoS 0 on a link: written, or raises; it ends nothing
+            session.publish(topic, payload, 0, retain, properties=properties)
         current = self._supervisor.current
         if current is not None:
             current.flush_soon()

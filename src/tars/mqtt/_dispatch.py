@@ -148,21 +148,23 @@ class Dispatcher:
             targets = self._matcher.match(packet.topic)
             if self._internal:
                 internal = self._internal.get(packet.topic)
+        msg = Message(packet)
+        tracked = msg._qos != 0  # (the codec's QoS enum is always truthy: use the int)
         if not targets and internal is None:
-            if packet.qos != 0:
-                self._hold(Message(packet))
+            if tracked:
+                self._hold(msg)
             else:
                 self.unmatched += 1
             return
-        msg = Message(packet)
         if internal is not None:
             internal(msg)
         acker = self._acker
-        if acker is not None and packet.qos != 0 and targets:
-            msg._hold(acker, self._generation(), len(targets))
-        elif acker is not None and packet.qos != 0:  # an internal consumer's: done already
-            msg._hold(acker, self._generation(), 1)
-            msg._release()
+        if acker is not None and tracked:
+            if targets:
+                msg._hold(acker, self._generation(), len(targets))
+            else:  # an internal consumer's: done with it already
+                msg._hold(acker, self._generation(), 1)
+                msg._release()
         for sub in targets:
             sub.offer(msg)
 

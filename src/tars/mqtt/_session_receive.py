@@ -82,8 +82,9 @@ class Receiving(Publishing, Subscribing):
         handle = self._handle_packet
         limit = self.max_packet_size
         try:
+            check_topics = not data.isascii()  # an ASCII chunk has only UTF-8 topics
             while pos < end:
-                if data[pos] >> 4 == 3 and bad_publish_topic(data, pos):
+                if check_topics and data[pos] >> 4 == 3 and bad_publish_topic(data, pos):
                     self._protocol_error(events, _MALFORMED, "malformed packet: topic not UTF-8")
                     return events
                 try:
