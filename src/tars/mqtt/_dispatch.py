@@ -148,8 +148,9 @@ class Dispatcher:
             targets = self._matcher.match(packet.topic)
             if self._internal:
                 internal = self._internal.get(packet.topic)
+        tracked = int(packet.qos) > 0  # mqtt5.QoS is not an int: QoS 0 is truthy
         if not targets and internal is None:
-            if packet.qos:
+            if tracked:
                 self._hold(Message(packet))
             else:
                 self.unmatched += 1
@@ -158,9 +159,9 @@ class Dispatcher:
         if internal is not None:
             internal(msg)
         acker = self._acker
-        if acker is not None and packet.qos and targets:
+        if acker is not None and tracked and targets:
             msg._hold(acker, self._generation(), len(targets))
-        elif acker is not None and packet.qos:  # an internal consumer's: done already
+        elif acker is not None and tracked:  # an internal consumer's: done already
             msg._hold(acker, self._generation(), 1)
             msg._release()
         for sub in targets:
