@@ -19,8 +19,9 @@ killed with ``kill -9`` mid-stream and started again 2 s later with the same cli
   acknowledged, and are lost: the reason the default exists.
 
 Also: one overloaded worker with the default settings loses nothing (a QoS 1 message is never
-dropped by a full queue), and a resumed session's backlog that arrives between ``connect()``
-and ``subscribe()`` is held for the subscription, not dropped as unmatched.
+dropped by a full queue), a worker shut down gracefully with work queued gets that work again
+in its next session, and a resumed session's backlog that arrives between ``connect()`` and
+``subscribe()`` is held for the subscription, not dropped as unmatched.
 """
 
 from __future__ import annotations
@@ -315,3 +316,40 @@ async def test_a_resumed_backlog_waits_for_the_subscription_made_after_connect(
     )
     assert (stats.unmatched, stats.dropped) == (0, 0)
     assert sorted(handled.values()) == [1] * events
+
+
+async def test_work_queued_at_a_graceful_shutdown_comes_back_to_the_next_session(
+    mosquitto_broker: MosquittoBroker,
+) -> None:
+    """A rolling restart: ``shutdown()`` while messages wait in the queue does not acknowledge
+    them, so the same client id's next session handles them."""
+    events, service, topic = 3_000, unique("rolling"), unique("jobs")
+    options = {"clean_start": False, "session_expiry_interval": 300}
+    handled: collections.Counter[int] = collections.Counter()
+    done = asyncio.Event()
+
+    async def on_job(message: Message) -> None:
+        await asyncio.sleep(0.002)  # the work: slower than the producer
+        handled[message.envelope.data["n"]] += 1
+        if len(handled) == events:
+            done.set()
+
+    first = MQTTClient(mosquitto_broker.url, service, **options)  # type: ignore[arg-type]
+    sub = await first.subscribe(topic, on_job, qos=1)
+    producer = MQTTClient(mosquitto_broker.url, unique("producer"))
+    async with producer, first:
+        await PacedStream(producer, lambda n: topic, events=events, batch=500, pause=0.0).run()
+        await producer.flush(timeout=20)
+        queued_at_shutdown = sub.queued
+    assert queued_at_shutdown > 0  # the shutdown really left work behind
+    handled_first = len(handled)
+    second = MQTTClient(mosquitto_broker.url, service, **options)  # type: ignore[arg-type]
+    await second.subscribe(topic, on_job, qos=1)
+    async with second:
+        await asyncio.wait_for(done.wait(), 30)
+    twice = sum(count - 1 for count in handled.values())
+    print(
+        f"\ngraceful shutdown with {queued_at_shutdown} queued: handled {handled_first} before, "
+        f"{len(handled)} of {events} in all, handled twice {twice}"
+    )
+    assert len(handled) == events
