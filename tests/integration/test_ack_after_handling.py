@@ -33,6 +33,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,10 +115,9 @@ def handled_events(records: list[Path]) -> tuple[collections.Counter[int], int]:
     return handled, resends
 
 
-async def until(predicate: object, timeout: float) -> None:
+async def until(predicate: Callable[[], bool], timeout: float) -> None:
     """Poll ``predicate()`` (the workers' record files: another process's progress) every
     100 ms until it holds."""
-    assert callable(predicate)
     async with asyncio.timeout(timeout):
         while not predicate():
             await asyncio.sleep(0.1)
