@@ -3,7 +3,10 @@
 Each subscription has its own bounded queue and worker, so a handler that sleeps or hangs holds
 up only its own topic; its queue's overflow policy decides what happens when it fills:
 ``drop_newest`` and ``drop_oldest`` drop (and count), ``block`` stops reading the link, which
-holds up every topic of the client until the handler catches up (the documented caveat).
+holds up every topic of the client until the handler catches up (the documented caveat). The
+policies apply to messages acknowledged on arrival: QoS 0, and QoS 1/2 with
+``acknowledge="on_arrival"`` (with the default, a QoS 1/2 message is never dropped by a full
+queue: see test_ack_after_handling.py).
 """
 
 from __future__ import annotations
@@ -224,7 +227,7 @@ async def test_block_policy_holds_the_whole_link_until_the_handler_catches_up(
         others.add(payload)
 
     async with (
-        MQTTClient(shared_mosquitto.url, unique("block")) as client,
+        MQTTClient(shared_mosquitto.url, unique("block"), acknowledge="on_arrival") as client,
         MQTTClient(shared_mosquitto.url, unique("block-pub")) as publisher,
     ):
         arrivals = Arrivals(client, topic)

@@ -270,6 +270,7 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "session_expiry_interval": 0,
     "max_payload_size": 1_048_576,
     "receive_maximum": 100,
+    "acknowledge": "after_handling",
     "tls_ca_file": None,
     "tls_cert_file": None,
     "tls_key_file": None,
@@ -287,7 +288,6 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "queue_qos0_offline": False,
     "outbox_path": None,
     "correlation_format": "native",
-    "acknowledge": "after_handling",
 }
 
 
@@ -384,6 +384,8 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("max_payload_size", 268_435_456),
     ("receive_maximum", 0),
     ("receive_maximum", 65536),
+    ("acknowledge", "on_handling"),
+    ("acknowledge", "ON_ARRIVAL"),
     ("tls_ca_file", ""),
     ("tls_ca_file", "/no/such/ca.pem"),
     ("tls_cert_file", ""),
@@ -409,7 +411,6 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("outbox_path", 5),
     ("outbox_path", "/no/such/parent/outbox"),
     ("correlation_format", "legacy"),
-    ("acknowledge", "after_ack"),
 ]
 
 
@@ -612,6 +613,7 @@ ENV_CASES: list[tuple[str, str, Any, dict[str, str]]] = [
     ("session_expiry_interval", "3600", 3600, {}),
     ("max_payload_size", "2048", 2048, {}),
     ("receive_maximum", "10", 10, {}),
+    ("acknowledge", "on_arrival", "on_arrival", {}),
     ("tls_ca_file", f"{CERTS}/ca.pem", f"{CERTS}/ca.pem", {}),
     (
         "tls_cert_file",
@@ -639,7 +641,6 @@ ENV_CASES: list[tuple[str, str, Any, dict[str, str]]] = [
     ("queue_qos0_offline", "On", True, {}),
     ("outbox_path", f" {CERTS} ", Path(CERTS), {}),
     ("correlation_format", "original", "original", {}),
-    ("acknowledge", "on_arrival", "on_arrival", {}),
 ]
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from mqtt5 import PublishPacket
+import pytest
+from mqtt5 import PubAckPacket, PublishPacket, QoS
 
 from support.mosquitto_cli import Inbox
+from support.session_wire import connected, feed, sent
 from tars.mqtt import Message
-from tars.mqtt._dispatch import Dispatcher
+from tars.mqtt._dispatch import Acknowledger, Dispatcher
 from tars.mqtt._envelope import encode_event
 from tars.mqtt._subscription import Handler, Overflow, Subscription
 from tars.mqtt._subtable import SubscriptionTable
@@ -251,3 +253,172 @@ async def test_a_slow_handler_fills_only_its_own_queue() -> None:
     assert slow_sub.stats.dropped == 4  # queue_size 1: all but the first were dropped
     gate.set()
     await routed.close()
+
+
+# --- acknowledgement after handling, and the held backlog (issue 12 A) --------------------------
+
+
+class Acking:
+    """A dispatcher wired to a pure session that acknowledges after handling, as the client
+    wires it: each acknowledgement the session queues is written by ``flush`` (here: noted)."""
+
+    def __init__(self) -> None:
+        self.session = connected(ack_after_handling=True)
+        self.flushes: Inbox[None] = Inbox()
+        self.dispatcher = Dispatcher(Acknowledger(self.session, lambda: self.flushes.add(None)))
+        self.table = SubscriptionTable()
+        self.started: list[Subscription] = []
+
+    def sid(self, topic_filter: str) -> int:
+        sid, _ = self.table.add(topic_filter, 1)
+        return sid
+
+    def add(self, sub: Subscription, sid: int | None = None) -> None:
+        self.dispatcher.add(sub, self.sid(sub.topic_filter) if sid is None else sid)
+        sub.start()
+        self.started.append(sub)
+
+    def arrive(self, packet_id: int, qos: QoS = QoS.AT_LEAST_ONCE, **options: Any) -> None:
+        """The broker sends a PUBLISH; the session hands it to the dispatcher."""
+        sent_by_broker = PublishPacket(
+            "a/b", b"%d" % packet_id, qos=qos, packet_id=packet_id, **options
+        )
+        (publish,) = feed(self.session, sent_by_broker)
+        assert isinstance(publish, PublishPacket)
+        self.dispatcher.on_packet(publish)
+
+    def acked(self) -> list[int]:
+        """The packet ids PUBACK-ed since the last look."""
+        packets = sent(self.session)
+        assert all(isinstance(p, PubAckPacket) for p in packets), packets
+        return [p.packet_id for p in packets if isinstance(p, PubAckPacket)]
+
+    async def close(self) -> None:
+        self.dispatcher.close()
+        for sub in self.started:
+            await sub.stop()
+
+
+def gated() -> tuple[Handler[Any], asyncio.Event, Inbox[Any]]:
+    gate, inbox = asyncio.Event(), Inbox[Any]()
+
+    async def handler(payload: bytes) -> None:
+        await gate.wait()
+        inbox.add(payload)
+
+    return handler, gate, inbox
+
+
+async def test_a_message_is_acknowledged_once_every_subscription_it_reached_is_done() -> None:
+    acking = Acking()
+    first, first_gate, _ = gated()
+    second, second_gate, _ = gated()
+    one, two = subscription(first, "a/#"), subscription(second, "a/+")
+    acking.add(one)
+    acking.add(two)
+    acking.arrive(1)  # no identifiers: both filters match
+    first_gate.set()
+    await one.join()
+    assert acking.acked() == []  # the other handler still has it
+    second_gate.set()
+    await two.join()
+    await acking.flushes.wait_for(1)
+    assert acking.acked() == [1]
+    await acking.close()
+
+
+async def test_a_held_message_goes_to_a_subscription_added_later_then_is_acknowledged() -> None:
+    acking = Acking()
+    handler, inbox = recorder()
+    sid = acking.sid("a/#")
+    acking.arrive(1, subscription_ids=[sid])  # a resumed session's backlog: no handler yet
+    acking.arrive(2, subscription_ids=[sid])
+    assert (acking.dispatcher.unmatched, acking.acked()) == (0, [])
+    acking.add(subscription(handler, "a/#"), sid)
+    assert await inbox.wait_for(2) == [b"1", b"2"]  # in arrival order
+    await acking.flushes.wait_for(1)
+    assert acking.acked() == [1, 2]
+    assert acking.dispatcher.unmatched == 0
+    await acking.close()
+
+
+async def test_a_held_message_nobody_subscribes_to_is_counted_unmatched_and_acknowledged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("tars.mqtt._dispatch.HOLD_SECONDS", 0.05)
+    acking = Acking()
+    acking.arrive(1)
+    assert acking.acked() == []
+    await acking.flushes.wait_for(1)  # the hold expired
+    assert (acking.dispatcher.unmatched, acking.acked()) == (1, [1])
+    await acking.close()
+
+
+async def test_the_held_backlog_is_bounded_the_oldest_counted_unmatched(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("tars.mqtt._dispatch.HOLD_MAX", 2)
+    acking = Acking()
+    handler, inbox = recorder()
+    for packet_id in (1, 2, 3):
+        acking.arrive(packet_id)
+    assert (acking.dispatcher.unmatched, acking.acked()) == (1, [1])
+    acking.add(subscription(handler, "a/#"))
+    assert await inbox.wait_for(2) == [b"2", b"3"]
+    await acking.flushes.wait_for(2)
+    assert acking.acked() == [2, 3]
+    await acking.close()
+
+
+async def test_an_unmatched_qos0_message_is_not_held() -> None:
+    acking = Acking()
+    handler, inbox = recorder()
+    acking.dispatcher.on_packet(packet(b"q0", "a/b"))
+    assert acking.dispatcher.unmatched == 1
+    sub = subscription(handler, "a/#")
+    acking.add(sub)
+    await sub.join()
+    assert inbox.items == []
+    await acking.close()
+
+
+async def test_a_held_message_delays_the_acknowledgements_of_those_after_it() -> None:
+    # Arrival order: message 2 is handled at once, but its PUBACK waits for message 1's.
+    acking = Acking()
+    handler, inbox = recorder()
+    sid = acking.sid("a/#")
+    other = acking.sid("z/#")
+    acking.add(subscription(handler, "a/#"), sid)
+    acking.arrive(1, subscription_ids=[other])  # for a filter with no handler yet
+    acking.arrive(2, subscription_ids=[sid])
+    assert await inbox.wait_for(1) == [b"2"]
+    await acking.started[0].join()
+    assert acking.acked() == []
+    late, late_inbox = recorder()
+    acking.add(subscription(late, "z/#"), other)
+    assert await late_inbox.wait_for(1) == [b"1"]
+    await acking.flushes.wait_for(1)
+    assert acking.acked() == [1, 2]
+    await acking.close()
+
+
+async def test_close_forgets_held_messages_without_acknowledging_them() -> None:
+    acking = Acking()
+    acking.arrive(1)
+    acking.dispatcher.close()  # shutdown: the broker keeps them for the next session
+    assert (acking.dispatcher.unmatched, acking.acked()) == (0, [])
+    await acking.close()
+
+
+async def test_qos0_messages_keep_their_overflow_policy_when_acknowledging_after_handling() -> None:
+    # Only QoS 1/2 messages wait for their handlers; a QoS 0 stream stays bounded by its queue.
+    acking = Acking()
+    handler, gate, inbox = gated()
+    sub = subscription(handler, "a/#", queue_size=1, overflow="drop_newest")
+    acking.add(sub)
+    for i in range(4):
+        acking.dispatcher.on_packet(packet(b"%d" % i, "a/b"))  # before the worker ran once
+    gate.set()
+    await sub.join()
+    assert (inbox.items, sub.stats.dropped) == ([b"0"], 3)
+    await acking.close()
