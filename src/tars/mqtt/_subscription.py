@@ -321,7 +321,8 @@ class Subscription:
                     )
                 finally:
                     self._busy = False
-                    msg._release()
+                    if msg._acker is not None:  # (QoS 0 has nothing to release)
+                        msg._release()
             else:
                 await slots.acquire()
                 task = loop.create_task(self._call_released(msg, slots))
@@ -349,7 +350,8 @@ class Subscription:
             )
         finally:
             slots.release()
-            msg._release()
+            if msg._acker is not None:
+                msg._release()
 
     async def _call(self, msg: Message) -> Outcome:
         stats = self.stats
