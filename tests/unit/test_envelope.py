@@ -22,7 +22,6 @@ from tars.mqtt._envelope import (
     decode_envelope,
     encode_event,
     envelope_from_json,
-    envelope_id,
     new_id,
 )
 from tars.mqtt._errors import EnvelopeError
@@ -400,31 +399,6 @@ def test_a_forked_child_draws_different_ids() -> None:
     assert not set(child_ids) & set(parent_ids)
     # The per-process part was redrawn, not inherited from the parent.
     assert {i[-12:] for i in child_ids}.isdisjoint({i[-12:] for i in parent_ids})
-
-
-# --- envelope_id ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("obj", "expected"),
-    [
-        ({"id": "abc", "type": "t"}, "abc"),
-        ({"id": "abc"}, "abc"),
-        ({"id": 5}, None),
-        ({"id": None}, None),
-        ({}, None),
-        (["abc"], None),
-        ("abc", None),
-        (None, None),
-    ],
-)
-def test_envelope_id_of_parsed_json(obj: object, expected: str | None) -> None:
-    assert envelope_id(obj) == expected
-
-
-def test_envelope_id_matches_the_encoded_id() -> None:
-    msg_id, payload = encode_event("a", {"x": 1}, source="s")
-    assert envelope_id(orjson.loads(payload)) == msg_id
 
 
 def test_new_id_tables_spell_the_counter_like_the_format_spec() -> None:

@@ -40,7 +40,6 @@ __all__ = [
     "decode_envelope",
     "encode_event",
     "envelope_from_json",
-    "envelope_id",
     "new_id",
 ]
 
@@ -367,16 +366,3 @@ def _json_type(value: object) -> str:
     if isinstance(value, dict):
         return "an object"
     return type(value).__name__
-
-
-def envelope_id(obj: object) -> str | None:
-    """Return the ``id`` of an already-parsed JSON envelope, or None when it has none.
-
-    Lets dedup key on ids of payloads that were parsed for another reason, without a second
-    parse or a model.
-    """
-    if isinstance(obj, dict):
-        msg_id = obj.get("id")
-        if type(msg_id) is str:
-            return msg_id
-    return None
