@@ -347,7 +347,7 @@ async def test_a_held_message_nobody_subscribes_to_is_counted_unmatched_and_ackn
 ) -> None:
     monkeypatch.setattr("tars.mqtt._dispatch.HOLD_SECONDS", 0.05)
     acking = Acking()
-    acking.arrive(1)
+    acking.arrive(1, subscription_ids=[4242])  # an identifier of ours, no handler yet
     assert acking.acked() == []
     await acking.flushes.wait_for(1)  # the hold expired
     assert (acking.dispatcher.unmatched, acking.acked()) == (1, [1])
@@ -360,13 +360,23 @@ async def test_the_held_backlog_is_bounded_the_oldest_counted_unmatched(
     monkeypatch.setattr("tars.mqtt._dispatch.HOLD_MAX", 2)
     acking = Acking()
     handler, inbox = recorder()
+    sid = acking.sid("a/#")
     for packet_id in (1, 2, 3):
-        acking.arrive(packet_id)
+        acking.arrive(packet_id, subscription_ids=[sid])
     assert (acking.dispatcher.unmatched, acking.acked()) == (1, [1])
-    acking.add(subscription(handler, "a/#"))
+    acking.add(subscription(handler, "a/#"), sid)
     assert await inbox.wait_for(2) == [b"2", b"3"]
     await acking.flushes.wait_for(2)
     assert acking.acked() == [2, 3]
+    await acking.close()
+
+
+async def test_an_untagged_unmatched_qos1_message_is_acknowledged_at_once() -> None:
+    """A raw subscription's message (no identifier of ours): its listeners got it already, and
+    holding it would hold every later acknowledgement (they go in arrival order)."""
+    acking = Acking()
+    acking.arrive(1)
+    assert (acking.dispatcher.unmatched, acking.acked()) == (1, [1])
     await acking.close()
 
 
@@ -404,7 +414,7 @@ async def test_a_held_message_delays_the_acknowledgements_of_those_after_it() ->
 
 async def test_close_forgets_held_messages_without_acknowledging_them() -> None:
     acking = Acking()
-    acking.arrive(1)
+    acking.arrive(1, subscription_ids=[4242])
     acking.dispatcher.close()  # shutdown: the broker keeps them for the next session
     assert (acking.dispatcher.unmatched, acking.acked()) == (0, [])
     await acking.close()

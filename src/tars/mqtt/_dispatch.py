@@ -8,11 +8,15 @@ once. The identifiers are the session table's; the dispatcher only maps them to 
 With acknowledgement after handling, a QoS 1/2 message carries its withheld acknowledgement to
 every subscription it reaches; the last to release it lets the acknowledgement go.
 
-A QoS 1/2 message nobody subscribes to yet is held for a while (:data:`HOLD_SECONDS`, at most
-:data:`HOLD_MAX`): a resumed session's backlog arrives right after the CONNACK, before a
-service that connects first and subscribes next has registered its handlers. A subscription
-added meanwhile gets the held messages it matches; the rest are counted as unmatched, logged,
-and acknowledged (held unacknowledged for ever, they would close the broker's window).
+A QoS 1/2 message nobody subscribes to yet, tagged with a subscription identifier, is held for a
+while (:data:`HOLD_SECONDS`, at most :data:`HOLD_MAX`): a resumed session's backlog arrives right
+after the CONNACK, before a service that connects first and subscribes next has registered its
+handlers (the identifiers are derived from the filter, so the previous process's match ours).
+A subscription added meanwhile gets the held messages it matches; the rest are counted as
+unmatched, logged, and acknowledged (held unacknowledged for ever, they would close the
+broker's window). An untagged one (a raw subscription's through ``MQTTClient.client``, read by
+message listeners) is acknowledged at once: the acknowledgements go in arrival order, so
+holding it would hold every later one too.
 """
 
 from __future__ import annotations
@@ -151,10 +155,18 @@ class Dispatcher:
         msg = Message(packet)
         tracked = msg._qos != 0  # (the codec's QoS enum is always truthy: use the int)
         if not targets and internal is None:
-            if tracked:
+            if tracked and ids:
+                # Tagged with an identifier of ours not routed yet: a resumed session's
+                # backlog, ahead of its subscribe(). Held for it.
                 self._hold(msg)
-            else:
-                self.unmatched += 1
+                return
+            # Untagged: a raw subscription's (MQTTClient.client), read by message listeners,
+            # or a broker without identifiers. Acknowledged now: holding it would hold every
+            # later acknowledgement too (they go in arrival order).
+            self.unmatched += 1
+            if tracked and self._acker is not None:
+                msg._hold(self._acker, self._generation(), 1)
+                msg._release()
             return
         if internal is not None:
             internal(msg)
