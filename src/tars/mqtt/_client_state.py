@@ -44,3 +44,4 @@ class ClientStats:
     outbox_depth: int = 0  # messages waiting in the outbox for a link (a gauge)
     inflight: int = 0  # QoS 1/2 publishes sent and not yet acknowledged (a gauge)
     no_subscribers: int = 0  # QoS 1/2 publishes the broker acknowledged with 0x10
+    receive_maximum_exceeded: int = 0  # times the broker sent more than our Receive Maximum

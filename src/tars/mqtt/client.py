@@ -232,6 +232,7 @@ class MQTTClient(PublishMethods, EventMethods, SubscribeMethods, RunMethods):
             outbox_depth=outgoing.offline_count,
             inflight=session.inflight_count,
             no_subscribers=counts.no_subscribers,
+            receive_maximum_exceeded=counts.receive_maximum_exceeded,
             **totals,
         )
 
