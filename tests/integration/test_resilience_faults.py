@@ -102,4 +102,3 @@ def test_one_client_object_under_two_event_loops(shared_mosquitto: MosquittoBrok
 
     assert asyncio.run(run_once(1)) == (0, b"run 1")
     assert asyncio.run(run_once(2)) == (0, b"run 2")
-
