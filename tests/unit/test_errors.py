@@ -128,9 +128,11 @@ async def test_a_bad_event_is_refused_before_anything_is_sent() -> None:
     """D8: before, a non-str event type or correlation id went out and receivers refused it."""
     async with InMemoryBroker() as broker:
         got: list[bytes] = []
+        arrived = asyncio.Event()
 
         async def on_msg(payload: bytes) -> None:
             got.append(payload)
+            arrived.set()
 
         def client(name: str) -> MQTTClient:
             return MQTTClient(broker.url, name, connector=broker.connector)
@@ -144,7 +146,6 @@ async def test_a_bad_event_is_refused_before_anything_is_sent() -> None:
             await sender.publish_event("ev", "ok", {}, qos=1)
             await sender.flush(timeout=5)
             async with asyncio.timeout(5):
-                while not got:
-                    await asyncio.sleep(0.01)
+                await arrived.wait()
         assert len(got) == 1
         assert b'"type":"ok"' in got[0]

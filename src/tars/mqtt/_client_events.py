@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from ._config import MQTTClientConfig
+from ._client_publish import PublishMethods
 from ._envelope import Envelope, encode_event
 from ._errors import ConnectionLostError, InvalidArgumentError
 from ._health import encode_health, health_topic
@@ -25,32 +25,17 @@ from ._topics import validate_topic_name
 if TYPE_CHECKING:
     from ._dispatch import Dispatcher
     from ._requests import PendingRequests
-    from ._session import Session
-    from ._supervisor import Supervisor
 
 __all__ = ["EventMethods"]
 
 
-class EventMethods:
-    """Mixed into :class:`~tars.mqtt.MQTTClient` (its state is the client's)."""
+class EventMethods(PublishMethods):
+    """Mixed into :class:`~tars.mqtt.MQTTClient` (its state is the client's); built on the
+    raw publish path of :class:`~._client_publish.PublishMethods`."""
 
     if TYPE_CHECKING:
-        _config: MQTTClientConfig
-        _session: Session
         _dispatcher: Dispatcher
         _requests: PendingRequests
-        _supervisor: Supervisor
-
-        async def publish(
-            self,
-            topic: str,
-            payload: bytes | str,
-            *,
-            qos: int = 0,
-            retain: bool = False,
-            wait: bool = True,
-            properties: dict[str, Any] | None = None,
-        ) -> None: ...
 
     async def publish_event(
         self,

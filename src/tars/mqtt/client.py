@@ -33,7 +33,6 @@ from ._assembly import ignore, make_session, tls_factory
 from ._backoff import BackoffPolicy, ExponentialBackoff
 from ._checks import PublishCheck
 from ._client_events import EventMethods
-from ._client_publish import PublishMethods
 from ._client_run import RunMethods
 from ._client_state import ClientState, ClientStats
 from ._client_subscribe import SubscribeMethods
@@ -62,7 +61,7 @@ _PACKET_OVERHEAD: Final = 128 * 1024
 _MQTT_MAX_PACKET: Final = 268_435_455 + 5
 
 
-class MQTTClient(PublishMethods, EventMethods, SubscribeMethods, RunMethods):
+class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
     """An asyncio MQTT 5 client with envelopes, dispatch, reconnection, heartbeat and health.
 
     ``MQTTClient("mqtt://user:pass@host:1883", "stt-worker", enable_health=True)`` — every
