@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ssl
 import time
 from collections.abc import Callable
@@ -76,14 +77,9 @@ def tls_factory(
 ) -> Callable[[], ssl.SSLContext]:
     """The TLS context of ``mqtts://`` links: the one given, or one built from the config on
     first use (and kept)."""
-    made: list[ssl.SSLContext] = [given] if given is not None else []
-
-    def get() -> ssl.SSLContext:
-        if not made:
-            made.append(make_ssl_context(cfg))
-        return made[0]
-
-    return get
+    if given is not None:
+        return lambda: given
+    return functools.cache(lambda: make_ssl_context(cfg))
 
 
 def ignore(msg: Message) -> None:

@@ -30,7 +30,7 @@ from typing import Final, Protocol
 
 from mqtt5 import PublishPacket
 
-from ._message import Acker, Message
+from ._message import Message
 from ._subscription import Subscription
 from ._topics import TopicMatcher, split_shared, topic_matches
 
@@ -77,8 +77,7 @@ class Dispatcher:
     def __init__(self, acker: Acknowledger | None = None) -> None:
         """``acker``: acknowledge QoS 1/2 messages once handled (None: the session acknowledged
         them on arrival)."""
-        self._acker: Acker | None = acker
-        self._generation: Callable[[], int] = (lambda: acker.generation) if acker else int
+        self._acker = acker
         self._held: deque[tuple[float, Message]] = deque()
         self._expiry: asyncio.TimerHandle | None = None
         self._by_filter: dict[str, list[Subscription]] = {}
@@ -165,7 +164,7 @@ class Dispatcher:
             # later acknowledgement too (they go in arrival order).
             self.unmatched += 1
             if tracked and self._acker is not None:
-                msg._hold(self._acker, self._generation(), 1)
+                msg._hold(self._acker, self._acker.generation, 1)
                 msg._release()
             return
         if internal is not None:
@@ -173,9 +172,9 @@ class Dispatcher:
         acker = self._acker
         if acker is not None and tracked:
             if targets:
-                msg._hold(acker, self._generation(), len(targets))
+                msg._hold(acker, acker.generation, len(targets))
             else:  # an internal consumer's: done with it already
-                msg._hold(acker, self._generation(), 1)
+                msg._hold(acker, acker.generation, 1)
                 msg._release()
         for sub in targets:
             sub.offer(msg)
@@ -184,7 +183,7 @@ class Dispatcher:
 
     def _hold(self, msg: Message) -> None:
         if self._acker is not None:
-            msg._hold(self._acker, self._generation(), 1)
+            msg._hold(self._acker, self._acker.generation, 1)
         held = self._held
         held.append((time.monotonic(), msg))
         if len(held) > HOLD_MAX:
