@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tars.mqtt import ClientState, MQTTClient
-from tars.mqtt._durable import DurableOutbox, Synchronous
+from tars.mqtt._core.durable import DurableOutbox, Synchronous
 
 __all__ = ["main", "measure", "measure_client"]
 

@@ -1,5 +1,5 @@
-"""tars-core's protocol layer alone: the sans-I/O :class:`~tars.mqtt._session.Session` under
-one asyncio :class:`~tars.mqtt._connection.Connection`, with a synchronous message listener.
+"""tars-core's protocol layer alone: the sans-I/O :class:`~tars.mqtt._core.session.Session` under
+one asyncio :class:`~tars.mqtt._asyncio.connection.Connection`, with a synchronous message listener.
 
 No MQTTClient: no envelope, no dispatch queue, no supervisor. It is the layer the foundation
 issue asked to be measured by itself, next to raw gmqtt (whose synchronous ``on_message`` is the
@@ -14,8 +14,8 @@ import orjson
 from mqtt5 import PublishPacket, QoS, TopicFilter
 
 from bench.adapters import Adapter, Event, OnMessage
-from tars.mqtt._connection import Connection, MessageListener, open_connection, settle
-from tars.mqtt._session import Session, WaitFor
+from tars.mqtt._asyncio.connection import Connection, MessageListener, open_connection, settle
+from tars.mqtt._core.session import Session, WaitFor
 
 __all__ = ["ADAPTER", "TarsProtoAdapter"]
 

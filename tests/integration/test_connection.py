@@ -23,18 +23,18 @@ import mqtt5
 import pytest
 from mqtt5 import ConnAckPacket, DisconnectPacket, DisconnectReasonCode, PublishPacket
 
-from tars.mqtt._connection import (
+from tars.mqtt._asyncio.connection import (
     Connection,
     Connector,
     MessageListener,
     open_connection,
     settle,
 )
+from tars.mqtt._asyncio.linkview import LinkView
+from tars.mqtt._core.events import Ready
+from tars.mqtt._core.liveness import Liveness
+from tars.mqtt._core.session import Session
 from tars.mqtt._errors import ClientStateError, ConnectError, ConnectionLostError, ProtocolError
-from tars.mqtt._events import Ready
-from tars.mqtt._linkview import LinkView
-from tars.mqtt._liveness import Liveness
-from tars.mqtt._session import Session
 from tars.mqtt.testing._mosquitto import MosquittoBroker
 
 pytestmark = pytest.mark.mosquitto

@@ -26,7 +26,7 @@ from tars.mqtt import (
     MQTTClient,
     MQTTClientConfig,
 )
-from tars.mqtt._durable import DurableOutbox
+from tars.mqtt._core.durable import DurableOutbox
 from tars.mqtt.testing import MosquittoBroker
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]

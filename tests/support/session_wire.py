@@ -22,8 +22,8 @@ from mqtt5 import (
     UnsubscribePacket,
 )
 
-from tars.mqtt._events import Event, Ready
-from tars.mqtt._session import Session, SessionState
+from tars.mqtt._core.events import Event, Ready
+from tars.mqtt._core.session import Session, SessionState
 
 __all__ = [
     "answer_restore",

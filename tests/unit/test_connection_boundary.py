@@ -9,20 +9,20 @@ import ssl
 
 import pytest
 
-from tars.mqtt._connection import map_exceptions, settle
+from tars.mqtt._asyncio.connection import map_exceptions, settle
+from tars.mqtt._core.events import (
+    PublishDone,
+    RequestAborted,
+    Settled,
+    Subscribed,
+    Unsubscribed,
+)
 from tars.mqtt._errors import (
     ConnectError,
     ConnectionLostError,
     OutboxFullError,
     PublishError,
     SubscribeError,
-)
-from tars.mqtt._events import (
-    PublishDone,
-    RequestAborted,
-    Settled,
-    Subscribed,
-    Unsubscribed,
 )
 
 

@@ -15,10 +15,10 @@ from mqtt5 import PubAckPacket, PublishPacket, QoS
 from support.mosquitto_cli import Inbox
 from support.session_wire import connected, feed, sent
 from tars.mqtt import Message
-from tars.mqtt._dispatch import Acknowledger, Dispatcher
+from tars.mqtt._asyncio.dispatch import Acknowledger, Dispatcher
+from tars.mqtt._asyncio.subscription import Handler, Overflow, Subscription
+from tars.mqtt._core.subtable import SubscriptionTable
 from tars.mqtt._envelope import encode_event
-from tars.mqtt._subscription import Handler, Overflow, Subscription
-from tars.mqtt._subtable import SubscriptionTable
 
 
 def packet(
@@ -345,7 +345,7 @@ async def test_a_held_message_goes_to_a_subscription_added_later_then_is_acknowl
 async def test_a_held_message_nobody_subscribes_to_is_counted_unmatched_and_acknowledged(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("tars.mqtt._dispatch.HOLD_SECONDS", 0.05)
+    monkeypatch.setattr("tars.mqtt._asyncio.dispatch.HOLD_SECONDS", 0.05)
     acking = Acking()
     acking.arrive(1, subscription_ids=[4242])  # an identifier of ours, no handler yet
     assert acking.acked() == []
@@ -357,7 +357,7 @@ async def test_a_held_message_nobody_subscribes_to_is_counted_unmatched_and_ackn
 async def test_the_held_backlog_is_bounded_the_oldest_counted_unmatched(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("tars.mqtt._dispatch.HOLD_MAX", 2)
+    monkeypatch.setattr("tars.mqtt._asyncio.dispatch.HOLD_MAX", 2)
     acking = Acking()
     handler, inbox = recorder()
     sid = acking.sid("a/#")

@@ -22,8 +22,8 @@ from tars.mqtt import (
     MQTTError,
     OutboxFullError,
 )
-from tars.mqtt._durable import DurableOutbox, outbox_file
-from tars.mqtt._outgoing import OutboxPolicy
+from tars.mqtt._core.durable import DurableOutbox, outbox_file
+from tars.mqtt._core.outgoing import OutboxPolicy
 
 
 def store(path: Path, **options: object) -> DurableOutbox:
@@ -263,7 +263,7 @@ def test_errors_are_mqtt_errors() -> None:
 _WRITER = textwrap.dedent(
     """
     import sys
-    from tars.mqtt._durable import DurableOutbox
+    from tars.mqtt._core.durable import DurableOutbox
 
     path, start, sync = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     box = DurableOutbox(path, max_messages=10**9, max_bytes=10**12, synchronous=sync,

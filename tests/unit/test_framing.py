@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tars.mqtt._framing import FramingError, check_fixed_header, frame_length, read_packet
+from tars.mqtt._core.framing import FramingError, check_fixed_header, frame_length, read_packet
 
 _MAX_REMAINING = 268_435_455  # the largest value four length bytes can express
 

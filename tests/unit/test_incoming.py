@@ -1,8 +1,8 @@
-"""The withheld acknowledgements of received QoS 1/2 messages (:mod:`tars.mqtt._incoming`)."""
+"""The withheld acknowledgements of received QoS 1/2 messages (:mod:`tars.mqtt._core.incoming`)."""
 
 from __future__ import annotations
 
-from tars.mqtt._incoming import IncomingAcks
+from tars.mqtt._core.incoming import IncomingAcks
 
 
 def held(*ids_and_qos: tuple[int, int]) -> IncomingAcks:

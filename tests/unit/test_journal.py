@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from tars.mqtt._core.journal import DurableJournal
+from tars.mqtt._core.outgoing import Outgoing
 from tars.mqtt._errors import ConfigError
-from tars.mqtt._journal import DurableJournal
-from tars.mqtt._outgoing import Outgoing
 
 
 def test_records_come_back_in_order_with_their_properties_and_deadline(tmp_path: Path) -> None:
@@ -40,8 +40,8 @@ def test_the_last_removal_is_committed_at_once(tmp_path: Path) -> None:
     script = (
         "import os, sys\n"
         "from pathlib import Path\n"
-        "from tars.mqtt._journal import DurableJournal\n"
-        "from tars.mqtt._outgoing import Outgoing\n"
+        "from tars.mqtt._core.journal import DurableJournal\n"
+        "from tars.mqtt._core.outgoing import Outgoing\n"
         "j = DurableJournal(Path(sys.argv[1]))\n"
         "a = j.append(Outgoing('t', b'x', 1, False, None, None))\n"
         "b = j.append(Outgoing('t', b'y', 1, False, None, None))\n"

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from tars.mqtt._liveness import Liveness
+from tars.mqtt._core.liveness import Liveness
 
 
 def started(now: float = 0.0, **options: float) -> Liveness:

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tars.mqtt import OutboxFullError
-from tars.mqtt._outgoing import OutboxPolicy, Outgoing, OutgoingStore
+from tars.mqtt._core.outgoing import OutboxPolicy, Outgoing, OutgoingStore
 
 POLICIES: list[OutboxPolicy] = ["drop_oldest", "drop_newest", "block", "raise"]
 

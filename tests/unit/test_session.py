@@ -43,8 +43,7 @@ from mqtt5 import (
 )
 
 from support.session_wire import connect, connected, feed, publishes, sent
-from tars.mqtt._errors import ClientStateError, PayloadTooLarge, ProtocolError
-from tars.mqtt._events import (
+from tars.mqtt._core.events import (
     Connected,
     ConnectFailed,
     Disconnected,
@@ -55,7 +54,8 @@ from tars.mqtt._events import (
     Subscribed,
     Unsubscribed,
 )
-from tars.mqtt._session import Session, SessionState
+from tars.mqtt._core.session import Session, SessionState
+from tars.mqtt._errors import ClientStateError, PayloadTooLarge, ProtocolError
 
 # --- CONNECT / CONNACK ----------------------------------------------------------------------
 

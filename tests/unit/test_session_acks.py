@@ -20,7 +20,7 @@ from mqtt5 import (
 )
 
 from support.session_wire import connect, connected, feed, sent
-from tars.mqtt._session import Session
+from tars.mqtt._core.session import Session
 
 RESUMABLE: dict[str, Any] = {"clean_start": False, "session_expiry_interval": 600}
 

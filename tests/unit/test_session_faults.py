@@ -9,8 +9,8 @@ from mqtt5 import ConnAckPacket, PublishPacket, QoS
 
 from support.session_wire import connect, connected, feed, sent
 from tars.mqtt import PublishError
-from tars.mqtt._events import Disconnected, PublishDone
-from tars.mqtt._session import Session, SessionState
+from tars.mqtt._core.events import Disconnected, PublishDone
+from tars.mqtt._core.session import Session, SessionState
 
 
 def raw_publish(topic: bytes, properties: bytes = b"\x00", payload: bytes = b"x") -> bytes:

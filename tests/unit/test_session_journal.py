@@ -15,10 +15,10 @@ import pytest
 from mqtt5 import PubAckPacket, PubAckReasonCode
 
 from support.session_wire import connect, feed, publishes, sent
+from tars.mqtt._core.events import PublishDone
+from tars.mqtt._core.outgoing import Outgoing
+from tars.mqtt._core.session import Session
 from tars.mqtt._errors import OutboxFullError
-from tars.mqtt._events import PublishDone
-from tars.mqtt._outgoing import Outgoing
-from tars.mqtt._session import Session
 
 
 class FakeJournal:

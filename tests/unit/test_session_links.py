@@ -37,13 +37,7 @@ from support.session_wire import (
     sent,
     suback_for,
 )
-from tars.mqtt._errors import (
-    ConnectionLostError,
-    OutboxFullError,
-    PayloadTooLarge,
-    SubscribeError,
-)
-from tars.mqtt._events import (
+from tars.mqtt._core.events import (
     Disconnected,
     Event,
     PublishDone,
@@ -52,8 +46,14 @@ from tars.mqtt._events import (
     Settled,
     Subscribed,
 )
-from tars.mqtt._liveness import Liveness
-from tars.mqtt._session import Session, SessionState, WaitFor
+from tars.mqtt._core.liveness import Liveness
+from tars.mqtt._core.session import Session, SessionState, WaitFor
+from tars.mqtt._errors import (
+    ConnectionLostError,
+    OutboxFullError,
+    PayloadTooLarge,
+    SubscribeError,
+)
 
 RESUMABLE: dict[str, Any] = {"clean_start": False, "session_expiry_interval": 600}
 

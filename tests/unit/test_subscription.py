@@ -18,9 +18,9 @@ from pydantic import BaseModel
 
 from support.mosquitto_cli import Inbox, wait_until
 from tars.mqtt import Envelope, Message
+from tars.mqtt._asyncio.subscription import Handler, Overflow, Subscription
 from tars.mqtt._dedup import DedupWindow
 from tars.mqtt._envelope import encode_event
-from tars.mqtt._subscription import Handler, Overflow, Subscription
 
 
 class Point(BaseModel):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tars.mqtt._subtable import RestorePlan, SubscriptionTable
+from tars.mqtt._core.subtable import RestorePlan, SubscriptionTable
 
 
 def confirmed(table: SubscriptionTable) -> SubscriptionTable:

@@ -26,8 +26,8 @@ _EXPORTS: dict[str, str] = {
     "MQTTClientConfig": "._config",
     "parse_mqtt_url": "._config",
     "redact_url": "._config",
-    "Subscription": "._subscription",
-    "SubscriptionStats": "._subscription",
+    "Subscription": "._asyncio.subscription",
+    "SubscriptionStats": "._asyncio.subscription",
     "Envelope": "._envelope",
     "decode_envelope": "._envelope",
     "new_id": "._envelope",
@@ -47,7 +47,7 @@ _EXPORTS: dict[str, str] = {
     "PublishError": "._errors",
     "SubscribeError": "._errors",
     "HealthStatus": "._health",
-    "LinkView": "._linkview",
+    "LinkView": "._asyncio.linkview",
     "HeartbeatPayload": "._health",
     "health_topic": "._health",
     "keepalive_topic": "._health",
@@ -88,6 +88,9 @@ def __dir__() -> list[str]:
 
 
 if _typing.TYPE_CHECKING:  # what type checkers and IDEs read (the same table, as imports)
+    from ._asyncio.linkview import LinkView as LinkView
+    from ._asyncio.subscription import Subscription as Subscription
+    from ._asyncio.subscription import SubscriptionStats as SubscriptionStats
     from ._backoff import BackoffPolicy as BackoffPolicy
     from ._backoff import ExponentialBackoff as ExponentialBackoff
     from ._backoff import NoRetry as NoRetry
@@ -120,11 +123,8 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs read (the same table, a
     from ._instrument import HandlerCall as HandlerCall
     from ._instrument import Instrument as Instrument
     from ._instrument import OutgoingPublish as OutgoingPublish
-    from ._linkview import LinkView as LinkView
     from ._message import Message as Message
     from ._options import ClientOptions as ClientOptions
-    from ._subscription import Subscription as Subscription
-    from ._subscription import SubscriptionStats as SubscriptionStats
     from ._topics import topic_matches as topic_matches
     from ._topics import validate_topic_filter as validate_topic_filter
     from ._topics import validate_topic_name as validate_topic_name

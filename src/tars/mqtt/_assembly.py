@@ -9,14 +9,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from ._config import MQTTClientConfig
+from ._core.liveness import Liveness
+from ._core.session import Session
 from ._health import encode_health, encode_heartbeat, health_topic, keepalive_topic
-from ._liveness import Liveness
 from ._message import Message
-from ._session import Session
 from ._tls import make_ssl_context
 
 if TYPE_CHECKING:
-    from ._outgoing import Journal
+    from ._core.outgoing import Journal
 
 __all__ = ["ignore", "make_session", "tls_factory"]
 
@@ -41,7 +41,7 @@ def make_session(cfg: MQTTClientConfig) -> Session:
     journal: Callable[[], Journal] | None = None
     path = cfg.outbox_file
     if path is not None:
-        from ._journal import DurableJournal  # sqlite3 is loaded only by those who use it
+        from ._core.journal import DurableJournal  # sqlite3 is loaded only by those who use it
 
         def journal() -> Journal:
             return DurableJournal(path)

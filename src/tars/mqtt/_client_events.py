@@ -23,7 +23,7 @@ from ._message import Message
 from ._topics import validate_topic_name
 
 if TYPE_CHECKING:
-    from ._dispatch import Dispatcher
+    from ._asyncio.dispatch import Dispatcher
     from ._requests import PendingRequests
 
 __all__ = ["EventMethods"]

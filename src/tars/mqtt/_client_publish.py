@@ -12,17 +12,17 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-from ._boundary import settle
+from ._asyncio.boundary import settle
 from ._client_state import ClientState
+from ._core.session import WaitFor
 from ._errors import ClientStateError, ConnectionLostError, NotConnectedError
-from ._session import WaitFor
 
 if TYPE_CHECKING:
+    from ._asyncio.supervisor import Supervisor
     from ._checks import PublishCheck
     from ._config import MQTTClientConfig
+    from ._core.session import Session
     from ._instrument import Instruments
-    from ._session import Session
-    from ._supervisor import Supervisor
 
 __all__ = ["PublishMethods"]
 

@@ -11,18 +11,18 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any
 
+from ._asyncio.subscription import Handler, ModelT, Overflow, Subscription
 from ._client_state import ClientState
 from ._config import MQTTClientConfig
 from ._dedup import DedupWindow
 from ._errors import ClientStateError, ConnectionLostError, InvalidArgumentError, SubscribeError
-from ._subscription import Handler, ModelT, Overflow, Subscription
 from ._topics import validate_topic_filter
 
 if TYPE_CHECKING:
-    from ._dispatch import Dispatcher
+    from ._asyncio.dispatch import Dispatcher
+    from ._asyncio.supervisor import Supervisor
+    from ._core.session import Session
     from ._instrument import Instruments
-    from ._session import Session
-    from ._supervisor import Supervisor
 
 __all__ = ["SubscribeMethods"]
 

@@ -390,7 +390,7 @@ class MQTTClientConfig(pydantic.BaseModel):
         id), or None without ``outbox_path``."""
         if self.outbox_path is None:
             return None
-        from ._durable import outbox_file  # sqlite3 is loaded only by those who use it
+        from ._core.durable import outbox_file  # sqlite3 is loaded only by those who use it
 
         return outbox_file(self.outbox_path, self.effective_client_id)
 

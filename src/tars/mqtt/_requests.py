@@ -2,8 +2,8 @@
 <tars.mqtt.MQTTClient.request>`.
 
 Answers are consumed by an internal, queue-less subscription on each response topic (see
-:meth:`~tars.mqtt._dispatch.Dispatcher.add_internal`), so a full or slow handler queue can never
-hold an answer back, and the correlation is registered before the request leaves.
+:meth:`~tars.mqtt._asyncio.dispatch.Dispatcher.add_internal`), so a full or slow handler
+queue can never hold an answer back, and the correlation is registered before the request leaves.
 
 An answer names its request in one of two ways: tars-core writes ``correlate: <request id>``;
 the fleet's original client writes no ``correlate`` and reuses the request's id as the answer's

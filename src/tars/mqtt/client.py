@@ -30,6 +30,10 @@ from typing import Any, Final, Self, Unpack
 from mqtt5 import QoS, Will
 
 from ._assembly import ignore, make_session, tls_factory
+from ._asyncio.connection import Connector, MessageListener, settle
+from ._asyncio.dispatch import Acknowledger, Dispatcher
+from ._asyncio.linkview import LinkView
+from ._asyncio.supervisor import Hook, Supervisor
 from ._backoff import BackoffPolicy, ExponentialBackoff
 from ._checks import PublishCheck
 from ._client_events import EventMethods
@@ -37,8 +41,7 @@ from ._client_run import RunMethods
 from ._client_state import ClientState, ClientStats
 from ._client_subscribe import SubscribeMethods
 from ._config import MQTTClientConfig
-from ._connection import Connector, MessageListener, settle
-from ._dispatch import Acknowledger, Dispatcher
+from ._core.session import WaitFor
 from ._errors import (
     ClientStateError,
     InvalidArgumentTypeError,
@@ -46,11 +49,8 @@ from ._errors import (
 )
 from ._health import encode_health, health_topic, keepalive_topic, will_payload
 from ._instrument import Instrument, Instruments
-from ._linkview import LinkView
 from ._options import ClientOptions
 from ._requests import PendingRequests
-from ._session import WaitFor
-from ._supervisor import Hook, Supervisor
 
 __all__ = ["ClientState", "ClientStats", "MQTTClient"]
 

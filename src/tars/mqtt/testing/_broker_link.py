@@ -2,7 +2,7 @@
 
 A :class:`BrokerLink` is the ``asyncio.Protocol`` on the broker's side of a connection, TCP or
 in-memory alike. It cuts the byte stream into packets with the framing the client uses too
-(``tars.mqtt._framing``), checking the broker's maximum packet size before buffering a whole
+(``tars.mqtt._core.framing``), checking the broker's maximum packet size before buffering a whole
 packet, hands them to its :class:`LinkOwner` (the broker core), and writes the core's answers,
 coalesced per loop turn. It owns no MQTT state: the session does.
 
@@ -24,7 +24,7 @@ from typing import Protocol
 
 import mqtt5
 
-from .._framing import FramingError, check_fixed_header, frame_length, read_packet
+from .._core.framing import FramingError, check_fixed_header, frame_length, read_packet
 from ._broker_faults import Faults
 from ._broker_session import BrokerSession
 

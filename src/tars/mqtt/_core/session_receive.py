@@ -24,18 +24,18 @@ from mqtt5 import (
     UnsubAckPacket,
 )
 
-from ._errors import (
+from .._errors import (
     OutboxFullError,
 )
-from ._events import (
+from .events import (
     Connected,
     ConnectFailed,
     Disconnected,
     Event,
     PublishDone,
 )
-from ._framing import FramingError, bad_publish_topic, check_fixed_header, frame_length
-from ._session_base import (
+from .framing import FramingError, bad_publish_topic, check_fixed_header, frame_length
+from .session_base import (
     _ENDED,
     _MALFORMED,
     _MQTT3_ONLY,
@@ -47,8 +47,8 @@ from ._session_base import (
     _UNSUPPORTED_PROTOCOL_VERSION,
     SessionState,
 )
-from ._session_publish import Publishing
-from ._session_subscribe import Subscribing
+from .session_publish import Publishing
+from .session_subscribe import Subscribing
 
 __all__ = ["Receiving"]
 

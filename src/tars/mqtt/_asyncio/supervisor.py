@@ -20,14 +20,14 @@ import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
-from ._backoff import BackoffPolicy
-from ._connection import Connection, Connector, MessageListener, open_connection
-from ._errors import ConnectError
-from ._instrument import Instruments
-from ._logfields import link_fields
-from ._session import Session
-from ._trouble import ConnectTrouble
-from ._url import ConnectionParams, endpoint_from_reference
+from .._backoff import BackoffPolicy
+from .._core.session import Session
+from .._errors import ConnectError
+from .._instrument import Instruments
+from .._logfields import link_fields
+from .._trouble import ConnectTrouble
+from .._url import ConnectionParams, endpoint_from_reference
+from .connection import Connection, Connector, MessageListener, open_connection
 
 __all__ = ["Hook", "Supervisor"]
 

@@ -19,18 +19,18 @@ from mqtt5 import (
     UnsubAckPacket,
 )
 
-from ._errors import (
+from .._errors import (
     ClientStateError,
     ProtocolError,
 )
-from ._events import (
+from .events import (
     Disconnected,
     Event,
 )
-from ._incoming import IncomingAcks
-from ._liveness import Liveness
-from ._outgoing import Outgoing, OutgoingStore
-from ._subtable import SubscriptionTable
+from .incoming import IncomingAcks
+from .liveness import Liveness
+from .outgoing import Outgoing, OutgoingStore
+from .subtable import SubscriptionTable
 
 __all__ = ["SessionBase", "SessionState", "SessionStats", "WaitFor"]
 

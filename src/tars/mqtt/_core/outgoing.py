@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from ._errors import InvalidArgumentError, OutboxFullError
+from .._errors import InvalidArgumentError, OutboxFullError
 
 __all__ = ["Journal", "OutboxPolicy", "Outgoing", "OutgoingStore"]
 

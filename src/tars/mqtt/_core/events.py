@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from mqtt5 import ConnAckPacket, PublishPacket
 
-from ._errors import MQTTError
+from .._errors import MQTTError
 
 __all__ = [
     "ConnectFailed",
@@ -78,7 +78,7 @@ class PublishDone:
 
 @dataclass(frozen=True, slots=True)
 class Settled:
-    """A waiter registered with :meth:`Session.wait <tars.mqtt._session.Session.wait>` may go
+    """A waiter registered with :meth:`Session.wait <tars.mqtt._core.session.Session.wait>` may go
     on: what it waited for happened (or can no longer happen on this link)."""
 
     handle: object

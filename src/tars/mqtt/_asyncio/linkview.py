@@ -16,9 +16,9 @@ from typing import Any
 
 from mqtt5 import ConnAckPacket, QoS, TopicFilter
 
-from ._connection import Connection, settle
-from ._errors import ConnectionLostError
-from ._session import Session
+from .._core.session import Session
+from .._errors import ConnectionLostError
+from .connection import Connection, settle
 
 __all__ = ["LinkView"]
 

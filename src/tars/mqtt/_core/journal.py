@@ -24,8 +24,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ._durable import DurableOutbox, Synchronous
-from ._outgoing import Journal, Outgoing
+from .durable import DurableOutbox, Synchronous
+from .outgoing import Journal, Outgoing
 
 __all__ = ["DurableJournal", "Journal"]
 

@@ -28,7 +28,7 @@ committed every ``remove_batch`` removals, or by :meth:`flush` / :meth:`close`. 
 a crash only means those acknowledged messages are sent once more after the restart, which
 at-least-once delivery allows (and the receivers' dedup window absorbs); it never loses one.
 
-Bounded like the in-memory outbox (:class:`~tars.mqtt._outgoing.OutgoingStore`), with the same
+Bounded like the in-memory outbox (:class:`~tars.mqtt._core.outgoing.OutgoingStore`), with the same
 policies when full (``drop_oldest``, ``drop_newest``, ``block`` for which the caller waits on
 :meth:`has_room`, ``raise``); the message and byte counts are kept in memory, and :meth:`load`
 reads in pages, so memory stays bounded whatever the file holds.
@@ -49,13 +49,13 @@ from typing import Any, Literal
 
 import orjson
 
-from ._errors import (
+from .._errors import (
     ConfigError,
     InvalidArgumentError,
     InvalidArgumentTypeError,
     OutboxFullError,
 )
-from ._outgoing import OutboxPolicy
+from .outgoing import OutboxPolicy
 
 __all__ = ["Appended", "DurableOutbox", "StoredPublish", "outbox_file"]
 

@@ -25,12 +25,12 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from ._dedup import DedupWindow
-from ._envelope import Envelope
-from ._errors import EnvelopeError, InvalidArgumentError, InvalidArgumentTypeError
-from ._instrument import Instruments, Outcome
-from ._logfields import message_fields
-from ._message import Message
+from .._dedup import DedupWindow
+from .._envelope import Envelope
+from .._errors import EnvelopeError, InvalidArgumentError, InvalidArgumentTypeError
+from .._instrument import Instruments, Outcome
+from .._logfields import message_fields
+from .._message import Message
 
 __all__ = [
     "Handler",

@@ -26,22 +26,22 @@ from typing import Any, Final
 
 from mqtt5 import PublishPacket
 
-from ._boundary import map_exceptions, settle
-from ._errors import (
-    ClientStateError,
-    ConnectError,
-    ConnectionLostError,
-    ProtocolError,
-)
-from ._events import (
+from .._core.events import (
     Connected,
     ConnectFailed,
     Disconnected,
     Event,
     Ready,
 )
-from ._session import Session, SessionState
-from ._tls import is_certificate_failure
+from .._core.session import Session, SessionState
+from .._errors import (
+    ClientStateError,
+    ConnectError,
+    ConnectionLostError,
+    ProtocolError,
+)
+from .._tls import is_certificate_failure
+from .boundary import map_exceptions, settle
 
 __all__ = [
     "Connection",

@@ -20,19 +20,19 @@ from mqtt5 import (
     PubRelPacket,
 )
 
-from ._errors import (
+from .._errors import (
     InvalidArgumentError,
     OutboxFullError,
     PayloadTooLarge,
     PublishError,
 )
-from ._events import (
+from .events import (
     Event,
     PublishDone,
     Settled,
 )
-from ._outgoing import Outgoing
-from ._session_base import (
+from .outgoing import Outgoing
+from .session_base import (
     _EMPTY,
     _NO_SUBSCRIBERS,
     _PACKET_ID_NOT_FOUND,
@@ -47,7 +47,7 @@ from ._session_base import (
 )
 
 if TYPE_CHECKING:  # the durable store (sqlite3) is loaded only by those who use it
-    from ._outgoing import Journal
+    from .outgoing import Journal
 
 __all__ = ["Publishing"]
 

@@ -16,9 +16,9 @@ import ssl
 from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
-from ._errors import ConnectError, ConnectionLostError, MQTTError, PublishError
-from ._events import Event, PublishDone, RequestAborted, Settled, Subscribed, Unsubscribed
-from ._tls import is_certificate_failure
+from .._core.events import Event, PublishDone, RequestAborted, Settled, Subscribed, Unsubscribed
+from .._errors import ConnectError, ConnectionLostError, MQTTError, PublishError
+from .._tls import is_certificate_failure
 
 __all__ = ["map_exceptions", "settle"]
 

@@ -30,9 +30,9 @@ from typing import Final, Protocol
 
 from mqtt5 import PublishPacket
 
-from ._message import Message
-from ._subscription import Subscription
-from ._topics import TopicMatcher, split_shared, topic_matches
+from .._message import Message
+from .._topics import TopicMatcher, split_shared, topic_matches
+from .subscription import Subscription
 
 __all__ = ["HOLD_MAX", "HOLD_SECONDS", "Acknowledger", "Dispatcher"]
 

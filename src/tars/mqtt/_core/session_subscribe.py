@@ -20,15 +20,15 @@ from mqtt5 import (
     UnsubscribePacket,
 )
 
-from ._errors import (
+from .._errors import (
     SubscribeError,
 )
-from ._events import (
+from .events import (
     Event,
     Subscribed,
     Unsubscribed,
 )
-from ._session_base import (
+from .session_base import (
     _PROTOCOL_ERROR,
     _QOS,
     _SHARED_NOT_SUPPORTED,

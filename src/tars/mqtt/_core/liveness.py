@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from ._errors import InvalidArgumentError
+from .._errors import InvalidArgumentError
 
 __all__ = ["Liveness"]
 

@@ -46,22 +46,22 @@ from mqtt5 import (
     Will,
 )
 
-from ._errors import (
+from .._errors import (
     ClientStateError,
     ConnectionLostError,
     InvalidArgumentError,
     ProtocolError,
 )
-from ._events import (
+from .events import (
     Disconnected,
     Event,
     Ready,
     RequestAborted,
 )
-from ._incoming import IncomingAcks
-from ._liveness import Liveness
-from ._outgoing import OutboxPolicy, OutgoingStore
-from ._session_base import (
+from .incoming import IncomingAcks
+from .liveness import Liveness
+from .outgoing import OutboxPolicy, OutgoingStore
+from .session_base import (
     _DEFAULT_UNACKED_LIMIT,
     _KEEP_ALIVE_TIMEOUT,
     _MAX_PACKET_ID,
@@ -73,11 +73,11 @@ from ._session_base import (
     _Request,
     _Waiter,
 )
-from ._session_receive import Receiving
-from ._subtable import SubscriptionTable
+from .session_receive import Receiving
+from .subtable import SubscriptionTable
 
 if TYPE_CHECKING:  # the durable store (sqlite3) is loaded only by those who use it
-    from ._outgoing import Journal
+    from .outgoing import Journal
 
 __all__ = ["Session", "SessionState", "SessionStats", "WaitFor"]
 
