@@ -94,7 +94,10 @@ async def connect(
     listeners: list[MessageListener] | None = None,
     **options: Any,
 ) -> Link:
-    session = session or Session(unique("conn"))
+    # The widest Receive Maximum: Mosquitto 2.0.11 sends a QoS 2 burst past a smaller one while
+    # our PUBRECs wait for PUBREL, which the session (acknowledging on arrival) calls a protocol
+    # error; these tests are about the link, not that window.
+    session = session or Session(unique("conn"), receive_maximum=65535)
     conn = await open_connection(
         session,
         broker.host,
@@ -602,7 +605,7 @@ async def test_publishes_made_offline_are_sent_when_the_link_comes(
         fut: asyncio.Future[int] = loop.create_future()
         settle(session.publish(topic, b"%d" % n, 1, handle=fut, now=loop.time()))
         futures.append(fut)
-    assert session.outgoing.offline_count == 3
+    assert session.outgoing.store.offline_count == 3
     link = await connect(shared_mosquitto, session)
     try:
         assert await asyncio.wait_for(asyncio.gather(*futures), 5) == [0, 0, 0]

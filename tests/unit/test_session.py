@@ -214,13 +214,13 @@ def test_qos0_publish_goes_out_at_once_without_packet_id_or_event() -> None:
     assert (packet.topic, packet.payload, packet.qos, packet.retain) == ("a/b", b"hello", 0, True)
     assert packet.packet_id is None
     assert packet.content_type == "text/plain"
-    assert session.unfinished_count == 0
+    assert session.outgoing.store.unfinished == 0
 
 
 def test_qos0_publish_without_a_link_is_dropped_and_counted() -> None:
     session = Session("c")
     assert session.publish("a", b"x", 0) == ()
-    assert (session.stats.dropped_offline, session.unfinished_count) == (1, 0)
+    assert (session.stats.dropped_offline, session.outgoing.store.unfinished) == (1, 0)
     connect(session)
     assert sent(session) == []  # not sent late either
 
@@ -253,7 +253,7 @@ def test_a_refused_qos1_publish_reports_the_reason() -> None:
     sent(session)
     refusal = PubAckPacket(1, reason_code=PubAckReasonCode.QUOTA_EXCEEDED, reason_str="full")
     assert feed(session, refusal) == [PublishDone("h", 0x97, "full")]
-    assert session.unfinished_count == 0
+    assert session.outgoing.store.unfinished == 0
 
 
 def test_qos2_publish_walks_pubrec_pubrel_pubcomp() -> None:
@@ -266,7 +266,7 @@ def test_qos2_publish_walks_pubrec_pubrel_pubcomp() -> None:
     assert isinstance(pubrel, PubRelPacket)
     assert (pubrel.packet_id, pubrel.reason_code) == (1, PubRelReasonCode.SUCCESS)
     assert feed(session, PubCompPacket(1)) == [PublishDone("h", 0)]
-    assert session.unfinished_count == 0
+    assert session.outgoing.store.unfinished == 0
 
 
 def test_pubcomp_before_pubrec_does_not_finish_a_qos2_publish() -> None:
@@ -301,7 +301,7 @@ def test_qos1_and_qos2_before_connack_wait_and_go_out_after_it() -> None:
     session = Session("c")
     session.connection_made(0.0)
     session.publish("t", b"early", 1, handle="h")
-    assert (session.unfinished_count, session.inflight_count) == (1, 0)
+    assert (session.outgoing.store.unfinished, session.inflight_count) == (1, 0)
     assert [type(p) for p in sent(session)] == [ConnectPacket]
     feed(session, ConnAckPacket())
     [publish] = publishes(sent(session))
@@ -313,7 +313,7 @@ def test_receive_maximum_bounds_the_publishes_in_flight() -> None:
     for n in range(5):
         session.publish("t", b"%d" % n, 1 + n % 2, handle=n)
     assert [p.payload for p in publishes(sent(session))] == [b"0", b"1"]
-    assert (session.inflight_count, session.unfinished_count) == (2, 5)
+    assert (session.inflight_count, session.outgoing.store.unfinished) == (2, 5)
     # Acks in any order free one slot each; the waiting publishes go out in call order.
     assert feed(session, PubRecPacket(2)) == []
     assert sent(session) == [PubRelPacket(2)]  # a PUBREC does not free the slot
@@ -323,7 +323,7 @@ def test_receive_maximum_bounds_the_publishes_in_flight() -> None:
     assert feed(session, PubCompPacket(2)) == [PublishDone(1, 0)]
     [fourth] = publishes(sent(session))
     assert fourth.payload == b"3"
-    assert (session.inflight_count, session.unfinished_count) == (2, 3)
+    assert (session.inflight_count, session.outgoing.store.unfinished) == (2, 3)
 
 
 def test_out_of_order_acks_finish_the_right_publishes() -> None:
@@ -349,7 +349,7 @@ def test_publish_over_the_brokers_maximum_packet_size_is_refused() -> None:
     assert info.value.limit < 200
     with pytest.raises(PayloadTooLarge):
         session.publish("a/b", bytes(200), 0)
-    assert session.unfinished_count == 0
+    assert session.outgoing.store.unfinished == 0
     # Just under the limit fits, and the packet on the wire respects it.
     session.publish("a/b", bytes(info.value.limit), 1)
     assert len(session.data_to_send()) <= 200
@@ -666,7 +666,7 @@ def _session_with_unfinished_work() -> Session:
     sent(session)
     assert session.connection_lost() == []
     assert session.state is SessionState.DISCONNECTED
-    assert session.unfinished_count == 4
+    assert session.outgoing.store.unfinished == 4
     return session
 
 
@@ -765,7 +765,7 @@ def test_connection_lost_aborts_subscribe_and_unsubscribe_but_keeps_publishes() 
     session.publish("t", b"x", 1, handle="pub")
     events = session.connection_lost()
     assert events == [RequestAborted("sub"), RequestAborted("unsub")]
-    assert session.unfinished_count == 1
+    assert session.outgoing.store.unfinished == 1
 
 
 def test_abandon_returns_every_handle_and_forgets_them() -> None:
@@ -774,7 +774,7 @@ def test_abandon_returns_every_handle_and_forgets_them() -> None:
     session.publish("t", b"y", 2, handle="pending")
     session.subscribe([TopicFilter("a")], handle="sub")
     assert sorted(map(str, session.abandon())) == ["inflight", "pending", "sub"]
-    assert session.unfinished_count == 0
+    assert session.outgoing.store.unfinished == 0
     assert feed(session, PubAckPacket(1)) == []
 
 

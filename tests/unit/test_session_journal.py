@@ -84,7 +84,7 @@ def test_publishes_on_a_live_link_and_offline_qos0_are_not_journaled() -> None:
     journal = FakeJournal()
     session = session_on(journal, queue_qos0_offline=True)
     session.publish("t/qos0", b"x", 0)
-    assert session.outgoing.offline_count == 1  # queued in memory ...
+    assert session.outgoing.store.offline_count == 1  # queued in memory ...
     assert journal.records == {}  # ... but at-most-once: never written to disk
     connect(session)
     sent(session)
@@ -100,7 +100,7 @@ def test_records_of_an_earlier_process_go_out_first_in_order_with_no_handle() ->
     # The process dies here: no abandon(), no close. A new one opens the same file.
     new = Session("c", journal=lambda: journal)
     assert new.open_journal() == 3
-    assert new.outgoing.offline_count == 3
+    assert new.outgoing.store.offline_count == 3
     new.publish("t/new-offline", b"x", 1, handle="n1")
     connect(new)
     new.publish("t/new-live", b"x", 1, handle="n2")  # behind the backlog, though linked
@@ -135,7 +135,7 @@ def test_expired_and_policy_dropped_records_leave_the_journal() -> None:
     connect(session, now=7.0)  # t/b (deadline 6) expired, t/c (deadline 9) still good
     assert [p.topic for p in publishes(sent(session))] == ["t/c"]
     assert journal.topics() == ["t/c"]
-    assert (session.outgoing.dropped, session.outgoing.expired) == (1, 1)
+    assert (session.outgoing.store.dropped, session.outgoing.store.expired) == (1, 1)
 
 
 def test_drop_newest_writes_nothing_for_the_refused_message() -> None:
@@ -144,7 +144,7 @@ def test_drop_newest_writes_nothing_for_the_refused_message() -> None:
     session.publish("t/kept", b"x", 1)
     session.publish("t/refused", b"x", 1)
     assert journal.topics() == ["t/kept"]
-    assert session.outgoing.dropped == 1
+    assert session.outgoing.store.dropped == 1
 
 
 def test_a_failed_write_raises_and_queues_nothing() -> None:
@@ -155,7 +155,7 @@ def test_a_failed_write_raises_and_queues_nothing() -> None:
     with pytest.raises(OutboxFullError, match="disk full"):
         session.publish("t/second", b"x", 1)  # would have dropped t/first: it did not
     assert journal.topics() == ["t/first"]
-    assert (session.outgoing.offline_count, session.outgoing.dropped) == (1, 0)
+    assert (session.outgoing.store.offline_count, session.outgoing.store.dropped) == (1, 0)
 
 
 def test_shutdown_keeps_journaled_records_uncounted_and_closes_the_journal(
@@ -174,7 +174,7 @@ def test_shutdown_keeps_journaled_records_uncounted_and_closes_the_journal(
     assert set(handles) >= {"h1", "h2"}
     assert journal.closed
     assert journal.topics() == ["t/1"]  # survives for the next start
-    assert session.outgoing.dropped == 0  # nothing offline was lost (t/qos0 was sent)
+    assert session.outgoing.store.dropped == 0  # nothing offline was lost (t/qos0 was sent)
     assert "discarded at shutdown" in caplog.text  # t/live: not kept, said so
     # connect() after shutdown(): the journal is opened again and its record goes first.
     session.restart()
@@ -188,7 +188,7 @@ def test_shutdown_offline_without_a_journal_still_counts_drops() -> None:
     assert session.open_journal() == 0
     session.publish("t/1", b"x", 1, handle="h")
     session.abandon()
-    assert session.outgoing.dropped == 1
+    assert session.outgoing.store.dropped == 1
 
 
 def test_more_records_than_the_limits_are_all_kept_and_said_so(
@@ -203,4 +203,4 @@ def test_more_records_than_the_limits_are_all_kept_and_said_so(
     assert "more than outbox_max_messages" in caplog.text
     connect(new)
     assert [p.topic for p in publishes(sent(new))] == [f"t/{n}" for n in range(5)]
-    assert new.outgoing.dropped == 0
+    assert new.outgoing.store.dropped == 0

@@ -80,7 +80,7 @@ def test_offline_qos1_and_qos2_are_queued_and_go_out_in_order_after_connack() ->
     session = Session("c")
     for n in range(3):
         assert session.publish("t", b"%d" % n, 1 + n % 2, handle=n, now=0.0) == ()
-    assert (session.outgoing.offline_count, session.unfinished_count) == (3, 3)
+    assert (session.outgoing.store.offline_count, session.outgoing.store.unfinished) == (3, 3)
     assert session.data_to_send() == b""  # no link: nothing on any wire
     events = connect(session)
     assert kinds(events) == ["Connected", "Ready"]
@@ -90,18 +90,18 @@ def test_offline_qos1_and_qos2_are_queued_and_go_out_in_order_after_connack() ->
         (b"1", 2, 2, False),
         (b"2", 1, 3, False),
     ]
-    assert session.outgoing.offline_count == 0  # on the wire now, no longer in the outbox
-    assert session.unfinished_count == 3
+    assert session.outgoing.store.offline_count == 0  # on the wire now, no longer in the outbox
+    assert session.outgoing.store.unfinished == 3
 
 
 def test_offline_qos0_is_queued_only_when_asked() -> None:
     session = Session("c", queue_qos0_offline=True)
     session.publish("t", b"q0", 0)
-    assert session.outgoing.offline_count == 1
+    assert session.outgoing.store.offline_count == 1
     connect(session)
     [packet] = publishes(sent(session))
     assert (packet.payload, packet.qos, packet.packet_id) == (b"q0", 0, None)
-    assert session.unfinished_count == 0
+    assert session.outgoing.store.unfinished == 0
     assert session.stats.dropped_offline == 0
 
 
@@ -115,7 +115,7 @@ def test_a_full_outbox_drops_by_its_policy_and_fails_the_dropped_waiter(policy: 
     assert event.handle == ("a" if policy == "drop_oldest" else "c")
     assert event.reason_code >= 0x80
     assert isinstance(event.error, OutboxFullError)
-    assert session.outgoing.dropped == 1
+    assert session.outgoing.store.dropped == 1
     connect(session)
     expected = [b"b", b"c"] if policy == "drop_oldest" else [b"a", b"b"]
     assert [p.payload for p in publishes(sent(session))] == expected
@@ -126,7 +126,7 @@ def test_the_raise_policy_refuses_the_call_and_keeps_the_queue() -> None:
     session.publish("t", b"a", 1, handle="a")
     with pytest.raises(OutboxFullError, match="'t'"):
         session.publish("t", b"b", 1, handle="b")
-    assert (session.outgoing.offline_count, session.outgoing.dropped) == (1, 0)
+    assert (session.outgoing.store.offline_count, session.outgoing.store.dropped) == (1, 0)
 
 
 def test_the_block_policy_has_no_room_until_a_link_comes() -> None:
@@ -149,7 +149,7 @@ def test_ttl_expires_offline_publishes_when_the_link_comes_back() -> None:
     [old, edge] = done(events)
     assert (old.handle, edge.handle) == ("old", "edge")
     assert isinstance(old.error, OutboxFullError)
-    assert session.outgoing.expired == 2
+    assert session.outgoing.store.expired == 2
     assert [p.payload for p in publishes(sent(session))] == [b"fresh"]
 
 
@@ -159,10 +159,10 @@ def test_what_was_in_flight_at_the_loss_does_not_count_against_the_outbox() -> N
         session.publish("t", b"%d" % n, 1, handle=n)
     sent(session)
     lose(session)
-    assert session.outgoing.offline_count == 0
+    assert session.outgoing.store.offline_count == 0
     assert session.publish("t", b"new", 1, handle="new") == ()  # the outbox is still empty
-    assert session.unfinished_count == 4
-    assert session.outgoing.dropped == 0
+    assert session.outgoing.store.unfinished == 4
+    assert session.outgoing.store.dropped == 0
 
 
 # --- reconnect: resend on a resumed session, again as new on a forgotten one ----------------
@@ -193,7 +193,7 @@ def test_session_present_resends_in_order_with_dup_before_new_publishes() -> Non
     ]
     acks = feed(session, *(PubAckPacket(n) for n in (1, 2, 3, 4)))
     assert [e.handle for e in done(acks)] == ["f1", "f2", "o1", "o2"]
-    assert session.unfinished_count == 0
+    assert session.outgoing.store.unfinished == 0
 
 
 def test_session_not_present_sends_everything_again_as_new_in_order() -> None:
@@ -408,7 +408,7 @@ def test_the_ready_announcement_cut_by_a_disconnect_is_sent_on_the_next_link() -
     bye = DisconnectPacket(reason_code=DisconnectReasonCode.SERVER_SHUTTING_DOWN)
     assert kinds(feed(session, suback_for(subscribe), bye)) == ["Ready", "Disconnected"]
     lose(session)
-    assert session.unfinished_count == 1  # the QoS 1 status is owed, not forgotten
+    assert session.outgoing.store.unfinished == 1  # the QoS 1 status is owed, not forgotten
     connect(session)
     out = sent(session)
     assert [p.payload for p in out if isinstance(p, PublishPacket)] == [b"first"]
@@ -779,7 +779,7 @@ def test_the_exact_encoded_size_is_held_against_the_brokers_maximum(qos: int) ->
     # Properties are part of the packet too.
     with pytest.raises(PayloadTooLarge):
         session.publish("a/b", fits, qos, properties={"content_type": "text/plain"})
-    assert session.unfinished_count == (1 if qos else 0)
+    assert session.outgoing.store.unfinished == (1 if qos else 0)
 
 
 def test_a_queued_message_over_the_new_brokers_maximum_fails_alone() -> None:
@@ -829,6 +829,6 @@ def test_abandon_returns_every_handle_and_counts_offline_drops() -> None:
     session.publish("t", b"w", 1, handle="offline-2")
     handles = session.abandon()
     assert sorted(map(str, handles)) == ["flush", "inflight", "offline-1", "offline-2", "pending"]
-    assert session.outgoing.dropped == 2  # only what sat in the outbox
-    assert (session.unfinished_count, session.outgoing.offline_count) == (0, 0)
+    assert session.outgoing.store.dropped == 2  # only what sat in the outbox
+    assert (session.outgoing.store.unfinished, session.outgoing.store.offline_count) == (0, 0)
     assert session.abandon() == []

@@ -218,7 +218,7 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
             for name in totals:
                 totals[name] += getattr(sub.stats, name)
         session = self._session
-        counts, outgoing = session.stats, session.outgoing
+        counts, outgoing = session.stats, session.outgoing.store
         return ClientStats(
             published=counts.published,
             publish_failed=counts.publish_failed,
