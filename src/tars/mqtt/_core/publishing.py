@@ -82,7 +82,7 @@ class Publishing:
         send: Callable[[bytes], None],
         stats: SessionStats,
         allocate_id: Callable[[], int],
-        liveness: Liveness | None,
+        liveness: Liveness | None = None,
         queue_qos0_offline: bool = False,
     ) -> None:
         """``send`` queues bytes for the wire; ``allocate_id`` gives a free packet id."""
