@@ -7,9 +7,7 @@ flight (``--window``, like unacknowledged publishes), on the disk that holds ``-
 
 - ``FULL``, the default: each append fsynced (survives a power cut); removals batched by 64;
 - ``FULL, remove each``: every removal committed on its own (what batching saves);
-- ``NORMAL``: appends survive a process crash, not a power cut (no fsync per commit);
-- ``FULL, batch of 100``: appends made in :meth:`DurableOutbox.batch` blocks of 100 (a session
-  moving its memory queue to disk), one fsync per block.
+- ``NORMAL``: appends survive a process crash, not a power cut (no fsync per commit).
 
 A second table gives the cost a user sees: one ``MQTTClient.publish(qos=1, wait=False)`` while
 the broker is away (the client is connecting to a closed port), with the in-memory outbox and
@@ -50,13 +48,12 @@ def _run(
     window: int,
     synchronous: Synchronous,
     remove_batch: int,
-    append_batch: int,
 ) -> float:
     """Microseconds per event (append + remove) for one fresh store."""
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
         box = DurableOutbox(
             Path(tmp) / "bench.sqlite3",
-            max_messages=window * 2 + append_batch,
+            max_messages=window * 2 + 1,
             max_bytes=1 << 30,
             synchronous=synchronous,
             remove_batch=remove_batch,
@@ -65,13 +62,8 @@ def _run(
         started = time.perf_counter()
         done = 0
         while done < events:
-            size = min(append_batch, events - done)
-            if append_batch > 1:
-                with box.batch():
-                    _append_and_retire(box, in_flight, window, size)
-            else:
-                _append_and_retire(box, in_flight, window, size)
-            done += size
+            _append_and_retire(box, in_flight, window)
+            done += 1
         while in_flight:
             box.remove(in_flight.popleft())
         box.flush()
@@ -80,23 +72,21 @@ def _run(
     return elapsed / events * 1e6
 
 
-def _append_and_retire(box: DurableOutbox, in_flight: deque[int], window: int, n: int) -> None:
-    for _ in range(n):
-        seq = box.append(TOPIC, PAYLOAD, 1).seq
-        assert seq is not None
-        in_flight.append(seq)
-        if len(in_flight) > window:
-            box.remove(in_flight.popleft())  # the oldest is acknowledged
+def _append_and_retire(box: DurableOutbox, in_flight: deque[int], window: int) -> None:
+    seq = box.append(TOPIC, PAYLOAD, 1).seq
+    assert seq is not None
+    in_flight.append(seq)
+    if len(in_flight) > window:
+        box.remove(in_flight.popleft())  # the oldest is acknowledged
 
 
 ROWS: list[tuple[str, Callable[[Path, int, int], float]]] = [
     (
         "FULL (default: fsync per append, removals by 64)",
-        lambda d, n, w: _run(d, n, w, "FULL", 64, 1),
+        lambda d, n, w: _run(d, n, w, "FULL", 64),
     ),
-    ("FULL, each removal committed alone", lambda d, n, w: _run(d, n, w, "FULL", 1, 1)),
-    ("NORMAL (no fsync per commit)", lambda d, n, w: _run(d, n, w, "NORMAL", 64, 1)),
-    ("FULL, appends in batches of 100", lambda d, n, w: _run(d, n, w, "FULL", 64, 100)),
+    ("FULL, each removal committed alone", lambda d, n, w: _run(d, n, w, "FULL", 1)),
+    ("NORMAL (no fsync per commit)", lambda d, n, w: _run(d, n, w, "NORMAL", 64)),
 ]
 
 

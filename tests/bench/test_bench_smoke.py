@@ -94,6 +94,6 @@ def test_the_durable_outbox_rows_run(tmp_path: Path) -> None:
         cwd=ROOT, check=True, capture_output=True, text=True, timeout=120,
     ).stdout  # fmt: skip
     rows = [line for line in out.splitlines() if line.startswith("| ") and "µs" not in line]
-    assert len(rows) == 6  # four store rows, two client rows (memory, durable)
+    assert len(rows) == 5  # three store rows, two client rows (memory, durable)
     assert all(float(row.rsplit("|", 2)[1]) > 0 for row in rows)
     assert list(tmp_path.iterdir()) == []  # each run's store is removed

@@ -728,7 +728,7 @@ def test_no_deadline_and_no_verdict_without_a_link() -> None:
     assert session.next_deadline() is None
     assert session.handle_timeout(1e9) == []
     assert session.liveness is not None
-    assert not session.liveness.armed
+    assert session.liveness.next_deadline() is None
 
 
 def test_keep_alive_and_heartbeat_share_one_deadline() -> None:

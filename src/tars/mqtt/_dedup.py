@@ -107,11 +107,6 @@ class DedupWindow:
         """How long (seconds) a key is remembered after it was first recorded."""
         return self._ttl
 
-    @property
-    def max_entries(self) -> int:
-        """How many keys are held at most."""
-        return self._max_entries
-
     def seen(self, key: Hashable, now: float) -> bool:
         """Return True if ``key`` was recorded less than ``ttl`` before ``now``, else record it."""
         recorded = self._current.get(key)

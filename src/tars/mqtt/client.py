@@ -57,8 +57,6 @@ __all__ = ["ClientState", "ClientStats", "MQTTClient"]
 log = logging.getLogger("tars.mqtt")
 
 _SHUTDOWN_TIMEOUT: Final = 5.0
-_PACKET_OVERHEAD: Final = 128 * 1024
-_MQTT_MAX_PACKET: Final = 268_435_455 + 5
 
 
 class MQTTClient(EventMethods, SubscribeMethods, RunMethods):

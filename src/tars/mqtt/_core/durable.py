@@ -22,11 +22,11 @@ Durability, and why these SQLite settings:
 - ``locking_mode=EXCLUSIVE``: one owner; WAL then needs no shared-memory file either.
 
 Batched commits, where that is safe: :meth:`append` commits before it returns (the caller may
-tell its user the event is accepted), unless inside :meth:`batch`, which commits a burst once.
-:meth:`remove` does *not* commit at once: removals ride on the next append's commit, or are
-committed every ``remove_batch`` removals, or by :meth:`flush` / :meth:`close`. Losing them in
-a crash only means those acknowledged messages are sent once more after the restart, which
-at-least-once delivery allows (and the receivers' dedup window absorbs); it never loses one.
+tell its user the event is accepted). :meth:`remove` does *not* commit at once: removals ride
+on the next append's commit, or are committed every ``remove_batch`` removals, or by
+:meth:`flush` / :meth:`close`. Losing them in a crash only means those acknowledged messages
+are sent once more after the restart, which at-least-once delivery allows (and the receivers'
+dedup window absorbs); it never loses one.
 
 Bounded like the in-memory outbox (:class:`~tars.mqtt._core.outgoing.OutgoingStore`), with the same
 policies when full (``drop_oldest``, ``drop_newest``, ``block`` for which the caller waits on
@@ -42,7 +42,6 @@ import os
 import sqlite3
 import urllib.parse
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -143,7 +142,6 @@ class DurableOutbox:
         self.remove_batch = remove_batch
         self.dropped = 0  # dropped by the policy or for being too large
         self._pending_removes = 0
-        self._batching = False
         self._db = _open(self.path, synchronous)
         try:
             count, size = self._db.execute(
@@ -164,11 +162,6 @@ class DurableOutbox:
 
     def __len__(self) -> int:
         return self._count
-
-    @property
-    def size_bytes(self) -> int:
-        """Payload bytes stored."""
-        return self._bytes
 
     def has_room(self, size: int) -> bool:
         """Whether a payload of ``size`` bytes fits without dropping anything."""
@@ -228,8 +221,7 @@ class DurableOutbox:
             )
             self._count += 1
             self._bytes += size
-            if not self._batching:
-                self._commit()
+            self._commit()
         except sqlite3.Error as exc:  # the disk is full, or failing: nothing was stored
             self._rollback()
             raise OutboxFullError(
@@ -257,7 +249,7 @@ class DurableOutbox:
         self._count -= 1
         self._bytes -= row[0]
         self._pending_removes += 1
-        if self._pending_removes >= self.remove_batch and not self._batching:
+        if self._pending_removes >= self.remove_batch:
             self._commit()
         return True
 
@@ -281,43 +273,7 @@ class DurableOutbox:
                 return
             after = rows[-1][0]
 
-    def drop_expired(self, now: float) -> list[int]:
-        """Remove the records whose ``expires_at`` is at or before ``now`` (wall clock); their
-        seqs, oldest first. Committed with the removals (see :meth:`remove`)."""
-        seqs = [
-            row[0]
-            for row in self._db.execute(
-                "SELECT seq FROM outbox WHERE expires_at IS NOT NULL AND expires_at <= ? "
-                "ORDER BY seq",
-                (now,),
-            )
-        ]
-        for seq in seqs:
-            self.remove(seq)
-        return seqs
-
     # --- transactions ------------------------------------------------------------------------
-
-    @contextmanager
-    def batch(self) -> Iterator[None]:
-        """Append (and remove) a burst in one transaction, committed when the block ends.
-
-        For a caller that tells nobody about the appended records before the block ends (e.g.
-        a session moving its whole in-memory queue to disk): one fsync instead of one each.
-        An exception inside rolls the whole burst back.
-        """
-        if self._batching:
-            raise InvalidArgumentError("batch() blocks do not nest")
-        self._batching = True
-        try:
-            yield
-        except BaseException:
-            self._rollback()
-            raise
-        else:
-            self._commit()
-        finally:
-            self._batching = False
 
     def flush(self) -> None:
         """Commit pending removals now."""

@@ -76,11 +76,6 @@ class Liveness:
         )
 
     @property
-    def armed(self) -> bool:
-        """True between :meth:`link_started` and :meth:`link_ended`."""
-        return self._armed
-
-    @property
     def watchdog_timeout(self) -> float | None:
         """Seconds of unanswered heartbeats that make a link stale (None: no heartbeat)."""
         return None if self._interval is None else self._interval * self._missed

@@ -130,16 +130,6 @@ class SubscriptionTable:
         sid = self.internal[topic] = self._new_id(topic)
         return sid, True
 
-    def remove_internal(self, topic: str) -> None:
-        sid = self.internal.pop(topic, None)
-        if sid is not None:
-            self._ids.discard(sid)
-
-    def link_lost(self, *, session_kept: bool) -> None:
-        """The link is gone. A broker session that will not be resumed holds nothing."""
-        if not session_kept:
-            self.forget_broker()
-
     def forget_broker(self) -> None:
         """The broker holds nothing of ours (a fresh session)."""
         for entry in self.filters.values():
