@@ -1,7 +1,9 @@
-"""Subscribing and dispatch (issue 3 §5) against a real Mosquitto.
+"""Subscribing and dispatch (issue 3 §5), on the in-memory broker; the first test also on a
+real Mosquitto (``support.brokers.BOTH``), and the resumed-session test on Mosquitto only.
 
-Messages come from ``mosquitto_pub`` (another client, independent of ours) or from a client of
-our own; handlers record what they get in an :class:`Inbox` the test waits on.
+Messages come from an independent peer (``broker.publish``: ``mosquitto_pub`` on Mosquitto, a
+client of the broker's own in memory) or from the client under test; handlers record what they
+get in an :class:`Inbox` the test waits on.
 """
 
 from __future__ import annotations
@@ -14,12 +16,11 @@ import mqtt5
 import pytest
 from pydantic import BaseModel
 
-from support.mosquitto_cli import Inbox, connected_client, mosquitto_pub, unique, wait_until
+from support.brokers import BOTH, Broker
+from support.mosquitto_cli import Inbox, mosquitto_pub, unique, wait_until
 from tars.mqtt import ClientState, Envelope, Message, MQTTClient
 from tars.mqtt.testing import MosquittoBroker
 from tars.mqtt.testing.pytest_plugin import TcpProxyFactory
-
-pytestmark = pytest.mark.mosquitto
 
 # How long a test watches for a message that must NOT come, after a later message (sent after
 # it on the same path) already arrived: only the handler's own queue could still be behind.
@@ -39,7 +40,7 @@ class Command(BaseModel):
 
 
 async def test_seed_handler_form_gets_bytes_from_another_client(
-    shared_mosquitto: MosquittoBroker,
+    broker: Broker,
 ) -> None:
     topic = unique("sub/seed")
     inbox: Inbox[bytes] = Inbox()
@@ -47,27 +48,28 @@ async def test_seed_handler_form_gets_bytes_from_another_client(
     async def handler(payload: bytes) -> None:
         inbox.add(payload)
 
-    async with connected_client(shared_mosquitto) as client:
+    async with broker.connected_client() as client:
         await client.subscribe(topic, handler)
-        await mosquitto_pub(shared_mosquitto, topic, b"\x00raw\xffbytes")
+        await broker.publish(topic, b"\x00raw\xffbytes")
         assert await inbox.wait_for(1) == [b"\x00raw\xffbytes"]
 
 
-async def test_unannotated_handler_gets_bytes(shared_mosquitto: MosquittoBroker) -> None:
+async def test_unannotated_handler_gets_bytes(broker: Broker) -> None:
     topic = unique("sub/plain")
     inbox: Inbox[object] = Inbox()
 
     async def handler(payload):  # type: ignore[no-untyped-def]  # the seed's services do this
         inbox.add(payload)
 
-    async with connected_client(shared_mosquitto) as client:
+    async with broker.connected_client() as client:
         await client.subscribe(topic, handler)
-        await mosquitto_pub(shared_mosquitto, topic, b"plain")
+        await broker.publish(topic, b"plain")
         assert await inbox.wait_for(1) == [b"plain"]
 
 
+@pytest.mark.parametrize("broker", BOTH, indirect=True)
 async def test_message_form_on_a_wildcard_learns_topic_qos_retain_and_envelope(
-    shared_mosquitto: MosquittoBroker,
+    broker: Broker,
 ) -> None:
     base = unique("sub/msg")
     inbox: Inbox[Message] = Inbox()
@@ -75,15 +77,13 @@ async def test_message_form_on_a_wildcard_learns_topic_qos_retain_and_envelope(
     async def handler(msg: Message) -> None:
         inbox.add(msg)
 
-    await mosquitto_pub(
-        shared_mosquitto, f"{base}/kitchen/temp", envelope_bytes("t", {"c": 21}), retain=True
-    )
-    async with connected_client(shared_mosquitto) as client:
+    await broker.publish(f"{base}/kitchen/temp", envelope_bytes("t", {"c": 21}), retain=True)
+    async with broker.connected_client() as client:
         await client.subscribe(f"{base}/+/temp", handler, qos=1)
         [retained] = await inbox.wait_for(1)
         msg_id = await client.publish_event(f"{base}/hall/temp", "t", {"c": 19}, qos=1)
         live = (await inbox.wait_for(2))[1]
-    await mosquitto_pub(shared_mosquitto, f"{base}/kitchen/temp", b"", retain=True)  # clean up
+    await broker.publish(f"{base}/kitchen/temp", b"", retain=True)  # clean up
     assert (retained.topic, retained.retain, retained.qos) == (f"{base}/kitchen/temp", True, 0)
     assert retained.envelope.data == {"c": 21}
     assert retained.envelope.correlate is None  # an older producer's envelope is accepted
@@ -92,7 +92,7 @@ async def test_message_form_on_a_wildcard_learns_topic_qos_retain_and_envelope(
     assert live.json()["data"] == {"c": 19}
 
 
-async def test_envelope_and_model_forms(shared_mosquitto: MosquittoBroker) -> None:
+async def test_envelope_and_model_forms(broker: Broker) -> None:
     topic = unique("sub/typed")
     envelopes: Inbox[Envelope] = Inbox()
     commands: Inbox[Command] = Inbox()
@@ -103,7 +103,7 @@ async def test_envelope_and_model_forms(shared_mosquitto: MosquittoBroker) -> No
     async def on_command(cmd: Command) -> None:
         commands.add(cmd)
 
-    async with connected_client(shared_mosquitto, source_name="ui") as client:
+    async with broker.connected_client(source_name="ui") as client:
         await client.subscribe(topic, on_envelope)
         model_sub = await client.subscribe(topic, on_command)
         await client.publish_event(topic, "cmd", {"action": "go", "speed": "fast"})  # invalid
@@ -119,7 +119,7 @@ async def test_envelope_and_model_forms(shared_mosquitto: MosquittoBroker) -> No
 
 
 async def test_several_handlers_on_one_filter_each_get_it_once(
-    shared_mosquitto: MosquittoBroker,
+    broker: Broker,
 ) -> None:
     topic = unique("sub/shared")
     first: Inbox[bytes] = Inbox()
@@ -131,11 +131,11 @@ async def test_several_handlers_on_one_filter_each_get_it_once(
     async def two(payload: bytes) -> None:
         second.add(payload)
 
-    async with connected_client(shared_mosquitto) as client:
+    async with broker.connected_client() as client:
         await client.subscribe(topic, one)
         await client.subscribe(topic, two)
-        await mosquitto_pub(shared_mosquitto, topic, b"m1")
-        await mosquitto_pub(shared_mosquitto, topic, b"sentinel")
+        await broker.publish(topic, b"m1")
+        await broker.publish(topic, b"sentinel")
         assert await first.wait_for(2) == [b"m1", b"sentinel"]
         assert await second.wait_for(2) == [b"m1", b"sentinel"]
         await asyncio.sleep(NOTHING_MORE)
@@ -143,7 +143,7 @@ async def test_several_handlers_on_one_filter_each_get_it_once(
 
 
 async def test_overlapping_filters_each_handler_gets_a_message_once(
-    shared_mosquitto: MosquittoBroker,
+    broker: Broker,
 ) -> None:
     """Mosquitto sends one copy per matching subscription; each must reach only its own."""
     base = unique("sub/overlap")
@@ -157,12 +157,12 @@ async def test_overlapping_filters_each_handler_gets_a_message_once(
     async def on_exact(payload: bytes) -> None:
         exact.add(payload)
 
-    async with connected_client(shared_mosquitto) as client:
+    async with broker.connected_client() as client:
         client.add_message_listener(packets.append)
         await client.subscribe(f"{base}/#", on_wide)
         await client.subscribe(f"{base}/b", on_exact)
-        await mosquitto_pub(shared_mosquitto, f"{base}/b", b"both", qos=1)
-        await mosquitto_pub(shared_mosquitto, f"{base}/b", b"sentinel", qos=1)
+        await broker.publish(f"{base}/b", b"both", qos=1)
+        await broker.publish(f"{base}/b", b"sentinel", qos=1)
         assert await wide.wait_for(2) == [b"both", b"sentinel"]
         assert await exact.wait_for(2) == [b"both", b"sentinel"]
         await asyncio.sleep(NOTHING_MORE)
@@ -172,7 +172,7 @@ async def test_overlapping_filters_each_handler_gets_a_message_once(
 
 
 async def test_a_failing_handler_is_logged_and_dispatch_goes_on(
-    shared_mosquitto: MosquittoBroker, caplog: pytest.LogCaptureFixture
+    broker: Broker, caplog: pytest.LogCaptureFixture
 ) -> None:
     topic = unique("sub/fail")
     seen: Inbox[Envelope] = Inbox()
@@ -183,7 +183,7 @@ async def test_a_failing_handler_is_logged_and_dispatch_goes_on(
             raise RuntimeError("boom")
 
     caplog.set_level(logging.WARNING, logger="tars.mqtt")
-    async with connected_client(shared_mosquitto) as client:
+    async with broker.connected_client() as client:
         sub = await client.subscribe(topic, flaky)
         bad_id = await client.publish_event(topic, "n", {"n": 1})
         await client.publish_event(topic, "n", {"n": 2})
@@ -199,7 +199,7 @@ async def test_a_failing_handler_is_logged_and_dispatch_goes_on(
 
 
 async def test_non_coroutine_handlers_are_refused_at_subscribe(
-    shared_mosquitto: MosquittoBroker,
+    broker: Broker,
 ) -> None:
     topic = unique("sub/sync")
     packets: list[mqtt5.PublishPacket] = []
@@ -207,7 +207,7 @@ async def test_non_coroutine_handlers_are_refused_at_subscribe(
     def sync_handler(payload: bytes) -> None:
         pass
 
-    async with connected_client(shared_mosquitto) as client:
+    async with broker.connected_client() as client:
         with pytest.raises(TypeError, match="async"):
             await client.subscribe(topic, sync_handler)  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="async"):
@@ -222,7 +222,7 @@ async def test_non_coroutine_handlers_are_refused_at_subscribe(
 
 
 async def test_subscriptions_made_before_connect_are_sent_on_connect(
-    shared_mosquitto: MosquittoBroker,
+    broker: Broker,
 ) -> None:
     topic = unique("sub/early")
     inbox: Inbox[bytes] = Inbox()
@@ -230,11 +230,11 @@ async def test_subscriptions_made_before_connect_are_sent_on_connect(
     async def handler(payload: bytes) -> None:
         inbox.add(payload)
 
-    client = MQTTClient(shared_mosquitto.url, unique("early"))
+    client = broker.client(unique("early"))
     await client.subscribe(topic, handler, qos=1)
     await client.connect()
     try:
-        await mosquitto_pub(shared_mosquitto, topic, b"hello", qos=1)
+        await broker.publish(topic, b"hello", qos=1)
         assert await inbox.wait_for(1) == [b"hello"]
     finally:
         await client.shutdown()
@@ -249,7 +249,7 @@ _MALFORMED = [
 
 
 async def test_malformed_payloads_never_stop_dispatch(
-    shared_mosquitto: MosquittoBroker, caplog: pytest.LogCaptureFixture
+    broker: Broker, caplog: pytest.LogCaptureFixture
 ) -> None:
     topic = unique("sub/malformed")
     raw: Inbox[bytes] = Inbox()
@@ -262,13 +262,13 @@ async def test_malformed_payloads_never_stop_dispatch(
         envelopes.add(env)
 
     caplog.set_level(logging.WARNING, logger="tars.mqtt")
-    async with connected_client(shared_mosquitto) as client:
+    async with broker.connected_client() as client:
         await client.subscribe(topic, on_raw, qos=1)
         env_sub = await client.subscribe(topic, on_envelope, qos=1)
         for payload in _MALFORMED:
-            await mosquitto_pub(shared_mosquitto, topic, payload, qos=1)
+            await broker.publish(topic, payload, qos=1)
         good = envelope_bytes("ok", {"fine": True})
-        await mosquitto_pub(shared_mosquitto, topic, good, qos=1)
+        await broker.publish(topic, good, qos=1)
         assert await raw.wait_for(len(_MALFORMED) + 1) == [*_MALFORMED, good]
         [env] = await envelopes.wait_for(1)
         stats = client.stats
@@ -282,7 +282,7 @@ async def test_malformed_payloads_never_stop_dispatch(
 
 
 async def test_unsubscribe_all_one_handler_or_one_subscription(
-    shared_mosquitto: MosquittoBroker,
+    broker: Broker,
 ) -> None:
     topic = unique("sub/unsub")
     a: Inbox[bytes] = Inbox()
@@ -299,7 +299,7 @@ async def test_unsubscribe_all_one_handler_or_one_subscription(
     async def on_c(payload: bytes) -> None:
         c.add(payload)
 
-    async with connected_client(shared_mosquitto) as client:
+    async with broker.connected_client() as client:
         client.add_message_listener(packets.add)
         await client.subscribe(topic, on_a)
         await client.subscribe(topic, on_b)
@@ -332,7 +332,7 @@ async def test_unsubscribe_all_one_handler_or_one_subscription(
     assert unmatched == 0
 
 
-async def test_dedup_within_the_ttl_and_not_after(shared_mosquitto: MosquittoBroker) -> None:
+async def test_dedup_within_the_ttl_and_not_after(broker: Broker) -> None:
     topic = unique("sub/dedup")
     ttl = 0.5
     inbox: Inbox[bytes] = Inbox()
@@ -341,25 +341,25 @@ async def test_dedup_within_the_ttl_and_not_after(shared_mosquitto: MosquittoBro
         inbox.add(payload)
 
     dup = envelope_bytes("e", {"n": 1}, msg_id="dup-1")
-    async with connected_client(shared_mosquitto, dedupe_ttl=ttl, dedupe_max_entries=100) as client:
+    async with broker.connected_client(dedupe_ttl=ttl, dedupe_max_entries=100) as client:
         sub = await client.subscribe(topic, handler, qos=1)
-        await mosquitto_pub(shared_mosquitto, topic, dup, qos=1)
-        await mosquitto_pub(shared_mosquitto, topic, dup, qos=1)  # same bytes, same id
-        await mosquitto_pub(shared_mosquitto, topic, b"not an envelope", qos=1)
-        await mosquitto_pub(shared_mosquitto, topic, b"not an envelope", qos=1)
+        await broker.publish(topic, dup, qos=1)
+        await broker.publish(topic, dup, qos=1)  # same bytes, same id
+        await broker.publish(topic, b"not an envelope", qos=1)
+        await broker.publish(topic, b"not an envelope", qos=1)
         sentinel = envelope_bytes("e", {"n": 2}, msg_id="sentinel-1")
-        await mosquitto_pub(shared_mosquitto, topic, sentinel, qos=1)
+        await broker.publish(topic, sentinel, qos=1)
         assert await inbox.wait_for(4) == [dup, b"not an envelope", b"not an envelope", sentinel]
         assert sub.stats.deduplicated == 1
         assert client.stats.deduplicated == 1
 
         await asyncio.sleep(ttl * 1.2)  # let the TTL pass: then the same id is new again
-        await mosquitto_pub(shared_mosquitto, topic, dup, qos=1)
+        await broker.publish(topic, dup, qos=1)
         assert (await inbox.wait_for(5))[4] == dup
         assert sub.stats.deduplicated == 1
 
 
-async def test_no_dedup_by_default(shared_mosquitto: MosquittoBroker) -> None:
+async def test_no_dedup_by_default(broker: Broker) -> None:
     topic = unique("sub/nodedup")
     inbox: Inbox[bytes] = Inbox()
 
@@ -367,14 +367,14 @@ async def test_no_dedup_by_default(shared_mosquitto: MosquittoBroker) -> None:
         inbox.add(payload)
 
     dup = envelope_bytes("e", {"n": 1}, msg_id="dup-2")
-    async with connected_client(shared_mosquitto) as client:
+    async with broker.connected_client() as client:
         await client.subscribe(topic, handler, qos=1)
-        await mosquitto_pub(shared_mosquitto, topic, dup, qos=1)
-        await mosquitto_pub(shared_mosquitto, topic, dup, qos=1)
+        await broker.publish(topic, dup, qos=1)
+        await broker.publish(topic, dup, qos=1)
         assert await inbox.wait_for(2) == [dup, dup]
 
 
-async def test_a_handler_may_unsubscribe_itself(shared_mosquitto: MosquittoBroker) -> None:
+async def test_a_handler_may_unsubscribe_itself(broker: Broker) -> None:
     topic = unique("sub/once")
     sentinel = unique("sub/once-sentinel")
     got: Inbox[bytes] = Inbox()
@@ -387,7 +387,7 @@ async def test_a_handler_may_unsubscribe_itself(shared_mosquitto: MosquittoBroke
     async def on_sentinel(payload: bytes) -> None:
         got.add(payload)
 
-    async with connected_client(shared_mosquitto) as client:
+    async with broker.connected_client() as client:
         await client.subscribe(topic, once, qos=1)
         await client.subscribe(sentinel, on_sentinel, qos=1)
         client.add_message_listener(packets.add)
@@ -399,12 +399,12 @@ async def test_a_handler_may_unsubscribe_itself(shared_mosquitto: MosquittoBroke
         assert [p.payload for p in packets.items] == [b"first", b"sentinel"]
 
 
-async def test_a_handler_may_shut_the_client_down(shared_mosquitto: MosquittoBroker) -> None:
+async def test_a_handler_may_shut_the_client_down(broker: Broker) -> None:
     """A service that stops on a command: shutdown() from a handler returns normally."""
     topic = unique("sub/stop")
     outcome: Inbox[str] = Inbox()
     before = asyncio.all_tasks()
-    client = MQTTClient(shared_mosquitto.url, unique("stopper"), enable_health=True)
+    client = broker.client(unique("stopper"), enable_health=True)
 
     async def stop_command(payload: bytes) -> None:
         try:
@@ -428,7 +428,7 @@ async def test_a_handler_may_shut_the_client_down(shared_mosquitto: MosquittoBro
 
 
 async def test_a_filter_is_subscribed_at_the_highest_qos_its_handlers_ask(
-    shared_mosquitto: MosquittoBroker,
+    broker: Broker,
 ) -> None:
     topic = unique("sub/qos")
     low: Inbox[Message] = Inbox()
@@ -440,11 +440,11 @@ async def test_a_filter_is_subscribed_at_the_highest_qos_its_handlers_ask(
     async def on_high(msg: Message) -> None:
         high.add(msg)
 
-    async with connected_client(shared_mosquitto) as client:
+    async with broker.connected_client() as client:
         await client.subscribe(topic, on_low, qos=0)
-        await mosquitto_pub(shared_mosquitto, topic, b"before", qos=2)
+        await broker.publish(topic, b"before", qos=2)
         await client.subscribe(topic, on_high, qos=2)  # upgrades the broker's subscription
-        await mosquitto_pub(shared_mosquitto, topic, b"after", qos=2)
+        await broker.publish(topic, b"after", qos=2)
         [before, after] = await low.wait_for(2)
         [after_high] = await high.wait_for(1)
     assert (before.payload, before.qos) == (b"before", 0)
@@ -452,6 +452,7 @@ async def test_a_filter_is_subscribed_at_the_highest_qos_its_handlers_ask(
     assert after_high is after  # one copy, shared by the filter's handlers
 
 
+@pytest.mark.mosquitto
 async def test_a_subscription_made_while_reconnecting_is_sent_on_a_resumed_session(
     mosquitto_broker: MosquittoBroker, make_tcp_proxy: TcpProxyFactory
 ) -> None:
