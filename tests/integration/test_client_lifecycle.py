@@ -1,7 +1,9 @@
 """The client's lifecycle (issue 3 §2 and §6): construction, state, connect/shutdown, tasks.
 
 Configuration errors are checked through the two ways a service builds a client,
-``MQTTClient(...)`` and ``MQTTClient.from_env(env={...})``; the rest runs against Mosquitto.
+``MQTTClient(...)`` and ``MQTTClient.from_env(env={...})``; the rest runs on the in-memory
+broker (``support.brokers``), but for MQTT 5 properties checked by an independent peer and a
+broker killed under a client, which run against Mosquitto.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from support.brokers import Broker
 from support.mosquitto_cli import Inbox, MosquittoSub, connected_client, unique
 from tars.mqtt import (
     ClientState,
@@ -157,11 +160,10 @@ def state_of(client: MQTTClient) -> ClientState:
     return client.state
 
 
-@needs_mosquitto
 async def test_state_connected_and_client_property_through_the_lifecycle(
-    shared_mosquitto: MosquittoBroker,
+    broker: Broker,
 ) -> None:
-    client = MQTTClient(shared_mosquitto.url, unique("life"))
+    client = broker.client(unique("life"))
     assert (client.state, client.connected, client.client) == (ClientState.CREATED, False, None)
     await client.connect()
     assert (client.state, client.connected) == (ClientState.CONNECTED, True)
@@ -192,17 +194,15 @@ async def test_client_property_publishes_with_mqtt5_properties(
     assert captured.user_properties == "trace-id:abc123"
 
 
-@needs_mosquitto
-async def test_connect_twice_is_a_state_error(shared_mosquitto: MosquittoBroker) -> None:
-    async with connected_client(shared_mosquitto) as client:
+async def test_connect_twice_is_a_state_error(broker: Broker) -> None:
+    async with broker.connected_client() as client:
         with pytest.raises(ClientStateError):
             await client.connect()
         assert client.connected  # the refused call changed nothing
 
 
-@needs_mosquitto
-async def test_shutdown_is_idempotent_and_never_raises(shared_mosquitto: MosquittoBroker) -> None:
-    client = MQTTClient(shared_mosquitto.url, unique("idem"))
+async def test_shutdown_is_idempotent_and_never_raises(broker: Broker) -> None:
+    client = broker.client(unique("idem"))
     await client.shutdown()  # before connect: nothing to do
     assert client.state is ClientState.CREATED
     await client.connect()
@@ -224,15 +224,14 @@ async def test_shutdown_does_not_raise_when_the_broker_is_gone(
     assert client.state is ClientState.CLOSED
 
 
-@needs_mosquitto
-async def test_connect_again_after_shutdown(shared_mosquitto: MosquittoBroker) -> None:
+async def test_connect_again_after_shutdown(broker: Broker) -> None:
     topic = unique("life/again")
     inbox: Inbox[bytes] = Inbox()
 
     async def handler(payload: bytes) -> None:
         inbox.add(payload)
 
-    client = MQTTClient(shared_mosquitto.url, unique("again"))
+    client = broker.client(unique("again"))
     await client.connect()
     await client.subscribe(topic, handler)
     await client.publish(topic, b"first", qos=1)
@@ -248,9 +247,8 @@ async def test_connect_again_after_shutdown(shared_mosquitto: MosquittoBroker) -
         await client.shutdown()
 
 
-@needs_mosquitto
-async def test_async_with(shared_mosquitto: MosquittoBroker) -> None:
-    client = MQTTClient(shared_mosquitto.url, unique("with"))
+async def test_async_with(broker: Broker) -> None:
+    client = broker.client(unique("with"))
     async with client as entered:
         assert entered is client
         assert client.connected
@@ -258,11 +256,9 @@ async def test_async_with(shared_mosquitto: MosquittoBroker) -> None:
     assert not client.connected
 
 
-@needs_mosquitto
-async def test_no_task_is_left_after_shutdown(shared_mosquitto: MosquittoBroker) -> None:
+async def test_no_task_is_left_after_shutdown(broker: Broker) -> None:
     before = asyncio.all_tasks()
-    client = MQTTClient(
-        shared_mosquitto.url,
+    client = broker.client(
         unique("tasks"),
         enable_health=True,
         enable_heartbeat=True,
