@@ -1,4 +1,7 @@
-"""Request/reply over envelopes: ``request()`` on one client, ``reply()`` on another."""
+"""Request/reply over envelopes: ``request()`` on one client, ``reply()`` on another.
+
+On the in-memory broker (``support.brokers``); the round trip also on Mosquitto.
+"""
 
 from __future__ import annotations
 
@@ -8,34 +11,31 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from support.mosquitto_cli import Inbox, connected_client, unique
+from support.brokers import BOTH, Broker
+from support.mosquitto_cli import Inbox, unique
 from tars.mqtt import Envelope, Message, MQTTClient
-from tars.mqtt.testing import MosquittoBroker
-
-pytestmark = pytest.mark.mosquitto
 
 
 @contextlib.asynccontextmanager
-async def responder(
-    broker: MosquittoBroker, topic: str, answered: Inbox[str]
-) -> AsyncIterator[MQTTClient]:
+async def responder(broker: Broker, topic: str, answered: Inbox[str]) -> AsyncIterator[MQTTClient]:
     """A client that answers every request on ``topic`` with ``{"echo": <request data>}``."""
 
     async def answer(msg: Message) -> None:
         reply_id = await client.reply(msg, "echo.reply", {"echo": msg.envelope.data})
         answered.add(reply_id)
 
-    async with connected_client(broker, "responder") as client:
+    async with broker.connected_client("responder") as client:
         await client.subscribe(topic, answer, qos=1)
         yield client
 
 
-async def test_request_gets_the_reply(shared_mosquitto: MosquittoBroker) -> None:
+@pytest.mark.parametrize("broker", BOTH, indirect=True)
+async def test_request_gets_the_reply(broker: Broker) -> None:
     topic = unique("rpc/echo")
     answered: Inbox[str] = Inbox()
     async with (
-        responder(shared_mosquitto, topic, answered),
-        connected_client(shared_mosquitto, "requester", source_name="asker") as client,
+        responder(broker, topic, answered),
+        broker.connected_client("requester", source_name="asker") as client,
     ):
         reply_topic = unique("rpc/replies")
         first = await client.request(topic, "echo", {"n": 1}, response_topic=reply_topic)
@@ -49,8 +49,8 @@ async def test_request_gets_the_reply(shared_mosquitto: MosquittoBroker) -> None
     assert first.correlate != first.id
 
 
-async def test_request_without_an_answer_times_out(shared_mosquitto: MosquittoBroker) -> None:
-    async with connected_client(shared_mosquitto) as client:
+async def test_request_without_an_answer_times_out(broker: Broker) -> None:
+    async with broker.connected_client() as client:
         loop = asyncio.get_running_loop()
         started = loop.time()
         with pytest.raises(TimeoutError):
@@ -62,15 +62,15 @@ async def test_request_without_an_answer_times_out(shared_mosquitto: MosquittoBr
 
 
 async def test_a_reply_arriving_with_the_publish_ack_is_not_lost(
-    shared_mosquitto: MosquittoBroker,
+    broker: Broker,
 ) -> None:
     """The answer may be read in the same chunk as the request's PUBACK, before the publish
     call returns: the correlation must be registered before the request leaves."""
     topic = unique("rpc/fast")
     answered: Inbox[str] = Inbox()
     async with (
-        responder(shared_mosquitto, topic, answered),
-        connected_client(shared_mosquitto, "requester") as client,
+        responder(broker, topic, answered),
+        broker.connected_client("requester") as client,
     ):
         reply_topic = unique("rpc/fast-replies")
         await client.request(topic, "warm-up", {}, response_topic=reply_topic)  # subscribed
@@ -88,7 +88,7 @@ async def test_a_reply_arriving_with_the_publish_ack_is_not_lost(
     assert reply.id == answered.items[1]
 
 
-async def test_reply_needs_a_response_topic(shared_mosquitto: MosquittoBroker) -> None:
+async def test_reply_needs_a_response_topic(broker: Broker) -> None:
     topic = unique("rpc/plain")
     answers = unique("rpc/answers")
     requests: Inbox[Message] = Inbox()
@@ -100,7 +100,7 @@ async def test_reply_needs_a_response_topic(shared_mosquitto: MosquittoBroker) -
     async def on_reply(env: Envelope) -> None:
         replies.add(env)
 
-    async with connected_client(shared_mosquitto) as client:
+    async with broker.connected_client() as client:
         await client.subscribe(topic, on_request)
         await client.subscribe(answers, on_reply)
         request_id = await client.publish_event(topic, "q", {})  # no MQTT 5 response topic
