@@ -1,8 +1,10 @@
-"""Heartbeat, health status and the last will (issue 3 §6), seen by ``mosquitto_sub``.
+"""Heartbeat, health status and the last will (issue 3 §6), seen by an independent subscriber.
 
-What the client puts on ``system/keepalive/{id}`` and ``system/health/{id}`` is read by an
-independent subscriber, so these tests check the wire, not the client's idea of it. The payload
-schemas themselves are checked in ``tests/contract``.
+What the client puts on ``system/keepalive/{id}`` and ``system/health/{id}`` is read by another
+subscriber (``broker.watch``: a client of the in-memory broker's own, or ``mosquitto_sub``), so
+these tests check the wire, not the client's idea of it. They run on the in-memory broker; the
+health lifecycle also on Mosquitto, and the will after a link cut by a TCP proxy on Mosquitto
+only. The payload schemas themselves are checked in ``tests/contract``.
 """
 
 from __future__ import annotations
@@ -13,12 +15,11 @@ from typing import Any
 
 import pytest
 
-from support.mosquitto_cli import Captured, MosquittoSub, connected_client, mosquitto_pub, unique
+from support.brokers import BOTH, Broker
+from support.mosquitto_cli import Captured, MosquittoSub, mosquitto_pub, unique
 from tars.mqtt import MQTTClient, health_topic, keepalive_topic
 from tars.mqtt.testing import MosquittoBroker
 from tars.mqtt.testing.pytest_plugin import TcpProxyFactory
-
-pytestmark = pytest.mark.mosquitto
 
 
 def health_of(captured: Captured) -> dict[str, Any]:
@@ -30,10 +31,14 @@ def health_of(captured: Captured) -> dict[str, Any]:
     return envelope
 
 
-async def retained_health(broker: MosquittoBroker, client_id: str) -> Captured:
+async def retained_health(broker: Broker | MosquittoBroker, client_id: str) -> Captured:
     """What a newcomer reads on the health topic: the retained status."""
-    async with MosquittoSub(broker, health_topic(client_id), qos=1, count=1) as sub:
-        [captured] = await sub.wait_for(1)
+    if isinstance(broker, MosquittoBroker):
+        async with MosquittoSub(broker, health_topic(client_id), qos=1, count=1) as sub:
+            [captured] = await sub.wait_for(1)
+    else:
+        async with broker.watch(health_topic(client_id), qos=1) as watcher:
+            [captured] = await watcher.wait_for(1)
     assert captured.retain
     return captured
 
@@ -41,12 +46,10 @@ async def retained_health(broker: MosquittoBroker, client_id: str) -> Captured:
 # --- heartbeat --------------------------------------------------------------------------------
 
 
-async def test_heartbeat_payload_topic_qos_and_interval(shared_mosquitto: MosquittoBroker) -> None:
+async def test_heartbeat_payload_topic_qos_and_interval(broker: Broker) -> None:
     client_id = unique("beat")
-    async with MosquittoSub(shared_mosquitto, keepalive_topic(client_id), qos=1) as sub:
-        client = MQTTClient(
-            shared_mosquitto.url, client_id, enable_heartbeat=True, heartbeat_interval=1
-        )
+    async with broker.watch(keepalive_topic(client_id), qos=1) as sub:
+        client = broker.client(client_id, enable_heartbeat=True, heartbeat_interval=1)
         async with client:
             first, second = await sub.wait_for(2, timeout=4)
     for beat in (first, second):
@@ -60,11 +63,11 @@ async def test_heartbeat_payload_topic_qos_and_interval(shared_mosquitto: Mosqui
     assert 0.9 <= gap <= 1.9  # 1 s, with room for a busy machine (the default is 5 s)
 
 
-async def test_no_heartbeat_when_disabled(shared_mosquitto: MosquittoBroker) -> None:
+async def test_no_heartbeat_when_disabled(broker: Broker) -> None:
     client_id = unique("nobeat")
     async with (
-        MosquittoSub(shared_mosquitto, keepalive_topic(client_id)) as sub,
-        connected_client(shared_mosquitto, heartbeat_interval=1) as client,
+        broker.watch(keepalive_topic(client_id)) as sub,
+        broker.connected_client(heartbeat_interval=1) as client,
     ):
         # Enabled, a heartbeat goes out at connect and then every second: 1.5 s with none
         # proves it is off.
@@ -76,18 +79,19 @@ async def test_no_heartbeat_when_disabled(shared_mosquitto: MosquittoBroker) -> 
 # --- health ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("broker", BOTH, indirect=True)
 async def test_health_ready_on_connect_and_shutdown_on_shutdown(
-    shared_mosquitto: MosquittoBroker,
+    broker: Broker,
 ) -> None:
     client_id = unique("health")
-    async with MosquittoSub(shared_mosquitto, health_topic(client_id), qos=1) as live:
-        client = MQTTClient(shared_mosquitto.url, client_id, enable_health=True, source_name="svc")
+    async with broker.watch(health_topic(client_id), qos=1) as live:
+        client = broker.client(client_id, enable_health=True, source_name="svc")
         await client.connect()
         [ready] = await live.wait_for(1)
-        retained_ready = await retained_health(shared_mosquitto, client_id)
+        retained_ready = await retained_health(broker, client_id)
         await client.shutdown()
         bye = (await live.wait_for(2))[1]
-    retained_bye = await retained_health(shared_mosquitto, client_id)
+    retained_bye = await retained_health(broker, client_id)
 
     assert ready.qos == 1
     envelope = health_of(ready)
@@ -103,23 +107,23 @@ async def test_health_ready_on_connect_and_shutdown_on_shutdown(
     assert health_of(retained_bye)["id"] == health_of(bye)["id"]
 
 
-async def test_no_health_when_disabled(shared_mosquitto: MosquittoBroker) -> None:
+async def test_no_health_when_disabled(broker: Broker) -> None:
     client_id = unique("nohealth")
-    async with MosquittoSub(shared_mosquitto, health_topic(client_id), qos=1) as live:
-        async with MQTTClient(shared_mosquitto.url, client_id) as client:
+    async with broker.watch(health_topic(client_id), qos=1) as live:
+        async with broker.client(client_id) as client:
             await client.publish(health_topic(client_id), b"sentinel", qos=1)
         [only] = await live.wait_for(1)
     assert only.payload == b"sentinel"  # no "ready" before it, and no "shutdown" after it
     assert len(live.messages.items) == 1
 
 
-async def test_publish_health_with_a_custom_error(shared_mosquitto: MosquittoBroker) -> None:
+async def test_publish_health_with_a_custom_error(broker: Broker) -> None:
     client_id = unique("custom")
-    async with MosquittoSub(shared_mosquitto, health_topic(client_id), qos=1) as live:
-        async with MQTTClient(shared_mosquitto.url, client_id) as client:
+    async with broker.watch(health_topic(client_id), qos=1) as live:
+        async with broker.client(client_id) as client:
             msg_id = await client.publish_health(False, "degraded", "disk full")
             [captured] = await live.wait_for(1)
-        retained = await retained_health(shared_mosquitto, client_id)
+        retained = await retained_health(broker, client_id)
     envelope = health_of(captured)
     assert envelope["id"] == msg_id
     assert envelope["data"]["ok"] is False
@@ -128,6 +132,7 @@ async def test_publish_health_with_a_custom_error(shared_mosquitto: MosquittoBro
     assert health_of(retained)["id"] == msg_id
 
 
+@pytest.mark.mosquitto
 async def test_the_will_marks_a_dead_link_unhealthy(
     shared_mosquitto: MosquittoBroker, make_tcp_proxy: TcpProxyFactory
 ) -> None:
@@ -162,6 +167,7 @@ async def test_the_will_marks_a_dead_link_unhealthy(
     assert health_of(retained)["id"] == envelope["id"]
 
 
+@pytest.mark.mosquitto
 async def test_no_will_without_health(
     shared_mosquitto: MosquittoBroker, make_tcp_proxy: TcpProxyFactory
 ) -> None:

@@ -15,20 +15,42 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import pytest
 
-from support.mosquitto_cli import mosquitto_pub, unique
-from tars.mqtt import MQTTClient
+from support.mosquitto_cli import Captured, Inbox, MosquittoSub, mosquitto_pub, unique
+from tars.mqtt import Message, MQTTClient
 from tars.mqtt.testing import InMemoryBroker, MosquittoBroker
 
-__all__ = ["BOTH", "Broker"]
+__all__ = ["BOTH", "Broker", "Watcher"]
 
 Kind = Literal["memory", "mosquitto"]
 
 # For ``@pytest.mark.parametrize("broker", BOTH, indirect=True)``: the test runs on both.
 BOTH = ["memory", pytest.param("mosquitto", marks=pytest.mark.mosquitto)]
+
+
+class Watcher(Protocol):
+    """An independent subscriber's view: what it received, as ``mosquitto_sub`` prints it."""
+
+    messages: Inbox[Captured]
+
+    async def wait_for(self, count: int, timeout: float = 5.0) -> list[Captured]: ...
+
+
+class _PeerWatcher:
+    """On the in-memory broker: a client of its own, subscribed to ``topics``."""
+
+    def __init__(self, client: MQTTClient) -> None:
+        self.messages: Inbox[Captured] = Inbox()
+        self._client = client
+
+    async def keep(self, msg: Message) -> None:
+        self.messages.add(Captured(msg.topic, msg.qos, msg.retain, msg.payload, ""))
+
+    async def wait_for(self, count: int, timeout: float = 5.0) -> list[Captured]:
+        return await self.messages.wait_for(count, timeout)
 
 
 class Broker:
@@ -83,6 +105,24 @@ class Broker:
             self._peer = self.client(unique("peer"))
             await self._peer.connect()
         await self._peer.publish(topic, payload, qos=qos, retain=retain)
+
+    @asynccontextmanager
+    async def watch(self, *topics: str, qos: int = 0) -> AsyncIterator[Watcher]:
+        """An independent subscriber to ``topics`` (``mosquitto_sub`` on Mosquitto), subscribed
+        when this returns."""
+        if self.mosquitto is not None:
+            async with MosquittoSub(self.mosquitto, *topics, qos=qos) as sub:
+                yield sub
+            return
+        client = self.client(unique("watch"))
+        watcher = _PeerWatcher(client)
+        await client.connect()
+        try:
+            for topic in topics:
+                await client.subscribe(topic, watcher.keep, qos=qos)
+            yield watcher
+        finally:
+            await client.shutdown()
 
     async def close(self) -> None:
         """Shut down every client made here (those the test left running)."""
