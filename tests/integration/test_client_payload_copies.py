@@ -2,7 +2,8 @@
 
 The codec turns the socket's bytes into one ``bytes`` object; from there the client only passes
 references: every subscription and handler sees that same object, and the JSON is parsed once
-for the dedup window and every envelope handler together.
+for the dedup window and every envelope handler together. On the in-memory broker; the
+frame test also through a real socket to Mosquitto.
 """
 
 from __future__ import annotations
@@ -13,17 +14,16 @@ import orjson
 import pytest
 from mqtt5 import PublishPacket
 
+from support.brokers import BOTH, Broker
 from support.mosquitto_cli import Inbox, unique
-from tars.mqtt import Envelope, MQTTClient, _message
-from tars.mqtt.testing import MosquittoBroker
-
-pytestmark = pytest.mark.mosquitto
+from tars.mqtt import Envelope, _message
 
 FRAME = bytes(range(256)) * 256  # 64 KiB
 
 
+@pytest.mark.parametrize("broker", BOTH, indirect=True)
 async def test_a_64k_payload_reaches_every_handler_as_the_codecs_own_bytes(
-    shared_mosquitto: MosquittoBroker,
+    broker: Broker,
 ) -> None:
     topic = unique("camera/frame")
     from_codec: Inbox[bytes] = Inbox()
@@ -36,7 +36,7 @@ async def test_a_64k_payload_reaches_every_handler_as_the_codecs_own_bytes(
     async def on_second(payload: bytes) -> None:
         second.add(payload)
 
-    async with MQTTClient(shared_mosquitto.url, unique("cam-sub")) as client:
+    async with broker.client(unique("cam-sub")) as client:
 
         def listener(packet: PublishPacket) -> None:
             if packet.topic == topic:
@@ -47,7 +47,7 @@ async def test_a_64k_payload_reaches_every_handler_as_the_codecs_own_bytes(
         # overlapping filters would make the broker send two packets: two payloads.)
         await client.subscribe(topic, on_first)
         await client.subscribe(topic, on_second)
-        async with MQTTClient(shared_mosquitto.url, unique("cam-pub")) as publisher:
+        async with broker.client(unique("cam-pub")) as publisher:
             await publisher.publish(topic, FRAME)
         [a], [b] = await first.wait_for(1), await second.wait_for(1)
         [raw] = await from_codec.wait_for(1)
@@ -57,7 +57,7 @@ async def test_a_64k_payload_reaches_every_handler_as_the_codecs_own_bytes(
 
 
 async def test_one_json_parse_serves_dedup_and_every_envelope_handler(
-    shared_mosquitto: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     parses: list[int] = []
     real_loads = orjson.loads
@@ -77,10 +77,10 @@ async def test_one_json_parse_serves_dedup_and_every_envelope_handler(
         return on_event
 
     options: dict[str, Any] = {"dedupe_ttl": 30.0, "dedupe_max_entries": 100}
-    async with MQTTClient(shared_mosquitto.url, unique("meta-sub"), **options) as client:
+    async with broker.client(unique("meta-sub"), **options) as client:
         for inbox in got:
             await client.subscribe(topic, handler(inbox))
-        async with MQTTClient(shared_mosquitto.url, unique("meta-pub")) as publisher:
+        async with broker.client(unique("meta-pub")) as publisher:
             frame = {"pixels": FRAME.hex()}  # ~128 KiB of JSON
             await publisher.publish_event(topic, "camera.frame", frame)
         events = [(await inbox.wait_for(1))[0] for inbox in got]

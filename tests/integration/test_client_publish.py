@@ -1,6 +1,8 @@
-"""Publishing through MQTTClient, checked at an independent peer (``mosquitto_sub``).
+"""Publishing through MQTTClient, checked at an independent peer (``broker.watch``).
 
 Issue 3 §3 (the envelope on the wire) and §4 (publish, publish_event, refusals, concurrency).
+On the in-memory broker, the watcher a client of its own; the envelope on the wire also on
+Mosquitto, read by ``mosquitto_sub``.
 """
 
 from __future__ import annotations
@@ -15,17 +17,14 @@ import jsonschema  # type: ignore[import-untyped]
 import pytest
 from pydantic import BaseModel
 
-from support.mosquitto_cli import MosquittoSub, connected_client, unique
+from support.brokers import BOTH, Broker
+from support.mosquitto_cli import unique
 from tars.mqtt import (
     ClientStateError,
     InvalidTopicError,
-    MQTTClient,
     NotConnectedError,
     PayloadTooLarge,
 )
-from tars.mqtt.testing import MosquittoBroker
-
-pytestmark = pytest.mark.mosquitto
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 
@@ -46,13 +45,14 @@ class Reading(BaseModel):
 # --- the envelope on the wire (§3) ---------------------------------------------------------------
 
 
+@pytest.mark.parametrize("broker", BOTH, indirect=True)
 async def test_publish_event_dict_is_a_valid_envelope_on_the_wire(
-    shared_mosquitto: MosquittoBroker,
+    broker: Broker,
 ) -> None:
     topic = unique("pub/envelope")
     async with (
-        connected_client(shared_mosquitto) as client,
-        MosquittoSub(shared_mosquitto, topic, count=1) as sub,
+        broker.connected_client() as client,
+        broker.watch(topic, count=1) as sub,
     ):
         before = client.config.source
         msg_id = await client.publish_event(topic, "stt.final", {"text": "hi", "n": 2})
@@ -70,7 +70,7 @@ async def test_publish_event_dict_is_a_valid_envelope_on_the_wire(
 
 
 async def test_publish_event_pydantic_model_with_awkward_types(
-    shared_mosquitto: MosquittoBroker,
+    broker: Broker,
 ) -> None:
     topic = unique("pub/model")
     reading = Reading(
@@ -79,8 +79,8 @@ async def test_publish_event_pydantic_model_with_awkward_types(
         at=dt.datetime(2024, 5, 1, 12, 30, tzinfo=dt.UTC),
     )
     async with (
-        connected_client(shared_mosquitto, source_name="sensor-svc") as client,
-        MosquittoSub(shared_mosquitto, topic, count=1) as sub,
+        broker.connected_client(source_name="sensor-svc") as client,
+        broker.watch(topic, count=1) as sub,
     ):
         msg_id = await client.publish_event(topic, "sensor.reading", reading)
         [captured] = await sub.wait_for(1)
@@ -97,12 +97,12 @@ async def test_publish_event_pydantic_model_with_awkward_types(
 
 
 async def test_ids_are_unique_and_never_the_correlation_id(
-    shared_mosquitto: MosquittoBroker,
+    broker: Broker,
 ) -> None:
     topic = unique("pub/ids")
     async with (
-        connected_client(shared_mosquitto) as client,
-        MosquittoSub(shared_mosquitto, topic, count=3) as sub,
+        broker.connected_client() as client,
+        broker.watch(topic, count=3) as sub,
     ):
         first = await client.publish_event(topic, "a.request", {})
         second = await client.publish_event(topic, "a.reply", {}, correlation_id=first)
@@ -120,12 +120,12 @@ async def test_ids_are_unique_and_never_the_correlation_id(
 # --- raw publish (§4) ----------------------------------------------------------------------------
 
 
-async def test_publish_raw_bytes_and_str(shared_mosquitto: MosquittoBroker) -> None:
+async def test_publish_raw_bytes_and_str(broker: Broker) -> None:
     topic = unique("pub/raw")
     firmware = bytes(range(256)) + b"\x00\xff"
     async with (
-        connected_client(shared_mosquitto) as client,
-        MosquittoSub(shared_mosquitto, topic, qos=1, count=2) as sub,
+        broker.connected_client() as client,
+        broker.watch(topic, qos=1, count=2) as sub,
     ):
         await client.publish(topic, firmware, qos=1)
         await client.publish(topic, "héllo wörld")
@@ -135,10 +135,8 @@ async def test_publish_raw_bytes_and_str(shared_mosquitto: MosquittoBroker) -> N
 
 
 @pytest.mark.parametrize("qos", [-1, 3])
-async def test_qos_outside_0_to_2_is_a_value_error(
-    shared_mosquitto: MosquittoBroker, qos: int
-) -> None:
-    async with connected_client(shared_mosquitto) as client:
+async def test_qos_outside_0_to_2_is_a_value_error(broker: Broker, qos: int) -> None:
+    async with broker.connected_client() as client:
         with pytest.raises(ValueError, match="qos"):
             await client.publish(unique("pub/qos"), b"x", qos=qos)
         with pytest.raises(ValueError, match="qos"):
@@ -149,12 +147,12 @@ _BAD_TOPICS = ["", "a/+/b", "a/#", "+", "#", "nul\0here"]
 
 
 async def test_bad_topics_and_large_payloads_never_reach_the_wire(
-    mosquitto_broker: MosquittoBroker,
+    broker: Broker,
 ) -> None:
     """A '#' observer on a broker of our own sees only the sentinel sent after the refusals."""
     async with (
-        connected_client(mosquitto_broker, max_payload_size=100) as client,
-        MosquittoSub(mosquitto_broker, "#", qos=1) as everything,
+        broker.connected_client(max_payload_size=100) as client,
+        broker.watch("#", qos=1) as everything,
     ):
         for topic in _BAD_TOPICS:
             with pytest.raises(InvalidTopicError) as info:
@@ -174,9 +172,9 @@ async def test_bad_topics_and_large_payloads_never_reach_the_wire(
 
 
 async def test_publish_before_connect_and_after_shutdown(
-    shared_mosquitto: MosquittoBroker,
+    broker: Broker,
 ) -> None:
-    client = MQTTClient(shared_mosquitto.url, unique("pub-state"))
+    client = broker.client(unique("pub-state"))
     with pytest.raises(NotConnectedError):
         await client.publish("a/b", b"x")
     with pytest.raises(NotConnectedError):
@@ -193,16 +191,14 @@ async def test_publish_before_connect_and_after_shutdown(
 
 
 @pytest.mark.parametrize("qos", [0, 1, 2])
-async def test_fifty_tasks_publishing_at_once_all_arrive(
-    shared_mosquitto: MosquittoBroker, qos: int
-) -> None:
+async def test_fifty_tasks_publishing_at_once_all_arrive(broker: Broker, qos: int) -> None:
     topic = unique("pub/many")
     async with (
-        connected_client(shared_mosquitto) as client,
+        broker.connected_client() as client,
         # The observer subscribes at QoS 1: mosquitto_sub 2.0.11 stalls on bursts of QoS 2
         # deliveries (seen with mosquitto_pub as the publisher too). What is under test is the
         # client's side: 50 concurrent publishes at each QoS, all accepted by the broker.
-        MosquittoSub(shared_mosquitto, topic, qos=1) as sub,
+        broker.watch(topic, qos=1) as sub,
     ):
         ids = await asyncio.gather(
             *(client.publish_event(topic, "n", {"i": i}, qos=qos) for i in range(50))
@@ -213,11 +209,11 @@ async def test_fifty_tasks_publishing_at_once_all_arrive(
     assert {w["id"] for w in wires} == set(ids)
 
 
-async def test_qos2_arrives_exactly_once(shared_mosquitto: MosquittoBroker) -> None:
+async def test_qos2_arrives_exactly_once(broker: Broker) -> None:
     topic = unique("pub/qos2")
     async with (
-        connected_client(shared_mosquitto) as client,
-        MosquittoSub(shared_mosquitto, topic, qos=2) as sub,
+        broker.connected_client() as client,
+        broker.watch(topic, qos=2) as sub,
     ):
         await client.publish(topic, b"once", qos=2)
         # Same topic, same QoS: the broker delivers in order, so once the sentinel is here
@@ -229,9 +225,9 @@ async def test_qos2_arrives_exactly_once(shared_mosquitto: MosquittoBroker) -> N
 
 
 async def test_publish_event_data_must_be_a_mapping_or_a_model(
-    shared_mosquitto: MosquittoBroker,
+    broker: Broker,
 ) -> None:
-    async with connected_client(shared_mosquitto) as client:
+    async with broker.connected_client() as client:
         with pytest.raises(TypeError):
             await client.publish_event(unique("pub/type"), "t", [1, 2])  # type: ignore[arg-type]
         with pytest.raises(TypeError):

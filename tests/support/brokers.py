@@ -107,11 +107,13 @@ class Broker:
         await self._peer.publish(topic, payload, qos=qos, retain=retain)
 
     @asynccontextmanager
-    async def watch(self, *topics: str, qos: int = 0) -> AsyncIterator[Watcher]:
-        """An independent subscriber to ``topics`` (``mosquitto_sub`` on Mosquitto), subscribed
-        when this returns."""
+    async def watch(
+        self, *topics: str, qos: int = 0, count: int | None = None
+    ) -> AsyncIterator[Watcher]:
+        """An independent subscriber to ``topics`` (``mosquitto_sub`` on Mosquitto, which stops
+        after ``count`` messages), subscribed when this returns."""
         if self.mosquitto is not None:
-            async with MosquittoSub(self.mosquitto, *topics, qos=qos) as sub:
+            async with MosquittoSub(self.mosquitto, *topics, qos=qos, count=count) as sub:
                 yield sub
             return
         client = self.client(unique("watch"))
