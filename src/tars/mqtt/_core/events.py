@@ -1,6 +1,6 @@
 """What the sans-I/O session reports: immutable events, in the order things happened.
 
-The session (:mod:`._session`) returns lists of these from every input (bytes, a call, the
+The session (:mod:`.session`) returns lists of these from every input (bytes, a call, the
 time); the asyncio layer turns them into future results, link closes and dispatch. Received
 messages are reported as the codec's own ``mqtt5.PublishPacket`` objects, so the receive hot
 path allocates nothing extra per message.

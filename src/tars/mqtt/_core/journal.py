@@ -2,7 +2,7 @@
 
 The session stays sans-I/O in spirit: it is handed a :class:`Journal` (three calls and a close)
 and never knows about files. Unit tests give it an in-memory fake; the client gives it a
-:class:`DurableJournal` over :class:`~._durable.DurableOutbox` when ``outbox_path`` is set.
+:class:`DurableJournal` over :class:`~.durable.DurableOutbox` when ``outbox_path`` is set.
 
 **This does synchronous disk I/O inside the session's calls**, by design and only where the
 durability promise needs it: :meth:`Journal.append` (one fsynced SQLite commit, about a
@@ -31,7 +31,7 @@ __all__ = ["DurableJournal", "Journal"]
 
 
 class DurableJournal:
-    """:class:`Journal` over one :class:`~._durable.DurableOutbox` file.
+    """:class:`Journal` over one :class:`~.durable.DurableOutbox` file.
 
     The store is opened without limits of its own: the session's outbox limits and policy
     decide what is accepted (one policy, not two), and the file holds at most those records

@@ -17,7 +17,7 @@ bytes), may expire (TTL), and a full outbox applies its policy:
 Records that were already in flight or pending when the link dropped are not subject to the
 outbox limits: they were accepted while connected and are resent as MQTT 5 requires.
 
-With a :class:`~._journal.Journal` attached (``outbox_path``), each QoS 1/2 record queued
+With a :class:`~.journal.Journal` attached (``outbox_path``), each QoS 1/2 record queued
 offline is also appended to it (its ``seq`` kept on the record) before :meth:`queue_offline`
 returns, and removed from it by :meth:`forget` when it ends (acknowledged, refused, expired,
 dropped by the policy). :meth:`attach` loads what an earlier process left, in order, ahead of

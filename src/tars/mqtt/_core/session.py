@@ -162,7 +162,7 @@ class Session:
 
     Raises :class:`~tars.mqtt.ClientStateError` for calls that make no sense in the current link
     state and :class:`~tars.mqtt.PayloadTooLarge` for a publish over the broker's maximum packet
-    size. Everything the broker gets wrong becomes a :class:`~._events.Disconnected` event.
+    size. Everything the broker gets wrong becomes a :class:`~.events.Disconnected` event.
     """
 
     def __init__(
@@ -207,7 +207,6 @@ class Session:
         self.clean_start = clean_start
         self.session_expiry_interval = session_expiry_interval
         self.receive_maximum = receive_maximum
-        self.max_packet_size = max_packet_size
         self.username = username
         self._password = password
         self.will = will
@@ -265,13 +264,18 @@ class Session:
         self._password = password
 
     @property
+    def max_packet_size(self) -> int | None:
+        """Ours, told to the broker in CONNECT; the reader refuses a larger packet."""
+        return self.reader.max_packet_size
+
+    @property
     def linked(self) -> bool:
         """True while a CONNACK-ed link is up (publishes go out now)."""
         return self.state is SessionState.CONNECTED
 
     @property
     def ready(self) -> bool:
-        """True once the current link's restore is answered (see :class:`~._events.Ready`)."""
+        """True once the current link's restore is answered (see :class:`~.events.Ready`)."""
         return self.state is SessionState.CONNECTED and self._link.ready
 
     @property

@@ -100,7 +100,7 @@ class Subscribing:
 
     def add_subscription(self, topic_filter: str, qos: int, handle: object, linked: bool) -> bool:
         """One more subscription on ``topic_filter``: True when a SUBSCRIBE was sent now (its
-        :class:`~._events.Subscribed` carries ``handle``), False when the broker holds it
+        :class:`~.events.Subscribed` carries ``handle``), False when the broker holds it
         already or no link is up (the restore plan sends it).
 
         Raises :class:`~tars.mqtt.SubscribeError` when the broker's CONNACK said it cannot serve
@@ -118,7 +118,7 @@ class Subscribing:
         self, topic_filter: str, qos: int, handle: object, linked: bool
     ) -> bool:
         """One subscription fewer: True when an UNSUBSCRIBE was sent now (its
-        :class:`~._events.Unsubscribed` carries ``handle``)."""
+        :class:`~.events.Unsubscribed` carries ``handle``)."""
         if not self.table.remove(topic_filter, qos):
             return False
         if not linked:
@@ -139,7 +139,7 @@ class Subscribing:
     def add_internal(self, topic: str, handle: object, linked: bool) -> tuple[int, bool]:
         """An internal consumer's exact topic (QoS 0, no retained copies); subscribed now when
         linked, and on every new link. Returns its subscription identifier, and whether a
-        SUBSCRIBE was sent now (its :class:`~._events.Subscribed` carries ``handle``)."""
+        SUBSCRIBE was sent now (its :class:`~.events.Subscribed` carries ``handle``)."""
         sid, new = self.table.add_internal(topic)
         if new and linked:
             self._send_internal(topic, sid, handle=handle)

@@ -2,7 +2,7 @@
 
 Pure. One entry per MQTT topic filter (however many handlers share it): the highest QoS asked,
 a stable subscription identifier, and whether the broker's session is known to hold it. The
-session (:mod:`._session`) asks the table what to send when a filter is added or removed on a
+session (:mod:`.session`) asks the table what to send when a filter is added or removed on a
 live link, and for the restore plan when a new link comes up:
 
 - a fresh broker session (or our first link) gets every filter again;
