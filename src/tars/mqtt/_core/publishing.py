@@ -95,7 +95,7 @@ class Publishing:
         # The current link's: what is left of the broker's Receive Maximum, its Maximum Packet
         # Size and its CONNACK (what it cannot serve). Set by link_started.
         self.send_quota = MAX_PACKET_ID
-        self.max_packet_size: int | None = None
+        self.broker_max_packet_size: int | None = None
         self._connack: ConnAckPacket | None = None
 
     def __repr__(self) -> str:
@@ -110,7 +110,7 @@ class Publishing:
         """A CONNACK-ed link: the broker's Receive Maximum, Maximum Packet Size and limits."""
         self._connack = connack
         self.send_quota = connack.receive_max
-        self.max_packet_size = connack.max_packet_size
+        self.broker_max_packet_size = connack.max_packet_size
 
     def link_ended(self) -> None:
         """The link is gone: what was in flight stays (resent on a resumed session, or sent
@@ -137,7 +137,7 @@ class Publishing:
             else:
                 packet = PublishPacket(topic, payload, retain=retain)
             wire = packet.write()
-            limit = self.max_packet_size
+            limit = self.broker_max_packet_size
             if limit is not None and len(wire) > limit:
                 raise PayloadTooLarge(len(payload), limit - (len(wire) - len(payload)))
             self._send(wire)
@@ -148,7 +148,7 @@ class Publishing:
         item = Outgoing(topic, payload, qos, retain, properties, handle)
         store = self.store
         if linked:
-            limit = self.max_packet_size
+            limit = self.broker_max_packet_size
             if limit is not None:
                 size = len(_encode(item, 1))
                 if size > limit:
@@ -197,7 +197,7 @@ class Publishing:
             if inflight.get(item.packet_id) is item:  # not finished by an early ack
                 self._resend_one(item, now)
         pending = store.pending
-        limit = self.max_packet_size
+        limit = self.broker_max_packet_size
         while pending and (self.send_quota > 0 or pending[0].qos == 0):
             item = store.pop_pending()
             refusal = self.unservable(item.qos, item.retain)
