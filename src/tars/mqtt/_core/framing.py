@@ -81,7 +81,7 @@ def read_packet(chunk: bytes | memoryview) -> tuple[mqtt5.Packet, int]:
     bytes may come. A complete packet whose fields overrun its length is the caller's to spot
     with :func:`frame_length`.
     """
-    view = chunk if isinstance(chunk, memoryview) else memoryview(chunk)
+    view = chunk if type(chunk) is memoryview else memoryview(chunk)  # no call: per packet
     try:
         return mqtt5.read(view)
     except IndexError:
