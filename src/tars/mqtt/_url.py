@@ -30,6 +30,7 @@ __all__ = [
     "ConnectionParams",
     "check_mqtt_url",
     "check_mqtt_urls",
+    "check_ws_headers",
     "endpoint_from_reference",
     "order_endpoints",
     "parse_mqtt_url",
@@ -48,6 +49,22 @@ _SCHEMES = {
 }
 WS_DEFAULT_PATH = "/mqtt"
 _MASK = "***"
+# RFC 9110 field names are tokens; the WebSocket handshake's own headers are ours to set.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HANDSHAKE_HEADERS = frozenset(
+    {
+        "host",
+        "upgrade",
+        "connection",
+        "content-length",
+        "transfer-encoding",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-accept",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+    }
+)
 # A comma followed (after optional spaces) by a scheme separates two URLs. No valid single URL
 # contains one: the "//" would be a path, which a broker URL may not have. Any scheme counts, so
 # "mqtt://a,http://b" is a list whose second URL is refused for its scheme.
@@ -210,6 +227,40 @@ def order_endpoints(
         (rng or random.Random()).shuffle(shuffled)
         return tuple(shuffled)
     raise InvalidArgumentError(f"unknown broker order {order!r}: use 'in_order' or 'shuffle'")
+
+
+def check_ws_headers(headers: object) -> dict[str, str]:
+    """The extra headers of a WebSocket upgrade (``ws_headers``), checked; a JSON object in a
+    string (an environment variable) is read first.
+
+    Raises:
+        ValueError: not a mapping of str to str, a name that is not an HTTP token, a value
+            with a line break or NUL (header injection), or a header the handshake sets itself
+            (``Host``, ``Upgrade``, ``Sec-WebSocket-*``...). The message names the header,
+            never its value: it may be a token.
+    """
+    if isinstance(headers, str):
+        import orjson  # only for this option, read from the environment
+
+        try:
+            headers = orjson.loads(headers)
+        except orjson.JSONDecodeError:
+            raise ValueError(
+                'must be a JSON object of header names to values, e.g. {"Authorization": "..."}'
+            ) from None
+    if not isinstance(headers, dict):
+        raise ValueError("must be a mapping of header names to values")
+    checked: dict[str, str] = {}
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            shown = repr(name) if isinstance(name, str) and len(name) <= 40 else "a header"
+            raise ValueError(f"{shown} is not a valid HTTP header name")
+        if name.lower() in _HANDSHAKE_HEADERS:
+            raise ValueError(f"{name!r} is set by the WebSocket handshake itself")
+        if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
+            raise ValueError(f"the value of {name!r} must be a str without line breaks or NUL")
+        checked[name] = value
+    return checked
 
 
 def _parse_list(text: str) -> tuple[ConnectionParams, ...]:
