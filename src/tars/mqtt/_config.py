@@ -62,8 +62,9 @@ class MQTTClientConfig(pydantic.BaseModel):
 
     mqtt_url: str = Field(
         description="Broker URL: mqtt://[user[:password]@]host[:port] (1883) or mqtts:// (8883, "
-        "TLS). Percent-encode special characters in the user name and password. Several "
-        "brokers (a cluster's nodes): comma-separated URLs, all mqtt:// or all mqtts://."
+        "TLS); over WebSockets ws://host[:port][/path] (80, path /mqtt) or wss:// (443, TLS; "
+        "the 'ws' extra). Percent-encode special characters in the user name and password. "
+        "Several brokers (a cluster's nodes): comma-separated URLs, all with TLS or none."
     )
     client_id: str = Field(
         description="MQTT client identifier; also the default source of envelopes and a level of "
