@@ -282,7 +282,8 @@ class WebSocketLink(asyncio.Protocol, asyncio.Transport):
         """Why the peer ended the link, when it said so in a close frame other than 1000, or
         the WebSocket protocol failed; None for a normal close."""
         ws = self._ws
-        if ws.parser_exc is not None:
+        if ws.parser_exc is not None and not isinstance(ws.parser_exc, EOFError):
+            # (EOF without a close frame is a plain lost link, as on TCP: the peer died.)
             return ConnectionLostError(f"WebSocket protocol error: {ws.parser_exc}")
         close = ws.close_rcvd
         if close is not None and close.code != CloseCode.NORMAL_CLOSURE:
