@@ -6,10 +6,11 @@ A :class:`Target` hides which broker a test runs against: the in-memory broker t
 make clients, cut their links and watch topics only through it, so a test reads the same
 whatever the broker, and a difference in outcome is a difference in the broker.
 
-Cutting one client's link is a broker fault on the in-process broker (``drop_link``, TCP or
-not) and a network fault on Mosquitto: each Mosquitto client goes through a
-:class:`TcpFaultProxy` of its own (under the WebSocket link too: it runs over TCP), and ``drop_connections`` resets it. Either way the client
-sees its connection reset and the broker sees the client vanish without DISCONNECT.
+Cutting one client's link is a broker fault on the in-process broker (``drop_link``, whatever
+the transport) and a network fault on Mosquitto: each Mosquitto client goes through a
+:class:`TcpFaultProxy` of its own (a WebSocket link too: it runs over TCP), and
+``drop_connections`` resets it. Either way the client sees its connection reset and the broker
+sees the client vanish without DISCONNECT.
 """
 
 from __future__ import annotations

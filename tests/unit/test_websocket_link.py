@@ -169,7 +169,8 @@ async def test_the_upgrade_asks_for_mqtt_on_the_path_with_the_extra_headers(
 
 async def test_writes_go_out_as_one_binary_frame_each(server: Server) -> None:
     transport, _, peer = await open_link(server, path="/custom/path?x=1")
-    assert peer.request is not None and peer.request.path == "/custom/path?x=1"
+    assert peer.request is not None
+    assert peer.request.path == "/custom/path?x=1"
     transport.write(b"\x10abc")
     transport.write(b"\xe0\x00")
     await peer.wait_for(lambda: len(peer.frames) == 2)
@@ -178,7 +179,7 @@ async def test_writes_go_out_as_one_binary_frame_each(server: Server) -> None:
 
 
 async def test_frames_are_only_a_transport_for_the_byte_stream(server: Server) -> None:
-    transport, inner, peer = await open_link(server)
+    _transport, inner, peer = await open_link(server)
     # A packet cut across a fragmented message, then several packets in one frame.
     peer.send(
         Frame(Opcode.BINARY, b"\x30\x05", fin=False),
@@ -246,7 +247,8 @@ async def test_a_close_frame_ends_the_link_with_its_code(server: Server) -> None
     async with asyncio.timeout(5):
         reason = await inner.lost
     assert isinstance(reason, ConnectionLostError)
-    assert "1011" in str(reason) and "broker trouble" in str(reason)
+    assert "1011" in str(reason)
+    assert "broker trouble" in str(reason)
     # The close was answered (the closing handshake), and the TCP link is gone.
     await peer.wait_for(lambda: any(f.opcode is Opcode.CLOSE for f in peer.frames))
     async with asyncio.timeout(5):

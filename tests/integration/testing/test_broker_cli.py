@@ -112,7 +112,8 @@ async def test_ws_port_adds_a_websocket_listener() -> None:
         line = (await asyncio.wait_for(process.stdout.readline(), 15)).decode()
         assert "not for production" in line
         ws_url = line.split()[-1]
-        assert ws_url.startswith("ws://127.0.0.1:") and ws_url.endswith("/mqtt")
+        assert ws_url.startswith("ws://127.0.0.1:")
+        assert ws_url.endswith("/mqtt")
         got: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
 
         async def keep(message: Message) -> None:
