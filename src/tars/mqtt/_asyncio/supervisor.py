@@ -388,7 +388,7 @@ class Supervisor:
             self._ws_headers,
             # A frame may hold a few packets; one far beyond the largest packet we accept is
             # refused before it is buffered whole.
-            max_frame=None if limit is None else 2 * limit,
+            max_frame=None,
         )
 
     def _fail_first(self, error: ConnectError) -> None:
