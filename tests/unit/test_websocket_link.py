@@ -194,6 +194,20 @@ async def test_frames_are_only_a_transport_for_the_byte_stream(server: Server) -
     assert bytes(inner.data) == b"\x30\x05\x00\x01txy\xd0\x00\xd0\x00"
 
 
+async def test_a_frame_of_many_megabytes_is_taken_whole(server: Server) -> None:
+    """Brokers batch packets: Mosquitto and the test broker sent 4 MB frames of 64 KiB
+    PUBLISH packets. No frame size limit may cut such a link."""
+    _, inner, peer = await open_link(server)
+    big = PublishPacket("big", b"x" * 65536).write() * 64
+    peer.send(Frame(Opcode.BINARY, big))
+    async with asyncio.timeout(10):
+        while len(inner.data) < len(big):
+            inner.arrived.clear()
+            await inner.arrived.wait()
+    assert bytes(inner.data) == big
+    assert not inner.lost.done()
+
+
 async def test_the_session_reassembles_packets_across_frames(server: Server) -> None:
     """End to end through open_connection: a CONNACK split over two frames, then two PUBLISH
     packets in one frame, reach the session as two messages on a connected link."""

@@ -381,15 +381,8 @@ class Supervisor:
             return None
         from .websocket import websocket_connector
 
-        limit = self._session.max_packet_size
-        return websocket_connector(
-            params,
-            self._tls_context() if params.tls else None,
-            self._ws_headers,
-            # A frame may hold a few packets; one far beyond the largest packet we accept is
-            # refused before it is buffered whole.
-            max_frame=None,
-        )
+        tls = self._tls_context() if params.tls else None
+        return websocket_connector(params, tls, self._ws_headers)
 
     def _fail_first(self, error: ConnectError) -> None:
         if self.first_link is not None and not self.first_link.done():
