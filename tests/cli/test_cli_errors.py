@@ -33,7 +33,8 @@ async def _one_line_failure(spawn: Spawn, *argv: str, env: dict[str, str] | None
 async def test_a_bad_url_names_the_option_to_fix(spawn: Spawn) -> None:
     err = await _one_line_failure(spawn, "sub", "#", "--url", "http://user:s3cret@host")
     assert err == (
-        "tars-mqtt: bad --url / MQTT_URL: unknown scheme 'http': use mqtt:// or mqtts:// (TLS)"
+        "tars-mqtt: bad --url / MQTT_URL: unknown scheme 'http': use mqtt://, mqtts:// (TLS), "
+        "ws:// or wss:// (MQTT over WebSockets)"
     )
 
 
