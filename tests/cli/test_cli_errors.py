@@ -43,6 +43,13 @@ async def test_a_bad_url_from_the_environment_too(spawn: Spawn) -> None:
     assert err.startswith("tars-mqtt: bad --url / MQTT_URL:")
 
 
+async def test_bad_ws_headers_name_the_variable_never_the_token(spawn: Spawn) -> None:
+    env = {"MQTT_WS_HEADERS": '{"X-Token": "s3cret\\r\\nX-Evil: 1"}'}
+    err = await _one_line_failure(spawn, "fleet", "--once", "--url", "ws://h/mqtt", env=env)
+    assert err.startswith("tars-mqtt: bad MQTT_WS_HEADERS: the value of 'X-Token'")
+    assert "s3cret" not in err
+
+
 async def test_an_unreachable_broker_fails_fast(spawn: Spawn) -> None:
     url = f"mqtt://127.0.0.1:{_closed_port()}"
     err = await _one_line_failure(spawn, "pub", "t", "--type", "x", "--url", url)
