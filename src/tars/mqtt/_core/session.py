@@ -33,14 +33,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import mqtt5
 from mqtt5 import (
     ConnAckPacket,
     ConnectPacket,
     DisconnectPacket,
-    PubAckPacket,
     PublishPacket,
     PubRecPacket,
     Will,
@@ -58,7 +57,7 @@ from .events import (
     Ready,
     RequestAborted,
 )
-from .incoming import IncomingAcks
+from .incoming import Due, Incoming
 from .liveness import Liveness
 from .outgoing import OutboxPolicy, OutgoingStore
 from .session_base import (
@@ -117,12 +116,14 @@ class Session(Receiving):
         announce: Callable[[bool], tuple[str, bytes]] | None = None,
         ack_after_handling: bool = False,
         journal: Callable[[], Journal] | None = None,
+        incoming: Incoming[Any] | None = None,
     ) -> None:
         """``heartbeat`` is (topic, payload factory) of the heartbeat the liveness schedule asks
         for; ``announce(first)`` gives the (topic, payload) of a retained QoS 1 status published
         as each link becomes ready. ``ack_after_handling``: received QoS 1/2 messages are
-        acknowledged by :meth:`ack`, not on arrival (see :mod:`._incoming`). ``journal`` opens
-        the durable outbox (see :meth:`open_journal`)."""
+        acknowledged by :meth:`acknowledge` once the incoming part (``incoming``, see
+        :mod:`._incoming`) says they are due, not on arrival. ``journal`` opens the durable
+        outbox (see :meth:`open_journal`)."""
         if not 1 <= receive_maximum <= _MAX_PACKET_ID:
             raise InvalidArgumentError("receive_maximum must be in 1..65535")
         self.client_id = client_id
@@ -155,10 +156,12 @@ class Session(Receiving):
         self._link = _Link()
         self._next_id = 0
         self._requests: dict[int, _Request] = {}
-        self._incoming_qos2: set[int] = set()  # delivered and PUBREC-ed, waiting for PUBREL
+        # Each received QoS 1/2 message from arrival to acknowledgement (order, holders, the
+        # unrouted backlog, QoS 2 ids): the incoming part owns it.
+        self.incoming: Incoming[Any] = incoming if incoming is not None else Incoming()
+        self._incoming_qos2 = self.incoming.qos2  # delivered and PUBREC-ed, waiting for PUBREL
         self.ack_after_handling = ack_after_handling
-        self._held = IncomingAcks()  # received, acknowledgement withheld until ack()
-        self.generation = 0  # counts links: an ack() from an earlier link is ignored
+        self.generation = 0  # counts links
         self._waiters: list[_Waiter] = []
         self._connected_once = False
         self._now = 0.0
@@ -221,7 +224,7 @@ class Session(Receiving):
         self._now = now
         self._out.clear()
         self._link = _Link()
-        self._held.clear()
+        self.incoming.link_ended()
         self.generation += 1
         connect = ConnectPacket(
             self.client_id,
@@ -242,7 +245,7 @@ class Session(Receiving):
         self.state = SessionState.DISCONNECTED
         self._out.clear()
         self._link = _Link()
-        self._held.clear()  # the broker redelivers them (a resumed session) or they are gone
+        self.incoming.link_ended()  # the broker redelivers them (resumed session) or they are gone
         self.outgoing.resend.clear()
         if self.liveness is not None:
             self.liveness.link_ended()
@@ -254,20 +257,20 @@ class Session(Receiving):
         self._check_waiters(events)
         return events
 
-    def ack(self, packet_id: int, generation: int) -> bool:
-        """A received QoS 1/2 message (``packet_id`` on link ``generation``) is done with: queue
-        the acknowledgements now due, in arrival order. False when nothing was queued (another
-        link's message, or one before it is still being handled)."""
-        if generation != self.generation or self.state is not SessionState.CONNECTED:
+    def acknowledge(self, due: list[Due]) -> bool:
+        """Queue the acknowledgements the incoming part made due (:meth:`Incoming.done
+        <._incoming.Incoming.done>`, in arrival order): PUBACK for QoS 1, PUBREC for QoS 2.
+        False without a link (the broker sends those messages again)."""
+        if self.state is not SessionState.CONNECTED:
             return False
-        due = self._held.finish(packet_id)
+        out = self._out
         for pid, qos in due:
             if qos == 1:
-                self._out.append(PubAckPacket(pid).write())
+                out.append(b"\x40\x02" + pid.to_bytes(2, "big"))  # PUBACK, success
             else:
                 self._incoming_qos2.add(pid)
-                self._out.append(PubRecPacket(pid).write())
-        return bool(due)
+                out.append(PubRecPacket(pid).write())
+        return True
 
     def disconnect(
         self, reason_code: int = 0, *, session_expiry_interval: int | None = None

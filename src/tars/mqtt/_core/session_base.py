@@ -6,7 +6,7 @@ from __future__ import annotations
 import enum
 import logging
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import mqtt5
 from mqtt5 import (
@@ -27,7 +27,7 @@ from .events import (
     Disconnected,
     Event,
 )
-from .incoming import IncomingAcks
+from .incoming import Incoming
 from .liveness import Liveness
 from .outgoing import Outgoing, OutgoingStore
 from .subtable import SubscriptionTable
@@ -150,7 +150,7 @@ class SessionBase:
     _next_id: int
     _requests: dict[int, _Request]
     _incoming_qos2: set[int]
-    _held: IncomingAcks
+    incoming: Incoming[Any]
     ack_after_handling: bool
     _waiters: list[_Waiter]
     _now: float

@@ -165,7 +165,7 @@ class Receiving(Publishing, Subscribing):
         if not packet_id:
             self._protocol_error(events, _PROTOCOL_ERROR, "QoS > 0 PUBLISH without a packet id")
             return
-        incoming, held = self._incoming_qos2, self._held
+        incoming, held = self._incoming_qos2, self.incoming
         if qos == 2 and packet_id in incoming:
             # A resend of a message we already delivered: acknowledge again, deliver once.
             self._out.append(PubRecPacket(packet_id).write())
@@ -188,7 +188,7 @@ class Receiving(Publishing, Subscribing):
                         self.client_id,
                         self.receive_maximum,
                     )
-            held.hold(packet_id, qos)  # acknowledged by ack(), once handled (see _incoming)
+            held.arrive(packet_id, qos)  # acknowledged once its holders are done (see _incoming)
         elif qos == 1:
             self._out.append(PubAckPacket(packet_id).write())
         else:
