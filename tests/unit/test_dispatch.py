@@ -275,12 +275,17 @@ class Acking:
         self.health: Inbox[tuple[bool, str | None]] = Inbox()
         self.acks = Acks(
             self.session,
-            lambda: self.flushes.add(None),
+            self,  # the link holder: its current link's flush is noted
             on_health=lambda degraded, why: self.health.add((degraded, why)),
         )
         self.dispatcher = Dispatcher(self.acks)
+        self.current = self
         self.table = SubscriptionTable()
         self.started: list[Subscription] = []
+
+    def flush(self) -> None:
+        """The current link writes what the session queued (here: noted)."""
+        self.flushes.add(None)
 
     def sid(self, topic_filter: str) -> int:
         sid, _ = self.table.add(topic_filter, 1)

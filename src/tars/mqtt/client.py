@@ -121,7 +121,7 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
         )
         self._acks = Acks(
             session,
-            self._flush_now,
+            self._supervisor,
             client_id=cfg.effective_client_id,
             on_health=self._backlog_health if cfg.enable_health else None,
         )
@@ -360,13 +360,6 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
         error = await self._supervisor.run()
         if error is not None and self._state is ClientState.CONNECTING:
             await self.shutdown()
-
-    def _flush_now(self) -> None:
-        """Write what the session queued on the current link now (the acknowledgements
-        released in this loop turn, in one write)."""
-        conn = self._supervisor.current
-        if conn is not None:
-            conn.flush()
 
     def _backlog_health(self, degraded: bool, why: str | None) -> None:
         """Received messages wait too long for a subscription (or no longer): say it in the

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 from .._core.session import Session
 from .._message import Message
@@ -27,6 +28,18 @@ from .._message import Message
 __all__ = ["Acks"]
 
 log = logging.getLogger("tars.mqtt.dispatch")
+
+
+class _Link(Protocol):
+    def flush(self) -> None: ...
+
+
+class LinkHolder(Protocol):
+    """Who holds the current link (the supervisor): read, never kept."""
+
+    @property
+    def current(self) -> _Link | None: ...
+
 
 HealthCallback = Callable[[bool, str | None], None]
 """``(degraded, why)``: the client publishes its health (``degraded``, or ``recovered``)."""
@@ -38,16 +51,17 @@ class Acks:
     def __init__(
         self,
         session: Session,
-        flush: Callable[[], None],
+        links: LinkHolder,
         *,
         client_id: str = "",
         on_health: HealthCallback | None = None,
     ) -> None:
-        """``flush`` writes what the session queued on the current link, now."""
+        """``links.current`` is the link the acknowledgements are written on (the
+        supervisor's; read at each write, as links come and go)."""
         self.incoming = session.incoming
         self.withholding = session.ack_after_handling  # False: acknowledged on arrival
         self._session = session
-        self._flush = flush
+        self._links = links
         self._client_id = client_id
         self._on_health = on_health
         self._write_handle: asyncio.Handle | None = None
@@ -66,6 +80,11 @@ class Acks:
     def _write(self) -> None:
         self._write_handle = None
         self._flush()
+
+    def _flush(self) -> None:
+        link = self._links.current
+        if link is not None:
+            link.flush()
 
     # --- the unrouted backlog ------------------------------------------------------------------
 
