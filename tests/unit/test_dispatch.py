@@ -453,3 +453,20 @@ async def test_qos0_messages_keep_their_overflow_policy_when_acknowledging_after
     await sub.join()
     assert (inbox.items, sub.stats.dropped) == ([b"0"], 3)
     await acking.close()
+
+
+async def test_acknowledgements_released_in_one_loop_turn_leave_in_one_write() -> None:
+    """The worker finishes 200 messages without yielding: their PUBACKs go out together, in
+    one write at the end of the turn, not one write per message (nor per 64)."""
+    acking = Acking()
+    handler, inbox = recorder()
+    sid = acking.sid("a/#")
+    acking.add(subscription(handler, "a/#", queue_size=1000), sid)
+    for packet_id in range(1, 201):
+        acking.arrive(packet_id, subscription_ids=[sid])
+    await inbox.wait_for(200)
+    await acking.flushes.wait_for(1)
+    await asyncio.sleep(0)  # one more turn: no second write comes
+    assert len(acking.flushes.items) == 1
+    assert acking.acked() == list(range(1, 201))
+    await acking.close()
