@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from mqtt5 import PubAckPacket, PublishPacket, QoS
+from mqtt5 import ConnAckPacket, PubAckPacket, PublishPacket, QoS
 
 from support.mosquitto_cli import Inbox
 from support.session_wire import connected, feed, sent
@@ -469,4 +469,20 @@ async def test_acknowledgements_released_in_one_loop_turn_leave_in_one_write() -
     await asyncio.sleep(0)  # one more turn: no second write comes
     assert len(acking.flushes.items) == 1
     assert acking.acked() == list(range(1, 201))
+    await acking.close()
+
+
+async def test_health_recovers_when_a_link_end_takes_the_backlog_away() -> None:
+    acking = Acking(warn_after=0.01)
+    acking.arrive(1, subscription_ids=[4242])
+    assert (await acking.health.wait_for(1))[0][0] is True  # degraded
+    acking.session.connection_lost()  # the parked message goes with its link
+    acking.session.connection_made(1.0)
+    feed(acking.session, ConnAckPacket(session_present=True), now=1.0)
+    sent(acking.session)
+    acking.arrive(1, subscription_ids=[4242])  # sent again on the new link
+    assert (await acking.health.wait_for(3))[1:] == [
+        (False, None),
+        (True, "1 received messages wait for a subscription"),
+    ]
     await acking.close()

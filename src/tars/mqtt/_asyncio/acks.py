@@ -90,6 +90,10 @@ class Acks:
 
     def park(self, packet_id: int | None, msg: Message) -> None:
         """No subscription takes ``msg`` yet (``packet_id`` None: acknowledged on arrival)."""
+        if self.degraded and not self.incoming.waiting:
+            # What made us degraded is gone (a link ended: the broker sends it again): say so
+            # before this new backlog is judged on its own.
+            self.check()
         pushed = self.incoming.park(packet_id, msg, asyncio.get_running_loop().time())
         for old in pushed:
             self._discarded(old, "more than 1000 wait")
