@@ -161,7 +161,6 @@ class Session(Receiving):
         self.incoming: Incoming[Any] = incoming if incoming is not None else Incoming()
         self._incoming_qos2 = self.incoming.qos2  # delivered and PUBREC-ed, waiting for PUBREL
         self.ack_after_handling = ack_after_handling
-        self.generation = 0  # counts links
         self._waiters: list[_Waiter] = []
         self._connected_once = False
         self._now = 0.0
@@ -224,8 +223,7 @@ class Session(Receiving):
         self._now = now
         self._out.clear()
         self._link = _Link()
-        self.incoming.link_ended()
-        self.generation += 1
+        self.incoming.link_ended()  # a new link: tokens of the last one are void
         connect = ConnectPacket(
             self.client_id,
             username=self.username,
