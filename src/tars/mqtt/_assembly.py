@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from ._config import MQTTClientConfig
+from ._core.incoming import Incoming
 from ._core.liveness import Liveness
 from ._core.session import Session
 from ._health import encode_health, encode_heartbeat, health_topic, keepalive_topic
@@ -69,6 +70,7 @@ def make_session(cfg: MQTTClientConfig) -> Session:
         announce=announce,
         ack_after_handling=cfg.acknowledge == "after_handling",
         journal=journal,
+        incoming=Incoming(unrouted_timeout=cfg.unrouted_timeout),
     )
 
 

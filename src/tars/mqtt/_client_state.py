@@ -38,10 +38,12 @@ class ClientStats:
     dropped: int  # dropped by a subscription's overflow policy
     deduplicated: int
     invalid: int  # not an envelope / not valid for a typed handler
-    unmatched: int  # received but no subscription wanted it
+    unmatched: int  # received, no subscription took it, acknowledged (given up)
     connects: int  # successful connections (the first one included)
     stale_links: int  # links the watchdog or the publish timeout tore down
     outbox_depth: int = 0  # messages waiting in the outbox for a link (a gauge)
     inflight: int = 0  # QoS 1/2 publishes sent and not yet acknowledged (a gauge)
     no_subscribers: int = 0  # QoS 1/2 publishes the broker acknowledged with 0x10
     receive_maximum_exceeded: int = 0  # times the broker sent more than our Receive Maximum
+    unrouted: int = 0  # received messages waiting for a subscription now (a gauge)
+    unrouted_overdue: int = 0  # of those, how many waited longer than 5 s (each counted once)

@@ -19,6 +19,7 @@ from ._errors import ClientStateError, ConnectionLostError, InvalidArgumentError
 from ._topics import validate_topic_filter
 
 if TYPE_CHECKING:
+    from ._asyncio.acks import Acks
     from ._asyncio.dispatch import Dispatcher
     from ._asyncio.supervisor import Supervisor
     from ._core.session import Session
@@ -34,6 +35,7 @@ class SubscribeMethods:
         _config: MQTTClientConfig
         _session: Session
         _dispatcher: Dispatcher
+        _acks: Acks
         _supervisor: Supervisor
         _state: ClientState
         _instruments: Instruments
@@ -90,6 +92,7 @@ class SubscribeMethods:
             else None,
             pause=sup.pause_reading,
             resume=sup.resume_reading,
+            done=self._acks.done,
         )
         sub._instruments = self._instruments  # the instruments see its handler calls
         session = self._session

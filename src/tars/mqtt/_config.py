@@ -149,6 +149,15 @@ class MQTTClientConfig(pydantic.BaseModel):
         description="When received QoS 1/2 messages are acknowledged: once every handler they "
         "reached has finished (a worker that dies loses none), or on arrival.",
     )
+    unrouted_timeout: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds a received QoS 1/2 message that no subscription takes yet (a "
+        "resumed session's backlog arriving before subscribe()) waits for one before it is "
+        "given up: acknowledged unhandled, counted as unmatched. None (default): it waits, "
+        "never acknowledged unhandled; after 5 s it is logged, counted and health turns "
+        "degraded.",
+    )
     tls_ca_file: str | None = Field(
         None, description="CA bundle (PEM) to verify the broker with; None uses the system store."
     )

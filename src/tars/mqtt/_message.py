@@ -3,11 +3,14 @@
 One :class:`Message` is built per received PUBLISH and shared by every subscription it matches,
 so the JSON is parsed at most once however many handlers (and the dedup window) look at it, and
 the payload bytes are never copied after the codec produced them.
+
+It is plain read-only data: whether its acknowledgement still waits for handlers is the
+session's incoming part's business (:mod:`tars.mqtt._core.incoming`), not the message's.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import orjson
 from mqtt5 import PublishPacket
@@ -16,14 +19,7 @@ from ._dedup import content_key
 from ._envelope import Envelope, envelope_from_json
 from ._errors import EnvelopeError
 
-__all__ = ["Acker", "Message"]
-
-
-class Acker(Protocol):
-    """Where a message's withheld acknowledgement goes (the session, through the client)."""
-
-    def ack(self, packet_id: int, generation: int) -> None: ...
-
+__all__ = ["Message"]
 
 _UNSET: Final[Any] = object()
 
@@ -38,14 +34,11 @@ class Message:
     """
 
     __slots__ = (
-        "_acker",
         "_envelope",
-        "_generation",
         "_json",
         "_packet",
         "_payload",
         "_qos",
-        "_refs",
         "_retain",
         "_topic",
     )
@@ -58,7 +51,6 @@ class Message:
         self._retain: bool = packet.retain
         self._json: Any = _UNSET
         self._envelope: Envelope | EnvelopeError | None = None
-        self._acker: Acker | None = None  # set while its acknowledgement waits for handlers
 
     @property
     def topic(self) -> str:
@@ -160,25 +152,6 @@ class Message:
         if msg_id is None:
             return None
         return content_key(self._payload, msg_id, self.json)
-
-    # --- acknowledgement after handling (internal) -----------------------------------------------
-
-    def _hold(self, acker: Acker, generation: int, refs: int) -> None:
-        """Withhold the acknowledgement until ``refs`` subscriptions released the message."""
-        self._acker = acker
-        self._generation = generation
-        self._refs = refs
-
-    def _release(self) -> None:
-        """One subscription is done with the message (handled, failed, dropped or stopped);
-        the last one lets the acknowledgement go."""
-        acker = self._acker
-        if acker is None:
-            return
-        self._refs -= 1
-        if self._refs <= 0:
-            self._acker = None
-            acker.ack(self._packet.packet_id or 0, self._generation)
 
     def __repr__(self) -> str:
         return (

@@ -48,5 +48,6 @@ class ClientOptions(TypedDict, total=False):
     outbox_policy: Literal["drop_oldest", "drop_newest", "block", "raise"]
     queue_qos0_offline: bool
     acknowledge: Literal["after_handling", "on_arrival"]
+    unrouted_timeout: float | None
     outbox_path: Path | None
     correlation_format: Literal["native", "original"]

@@ -30,8 +30,9 @@ from typing import Any, Final, Self, Unpack
 from mqtt5 import QoS, Will
 
 from ._assembly import ignore, make_session, tls_factory
+from ._asyncio.acks import Acks
 from ._asyncio.connection import Connector, MessageListener, settle
-from ._asyncio.dispatch import Acknowledger, Dispatcher
+from ._asyncio.dispatch import Dispatcher
 from ._asyncio.linkview import LinkView
 from ._asyncio.supervisor import Hook, Supervisor
 from ._backoff import BackoffPolicy, ExponentialBackoff
@@ -117,10 +118,13 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
             instruments=self._instruments,
             ws_headers=cfg.ws_headers,
         )
-        acker = None
-        if session.ack_after_handling:
-            acker = Acknowledger(session, self._supervisor.flush_soon)
-        self._dispatcher = Dispatcher(acker)
+        self._acks = Acks(
+            session,
+            self._supervisor,
+            client_id=cfg.effective_client_id,
+            on_health=self._backlog_health if cfg.enable_health else None,
+        )
+        self._dispatcher = Dispatcher(self._acks)
         self._listeners.append(self._dispatcher.on_packet)
         if cfg.enable_heartbeat:
             # Our own heartbeat coming back: the session's liveness noted it; nothing to deliver.
@@ -224,13 +228,15 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
             dropped_offline=counts.dropped_offline,
             outbox_dropped=outgoing.dropped,
             outbox_expired=outgoing.expired,
-            unmatched=self._dispatcher.unmatched,
+            unmatched=self._dispatcher.unmatched + session.incoming.discarded,
             connects=self._supervisor.connects,
             stale_links=counts.stale_links,
             outbox_depth=outgoing.offline_count,
             inflight=session.inflight_count,
             no_subscribers=counts.no_subscribers,
             receive_maximum_exceeded=counts.receive_maximum_exceeded,
+            unrouted=session.incoming.waiting,
+            unrouted_overdue=session.incoming.overdue,
             **totals,
         )
 
@@ -353,6 +359,21 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
         error = await self._supervisor.run()
         if error is not None and self._state is ClientState.CONNECTING:
             await self.shutdown()
+
+    def _backlog_health(self, degraded: bool, why: str | None) -> None:
+        """Received messages wait too long for a subscription (or no longer): say it in the
+        retained health status, as a QoS 1 publish of the session like any other."""
+        if degraded:
+            ok, event = False, "degraded"
+            why = f"{why}: subscribe() before connect(), or set unrouted_timeout"
+        else:
+            ok, event = True, "recovered"
+        _, payload = encode_health(
+            ok, event, why, source=self._config.source, timestamp=time.time()
+        )
+        now = asyncio.get_running_loop().time()
+        settle(self._session.publish(health_topic(self.client_id), payload, 1, True, now=now))
+        self._supervisor.flush_soon()
 
     async def _say_goodbye(self, link: Any, timeout: float) -> None:
         """Last words on a live link: health ``shutdown``, pending acks, then DISCONNECT."""

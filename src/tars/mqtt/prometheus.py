@@ -53,6 +53,7 @@ __all__ = ["ClientCollector", "register"]
 _GAUGES = {
     "outbox_depth": "Messages waiting in the outbox for a link.",
     "inflight": "QoS 1/2 publishes sent and not yet acknowledged.",
+    "unrouted": "Received messages waiting for a subscription (acknowledgement withheld).",
 }
 
 

@@ -7,15 +7,17 @@ subscriptions are real ones, with their workers on the test's loop.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from mqtt5 import PubAckPacket, PublishPacket, QoS
+from mqtt5 import ConnAckPacket, PubAckPacket, PublishPacket, QoS
 
 from support.mosquitto_cli import Inbox
 from support.session_wire import connected, feed, sent
 from tars.mqtt import Message
-from tars.mqtt._asyncio.dispatch import Acknowledger, Dispatcher
+from tars.mqtt._asyncio.acks import Acks
+from tars.mqtt._asyncio.dispatch import Dispatcher
 from tars.mqtt._asyncio.subscription import Handler, Overflow, Subscription
 from tars.mqtt._core.subtable import SubscriptionTable
 from tars.mqtt._envelope import encode_event
@@ -41,6 +43,7 @@ def subscription(
     *,
     queue_size: int = 100,
     overflow: Overflow = "drop_newest",
+    done: Callable[[int], None] | None = None,
 ) -> Subscription:
     return Subscription(
         topic_filter,
@@ -53,6 +56,7 @@ def subscription(
         dedup=None,
         pause=_never,
         resume=_never,
+        done=done,
     )
 
 
@@ -255,25 +259,40 @@ async def test_a_slow_handler_fills_only_its_own_queue() -> None:
     await routed.close()
 
 
-# --- acknowledgement after handling, and the held backlog (issue 12 A) --------------------------
+# --- acknowledgement after handling, and the unrouted backlog (issue 18) -----------------------
 
 
 class Acking:
     """A dispatcher wired to a pure session that acknowledges after handling, as the client
-    wires it: each acknowledgement the session queues is written by ``flush`` (here: noted)."""
+    wires it: each write of the acknowledgements the session queued is ``flush`` (here: noted),
+    each subscription is given ``Acks.done``, and health changes are noted."""
 
-    def __init__(self) -> None:
+    def __init__(self, **incoming: float | None) -> None:
         self.session = connected(ack_after_handling=True)
+        for name, value in incoming.items():
+            setattr(self.session.incoming, name, value)
         self.flushes: Inbox[None] = Inbox()
-        self.dispatcher = Dispatcher(Acknowledger(self.session, lambda: self.flushes.add(None)))
+        self.health: Inbox[tuple[bool, str | None]] = Inbox()
+        self.acks = Acks(
+            self.session,
+            self,  # the link holder: its current link's flush is noted
+            on_health=lambda degraded, why: self.health.add((degraded, why)),
+        )
+        self.dispatcher = Dispatcher(self.acks)
+        self.current = self
         self.table = SubscriptionTable()
         self.started: list[Subscription] = []
+
+    def flush(self) -> None:
+        """The current link writes what the session queued (here: noted)."""
+        self.flushes.add(None)
 
     def sid(self, topic_filter: str) -> int:
         sid, _ = self.table.add(topic_filter, 1)
         return sid
 
     def add(self, sub: Subscription, sid: int | None = None) -> None:
+        sub._done = self.acks.done  # as subscribe() gives it (done=)
         self.dispatcher.add(sub, self.sid(sub.topic_filter) if sid is None else sid)
         sub.start()
         self.started.append(sub)
@@ -327,7 +346,7 @@ async def test_a_message_is_acknowledged_once_every_subscription_it_reached_is_d
     await acking.close()
 
 
-async def test_a_held_message_goes_to_a_subscription_added_later_then_is_acknowledged() -> None:
+async def test_a_parked_message_goes_to_a_subscription_added_later_then_is_acknowledged() -> None:
     acking = Acking()
     handler, inbox = recorder()
     sid = acking.sid("a/#")
@@ -342,32 +361,34 @@ async def test_a_held_message_goes_to_a_subscription_added_later_then_is_acknowl
     await acking.close()
 
 
-async def test_a_held_message_nobody_subscribes_to_is_counted_unmatched_and_acknowledged(
-    monkeypatch: pytest.MonkeyPatch,
+async def test_a_parked_message_nobody_subscribes_to_waits_unacknowledged_and_says_so(
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr("tars.mqtt._asyncio.dispatch.HOLD_SECONDS", 0.05)
-    acking = Acking()
-    acking.arrive(1, subscription_ids=[4242])  # an identifier of ours, no handler yet
-    assert acking.acked() == []
-    await acking.flushes.wait_for(1)  # the hold expired
-    assert (acking.dispatcher.unmatched, acking.acked()) == (1, [1])
+    """Never acknowledged unhandled by default: it waits, logged, and health turns degraded;
+    a subscription that comes at last gets it, and health recovers."""
+    acking = Acking(warn_after=0.05)
+    sid = acking.sid("a/#")
+    acking.arrive(1, subscription_ids=[sid])  # an identifier of ours, no handler yet
+    expected = (True, "1 received messages wait for a subscription")
+    assert await acking.health.wait_for(1) == [expected]
+    assert "wait for a subscription" in caplog.text
+    incoming = acking.session.incoming
+    assert (acking.dispatcher.unmatched, incoming.overdue, acking.acked()) == (0, 1, [])
+    handler, inbox = recorder()
+    acking.add(subscription(handler, "a/#"), sid)
+    assert await inbox.wait_for(1) == [b"1"]
+    assert (await acking.health.wait_for(2))[1] == (False, None)
+    await acking.flushes.wait_for(1)
+    assert acking.acked() == [1]
     await acking.close()
 
 
-async def test_the_held_backlog_is_bounded_the_oldest_counted_unmatched(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr("tars.mqtt._asyncio.dispatch.HOLD_MAX", 2)
-    acking = Acking()
-    handler, inbox = recorder()
-    sid = acking.sid("a/#")
-    for packet_id in (1, 2, 3):
-        acking.arrive(packet_id, subscription_ids=[sid])
-    assert (acking.dispatcher.unmatched, acking.acked()) == (1, [1])
-    acking.add(subscription(handler, "a/#"), sid)
-    assert await inbox.wait_for(2) == [b"2", b"3"]
-    await acking.flushes.wait_for(2)
-    assert acking.acked() == [2, 3]
+async def test_with_the_opt_in_timeout_a_parked_message_is_given_up_and_acknowledged() -> None:
+    acking = Acking(unrouted_timeout=0.05)
+    acking.arrive(1, subscription_ids=[4242])
+    assert acking.acked() == []
+    await acking.flushes.wait_for(1)  # unrouted_timeout passed
+    assert (acking.session.incoming.discarded, acking.acked()) == (1, [1])
     await acking.close()
 
 
@@ -392,7 +413,7 @@ async def test_an_unmatched_qos0_message_is_not_held() -> None:
     await acking.close()
 
 
-async def test_a_held_message_delays_the_acknowledgements_of_those_after_it() -> None:
+async def test_a_parked_message_delays_the_acknowledgements_of_those_after_it() -> None:
     # Arrival order: message 2 is handled at once, but its PUBACK waits for message 1's.
     acking = Acking()
     handler, inbox = recorder()
@@ -412,7 +433,7 @@ async def test_a_held_message_delays_the_acknowledgements_of_those_after_it() ->
     await acking.close()
 
 
-async def test_close_forgets_held_messages_without_acknowledging_them() -> None:
+async def test_close_leaves_parked_messages_unacknowledged() -> None:
     acking = Acking()
     acking.arrive(1, subscription_ids=[4242])
     acking.dispatcher.close()  # shutdown: the broker keeps them for the next session
@@ -431,4 +452,37 @@ async def test_qos0_messages_keep_their_overflow_policy_when_acknowledging_after
     gate.set()
     await sub.join()
     assert (inbox.items, sub.stats.dropped) == ([b"0"], 3)
+    await acking.close()
+
+
+async def test_acknowledgements_released_in_one_loop_turn_leave_in_one_write() -> None:
+    """The worker finishes 200 messages without yielding: their PUBACKs go out together, in
+    one write at the end of the turn, not one write per message (nor per 64)."""
+    acking = Acking()
+    handler, inbox = recorder()
+    sid = acking.sid("a/#")
+    acking.add(subscription(handler, "a/#", queue_size=1000), sid)
+    for packet_id in range(1, 201):
+        acking.arrive(packet_id, subscription_ids=[sid])
+    await inbox.wait_for(200)
+    await acking.flushes.wait_for(1)
+    await asyncio.sleep(0)  # one more turn: no second write comes
+    assert len(acking.flushes.items) == 1
+    assert acking.acked() == list(range(1, 201))
+    await acking.close()
+
+
+async def test_health_recovers_when_a_link_end_takes_the_backlog_away() -> None:
+    acking = Acking(warn_after=0.01)
+    acking.arrive(1, subscription_ids=[4242])
+    assert (await acking.health.wait_for(1))[0][0] is True  # degraded
+    acking.session.connection_lost()  # the parked message goes with its link
+    acking.session.connection_made(1.0)
+    feed(acking.session, ConnAckPacket(session_present=True), now=1.0)
+    sent(acking.session)
+    acking.arrive(1, subscription_ids=[4242])  # sent again on the new link
+    assert (await acking.health.wait_for(3))[1:] == [
+        (False, None),
+        (True, "1 received messages wait for a subscription"),
+    ]
     await acking.close()

@@ -59,6 +59,7 @@ def subscription(
     timeout: float | None = None,
     dedup: DedupWindow | None = None,
     link: PauseLog | None = None,
+    done: Any = None,
 ) -> Subscription:
     link = link or PauseLog()
     return Subscription(
@@ -72,6 +73,7 @@ def subscription(
         dedup=dedup,
         pause=link.pause,
         resume=link.resume,
+        done=done,
     )
 
 
@@ -208,6 +210,78 @@ async def test_a_failing_handler_is_logged_and_the_next_message_handled(
     assert "a/fail" in record.getMessage()
     assert failing_id in record.getMessage()
     await sub.stop()
+
+
+class OwnBaseException(BaseException):
+    """A library's own BaseException subclass (as some cancellation scopes have)."""
+
+
+@pytest.mark.parametrize(
+    "raised",
+    [GeneratorExit(), OwnBaseException("x"), asyncio.CancelledError(), ValueError("v")],
+    ids=["GeneratorExit", "own BaseException", "CancelledError raised by the handler", "Exception"],
+)
+async def test_the_worker_never_dies_of_what_its_handler_raises(
+    raised: BaseException, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 18: a GeneratorExit used to end the worker without a word, its message never
+    released. Now every exception but KeyboardInterrupt/SystemExit is a counted, logged
+    failure, the message is finished (done once), and the next one is handled."""
+    handled: Inbox[bytes] = Inbox()
+    finished: Inbox[int] = Inbox()
+
+    async def handler(payload: bytes) -> None:
+        if payload == b"raise":
+            raise raised
+        handled.add(payload)
+
+    caplog.set_level(logging.ERROR, logger="tars.mqtt")
+    sub = subscription(handler, done=finished.add)
+    sub.start()
+    sub.offer(msg(b"raise"), 1)
+    sub.offer(msg(b"next"), 2)
+    assert await handled.wait_for(1) == [b"next"]
+    assert await finished.wait_for(2) == [1, 2]
+    assert (sub.stats.failed, sub.stats.handled) == (1, 1)
+    [record] = [r for r in caplog.records if r.exc_info]
+    assert type(raised).__name__ in record.exc_text or type(raised).__name__ in str(record.exc_info)
+    await sub.stop()
+    assert finished.items == [1, 2]  # nothing released twice
+
+
+async def test_stop_gives_back_every_token_it_holds_once_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    finished: Inbox[int] = Inbox()
+    entered = asyncio.Event()
+
+    async def stuck(payload: bytes) -> None:
+        entered.set()
+        await asyncio.Event().wait()
+
+    sub = subscription(stuck, done=finished.add)
+    sub.start()
+    for token in (1, 2, 3):
+        sub.offer(msg(b"%d" % token), token)
+    await entered.wait()
+    await sub.stop()
+    assert sorted(finished.items) == [1, 2, 3]  # the one in the handler, and the two queued
+    assert sub.stats.dropped == 2
+    assert "3 QoS 1/2 messages it had not finished" in caplog.text
+
+
+async def test_a_handler_stopping_its_own_subscription_releases_its_message_once() -> None:
+    finished: Inbox[int] = Inbox()
+
+    async def one_shot(payload: bytes) -> None:
+        await sub.stop()
+
+    sub = subscription(one_shot, done=finished.add)
+    sub.start()
+    sub.offer(msg(b"x"), 7)
+    await finished.wait_for(1)
+    await asyncio.sleep(0)  # the handler returns after stop(): no second done
+    assert finished.items == [7]
 
 
 async def test_per_handler_timeout(caplog: pytest.LogCaptureFixture) -> None:

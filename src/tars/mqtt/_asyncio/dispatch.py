@@ -5,66 +5,32 @@ filter (at the highest QoS asked, see :mod:`._subtable`), tagged with a subscrip
 so a message that matches several overlapping filters still reaches each subscription exactly
 once. The identifiers are the session table's; the dispatcher only maps them to subscriptions.
 
-With acknowledgement after handling, a QoS 1/2 message carries its withheld acknowledgement to
-every subscription it reaches; the last to release it lets the acknowledgement go.
+A received QoS 1/2 message belongs to the session's incoming part
+(:class:`~.._core.incoming.Incoming`) from arrival to acknowledgement: the dispatcher tells it
+how many subscriptions the message reached and hands each the token it gets back; each
+subscription calls its ``done(token)`` (:meth:`~.acks.Acks.done`) when finished.
 
-A QoS 1/2 message nobody subscribes to yet, tagged with a subscription identifier, is held for a
-while (:data:`HOLD_SECONDS`, at most :data:`HOLD_MAX`): a resumed session's backlog arrives right
-after the CONNACK, before a service that connects first and subscribes next has registered its
-handlers (the identifiers are derived from the filter, so the previous process's match ours).
-A subscription added meanwhile gets the held messages it matches; the rest are counted as
-unmatched, logged, and acknowledged (held unacknowledged for ever, they would close the
-broker's window). An untagged one (a raw subscription's through ``MQTTClient.client``, read by
-message listeners) is acknowledged at once: the acknowledgements go in arrival order, so
-holding it would hold every later one too.
+A QoS 1/2 message tagged with one of our subscription identifiers that no subscription takes
+yet (a resumed session's backlog arriving before ``subscribe()``) is parked in the incoming
+part until a subscription on its filter is added: never acknowledged unhandled (unless the user
+opted in with ``unrouted_timeout``). An untagged one (a raw subscription's through
+``MQTTClient.client``, read by message listeners, or a broker without identifiers) is
+acknowledged at once: the acknowledgements go in arrival order, so holding it would hold every
+later one too.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
-from collections import deque
 from collections.abc import Callable
-from typing import Final, Protocol
 
 from mqtt5 import PublishPacket
 
 from .._message import Message
 from .._topics import TopicMatcher, split_shared, topic_matches
+from .acks import Acks
 from .subscription import Subscription
 
-__all__ = ["HOLD_MAX", "HOLD_SECONDS", "Acknowledger", "Dispatcher"]
-
-log = logging.getLogger("tars.mqtt.dispatch")
-
-HOLD_SECONDS: Final = 5.0
-HOLD_MAX: Final = 1000
-
-
-class _AckingSession(Protocol):
-    generation: int
-
-    def ack(self, packet_id: int, generation: int) -> bool: ...
-
-
-class Acknowledger:
-    """Hands a message's withheld acknowledgement to the session, and has it written."""
-
-    __slots__ = ("_flush", "_session")
-
-    def __init__(self, session: _AckingSession, flush: Callable[[], None]) -> None:
-        self._session = session
-        self._flush = flush
-
-    @property
-    def generation(self) -> int:
-        """The current link's number (an acknowledgement belongs to one link)."""
-        return self._session.generation
-
-    def ack(self, packet_id: int, generation: int) -> None:
-        if self._session.ack(packet_id, generation):
-            self._flush()
+__all__ = ["Dispatcher"]
 
 
 class Dispatcher:
@@ -74,12 +40,11 @@ class Dispatcher:
     identifier; brokers without identifiers fall back to the topic matcher.
     """
 
-    def __init__(self, acker: Acknowledger | None = None) -> None:
-        """``acker``: acknowledge QoS 1/2 messages once handled (None: the session acknowledged
-        them on arrival)."""
-        self._acker = acker
-        self._held: deque[tuple[float, Message]] = deque()
-        self._expiry: asyncio.TimerHandle | None = None
+    def __init__(self, acks: Acks | None = None) -> None:
+        """``acks``: the incoming part's shell (tokens, ``done``, the unrouted backlog); None
+        routes only (no message is withheld or parked)."""
+        self._acks = acks
+        self._hold = acks.incoming.hold if acks is not None and acks.withholding else None
         self._by_filter: dict[str, list[Subscription]] = {}
         self._by_id: dict[int, str] = {}
         self._matcher: TopicMatcher[Subscription] = TopicMatcher()
@@ -101,8 +66,8 @@ class Dispatcher:
             self._by_id[sid] = topic_filter
         subs.append(sub)
         self._matcher.add(split_shared(topic_filter)[1], sub)
-        if self._held:
-            self._give_held(sub, sid)
+        if self._acks is not None:
+            self._give_parked(sub, sid)
 
     def remove(self, sub: Subscription) -> bool:
         """Stop routing to ``sub``; True when its filter has no subscription left."""
@@ -153,84 +118,55 @@ class Dispatcher:
                 internal = self._internal.get(packet.topic)
         msg = Message(packet)
         tracked = msg._qos != 0  # (the codec's QoS enum is always truthy: use the int)
+        hold = self._hold
         if not targets and internal is None:
-            if tracked and ids:
+            acks = self._acks
+            if tracked and ids and acks is not None:
                 # Tagged with an identifier of ours not routed yet: a resumed session's
-                # backlog, ahead of its subscribe(). Held for it.
-                self._hold(msg)
+                # backlog, ahead of its subscribe(). Parked for it.
+                acks.park(packet.packet_id if hold is not None else None, msg)
                 return
             # Untagged: a raw subscription's (MQTTClient.client), read by message listeners,
             # or a broker without identifiers. Acknowledged now: holding it would hold every
             # later acknowledgement too (they go in arrival order).
             self.unmatched += 1
-            if tracked and self._acker is not None:
-                msg._hold(self._acker, self._acker.generation, 1)
-                msg._release()
+            if tracked and hold is not None:
+                self._done_now(packet.packet_id)
             return
         if internal is not None:
             internal(msg)
-        acker = self._acker
-        if acker is not None and tracked:
+        token = None
+        if tracked and hold is not None:
             if targets:
-                msg._hold(acker, acker.generation, len(targets))
+                token = hold(packet.packet_id or 0, len(targets))
             else:  # an internal consumer's: done with it already
-                msg._hold(acker, acker.generation, 1)
-                msg._release()
+                self._done_now(packet.packet_id)
         for sub in targets:
-            sub.offer(msg)
+            sub.offer(msg, token)
 
-    # --- held messages -------------------------------------------------------------------------
+    def _done_now(self, packet_id: int | None) -> None:
+        acks = self._acks
+        assert acks is not None
+        token = acks.incoming.hold(packet_id or 0, 1)
+        if token is not None:
+            acks.done(token)
 
-    def _hold(self, msg: Message) -> None:
-        if self._acker is not None:
-            msg._hold(self._acker, self._acker.generation, 1)
-        held = self._held
-        held.append((time.monotonic(), msg))
-        if len(held) > HOLD_MAX:
-            self._unmatched(held.popleft()[1])
-        if self._expiry is None:
-            loop = asyncio.get_running_loop()
-            self._expiry = loop.call_later(HOLD_SECONDS, self._expire)
+    # --- the unrouted backlog ------------------------------------------------------------------
 
-    def _give_held(self, sub: Subscription, sid: int | None) -> None:
-        """A new subscription takes the held messages it matches (in arrival order)."""
+    def _give_parked(self, sub: Subscription, sid: int | None) -> None:
+        """A new subscription takes the parked messages it matches (in arrival order)."""
+        assert self._acks is not None
         pattern = split_shared(sub.topic_filter)[1]
-        kept: deque[tuple[float, Message]] = deque()
-        for stamp, msg in self._held:
+
+        def wants(msg: Message) -> bool:
             ids = msg.packet.subscription_ids
-            if (sid in ids) if ids else topic_matches(pattern, msg.topic):
-                sub.offer(msg)
-            else:
-                kept.append((stamp, msg))
-        self._held = kept
+            return (sid in ids) if ids else topic_matches(pattern, msg.topic)
 
-    def _expire(self) -> None:
-        self._expiry = None
-        held = self._held
-        limit = time.monotonic() - HOLD_SECONDS
-        while held and held[0][0] <= limit:
-            self._unmatched(held.popleft()[1])
-        if held:
-            loop = asyncio.get_running_loop()
-            self._expiry = loop.call_at(loop.time() + held[0][0] - limit, self._expire)
-
-    def _unmatched(self, msg: Message) -> None:
-        self.unmatched += 1
-        if self.unmatched == 1 or self.unmatched % 1000 == 0:
-            log.warning(
-                "no subscription for a QoS %d message on %r after %g s (unmatched so far: %d); "
-                "subscribe before connect(), or soon after it, to receive a resumed session's "
-                "backlog",
-                msg.qos,
-                msg.topic,
-                HOLD_SECONDS,
-                self.unmatched,
-            )
-        msg._release()
+        for token, msg in self._acks.claim(wants):
+            sub.offer(msg, token)
 
     def close(self) -> None:
-        """Shutdown: forget the held messages (unacknowledged: the broker keeps them)."""
-        if self._expiry is not None:
-            self._expiry.cancel()
-            self._expiry = None
-        self._held.clear()
+        """Shutdown: stop watching the backlog (what waits stays unacknowledged: the broker
+        keeps it for the next session)."""
+        if self._acks is not None:
+            self._acks.close()

@@ -8,6 +8,18 @@ fills only its own queue; nothing it does reaches another subscription or the li
 backpressure to the broker; see the docs for when to prefer a drop policy). For that it is
 given ``pause`` and ``resume`` callables (as websockets' ``Assembler``), not a way back into the
 client: it knows nothing of links.
+
+A QoS 1/2 message whose acknowledgement waits for its handlers comes with a *token* of the
+session's incoming part; the subscription calls its ``done(token)`` callable exactly once per
+token: when the handler returned or failed, when dedup suppressed the message, or when
+:meth:`Subscription.stop` drops it (on a live link, an ``unsubscribe()``: logged and counted;
+at shutdown the link is gone first, and the broker keeps the message).
+
+The worker never dies of its handler: whatever a handler raises, ``BaseException`` subclasses
+such as ``GeneratorExit`` included, is counted as a failure and logged, and the next message is
+handled. Only ``KeyboardInterrupt`` and ``SystemExit`` go through (asyncio stops the loop with
+them, and ``run_forever`` / ``async with`` shut the client down gracefully on the way out); the
+messages the worker held then stay unacknowledged, for the broker to send again.
 """
 
 from __future__ import annotations
@@ -38,6 +50,10 @@ __all__ = [
     "Subscription",
     "SubscriptionStats",
 ]
+
+Done = Callable[[int], None]
+"""``done(token)``: a subscription is finished with the message of ``token`` (see
+:meth:`tars.mqtt._core.incoming.Incoming.done`)."""
 
 log = logging.getLogger("tars.mqtt.dispatch")
 
@@ -75,6 +91,7 @@ class SubscriptionStats:
     dropped: int = 0  # overflow policy dropped it
     deduplicated: int = 0  # same envelope (id and content) seen within the dedup TTL
     invalid: int = 0  # not an envelope / not valid for a typed handler
+    worker_restarts: int = 0  # the worker ended by a fault of ours and was started again
 
 
 def _arg_kind(handler: Handler[Any]) -> tuple[_ArgKind, type[BaseModel] | None]:
@@ -142,8 +159,10 @@ class Subscription:
         dedup: DedupWindow | None,
         pause: Callable[[], None],
         resume: Callable[[], None],
+        done: Done | None = None,
     ) -> None:
-        """``pause``/``resume``: stop and restart reading the link (the ``block`` policy)."""
+        """``pause``/``resume``: stop and restart reading the link (the ``block`` policy);
+        ``done(token)``: finished with a withheld message (see the module docstring)."""
         if queue_size < 1:
             raise InvalidArgumentError("queue_size must be >= 1")
         if concurrency < 1:
@@ -164,12 +183,14 @@ class Subscription:
         self.stats = SubscriptionStats()
         self._kind, self._model = _arg_kind(handler)
         self._dedup = dedup
-        self._queue: deque[Message] = deque()
+        self._queue: deque[tuple[Message, int | None]] = deque()  # (message, token)
         self._waiter: asyncio.Future[None] | None = None
         self._idle: asyncio.Future[None] | None = None
         self._blocking = False
         self._pause = pause
         self._resume = resume
+        self._done = done
+        self._holding: set[int] = set()  # tokens of the messages being handled now
         self._worker: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
         self._slots: asyncio.Semaphore | None = None
@@ -188,8 +209,9 @@ class Subscription:
 
     # --- receive side (synchronous, from the link's data_received) ---------------------------
 
-    def offer(self, msg: Message) -> None:
-        """Queue ``msg`` for the handler, applying dedup and the overflow policy."""
+    def offer(self, msg: Message, token: int | None = None) -> None:
+        """Queue ``msg`` for the handler, applying dedup and the overflow policy. ``token``:
+        its acknowledgement waits for us (this subscription calls ``done(token)`` once)."""
         stats = self.stats
         stats.received += 1
         dedup = self._dedup
@@ -197,28 +219,29 @@ class Subscription:
             key = msg.dedup_key
             if key is not None and dedup.seen(key, self._clock()):
                 stats.deduplicated += 1
-                msg._release()
+                if token is not None and self._done is not None:
+                    self._done(token)
                 return
         queue = self._queue
         if len(queue) >= self.queue_size:
-            if msg._acker is not None and self.overflow != "block":
+            if token is not None and self.overflow != "block":
                 # A QoS 1/2 message whose acknowledgement waits for us is never dropped: the
                 # broker's Receive Maximum bounds how many can wait, and holds the rest.
                 pass
             elif self.overflow == "drop_newest" or (
-                self.overflow == "drop_oldest" and queue[0]._acker is not None
+                self.overflow == "drop_oldest" and queue[0][1] is not None
             ):
                 stats.dropped += 1
                 self._log_drop("newest", msg)
                 return
             elif self.overflow == "drop_oldest":
                 stats.dropped += 1
-                oldest = queue.popleft()
+                oldest = queue.popleft()[0]
                 self._log_drop("oldest", oldest)
             elif not self._blocking:
                 self._blocking = True
                 self._pause()
-        queue.append(msg)
+        queue.append((msg, token))
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
@@ -244,9 +267,10 @@ class Subscription:
     def start(self) -> None:
         """Start the worker that feeds the handler (the client calls it on connect)."""
         if self._worker is None:
-            self._worker = asyncio.get_running_loop().create_task(
+            self._worker = worker = asyncio.get_running_loop().create_task(
                 self._run(), name=f"tars-mqtt-sub:{self.topic_filter}"
             )
+            worker.add_done_callback(self._worker_ended)
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Cancel the worker and any running handler; queued messages are dropped (counted).
@@ -276,10 +300,7 @@ class Subscription:
                     },
                 )
         self._running.clear()
-        self.stats.dropped += len(self._queue)
-        for msg in self._queue:
-            msg._release()  # acknowledged (on a live link) only when unsubscribed, not at shutdown
-        self._queue.clear()
+        self._release_held("stopped")
         if self._blocking:
             self._blocking = False
             self._resume()
@@ -293,12 +314,74 @@ class Subscription:
                 self._idle = asyncio.get_running_loop().create_future()
             await asyncio.shield(self._idle)  # shared by every joiner
 
+    def _release_held(self, why: str) -> None:
+        """The worker is gone: what the subscription still holds is dropped (counted) and its
+        tokens given back. On a live link (``unsubscribe()``) that acknowledges them unhandled,
+        which is said; at shutdown the link is gone already, so the broker keeps them."""
+        queue, holding = self._queue, self._holding
+        tokens = [token for _, token in queue if token is not None] + list(holding)
+        self.stats.dropped += len(queue)
+        queue.clear()
+        holding.clear()
+        if tokens and self._done is not None:
+            log.warning(
+                "subscription %r %s with %d QoS 1/2 messages it had not finished; they are "
+                "counted as dropped and their acknowledgements released (with a link up they "
+                "are acknowledged unhandled, otherwise the broker keeps them)",
+                self.topic_filter,
+                why,
+                len(tokens),
+                extra={"client_id": self._instruments.client_id, "topic_filter": self.topic_filter},
+            )
+            for token in tokens:
+                self._done(token)
+
+    def _worker_ended(self, task: asyncio.Task[None]) -> None:
+        """The worker task ended. Through :meth:`stop`, nothing to do; by itself, only
+        ``KeyboardInterrupt``/``SystemExit`` from a handler can end it (the process is on its
+        way out: what it held stays unacknowledged, the broker sends it again), or a bug of
+        ours, which is logged and the worker started again: the queue is served, and nothing
+        is acknowledged that no handler saw."""
+        if task is not self._worker:
+            return
+        self._worker = None
+        self._busy = False
+        exc = None if task.cancelled() else task.exception()
+        if isinstance(exc, KeyboardInterrupt | SystemExit) or task.cancelled():
+            log.warning(
+                "the worker of %r ended (%s); its %d queued messages stay unacknowledged",
+                self.topic_filter,
+                "cancelled" if exc is None else type(exc).__name__,
+                len(self._queue) + len(self._holding),
+                extra={"client_id": self._instruments.client_id, "topic_filter": self.topic_filter},
+            )
+            self.stats.dropped += len(self._queue)
+            self._queue.clear()
+            self._holding.clear()  # not done(): unacknowledged, the process is ending
+            self._signal_idle()
+            return
+        self.stats.worker_restarts += 1
+        log.error(
+            "the worker of %r ended unexpectedly; started again",
+            self.topic_filter,
+            exc_info=exc,
+            extra={"client_id": self._instruments.client_id, "topic_filter": self.topic_filter},
+        )
+        holding = list(self._holding)  # what it was handling: finished, as a failed call is
+        self._holding.clear()
+        if self._done is not None:
+            for token in holding:
+                self._done(token)
+        self.start()
+
     async def _run(self) -> None:
         queue = self._queue
         loop = asyncio.get_running_loop()
         if self.concurrency > 1:
             self._slots = asyncio.Semaphore(self.concurrency)
         me = asyncio.current_task()
+        done = self._done
+        holding = self._holding
         while self._worker is me:  # stop() from inside a handler: end after that call
             if not queue:
                 self._signal_idle()
@@ -306,22 +389,29 @@ class Subscription:
                 self._waiter = waiter
                 await waiter
                 continue
-            msg = queue.popleft()
+            msg, token = queue.popleft()
             if self._blocking and len(queue) < self.queue_size:
                 self._blocking = False
                 self._resume()
             slots = self._slots
             if slots is None:
                 self._busy = True
+                if token is not None:
+                    holding.add(token)
                 try:
                     await self._observed_call(msg)
                 finally:
                     self._busy = False
-                    if msg._acker is not None:  # (QoS 0 has nothing to release)
-                        msg._release()
+                # Not in the finally: a KeyboardInterrupt, SystemExit or the worker's own
+                # cancellation leaves the token held (stop() or _worker_ended decides).
+                if token is not None and token in holding and done is not None:
+                    holding.discard(token)  # (not released by stop() meanwhile)
+                    done(token)
             else:
                 await slots.acquire()
-                task = loop.create_task(self._call_released(msg, slots))
+                if token is not None:
+                    holding.add(token)
+                task = loop.create_task(self._call_released(msg, token, slots))
                 self._running.add(task)
                 task.add_done_callback(self._task_done)
 
@@ -337,13 +427,16 @@ class Subscription:
             if not idle.done():
                 idle.set_result(None)
 
-    async def _call_released(self, msg: Message, slots: asyncio.Semaphore) -> None:
+    async def _call_released(
+        self, msg: Message, token: int | None, slots: asyncio.Semaphore
+    ) -> None:
         try:
             await self._observed_call(msg)
         finally:
             slots.release()
-            if msg._acker is not None:
-                msg._release()
+        if token is not None and token in self._holding and self._done is not None:
+            self._holding.discard(token)
+            self._done(token)
 
     def _observed_call(self, msg: Message) -> Awaitable[Outcome]:
         """The handler call, through the instruments when there are any (a plain function
@@ -402,11 +495,25 @@ class Subscription:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise  # the worker itself is being stopped
-            # The handler awaited something someone else cancelled: its failure, not the
-            # worker's end (the next message would stay queued for ever).
+            # The handler awaited something someone else cancelled, or raised CancelledError
+            # itself: its failure, not the worker's end (the next message would wait for ever).
             self._failed(msg)
             return "failed"
-        except Exception:
+        except (KeyboardInterrupt, SystemExit) as exc:
+            # The one way a handler ends the service: asyncio stops the loop with it, and the
+            # client shuts down gracefully on the way out (health "shutdown", no will).
+            self.stats.failed += 1
+            log.warning(
+                "handler %s raised %s on topic %r: the service stops",
+                getattr(self.handler, "__qualname__", self.handler),
+                type(exc).__name__,
+                msg.topic,
+                extra=message_fields(self._instruments.client_id, msg, self.topic_filter),
+            )
+            raise
+        except BaseException:
+            # Exception and the rest of BaseException (GeneratorExit, a library's own
+            # BaseException): a failure of this message, never the worker's end.
             self._failed(msg)
             return "failed"
         stats.handled += 1

@@ -97,7 +97,7 @@ from .events import (
     RequestAborted,
     Settled,
 )
-from .incoming import IncomingAcks
+from .incoming import Due, Incoming
 from .liveness import Liveness
 from .outgoing import OutboxPolicy, OutgoingStore
 from .publishing import Publishing
@@ -189,13 +189,15 @@ class Session:
         announce: Callable[[bool], tuple[str, bytes]] | None = None,
         ack_after_handling: bool = False,
         journal: Callable[[], Journal] | None = None,
+        incoming: Incoming[Any] | None = None,
     ) -> None:
         """``heartbeat`` is (topic, payload factory) of the heartbeat the liveness schedule asks
         for; ``announce(first)`` gives the (topic, payload) of a retained QoS 1 status published
         as each link becomes ready. ``ack_after_handling``: received QoS 1/2 messages are
-        acknowledged by :meth:`ack`, not on arrival (see :mod:`.incoming`). ``journal`` opens
-        the durable outbox (see :meth:`open_journal`). ``receive_maximum`` defaults to the
-        client's (:class:`~tars.mqtt.MQTTClientConfig`).
+        acknowledged by :meth:`acknowledge` once the incoming part (``incoming``, see
+        :mod:`.incoming`) says they are due, not on arrival. ``journal`` opens the durable
+        outbox (see :meth:`open_journal`). ``receive_maximum`` defaults to the client's
+        (:class:`~tars.mqtt.MQTTClientConfig`).
 
         Raises :class:`~tars.mqtt.InvalidArgumentError` for a ``receive_maximum`` outside
         1..65535 and for bad outbox limits.
@@ -216,7 +218,6 @@ class Session:
         # The link's state and the session's own.
         self.state = SessionState.DISCONNECTED
         self.connack: ConnAckPacket | None = None
-        self.generation = 0  # counts links: an ack() from an earlier link is ignored
         self.stats = SessionStats()
         self._link = _Link()
         self._out: list[bytes] = []  # the output buffer every part writes to
@@ -245,8 +246,10 @@ class Session:
             queue_qos0_offline=queue_qos0_offline,
         )
         self.subscriptions = Subscribing(send=send, allocate_id=self._allocate_id)
-        self._held = IncomingAcks()  # received, acknowledgement withheld until ack()
-        self._incoming_qos2: set[int] = set()  # delivered and PUBREC-ed, waiting for PUBREL
+        # Each received QoS 1/2 message from arrival to acknowledgement (order, holders, the
+        # unrouted backlog, QoS 2 ids): the incoming part owns it.
+        self.incoming: Incoming[Any] = incoming if incoming is not None else Incoming()
+        self._incoming_qos2 = self.incoming.qos2  # delivered and PUBREC-ed, waiting for PUBREL
         self.liveness = liveness
         if heartbeat is not None:
             self.subscriptions.table.add_internal(heartbeat[0])
@@ -308,8 +311,7 @@ class Session:
         self._out.clear()
         self._link = _Link()
         self.reader.clear()
-        self._held.clear()
-        self.generation += 1
+        self.incoming.link_ended()  # a new link: tokens of the last one are void
         connect = ConnectPacket(
             self.client_id,
             username=self.username,
@@ -330,7 +332,7 @@ class Session:
         self._out.clear()
         self._link = _Link()
         self.reader.clear()
-        self._held.clear()  # the broker redelivers them (a resumed session) or they are gone
+        self.incoming.link_ended()  # the broker redelivers them (resumed session) or they are gone
         self.outgoing.link_ended()
         if self.liveness is not None:
             self.liveness.link_ended()
@@ -338,20 +340,20 @@ class Session:
         self._check_waiters(events)
         return events
 
-    def ack(self, packet_id: int, generation: int) -> bool:
-        """A received QoS 1/2 message (``packet_id`` on link ``generation``) is done with: queue
-        the acknowledgements now due, in arrival order. False when nothing was queued (another
-        link's message, or one before it is still being handled)."""
-        if generation != self.generation or self.state is not SessionState.CONNECTED:
+    def acknowledge(self, due: list[Due]) -> bool:
+        """Queue the acknowledgements the incoming part made due (:meth:`Incoming.done
+        <._incoming.Incoming.done>`, in arrival order): PUBACK for QoS 1, PUBREC for QoS 2.
+        False without a link (the broker sends those messages again)."""
+        if self.state is not SessionState.CONNECTED:
             return False
-        due = self._held.finish(packet_id)
+        out = self._out
         for pid, qos in due:
             if qos == 1:
-                self._out.append(PubAckPacket(pid).write())
+                out.append(b"\x40\x02" + pid.to_bytes(2, "big"))  # PUBACK, success
             else:
                 self._incoming_qos2.add(pid)
-                self._out.append(PubRecPacket(pid).write())
-        return bool(due)
+                out.append(PubRecPacket(pid).write())
+        return True
 
     def disconnect(
         self, reason_code: int = 0, *, session_expiry_interval: int | None = None
@@ -751,7 +753,7 @@ class Session:
         if not packet_id:
             self._protocol_error(events, PROTOCOL_ERROR, "QoS > 0 PUBLISH without a packet id")
             return
-        incoming, held = self._incoming_qos2, self._held
+        incoming, held = self._incoming_qos2, self.incoming
         if qos == 2 and packet_id in incoming:
             # A resend of a message we already delivered: acknowledge again, deliver once.
             self._out.append(PubRecPacket(packet_id).write())
@@ -774,7 +776,7 @@ class Session:
                         self.client_id,
                         self.receive_maximum,
                     )
-            held.hold(packet_id, qos)  # acknowledged by ack(), once handled (see _incoming)
+            held.arrive(packet_id, qos)  # acknowledged once its holders are done (see .incoming)
         elif qos == 1:
             self._out.append(PubAckPacket(packet_id).write())
         else:
