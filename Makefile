@@ -34,7 +34,8 @@ ejabberd:
 # testing kit again on uvloop (what uvicorn brings): its transports are not asyncio's classes
 # (issue 20). About 1 minute. Any non-zero status fails (5: nothing collected, included).
 UVLOOP_TESTS := tests/contract tests/integration/test_client_*.py tests/integration/test_connection*.py \
-  tests/integration/test_event_loop.py tests/integration/test_testing_kit_fixtures.py tests/adapters
+  tests/integration/test_event_loop.py tests/integration/test_testing_kit_fixtures.py tests/adapters \
+  tests/integration/test_resilience_retained.py
 test: $(STAMP) mosquitto ejabberd
 	$(PY) -m pytest
 	TARS_TEST_LOOP=uvloop $(PY) -m pytest $(UVLOOP_TESTS)

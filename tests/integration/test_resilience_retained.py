@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from support.mosquitto_cli import Inbox, MosquittoSub, mosquitto_pub, unique
+from tars.adapters.mqtt_client import MQTTClient as DropInClient
 from tars.mqtt import Message, MQTTClient
 from tars.mqtt.testing import MosquittoBroker, TcpFaultProxy
 
@@ -166,3 +167,31 @@ async def test_republish_retained_false_leaves_the_broker_as_it_restarted(
     finally:
         await off.shutdown()
         await on.shutdown()
+
+
+async def test_a_service_on_the_drop_in_gets_its_retained_state_back_unchanged(
+    volatile_broker: MosquittoBroker,
+) -> None:
+    """The fleet's services, unchanged on the drop-in: their retained status, published in a
+    reconnect loop that no longer runs, comes back after the broker lost it."""
+    base = unique("retained/fleet")
+    service = DropInClient(
+        volatile_broker.url, unique("router"), reconnect_min_delay=0.1, reconnect_max_delay=0.5
+    )
+    await service.connect()
+    try:
+        assert service.client is not None
+        await service.client.publish(f"{base}/mode", "listening", qos=1, retain=True)
+        await service.publish_event(f"{base}/status", "router.status", {"up": True}, retain=True)
+        await volatile_broker.akill()
+        await volatile_broker.astart()
+        await wait_reconnected(service.native, 2)
+        observer, inbox = await collect(volatile_broker.url, f"{base}/#")
+        try:
+            mode, status = await inbox.wait_for(2, timeout=10)
+        finally:
+            await observer.shutdown()
+        assert (mode.topic, mode.payload) == (f"{base}/mode", b"listening")
+        assert (status.topic, status.envelope.data) == (f"{base}/status", {"up": True})
+    finally:
+        await service.shutdown()
