@@ -34,8 +34,11 @@ DEFAULT_OUTPUT = ROOT / "bench" / "RESULTS.md"
 DEFAULT_JSON = ROOT / "bench" / "out" / "results.json"
 CLIENTS = ("tars_event", "tars_raw", "tars_proto", "gmqtt", "aiomqtt", "paho")
 # Not in the default set: tars_ws is tars_raw over WebSockets, compared with tars_raw alone
-# (`make bench` runs it as its own report, bench/out/ws.md).
-KNOWN = (*CLIENTS, "tars_ws")
+# (`make bench` runs it as its own report, bench/out/ws.md); the same adapters on uvloop
+# (bench.adapters.split_client), asked for with --clients (make bench does), so tars-core and
+# gmqtt are compared on uvloop in one run.
+UVLOOP_CLIENTS = ("tars_event@uvloop", "tars_raw@uvloop", "gmqtt@uvloop")
+KNOWN = (*CLIENTS, "tars_ws", *UVLOOP_CLIENTS)
 
 
 def _names(text: str, known: tuple[str, ...] | list[str]) -> list[str]:
@@ -56,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
         "--clients",
         type=lambda text: _names(text, KNOWN),
         default=list(CLIENTS),
-        help=f"comma-separated subset of {','.join(KNOWN)} (default: all but tars_ws)",
+        help=f"comma-separated subset of {','.join(KNOWN)} (default: all but tars_ws and @uvloop)",
     )
     parser.add_argument(
         "--cases",
@@ -167,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                 result = _run(client, case, n, ports, _timeout(case, n, args.timeout_scale))
                 took = time.monotonic() - started
                 print(
-                    f"[{index}/{len(plan)}] {client:<10} {case.name:<16} {_describe(result)}"
+                    f"[{index}/{len(plan)}] {client:<17} {case.name:<16} {_describe(result)}"
                     f" ({took:.1f} s)",
                     file=sys.stderr,
                     flush=True,

@@ -21,10 +21,10 @@ from bench.cases import CASES, Case
 
 __all__ = ["PEERS", "Outcome", "aggregate", "render"]
 
-PEERS = ("gmqtt", "aiomqtt", "paho")
+PEERS = ("gmqtt", "aiomqtt", "paho", "gmqtt@uvloop")
 TARS_EVENT = "tars_event"
 
-_PACKAGES = ("tars-core", "gmqtt", "aiomqtt", "paho-mqtt", "mqtt5", "orjson", "pydantic")
+_PACKAGES = ("tars-core", "gmqtt", "aiomqtt", "paho-mqtt", "mqtt5", "orjson", "pydantic", "uvloop")
 
 
 @dataclass(slots=True)
@@ -364,6 +364,9 @@ _METHOD = """\
   Neither paho nor aiomqtt sets TCP_NODELAY on its socket: a second small write before the
   first is acknowledged waits for the broker's delayed ACK (~44 ms), so their QoS 1 round
   trip costs ~88 ms out of the box (gmqtt and tars-core use asyncio's sockets, which set it).
+- `name@uvloop` rows: the same client and case on a uvloop event loop (what uvicorn installs)
+  instead of asyncio's; compare them with the `vs gmqtt@uvloop` column, measured in the same
+  run.
 """
 
 

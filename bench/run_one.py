@@ -14,9 +14,10 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
-from bench.adapters import ADAPTERS, load_adapter
+from bench.adapters import ADAPTERS, LOOPS, load_adapter, split_client
 from bench.cases import CASES, CaseFailed, run_case
 
 __all__ = ["main", "run"]
@@ -38,6 +39,7 @@ def run(
     result: dict[str, Any] = {"client": client, "case": case_name, "n": n}
     try:
         factory = load_adapter(client)
+        loop_factory = _loop_factory(split_client(client)[1])
     except (ImportError, AttributeError) as exc:
         return result | {"status": "unavailable", "error": f"{type(exc).__name__}: {exc}"}
     if factory.transport == "ws":
@@ -45,7 +47,8 @@ def run(
             return result | {"status": "failed", "error": "a WebSocket client needs --ws-port"}
         port = ws_port
     try:
-        metrics = asyncio.run(run_case(CASES[case_name], factory, host, port, n, timeout))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            metrics = runner.run(run_case(CASES[case_name], factory, host, port, n, timeout))
     except CaseFailed as exc:
         return result | {"status": "failed", "error": str(exc)}
     except Exception as exc:  # a client's bug is a result to report, not a crash of the bench
@@ -53,9 +56,19 @@ def run(
     return result | {"status": "ok", "metrics": metrics}
 
 
+def _loop_factory(loop: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """None: asyncio's own loop; else the factory of the loop named (ImportError if missing)."""
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run_one", description=__doc__)
-    parser.add_argument("--client", required=True, choices=sorted(ADAPTERS))
+    names = [f"{a}@{loop}" if loop != "asyncio" else a for loop in LOOPS for a in ADAPTERS]
+    parser.add_argument("--client", required=True, choices=names)
     parser.add_argument("--case", required=True, choices=list(CASES))
     parser.add_argument("--n", type=int, help="measured messages (default: the case's own)")
     parser.add_argument("--host", default="127.0.0.1")

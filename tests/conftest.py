@@ -7,17 +7,53 @@ The ejabberd cluster (tests/support/ejabberd.py) is started once per session (ab
 shared: ``ejabberd_cluster`` hands it to a test with every node running, starting again (in
 parallel) any node an earlier test left dead, so tests that kill nodes need not clean up after
 themselves.
+
+``TARS_TEST_LOOP=uvloop`` runs every async test and fixture on uvloop instead of the stock
+asyncio loop (a loop factory handed to pytest-asyncio through its ``pytest_asyncio_loop_factories``
+hook; overriding its ``event_loop_policy`` fixture is deprecated). ``make test`` runs the
+contract suite and the core integration tests a second time so: a service under uvicorn runs
+on uvloop, whose transports are not asyncio's classes (issue 20).
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import pytest
 
 from support.ejabberd import INSTALL_HINT, EjabberdCluster, ejabberd_available
 from tars.mqtt.testing._mosquitto import MosquittoBroker
+
+_LOOP = os.environ.get("TARS_TEST_LOOP", "asyncio")
+_LOOPS = ("asyncio", "uvloop")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse an unknown loop, or uvloop missing: a run said to be on uvloop must be on it."""
+    if _LOOP not in _LOOPS:
+        raise pytest.UsageError(f"TARS_TEST_LOOP={_LOOP!r}: expected one of {', '.join(_LOOPS)}")
+    if _LOOP == "uvloop":
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            raise pytest.UsageError(
+                "TARS_TEST_LOOP=uvloop but uvloop is not installed (pip install -e '.[dev]')"
+            ) from None
+
+
+if _LOOP == "uvloop":
+
+    def pytest_asyncio_loop_factories(
+        config: pytest.Config, item: pytest.Item
+    ) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+        """pytest-asyncio: every async test (and its fixtures) on a new uvloop loop."""
+        import uvloop
+
+        return {"uvloop": uvloop.new_event_loop}
+
 
 _MOSQUITTO_FIXTURES = {"mosquitto_broker", "shared_mosquitto"}
 _CLIENTS = ("mosquitto_pub", "mosquitto_sub")

@@ -9,6 +9,10 @@ received message to ``on_message`` *on the event-loop thread*, already parsed ba
 
 Adapters are loaded by name and lazily (:func:`load_adapter`): a client whose library cannot be
 imported is reported as "not available" instead of breaking the whole run.
+
+A client name may end in ``@uvloop`` (``tars_raw@uvloop``, ``gmqtt@uvloop``): the same adapter
+run on a uvloop event loop instead of the stock one (:func:`split_client`), because a large share
+of services (uvicorn, FastAPI) run on it and it moves the figures.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-__all__ = ["ADAPTERS", "NOT_RUN", "Adapter", "Event", "OnMessage", "load_adapter"]
+__all__ = ["ADAPTERS", "LOOPS", "NOT_RUN", "Adapter", "Event", "OnMessage", "load_adapter", "split_client"]
 
 Event = dict[str, Any]
 """What the bench publishes and receives: a small JSON object (see :mod:`bench.payloads`)."""
@@ -44,6 +48,22 @@ NOT_RUN: dict[tuple[str, str], str] = {
     ),
 }
 """(client, case) pairs the harness does not run, with the reason the report shows."""
+
+
+LOOPS = ("asyncio", "uvloop")
+"""The event loops a client can be run on: ``name`` is asyncio's, ``name@uvloop`` uvloop's."""
+
+
+def split_client(name: str) -> tuple[str, str]:
+    """``"gmqtt@uvloop"`` -> ``("gmqtt", "uvloop")``; ``"gmqtt"`` -> ``("gmqtt", "asyncio")``.
+
+    Raises KeyError for an unknown adapter or loop.
+    """
+    adapter, _, loop = name.partition("@")
+    loop = loop or "asyncio"
+    if adapter not in ADAPTERS or loop not in LOOPS:
+        raise KeyError(name)
+    return adapter, loop
 
 
 class Adapter(abc.ABC):
@@ -95,6 +115,6 @@ def load_adapter(name: str) -> type[Adapter]:
     library, or the part of it the adapter needs, is missing: the caller reports that as
     "not available".
     """
-    module = importlib.import_module(ADAPTERS[name])
+    module = importlib.import_module(ADAPTERS[split_client(name)[0]])
     adapter: type[Adapter] = module.ADAPTER
     return adapter

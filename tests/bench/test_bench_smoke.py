@@ -125,3 +125,27 @@ def test_quick_websocket_row_beside_tcp(tmp_path: Path) -> None:
     }
     large = _section(report_path.read_text(encoding="utf-8"), "large_qos0")
     assert "| tars_ws | not run: Mosquitto 2.0.11's WebSocket listener stalls" in large
+
+
+def test_quick_bench_runs_tars_core_and_gmqtt_on_uvloop_in_one_run(tmp_path: Path) -> None:
+    """``name@uvloop`` clients (issue 20): the same adapters on uvloop, compared with
+    gmqtt on uvloop in the same run."""
+    report_path, raw_path = tmp_path / "RESULTS.md", tmp_path / "results.json"
+    clients = ("tars_event@uvloop", "tars_raw@uvloop", "gmqtt@uvloop")
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--clients", ",".join(clients),
+         "--cases", "qos1_pipelined,rtt_qos1", "--startup-repeat", "0",
+         "--output", str(report_path), "--json", str(raw_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=55,
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(raw_path.read_text())
+    assert {(r["client"], r["status"]) for r in results} == {(c, "ok") for c in clients}
+    section = _section(report_path.read_text(encoding="utf-8"), "qos1_pipelined")
+    header, *rows = [line for line in section.splitlines() if line.startswith("| ")]
+    assert "vs gmqtt@uvloop" in header
+    assert [row.split("|")[1].strip() for row in rows] == list(clients)

@@ -290,6 +290,7 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "outbox_message_ttl": None,
     "outbox_policy": "drop_oldest",
     "queue_qos0_offline": False,
+    "republish_retained": True,
     "outbox_path": None,
     "correlation_format": "native",
 }
@@ -414,6 +415,7 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("outbox_message_ttl", 0),
     ("outbox_policy", "block_forever"),
     ("queue_qos0_offline", "true"),
+    ("republish_retained", "no"),
     ("outbox_path", ""),
     ("outbox_path", 5),
     ("outbox_path", "/no/such/parent/outbox"),
@@ -648,6 +650,7 @@ ENV_CASES: list[tuple[str, str, Any, dict[str, str]]] = [
     ("outbox_message_ttl", "60", 60.0, {}),
     ("outbox_policy", "raise", "raise", {}),
     ("queue_qos0_offline", "On", True, {}),
+    ("republish_retained", "false", False, {}),
     ("outbox_path", f" {CERTS} ", Path(CERTS), {}),
     ("correlation_format", "original", "original", {}),
 ]

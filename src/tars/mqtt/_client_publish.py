@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ._config import MQTTClientConfig
     from ._core.session import Session
     from ._instrument import Instruments
+    from ._retained import RetainedMemory
 
 __all__ = ["PublishMethods"]
 
@@ -37,6 +38,7 @@ class PublishMethods:
         _instruments: Instruments
         _check: PublishCheck
         _state: ClientState
+        _retained: RetainedMemory | None
 
     async def publish(
         self,
@@ -106,6 +108,8 @@ class PublishMethods:
                 settle(events)
         else:  # QoS 0 on a link: written, or raises; it ends nothing
             session.publish(topic, payload, 0, retain, properties=properties)
+        if retain and self._retained is not None:  # accepted: the service's state now
+            self._retained.note(topic, payload, qos, properties)
         current = self._supervisor.current
         if current is not None:
             current.flush_soon()

@@ -219,6 +219,12 @@ class MQTTClientConfig(pydantic.BaseModel):
     queue_qos0_offline: bool = Field(
         False, description="Keep QoS 0 messages in the outbox while disconnected too."
     )
+    republish_retained: bool = Field(
+        True,
+        description="After a reconnect to a broker that lost our session (a restart without "
+        "persistence), re-publish the last retained message this client published on each "
+        "topic where the broker holds none (never over one someone else published).",
+    )
     outbox_path: Path | None = Field(
         None,
         description="Directory of the durable outbox: QoS 1/2 publishes accepted while "

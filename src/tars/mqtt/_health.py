@@ -94,14 +94,18 @@ def encode_health(
 ) -> tuple[str, bytes]:
     """Build a ``health.status`` envelope and return ``(id, payload)``.
 
-    Its data is exactly the wire fields of :class:`HealthStatus` (``ok``, ``event``, ``err``,
-    ``timestamp``), which the original client's ``HealthPing`` also accepts.
+    Its data holds the wire fields of :class:`HealthStatus` (``ok``, ``event``, ``err``,
+    ``timestamp``), which the original client's ``HealthPing`` also accepts; ``event`` and
+    ``err`` are left out when None (absent, not ``null``), as the original client's own
+    ``publish_health`` writes them.
     """
-    return encode_event(
-        HEALTH_EVENT_TYPE,
-        {"ok": ok, "event": event, "err": error, "timestamp": float(timestamp)},
-        source=source,
-    )
+    data: dict[str, object] = {"ok": ok}
+    if event is not None:
+        data["event"] = event
+    if error is not None:
+        data["err"] = error
+    data["timestamp"] = float(timestamp)
+    return encode_event(HEALTH_EVENT_TYPE, data, source=source)
 
 
 def encode_heartbeat(timestamp: float) -> bytes:

@@ -47,6 +47,7 @@ class ClientOptions(TypedDict, total=False):
     outbox_message_ttl: float | None
     outbox_policy: Literal["drop_oldest", "drop_newest", "block", "raise"]
     queue_qos0_offline: bool
+    republish_retained: bool
     acknowledge: Literal["after_handling", "on_arrival"]
     unrouted_timeout: float | None
     outbox_path: Path | None

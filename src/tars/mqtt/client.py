@@ -34,6 +34,7 @@ from ._asyncio.acks import Acks
 from ._asyncio.connection import Connector, MessageListener, settle
 from ._asyncio.dispatch import Dispatcher
 from ._asyncio.linkview import LinkView
+from ._asyncio.retained import CHECK_SUBSCRIPTION_TOPIC, RetainedRestore, check_subscription_id
 from ._asyncio.supervisor import Hook, Supervisor
 from ._backoff import BackoffPolicy, ExponentialBackoff
 from ._checks import PublishCheck
@@ -52,6 +53,7 @@ from ._health import encode_health, health_topic, keepalive_topic, will_payload
 from ._instrument import Instrument, Instruments
 from ._options import ClientOptions
 from ._requests import PendingRequests
+from ._retained import RetainedMemory
 
 __all__ = ["ClientState", "ClientStats", "MQTTClient"]
 
@@ -130,6 +132,20 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
             # Our own heartbeat coming back: the session's liveness noted it; nothing to deliver.
             topic = keepalive_topic(cfg.effective_client_id)
             self._dispatcher.add_internal(topic, session.subscription_id(topic) or 0, ignore)
+        # What the service published retained, put back after a broker lost it (issue 20).
+        self._retained: RetainedMemory | None = None
+        if cfg.republish_retained:
+            self._retained = RetainedMemory()
+            self._connect_hooks.append(
+                RetainedRestore(
+                    self._retained,
+                    session,
+                    lambda: self._supervisor.link,
+                    self._listeners,
+                    self._republish_retained,
+                )
+            )
+            self._dispatcher.add_internal(CHECK_SUBSCRIPTION_TOPIC, check_subscription_id(), ignore)
         self._check = PublishCheck(cfg.max_payload_size)
         self._requests = PendingRequests()
         self._runner: asyncio.Task[None] | None = None
@@ -295,6 +311,8 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
         session = self._session
         if self._state is ClientState.CLOSED:
             session.restart()
+            if self._retained is not None:
+                self._retained.clear()  # a new life: what the last one published is not ours
         session.open_journal()  # the durable outbox: what an earlier run left goes first
         if cfg.enable_health:
             session.will = Will(
@@ -374,6 +392,12 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
         now = asyncio.get_running_loop().time()
         settle(self._session.publish(health_topic(self.client_id), payload, 1, True, now=now))
         self._supervisor.flush_soon()
+
+    async def _republish_retained(
+        self, topic: str, payload: bytes, qos: int, properties: dict[str, Any] | None
+    ) -> None:
+        """The retained restore's way out: an ordinary publish (checks, outbox, stats)."""
+        await self._publish(topic, payload, qos=qos, retain=True, wait=False, properties=properties)
 
     async def _say_goodbye(self, link: Any, timeout: float) -> None:
         """Last words on a live link: health ``shutdown``, pending acks, then DISCONNECT."""

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
 import orjson
 
 from tars.mqtt._cli._fleet_view import FleetView, render_table
 from tars.mqtt._cli._render import Style
 from tars.mqtt._health import encode_health, encode_heartbeat, will_payload
+
+# An offline will's timestamp (0.0 here) is when its link was opened, shown as "link up since".
+UP = time.strftime("%H:%M:%S", time.localtime(0.0))
 
 
 def health(ok: bool, event: str | None = None, error: str | None = None) -> bytes:
@@ -27,7 +32,8 @@ def test_the_table_a_person_reads() -> None:
     assert render_table(fleet(), now=5.0) == (
         "SERVICE  STATE      EVENT     HEARTBEAT  STATUS  ERROR\n"
         "billing  unhealthy  degraded  -          3.0s    disk full\n"
-        "planner  offline    offline   -          2.0s    connection lost unexpectedly\n"
+        "planner  offline    offline   -          2.0s    connection lost unexpectedly"
+        f" (link up since {UP})\n"
         "speech   ok         ready     4.0s       5.0s    -\n"
         "vision   unknown    -         4.0s       -       -\n"
         "4 services, 3 not ok"
@@ -125,7 +131,8 @@ def test_instances_of_a_replicated_service_get_an_instance_column() -> None:
         "speech   -         ok       ready    -          2.0s    -\n"
         "stt      a         ok       ready    -          2.0s    -\n"
         "stt      b         ok       ready    -          2.0s    -\n"
-        "stt      c         offline  offline  -          1.0s    connection lost unexpectedly\n"
+        "stt      c         offline  offline  -          1.0s    connection lost unexpectedly"
+        f" (link up since {UP})\n"
         "stt-     -         ok       ready    -          2.0s    -\n"
         "sttx     -         ok       ready    -          2.0s    -\n"
         "4 services (3 instances), 1 not ok"

@@ -22,7 +22,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from mqtt5 import PublishPacket
 
@@ -38,6 +38,7 @@ from .._errors import (
     ClientStateError,
     ConnectError,
     ConnectionLostError,
+    MQTTError,
     ProtocolError,
 )
 from .._tls import is_certificate_failure
@@ -134,7 +135,7 @@ class Connection(asyncio.Protocol):
         if self._session.output_backlog >= _FLUSH_BACKLOG:
             self.flush()
         elif self._flush_handle is None:
-            self._flush_handle = self._loop.call_soon(self.flush)
+            self._flush_handle = self._loop.call_soon(self._scheduled_flush)
 
     def flush(self) -> None:
         """Write what the session queued now."""
@@ -153,6 +154,12 @@ class Connection(asyncio.Protocol):
                 self._arm_timer()
         elif self._timer is None and self._connected.done() and not self._closed.done():
             self._arm_timer()
+
+    def _scheduled_flush(self) -> None:
+        try:
+            self.flush()
+        except Exception as exc:
+            self._callback_failed("flush", exc)
 
     async def drain(self) -> None:
         """Wait until the transport's write buffer is below its high-water mark."""
@@ -219,25 +226,38 @@ class Connection(asyncio.Protocol):
 
     # --- asyncio.Protocol -------------------------------------------------------------------
 
+    # Any conforming event loop calls these (stock asyncio, uvloop...): they rely only on what
+    # asyncio promises a streaming Protocol, never on a concrete transport class (uvloop's
+    # TCPTransport is not a subclass of asyncio.Transport). An exception raised in one of them
+    # would go to the loop's exception handler and leave the link half-open until the connect
+    # timeout said "no CONNACK": each one is caught and ends the link with an error naming it
+    # (_callback_failed). A try block costs nothing in 3.11 while nothing is raised.
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """asyncio: the transport is up; set TCP_NODELAY and send CONNECT."""
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            # Nagle would hold small packets (acks, QoS 1 round trips) for up to 40 ms.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._session.connection_made(self._loop.time())
-        self._owns_session = True
-        self.flush()
+        # A Protocol's transport is a stream transport (write, pause_reading...) by asyncio's
+        # contract, whatever its class: a cast, not a check.
+        self._transport = cast(asyncio.Transport, transport)
+        try:
+            sock = transport.get_extra_info("socket")
+            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                # Nagle would hold small packets (acks, QoS 1 round trips) for up to 40 ms.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._session.connection_made(self._loop.time())
+            self._owns_session = True
+            self.flush()
+        except Exception as exc:
+            self._callback_failed("connection_made", exc)
 
     def data_received(self, data: bytes) -> None:
         """asyncio: bytes from the broker; events dispatched, acks written at once."""
-        session = self._session
-        events = session.receive_data(data, self._loop.time())
-        if events:
-            self._process(events)
-        self.flush()
+        try:
+            events = self._session.receive_data(data, self._loop.time())
+            if events:
+                self._process(events)
+            self.flush()
+        except Exception as exc:
+            self._callback_failed("data_received", exc)
 
     def eof_received(self) -> bool | None:
         """asyncio: the broker closed its side; close ours (connection_lost follows)."""
@@ -251,8 +271,12 @@ class Connection(asyncio.Protocol):
                 self._close_reason.__cause__ = exc
             elif not self._closing_by_us:
                 self._close_reason = ConnectionLostError("the broker closed the link")
-        self._release_session()
-        self._mark_closed()
+        try:
+            self._release_session()
+        except Exception as error:
+            self._callback_failed("connection_lost", error)
+        finally:
+            self._mark_closed()
 
     def pause_writing(self) -> None:
         """asyncio: the write buffer is over its high-water mark; publishers will drain()."""
@@ -267,6 +291,33 @@ class Connection(asyncio.Protocol):
         self._drain_waiters.clear()
 
     # --- internals --------------------------------------------------------------------------
+
+    def _callback_failed(self, callback: str, exc: Exception) -> None:
+        """A bug (ours, or a platform surprise) raised in a protocol or timer callback: log it
+        with its traceback and end the link with an error that names it, so a connect attempt
+        fails with it at once (``ConnectError``, retried like any failed attempt) and a ready
+        link is lost with it (``ConnectionLostError``), instead of hanging."""
+        log.error(
+            "%s: the link's %s callback raised %r; dropping the link",
+            self._session.client_id,
+            callback,
+            exc,
+            exc_info=exc,
+        )
+        text = f"the link's {callback} callback raised {exc!r}"
+        error: MQTTError = (
+            ConnectionLostError(text) if self._connected.done() else ConnectError(text)
+        )
+        error.__cause__ = exc
+        if self._close_reason is None:
+            self._close_reason = error
+        if self._closed.done():
+            return
+        try:
+            self.abort(error)
+        finally:
+            # abort() may itself have failed half-way (the same bug): the attempt still ends.
+            self._mark_closed()
 
     def _require_connected(self) -> None:
         if not self.is_connected:
@@ -313,12 +364,15 @@ class Connection(asyncio.Protocol):
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_deadline = None
-        events = self._session.handle_timeout(self._loop.time())
-        if events:
-            self._process(events)
-        self.flush()
-        if not self._closed.done():
-            self._arm_timer()
+        try:
+            events = self._session.handle_timeout(self._loop.time())
+            if events:
+                self._process(events)
+            self.flush()
+            if not self._closed.done():
+                self._arm_timer()
+        except Exception as exc:
+            self._callback_failed("timer", exc)
 
     def _process(self, events: list[Event]) -> None:
         listeners = self._listeners

@@ -13,6 +13,7 @@ without a broker or sleeps.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,9 @@ class ServiceRow:
     """When the last health status arrived (caller's clock)."""
     heartbeat_at: float | None = None
     """When the last heartbeat arrived (caller's clock); None: none heard."""
+    up_since: float | None = None
+    """An ``offline`` will's ``timestamp`` (Unix time): when the link that died was opened
+    (MQTT fixes the will at CONNECT), not when it died."""
 
     @property
     def name(self) -> str:
@@ -109,6 +113,9 @@ class FleetView:
             # "err" is the wire name (the original fleet's); "error" what early tars-core wrote.
             row.error = _text(data.get("err", data.get("error")))
             row.source = _text(doc.get("source"))
+            stamp = data.get("timestamp")
+            offline = row.event == "offline" and type(stamp) in (int, float)
+            row.up_since = stamp if offline else None
             row.status_at = now
         else:
             row.heartbeat_at = now
@@ -170,7 +177,7 @@ def render_table(view: FleetView, now: float, style: Style = PLAIN) -> str:
             "EVENT": row.event or "-",
             "HEARTBEAT": format_age(None if row.heartbeat_at is None else now - row.heartbeat_at),
             "STATUS": format_age(None if row.status_at is None else now - row.status_at),
-            "ERROR": _one_line(row.error) if row.error else "-",
+            "ERROR": _error_cell(row),
             "BROKER": row.broker,
         }
         cells.append(([values[header] for header in shown], state))
@@ -209,6 +216,14 @@ def _paint(state: str, style: Style) -> Any:
     if state in ("stale", "unknown"):
         return style.warn
     return style.bad
+
+
+def _error_cell(row: ServiceRow) -> str:
+    text = _one_line(row.error) if row.error else "-"
+    if row.up_since is None:
+        return text
+    # The will's time is its CONNECT's: say "up since", never "offline since".
+    return f"{text} (link up since {time.strftime('%H:%M:%S', time.localtime(row.up_since))})"
 
 
 def _one_line(text: str) -> str:

@@ -20,7 +20,7 @@ import asyncio
 import enum
 import logging
 import socket
-from typing import Protocol
+from typing import Protocol, cast
 
 import mqtt5
 
@@ -102,8 +102,9 @@ class BrokerLink(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A stream transport by asyncio's contract, whatever its class (uvloop's is not a
+        # subclass of asyncio.Transport): a cast, never a check.
+        self._transport = transport = cast(asyncio.Transport, transport)
         if not self._owner.accepting:
             self.abort()  # accepted by a listener of a broker that is going down
             return

@@ -22,7 +22,7 @@ import itertools
 import socket
 import struct
 from types import TracebackType
-from typing import Self
+from typing import Self, cast
 
 __all__ = ["TcpFaultProxy"]
 
@@ -49,8 +49,9 @@ class _Side(asyncio.Protocol):
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport by asyncio's contract, whatever its class (uvloop's is not a
+        # subclass of asyncio.Transport): a cast, never a check.
+        self.transport = cast(asyncio.Transport, transport)
         if self._client:
             self._link.client_connected()
 
@@ -86,6 +87,9 @@ class _Link:
         self.upstream: _Side | None = None
         self.stalled = proxy.blackholed
         self.doomed = False  # reset as soon as the client side exists (drop or close)
+        # What the client sent before the upstream connection existed. pause_reading() in
+        # connection_made is not enough: uvloop starts reading right after that callback.
+        self._early = bytearray()
         self.done = asyncio.get_running_loop().create_future()
 
     def client_connected(self) -> None:
@@ -106,6 +110,9 @@ class _Link:
         elif self.client.lost and not self.stalled:
             self.close(reset=False)
         elif not self.stalled and self.client.transport is not None:
+            if self._early and upstream.transport is not None:
+                upstream.transport.write(bytes(self._early))
+                self._early.clear()
             self.client.transport.resume_reading()
 
     def upstream_failed(self) -> None:
@@ -119,6 +126,8 @@ class _Link:
         peer = self.upstream if from_client else self.client
         if peer is not None and peer.transport is not None and not peer.lost:
             peer.transport.write(data)
+        elif from_client and peer is None:
+            self._early += data  # sent on as soon as the upstream connection exists
 
     def side_ended(self, *, from_client: bool) -> None:
         """One side sent FIN: close the other after flushing what it still has to send."""

@@ -1,0 +1,63 @@
+"""What this client last published retained on each topic: the service's own state.
+
+A broker without persistence that restarts forgets every retained message. The fleet's services
+used to publish their retained status again in their own reconnect loop; tars-core repairs the
+link underneath them, so that loop no longer runs, and it is tars-core that puts the service's
+state back (:mod:`._asyncio.retained` decides when, and only where the broker holds nothing).
+
+Pure and cheap: one dict store per retained publish (a retained publish with an empty payload
+clears the topic on the broker, so it is forgotten here too); nothing on the path of a
+non-retained publish.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+__all__ = ["Retained", "RetainedMemory"]
+
+
+class Retained(NamedTuple):
+    """The last retained publish on one topic, as the service made it."""
+
+    payload: bytes
+    qos: int
+    properties: dict[str, Any] | None
+    stamp: int  # increases with every note: an entry replaced meanwhile is not the same one
+
+
+class RetainedMemory:
+    """Topic -> the last retained message this client published there (non-empty payloads)."""
+
+    __slots__ = ("_last", "_stamp")
+
+    def __init__(self) -> None:
+        self._last: dict[str, Retained] = {}
+        self._stamp = 0
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    def __repr__(self) -> str:
+        return f"<RetainedMemory topics={len(self._last)}>"
+
+    def note(self, topic: str, payload: bytes, qos: int, properties: dict[str, Any] | None) -> None:
+        """A retained publish was accepted; an empty payload clears the topic."""
+        if payload:
+            self._stamp += 1
+            self._last[topic] = Retained(payload, qos, properties, self._stamp)
+        else:
+            self._last.pop(topic, None)
+
+    def snapshot(self) -> dict[str, Retained]:
+        """Every topic with its last retained message, as of now (a copy)."""
+        return dict(self._last)
+
+    def unchanged(self, topic: str, entry: Retained) -> bool:
+        """True while ``entry`` is still the last retained publish on ``topic`` (not replaced,
+        not cleared since it was read)."""
+        return self._last.get(topic) is entry
+
+    def clear(self) -> None:
+        """Forget everything (a new life of the client: ``connect()`` after ``shutdown()``)."""
+        self._last.clear()
