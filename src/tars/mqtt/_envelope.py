@@ -117,10 +117,22 @@ class Envelope:
         data: dict[str, Any]
         _fields_set: frozenset[str]
 
-    def __init__(self, **data: Any) -> None:
+    def __init__(
+        self,
+        *,
+        id: str,
+        type: str,
+        ts: float,
+        source: str,
+        correlate: str | None = None,
+        data: dict[str, Any],
+    ) -> None:
         from tars.mqtt._models import EnvelopeModel
 
-        model = EnvelopeModel(**data)
+        given: dict[str, Any] = {"id": id, "type": type, "ts": ts, "source": source, "data": data}
+        if correlate is not None:
+            given["correlate"] = correlate
+        model = EnvelopeModel(**given)
         _fill(self, dict(model), "correlate" in model.model_fields_set)
 
     @classmethod
