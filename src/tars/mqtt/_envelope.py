@@ -32,7 +32,6 @@ import os
 import sys
 import time
 from collections.abc import Mapping
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
@@ -331,7 +330,8 @@ def _default(obj: Any) -> Any:
     """
     if isinstance(obj, set | frozenset):
         return list(obj)
-    if isinstance(obj, Decimal):
+    decimal = sys.modules.get("decimal")  # not imported: ``obj`` cannot be a Decimal
+    if decimal is not None and isinstance(obj, decimal.Decimal):
         return str(obj)
     if isinstance(obj, Envelope):
         return obj.model_dump()

@@ -11,7 +11,6 @@ credentials in clear. Credentials may differ per URL.
 
 from __future__ import annotations
 
-import ipaddress
 import random
 import re
 from collections.abc import Sequence
@@ -272,6 +271,8 @@ def _parse_hostport(hostport: str, default_port: int) -> tuple[str, int]:
         if close < 0 or (after and not after.startswith(":")):
             raise _URLError("an IPv6 host must be written in brackets, e.g. mqtt://[::1]:1883")
         host = hostport[1:close]
+        import ipaddress  # only for bracketed hosts: kept off every service's start
+
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
