@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
-from tars.mqtt._envelope import ENVELOPE_FIELDS
+from tars.mqtt._envelope_fields import ENVELOPE_FIELDS
 
 __all__ = ["EnvelopeModel", "HealthStatus", "HeartbeatPayload", "exact_schema"]
 
