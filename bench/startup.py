@@ -100,7 +100,10 @@ def render_startup(samples: list[dict[str, Any]], repeat: int) -> str:
         "|---|" + "---:|" * (len(clients) + len(peers)),
     ]
     for key, label in METRICS:
-        cells = [f"{table[c][key][0]:.1f} ±{table[c][key][1] * 100:.0f}%" for c in clients]
+        cells = [
+            f"{table[c][key][0]:.1f}" + (f" ±{table[c][key][1] * 100:.0f}%" if repeat > 1 else "")
+            for c in clients
+        ]
         ratios = [
             f"{table[p][key][0] / table[TARS][key][0]:.2f}x" if TARS in table else "—"
             for p in peers
