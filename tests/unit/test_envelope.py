@@ -73,6 +73,16 @@ def test_envelope_is_frozen() -> None:
         env.type = "other"  # type: ignore[misc]
 
 
+def test_an_envelope_copies_and_pickles() -> None:
+    import copy
+    import pickle
+
+    env = decode_envelope(encode_event("a.b", {"x": [1]}, source="s", correlate="c")[1])
+    for other in (copy.copy(env), copy.deepcopy(env), pickle.loads(pickle.dumps(env))):
+        assert other == env
+        assert other.model_fields_set == env.model_fields_set
+
+
 def test_the_constructor_validates_with_pydantic() -> None:
     """Built by hand, an envelope is checked by its pydantic twin (loaded on that first use)."""
     assert Envelope(id="i", type="t", ts=1, source="s", data={}).ts == 1.0

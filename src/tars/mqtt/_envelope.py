@@ -208,6 +208,14 @@ class Envelope:
         fields = ", ".join(f"{name}={value!r}" for name, value in self.__dict__.items())
         return f"Envelope({fields})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle and copy through :func:`_fill` (the frozen ``__setattr__`` refuses state)."""
+        return (_rebuild, (type(self), dict(self.__dict__), "correlate" in self._fields_set))
+
+
+def _rebuild(cls: type[Envelope], values: dict[str, Any], correlate_given: bool) -> Envelope:
+    return _fill(_new_instance(cls), values, correlate_given)
+
 
 def _fill(envelope: Envelope, values: Mapping[str, Any], correlate_given: bool) -> Envelope:
     _set_attr(
