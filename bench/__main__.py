@@ -5,8 +5,9 @@ to the first event, each sample a fresh interpreter.
 
 Starts its own Mosquitto on a free port, runs every (client, case) in a fresh process
 (``python -m bench.run_one``) ``--repeat`` times, and writes the medians as Markdown to stdout
-and to ``bench/RESULTS.md``. Repeats are the outer loop, so a burst of load on the machine
-touches every client alike rather than one client's five runs.
+and to ``bench/RESULTS.md`` (``--quick``: to ``bench/out/quick.md``, which git ignores, so a
+smoke run never replaces the committed report). Repeats are the outer loop, so a burst of load
+on the machine touches every client alike rather than one client's five runs.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = ["main"]
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "bench" / "RESULTS.md"
+QUICK_OUTPUT = ROOT / "bench" / "out" / "quick.md"
 DEFAULT_JSON = ROOT / "bench" / "out" / "results.json"
 CLIENTS = ("tars_event", "tars_raw", "tars_proto", "gmqtt", "aiomqtt", "paho")
 # Not in the default set: tars_ws is tars_raw over WebSockets, compared with tars_raw alone
@@ -82,7 +84,11 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         help="start-up samples per client (default 9, quick 1; 0 skips the start-up rows)",
     )
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="Markdown report")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="Markdown report (default bench/RESULTS.md; with --quick, bench/out/quick.md)",
+    )
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="raw results of every run")
     return parser
 
@@ -197,8 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         section = render_startup(startup_samples, startup_repeat)
         report = report.replace("\n## Environment", f"\n{section}\n## Environment", 1)
     print(report)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(report, encoding="utf-8")
+    output: Path = args.output or (QUICK_OUTPUT if args.quick else DEFAULT_OUTPUT)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(report, encoding="utf-8")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1), encoding="utf-8")
     if startup_samples:

@@ -19,7 +19,7 @@ from typing import Any
 from bench._broker import mosquitto_version
 from bench.cases import CASES, Case
 
-__all__ = ["PEERS", "Outcome", "aggregate", "render"]
+__all__ = ["PEERS", "Outcome", "aggregate", "render", "spread"]
 
 PEERS = ("gmqtt", "aiomqtt", "paho", "gmqtt@uvloop")
 TARS_EVENT = "tars_event"
@@ -39,6 +39,8 @@ class Outcome:
     runs: int = 0
     ok_runs: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
+    spread: dict[str, float] = field(default_factory=dict)
+    """Metric -> run-to-run spread: (max - min) / median over the ok runs (absent for one run)."""
 
     @property
     def cell(self) -> str:
@@ -64,12 +66,29 @@ def aggregate(results: Iterable[dict[str, Any]]) -> dict[tuple[str, str], Outcom
         if ok:
             names = ok[0]["metrics"].keys()
             outcome.metrics = {m: statistics.median(r["metrics"][m] for r in ok) for m in names}
+            if len(ok) > 1:
+                outcome.spread = {m: spread([r["metrics"][m] for r in ok]) for m in names}
             if bad:
                 outcome.error = f"{len(bad)} of {len(runs)} runs failed: {bad[0]['error']}"
         else:
             outcome.status, outcome.error = bad[0]["status"], bad[0]["error"]
         outcomes[key] = outcome
     return outcomes
+
+
+def spread(values: Sequence[float]) -> float:
+    """Run-to-run spread of one figure: (max - min) / median, 0 for a zero median.
+
+    Shown next to each median (``±12%`` is a range of 12% of the median), so a reader sees how
+    much the machine's load moved that figure between the ``--repeat`` runs.
+    """
+    middle = statistics.median(values)
+    return (max(values) - min(values)) / middle if middle else 0.0
+
+
+def _spread_cell(outcome: Outcome, metric: str) -> str:
+    value = outcome.spread.get(metric)
+    return "" if value is None else f" ±{value * 100:.0f}%"
 
 
 def _fmt(value: float) -> str:
@@ -152,7 +171,7 @@ def _case_table(
         row = [client + (" †" if outcome.error else "")]
         for col in columns:
             mine = outcome.metrics.get(col.metric)
-            row.append("—" if mine is None else _fmt(mine))
+            row.append("—" if mine is None else _fmt(mine) + _spread_cell(outcome, col.metric))
             if col.ratios:
                 for peer in peers:
                     other = outcomes.get((peer, case.name))
@@ -341,6 +360,9 @@ _METHOD = """\
 - Ratio convention: every `vs <peer>` column says how many times better the row's client is
   than that peer, so **> 1 means the row is better**. Throughput: client / peer. CPU,
   latency and memory: peer / client.
+- Each figure is the median of the `--repeat` runs; `±N%` after it is that figure's run-to-run
+  spread, (max - min) / median, i.e. how much the machine's load moved it. A ratio whose
+  difference from 1 is smaller than both figures' spreads says "no measurable difference".
 - Every case runs publisher and subscriber in one process on two connections to the same
   broker; CPU is `getrusage(RUSAGE_SELF)` user + system (all threads) over the measured part,
   divided by N, so it covers sending and receiving one message.

@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +25,8 @@ from support.mosquitto_cli import unique
 from tars.mqtt.testing import MosquittoBroker
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def row(table: list[str], service: str) -> list[str]:
@@ -100,32 +105,116 @@ async def test_the_live_table_shows_healthy_unhealthy_stale_and_offline_services
     assert "\x1b" not in "".join(after)  # piped: plain text
 
 
-async def test_check_exits_zero_only_when_every_service_is_ok(
+STALE_AFTER = 3.0
+"""The services heartbeat every second: three missed ones make a service stale."""
+CHECK_BOUND = STALE_AFTER + 10.0
+"""The documented bound (--stale-after) plus the CLI's own start and connect, on a loaded CI."""
+
+
+async def run_check(spawn: Spawn, url: str, *names: str) -> tuple[int, list[str], float]:
+    """``fleet --check`` as a container health check runs it: status, table, seconds taken."""
+    started = time.monotonic()
+    proc = await spawn(
+        TARS_MQTT, "fleet", "--check", "--expect-heartbeats", "--stale-after", str(STALE_AFTER),
+        "--url", url, *names,
+    )  # fmt: skip
+    status, out, err = await proc.finish(timeout=30)
+    assert err == ""
+    return status, out.splitlines(), time.monotonic() - started
+
+
+async def test_check_classifies_healthy_hung_killed_silent_and_stopped_services(
     spawn: Spawn, mosquitto_broker: MosquittoBroker, stopped: list[int]
 ) -> None:
+    """Each service alone (``fleet --check NAME``, as its container's health check would run
+    it), then all together; every answer within the documented bound."""
     url = mosquitto_broker.url
-    speech = await start_service(spawn, mosquitto_broker, "speech")
+    await start_service(spawn, mosquitto_broker, "speech")  # healthy
+    hung = await start_service(spawn, mosquitto_broker, "vision")
+    killed = await start_service(spawn, mosquitto_broker, "planner")
+    await start_service(spawn, mosquitto_broker, "quiet", "--no-heartbeat")
+    leaving = await start_service(spawn, mosquitto_broker, "tts")
 
-    async def check(*extra: str) -> tuple[int, list[str]]:
-        proc = await spawn(TARS_MQTT, "fleet", "--check", "--wait", "1.5", "--url", url, *extra)
-        status, out, err = await proc.finish()
-        assert err == ""
-        return status, out.splitlines()
+    os.kill(hung.process.pid, signal.SIGSTOP)  # hung: connected, silent
+    stopped.append(hung.process.pid)
+    killed.process.kill()  # SIGKILL: no goodbye, the broker publishes the will
+    await killed.process.wait()
+    leaving.process.send_signal(signal.SIGTERM)  # a graceful shutdown
+    assert await leaving.process.wait() == 0
 
-    status, table = await check()
-    assert status == 0
-    assert states(table) == {"speech": "ok"}
+    expected = {
+        "speech": ("ok", 0),
+        "tts": ("stopped", 0),
+        "planner": ("offline", 1),
+        "vision": ("stale", 1),
+        "quiet": ("stale", 1),
+        "nobody": ("missing", 1),
+    }
+    for name, (state, code) in expected.items():
+        status, table, took = await run_check(spawn, url, name)
+        assert (states(table), status) == ({name: state}, code), "\n".join(table)
+        assert took < CHECK_BOUND, (name, took)
 
-    os.kill(speech.process.pid, signal.SIGSTOP)  # hung: connected, silent
-    stopped.append(speech.process.pid)
-    status, table = await check("--expect-heartbeats", "--stale-after", "1")
+    status, table, took = await run_check(spawn, url)
     assert status == 1
-    assert states(table) == {"speech": "stale"}
+    assert states(table) == {
+        name: state for name, (state, _) in expected.items() if name != "nobody"
+    }
+    assert table[-1] == "5 services, 3 not ok, 1 stopped"
+    assert took < CHECK_BOUND
 
-    await start_service(spawn, mosquitto_broker, "billing", "--unhealthy", "disk full")
-    status, table = await check()  # without --expect-heartbeats: speech is not judged stale
-    assert status == 1
-    assert states(table) == {"billing": "unhealthy", "speech": "ok"}
+
+async def test_check_answers_early_when_every_service_is_decided(
+    spawn: Spawn, mosquitto_broker: MosquittoBroker
+) -> None:
+    """A healthy fleet is answered once each service was heard heartbeating, not after the
+    whole staleness threshold."""
+    await start_service(spawn, mosquitto_broker, "speech")
+    proc = await spawn(
+        TARS_MQTT, "fleet", "--check", "--expect-heartbeats", "--stale-after", "60",
+        "--url", mosquitto_broker.url,
+    )  # fmt: skip
+    status, out, err = await asyncio.wait_for(proc.finish(timeout=30), 30)
+    assert (status, err) == (0, "")
+    assert states(out.splitlines()) == {"speech": "ok"}
+
+
+def _cells(line: str) -> list[str]:
+    """A table line's cells, ages replaced by ``<age>`` (they differ from run to run)."""
+    cells = [cell.strip() for cell in re.split(r"\s{2,}", line.strip())]
+    return ["<age>" if AGE.fullmatch(cell) else cell for cell in cells]
+
+
+AGE = re.compile(r"\d+\.\ds|\d+s|\d+m\d\ds|\d+h\d\dm")
+
+
+async def test_the_docs_example_is_a_real_run(
+    spawn: Spawn, mosquitto_broker: MosquittoBroker, stopped: list[int]
+) -> None:
+    """docs/cli.md's ``fleet --check`` example, produced here by real services: the same
+    command, rows, states, events, errors and summary (ages differ run to run)."""
+    doc = (ROOT / "docs" / "cli.md").read_text()
+    block = doc.split("```console\n$ tars-mqtt fleet --check", 1)[1].split("```", 1)[0]
+    command, *documented = block.splitlines()
+    await start_service(spawn, mosquitto_broker, "speech")
+    await start_service(spawn, mosquitto_broker, "billing", "--unhealthy", "database unreachable")
+    hung = await start_service(spawn, mosquitto_broker, "vision")
+    killed = await start_service(spawn, mosquitto_broker, "planner")
+    leaving = await start_service(spawn, mosquitto_broker, "tts")
+    os.kill(hung.process.pid, signal.SIGSTOP)
+    stopped.append(hung.process.pid)
+    killed.process.kill()
+    leaving.process.send_signal(signal.SIGTERM)
+    assert await leaving.process.wait() == 0
+    args = command.split()
+    assert args[:2] == ["--expect-heartbeats", "--stale-after"], command
+    proc = await spawn(TARS_MQTT, "fleet", "--check", *args, "--url", mosquitto_broker.url)
+    status, out, err = await proc.finish(timeout=30)
+    real = out.splitlines()
+    assert (status, err) == (1, "")
+    assert [_cells(line) for line in real] == [_cells(line) for line in documented], (
+        "docs/cli.md's fleet example differs from a real run; the real one:\n" + out
+    )
 
 
 async def test_once_prints_one_table_and_exits(

@@ -28,10 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic_core import PydanticUndefined
-
 from tars.mqtt import MQTTClientConfig
-from tars.mqtt._config import ENV_VARS
+from tars.mqtt._config import ENV_VARS, REQUIRED
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -152,7 +150,7 @@ def migration_table() -> str:
 
 
 def _default(value: Any) -> str:
-    if value is PydanticUndefined:
+    if value is REQUIRED:
         return "*required*"
     if isinstance(value, str):
         return f'`"{value}"`'

@@ -46,7 +46,7 @@ async def test_a_signal_shuts_down_gracefully_and_restores_the_handler(
         client = MQTTClient(shared_mosquitto.url, client_id, enable_health=True)
         task = asyncio.create_task(client.run_forever())
         await wait_until(lambda: signal.getsignal(signum) is not before)
-        assert client.connected
+        await wait_until(lambda: client.connected)  # the handlers go in before it connects
         assert await seen.wait_for(1) == ["ready"]
 
         os.kill(os.getpid(), signum)

@@ -30,7 +30,7 @@ def test_health_status_is_an_envelope_of_type_health_status() -> None:
     assert env.id == msg_id
     assert env.type == HEALTH_EVENT_TYPE == "health.status"
     assert env.source == "stt-worker"
-    assert env.data == {"ok": True, "event": "ready", "timestamp": 12.5}  # no error: no "err"
+    assert env.data == {"ok": True, "event": "ready", "timestamp": 12.5}  # no err: left out
     assert HealthStatus.model_validate(env.data) == HealthStatus(
         ok=True, event="ready", timestamp=12.5
     )

@@ -46,9 +46,9 @@ _EXPORTS: dict[str, str] = {
     "ProtocolError": "._errors",
     "PublishError": "._errors",
     "SubscribeError": "._errors",
-    "HealthStatus": "._health",
+    "HealthStatus": "._models",
     "LinkView": "._asyncio.linkview",
-    "HeartbeatPayload": "._health",
+    "HeartbeatPayload": "._models",
     "health_topic": "._health",
     "keepalive_topic": "._health",
     "HandlerCall": "._instrument",
@@ -116,14 +116,14 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs read (the same table, a
     from ._errors import ProtocolError as ProtocolError
     from ._errors import PublishError as PublishError
     from ._errors import SubscribeError as SubscribeError
-    from ._health import HealthStatus as HealthStatus
-    from ._health import HeartbeatPayload as HeartbeatPayload
     from ._health import health_topic as health_topic
     from ._health import keepalive_topic as keepalive_topic
     from ._instrument import HandlerCall as HandlerCall
     from ._instrument import Instrument as Instrument
     from ._instrument import OutgoingPublish as OutgoingPublish
     from ._message import Message as Message
+    from ._models import HealthStatus as HealthStatus
+    from ._models import HeartbeatPayload as HeartbeatPayload
     from ._options import ClientOptions as ClientOptions
     from ._topics import topic_matches as topic_matches
     from ._topics import validate_topic_filter as validate_topic_filter

@@ -13,8 +13,6 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
-
 from ._client_publish import PublishMethods
 from ._envelope import Envelope, encode_event
 from ._errors import ConnectionLostError, InvalidArgumentError
@@ -23,6 +21,8 @@ from ._message import Message
 from ._topics import validate_topic_name
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from ._asyncio.dispatch import Dispatcher
     from ._requests import PendingRequests
 

@@ -13,30 +13,39 @@ correlation in the id itself (an answer or a stream chunk reuses the request's i
 :func:`encode_event`'s ``msg_id`` and docs/migration-original.md.
 
 Every published and received event passes through :func:`encode_event` or
-:func:`decode_envelope`, so both skip pydantic's general machinery: encoding builds the wire dict
-and hands it to orjson directly, decoding checks the shape by hand and builds the frozen
-:class:`Envelope` with ``model_construct``. The :class:`Envelope` model itself stays the
-documented contract (and the source of ``schemas/envelope.schema.json``).
+:func:`decode_envelope`, so both skip pydantic: encoding builds the wire dict and hands it to
+orjson directly, decoding checks the shape by hand and builds the frozen :class:`Envelope`.
+
+:class:`Envelope` is a plain frozen class, not a pydantic model: a service's start (and its first
+received event) would otherwise pay for importing pydantic (about 60 ms and 10 MB, see the start-up
+rows of bench/RESULTS.md). It keeps the model's surface (``model_dump``, ``model_dump_json``,
+``model_validate``, ``model_copy``, ``model_fields``, ``model_json_schema``...) and is usable as a
+field of a pydantic model; whatever validates input (the constructor, ``model_validate``) goes
+through the pydantic twin in :mod:`tars.mqtt._models`, imported on that first use, so its errors
+are pydantic's ``ValidationError`` as before.
 """
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import os
+import sys
 import time
 from collections.abc import Mapping
-from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
+from tars.mqtt._envelope_fields import ENVELOPE_FIELDS, FieldDoc
 from tars.mqtt._errors import EnvelopeError, InvalidArgumentTypeError
 
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
 __all__ = [
+    "ENVELOPE_FIELDS",
     "Envelope",
-    "SignatureOnDemand",
+    "FieldDoc",
     "decode_envelope",
     "encode_event",
     "envelope_from_json",
@@ -44,56 +53,194 @@ __all__ = [
 ]
 
 
-class SignatureOnDemand:
-    """A model's ``__signature__`` that builds the model when first asked for.
-
-    The models here use ``defer_build=True``: pydantic then builds their validators on first
-    use instead of at import, which spares every service start its schema building and the
-    plugin scan that comes with the first build (about 3 MB and a few ms, see the start-up
-    bench). A deferred model has no signature until it is built; asking for it (``help()``,
-    an IDE, the API reference) builds the model, and pydantic's own signature replaces this one.
-    """
-
-    def __get__(self, obj: object, owner: type[BaseModel]) -> inspect.Signature:
-        owner.model_rebuild()
-        return inspect.signature(owner)
+_ALL_FIELDS = frozenset(ENVELOPE_FIELDS)
+_FIELDS_WITHOUT_CORRELATE = _ALL_FIELDS - {"correlate"}
+_new_instance = object.__new__
+_set_attr = object.__setattr__
 
 
-class Envelope(BaseModel):
+class Envelope:
     """One event as it travels on the wire: metadata with fixed names around a JSON object.
 
     Frozen, because a received event may be handed to several handlers and none of them may
-    change what the others see.
+    change what the others see. Build one with keywords (``Envelope(id=..., type=..., ts=...,
+    source=..., data=...)``), validated as the pydantic model did (``pydantic.ValidationError``).
+
+    Attributes: ``id``, ``type``, ``ts``, ``source``, ``correlate`` (None when absent),
+    ``data`` (see :data:`ENVELOPE_FIELDS`).
     """
 
-    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True, defer_build=True)
+    __slots__ = ("__dict__", "_fields_set")
 
-    id: str
-    """Unique per message (see :func:`new_id`), except in the original fleet format, where an
-    answer and the chunks of a stream reuse the id of the request they belong to."""
-    type: str
-    """What happened, as a dotted name (``"stt.final"``); consumers dispatch on it."""
-    ts: float
-    """When the producer built the event, in Unix seconds."""
-    source: str
-    """Who produced the event (the producing client's id or service name)."""
-    correlate: str | None = None
-    """The ``id`` of the event this one answers, or None (the key is then left out on the
-    wire). The original fleet format never writes it."""
-    data: dict[str, Any]
-    """The event's own payload, a JSON object."""
+    model_fields: ClassVar[dict[str, FieldDoc]] = ENVELOPE_FIELDS
 
-    @model_serializer(mode="wrap")
-    def _omit_absent_correlate(self, handler: SerializerFunctionWrapHandler) -> Any:
-        """Dump without ``correlate`` when it is None, so a re-serialized envelope stays
-        readable by the original client's ``extra="forbid"`` model."""
-        dumped = handler(self)
-        if isinstance(dumped, dict) and dumped.get("correlate", "") is None:
+    if TYPE_CHECKING:
+        id: str
+        type: str
+        ts: float
+        source: str
+        correlate: str | None
+        data: dict[str, Any]
+        _fields_set: frozenset[str]
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        type: str,
+        ts: float,
+        source: str,
+        correlate: str | None = None,
+        data: dict[str, Any],
+    ) -> None:
+        from tars.mqtt._models import EnvelopeModel
+
+        given: dict[str, Any] = {"id": id, "type": type, "ts": ts, "source": source, "data": data}
+        if correlate is not None:
+            given["correlate"] = correlate
+        model = EnvelopeModel(**given)
+        _fill(self, dict(model), "correlate" in model.model_fields_set)
+
+    @classmethod
+    def model_construct(cls, **values: Any) -> Envelope:
+        """An envelope from trusted values, unchecked (as pydantic's ``model_construct``)."""
+        correlate_given = "correlate" in values
+        values.setdefault("correlate", None)
+        return _fill(_new_instance(cls), values, correlate_given)
+
+    @classmethod
+    def model_validate(cls, obj: Any) -> Envelope:
+        """Validate a mapping (or an envelope) with pydantic; raises its ``ValidationError``."""
+        if isinstance(obj, Envelope):
+            return obj
+        from tars.mqtt._models import EnvelopeModel
+
+        model = EnvelopeModel.model_validate(obj)
+        return _fill(_new_instance(cls), dict(model), "correlate" in model.model_fields_set)
+
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes | bytearray) -> Envelope:
+        """Validate JSON text with pydantic; raises its ``ValidationError``."""
+        from tars.mqtt._models import EnvelopeModel
+
+        model = EnvelopeModel.model_validate_json(json_data)
+        return _fill(_new_instance(cls), dict(model), "correlate" in model.model_fields_set)
+
+    @classmethod
+    def model_json_schema(cls, **kwargs: Any) -> dict[str, Any]:
+        """The JSON Schema of the pydantic twin (what ``schemas/envelope.schema.json`` holds)."""
+        from tars.mqtt._models import EnvelopeModel
+
+        return EnvelopeModel.model_json_schema(**kwargs)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        """Let a pydantic model have an ``Envelope`` field: validated by the twin, dumped as the
+        wire dict."""
+        from pydantic_core import core_schema
+
+        from tars.mqtt._models import EnvelopeModel
+
+        from_model = core_schema.no_info_after_validator_function(
+            lambda model: _fill(
+                _new_instance(cls), dict(model), "correlate" in model.model_fields_set
+            ),
+            handler.generate_schema(EnvelopeModel),
+        )
+        return core_schema.union_schema(
+            [core_schema.is_instance_schema(cls), from_model],
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                lambda env: env.model_dump()
+            ),
+        )
+
+    @property
+    def model_fields_set(self) -> frozenset[str]:
+        """The fields the envelope was given (``correlate`` only when its key was present)."""
+        return self._fields_set
+
+    def model_dump(self, *, mode: str = "python", **kwargs: Any) -> dict[str, Any]:
+        """The wire dict: ``correlate`` left out when None. Other pydantic options (``include``,
+        ``exclude``...) go through the pydantic twin."""
+        if kwargs:
+            return self._as_model().model_dump(mode=mode, **kwargs)
+        dumped = dict(self.__dict__)
+        if dumped["correlate"] is None:
             del dumped["correlate"]
+        if mode == "json":
+            return orjson.loads(orjson.dumps(dumped, default=_default))  # type: ignore[no-any-return]
         return dumped
 
+    def model_dump_json(self, **kwargs: Any) -> str:
+        """The wire JSON (compact, as sent), ``correlate`` left out when None."""
+        if kwargs:
+            return self._as_model().model_dump_json(**kwargs)
+        return orjson.dumps(self.model_dump(), default=_default).decode()
 
-Envelope.__signature__ = SignatureOnDemand()  # type: ignore[assignment]
+    def model_copy(
+        self, *, update: Mapping[str, Any] | None = None, deep: bool = False
+    ) -> Envelope:
+        """A copy with ``update`` applied, unchecked (as pydantic's ``model_copy``)."""
+        values = {**self.__dict__, **(update or {})}
+        given = "correlate" in self._fields_set or "correlate" in (update or {})
+        return _fill(_new_instance(type(self)), values, given)
+
+    def _as_model(self) -> BaseModel:
+        from tars.mqtt._models import EnvelopeModel
+
+        return EnvelopeModel.model_construct(_fields_set=set(self._fields_set), **self.__dict__)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Envelope):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.__dict__.values()))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{name}: an Envelope is frozen; use model_copy(update={{...}})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{name}: an Envelope is frozen; use model_copy(update={{...}})")
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={value!r}" for name, value in self.__dict__.items())
+        return f"Envelope({fields})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle and copy through :func:`_fill` (the frozen ``__setattr__`` refuses state)."""
+        return (_rebuild, (type(self), dict(self.__dict__), "correlate" in self._fields_set))
+
+
+def _rebuild(cls: type[Envelope], values: dict[str, Any], correlate_given: bool) -> Envelope:
+    return _fill(_new_instance(cls), values, correlate_given)
+
+
+def _fill(envelope: Envelope, values: Mapping[str, Any], correlate_given: bool) -> Envelope:
+    _set_attr(
+        envelope,
+        "__dict__",
+        {
+            "id": values["id"],
+            "type": values["type"],
+            "ts": values["ts"],
+            "source": values["source"],
+            "correlate": values["correlate"],
+            "data": values["data"],
+        },
+    )
+    _set_attr(
+        envelope, "_fields_set", _ALL_FIELDS if correlate_given else _FIELDS_WITHOUT_CORRELATE
+    )
+    return envelope
+
+
+def _pydantic_model(obj: object) -> bool:
+    """Whether ``obj`` is a pydantic model, without importing pydantic: if nothing imported it,
+    no object can be one."""
+    pydantic = sys.modules.get("pydantic")
+    return pydantic is not None and isinstance(obj, pydantic.BaseModel)
 
 
 # --- ids -----------------------------------------------------------------------------------------
@@ -106,8 +253,12 @@ Envelope.__signature__ = SignatureOnDemand()  # type: ignore[assignment]
 # is formatted per call: the millisecond prefix is cached and the node is preformatted.
 
 _COUNTER_MASK = (1 << 26) - 1
-_HEX2 = [f"{i:02x}" for i in range(256)]
-_HEX3_DASH = [f"{i:03x}-" for i in range(4096)]
+# Built by concatenation, not formatting: the same strings (test_envelope pins them) at a fifth
+# of the import cost (4,096 f-strings took ~4 ms of every service's start on a loaded machine).
+_HEX = "0123456789abcdef"
+_HEX2 = [high + low for high in _HEX for low in _HEX]
+_HEX2_DASH = [pair + "-" for pair in _HEX2]
+_HEX3_DASH = [digit + pair for digit in _HEX for pair in _HEX2_DASH]
 _node_suffix = ""
 _counter: itertools.count[int] = itertools.count()
 # (millisecond, formatted prefix) as one tuple, so a thread never pairs one with the other's twin.
@@ -158,9 +309,12 @@ def _default(obj: Any) -> Any:
     """
     if isinstance(obj, set | frozenset):
         return list(obj)
-    if isinstance(obj, Decimal):
+    decimal = sys.modules.get("decimal")  # not imported: ``obj`` cannot be a Decimal
+    if decimal is not None and isinstance(obj, decimal.Decimal):
         return str(obj)
-    if isinstance(obj, BaseModel):
+    if isinstance(obj, Envelope):
+        return obj.model_dump()
+    if _pydantic_model(obj):
         return obj.model_dump(mode="json")
     if isinstance(obj, Mapping):
         return dict(obj)
@@ -173,7 +327,7 @@ def _model_data(model: BaseModel) -> orjson.Fragment:
     ``model_dump_json`` produces the same JSON as ``model_dump(mode="json")`` without building
     the intermediate dicts; orjson then embeds it as is.
     """
-    from pydantic import RootModel  # here: importing it builds a model (~20 ms at start-up)
+    from pydantic import BaseModel, RootModel  # loaded already: ``model`` is one
 
     if isinstance(model, RootModel) and not isinstance(model.root, Mapping | BaseModel):
         raise InvalidArgumentTypeError(
@@ -218,8 +372,8 @@ def encode_event(
         raise _not_a_str("correlation_id", msg_id)  # the original format sends it as the id
     if type(data) is dict:  # the common case first: isinstance(x, BaseModel) costs an ABC check
         body: Any = data
-    elif isinstance(data, BaseModel):
-        body = _model_data(data)
+    elif _pydantic_model(data):
+        body = _model_data(data)  # type: ignore[arg-type]
     elif isinstance(data, dict):
         body = data
     elif isinstance(data, Mapping):
@@ -258,15 +412,9 @@ def encode_event(
 
 # --- decoding ------------------------------------------------------------------------------------
 #
-# envelope_from_json builds the Envelope the way Envelope.model_construct does (a bare instance and
-# its four attributes) but without model_construct's per-field Python loop, which measured
-# slower (about 4 us) than the parse and the checks together. tests/unit/test_envelope.py checks
-# that both build the same object, so a pydantic upgrade that changes the recipe fails there.
-
-_new_instance = object.__new__
-_set_attr = object.__setattr__
-_ALL_FIELDS = frozenset(Envelope.model_fields)
-_FIELDS_WITHOUT_CORRELATE = _ALL_FIELDS - {"correlate"}
+# envelope_from_json builds the Envelope directly (a bare instance and its attribute dict set at
+# once), which measured faster than any constructor call; tests/unit/test_envelope.py checks it
+# builds the same object as Envelope.model_construct.
 
 
 def decode_envelope(payload: bytes | bytearray | memoryview | str) -> Envelope:
@@ -336,12 +484,8 @@ def envelope_from_json(obj: object) -> Envelope:
         },
     )
     _set_attr(
-        envelope,
-        "__pydantic_fields_set__",
-        set(_ALL_FIELDS if "correlate" in obj else _FIELDS_WITHOUT_CORRELATE),
+        envelope, "_fields_set", _ALL_FIELDS if "correlate" in obj else _FIELDS_WITHOUT_CORRELATE
     )
-    _set_attr(envelope, "__pydantic_extra__", None)
-    _set_attr(envelope, "__pydantic_private__", None)
     return envelope
 
 

@@ -8,21 +8,23 @@ Each client with health enabled publishes, under its own ``client_id``:
   so a dashboard shows a crashed service as unhealthy instead of as its last good state.
 * ``system/keepalive/{client_id}``: bare :class:`HeartbeatPayload` objects (no envelope, they are
   frequent and only ever read by the client itself) that prove the publish/subscribe round trip.
+
+The payload models (:class:`HealthStatus`, :class:`HeartbeatPayload`) are pydantic models in
+:mod:`tars.mqtt._models`, loaded on first use: publishing health needs none of them.
 """
 
 from __future__ import annotations
 
-import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
 
-from tars.mqtt._envelope import SignatureOnDemand, encode_event
+import orjson
+
+from tars.mqtt._envelope import encode_event
 
 __all__ = [
     "HEALTH_EVENT_TYPE",
     "WILL_ERROR",
     "WILL_EVENT",
-    "HealthStatus",
-    "HeartbeatPayload",
     "encode_health",
     "encode_heartbeat",
     "health_topic",
@@ -37,46 +39,6 @@ WILL_EVENT = "offline"
 """The ``event`` of the will's health status."""
 WILL_ERROR = "connection lost unexpectedly"
 """The ``error`` of the will's health status."""
-
-
-class HealthStatus(BaseModel):
-    """The ``data`` of a ``health.status`` envelope: is the service healthy, and why not."""
-
-    model_config = ConfigDict(
-        frozen=True,
-        use_attribute_docstrings=True,
-        populate_by_name=True,
-        serialize_by_alias=True,
-        defer_build=True,
-    )
-
-    ok: bool
-    """True when the service considers itself healthy."""
-    event: str | None = None
-    """What changed, in a word or two (``"ready"``, ``"offline"``...), or None."""
-    error: str | None = Field(None, alias="err")
-    """Why the service is unhealthy, for humans; None when ``ok``. On the wire it is ``err``,
-    the name the fleet's original ``HealthPing`` (``extra="forbid"``) reads; ``error`` is
-    accepted too."""
-    timestamp: float
-    """When the status was produced, in Unix seconds."""
-
-
-class HeartbeatPayload(BaseModel):
-    """A heartbeat a client sends to itself through the broker."""
-
-    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True, defer_build=True)
-
-    ok: bool
-    """Always true for a heartbeat the client sends."""
-    event: str
-    """Always ``"heartbeat"``."""
-    timestamp: float
-    """When the heartbeat was sent (the sender's clock), in seconds."""
-
-
-HealthStatus.__signature__ = SignatureOnDemand()  # type: ignore[assignment]
-HeartbeatPayload.__signature__ = SignatureOnDemand()  # type: ignore[assignment]
 
 
 def health_topic(client_id: str) -> str:
@@ -94,12 +56,11 @@ def encode_health(
 ) -> tuple[str, bytes]:
     """Build a ``health.status`` envelope and return ``(id, payload)``.
 
-    Its data holds the wire fields of :class:`HealthStatus` (``ok``, ``event``, ``err``,
-    ``timestamp``), which the original client's ``HealthPing`` also accepts; ``event`` and
-    ``err`` are left out when None (absent, not ``null``), as the original client's own
-    ``publish_health`` writes them.
+    Its data is the wire fields of :class:`HealthStatus` (``ok``, ``event``, ``err``,
+    ``timestamp``), which the original client's ``HealthPing`` also accepts; as everywhere on
+    the wire, an absent field (no ``event``, no ``err`` when healthy) is left out, not null.
     """
-    data: dict[str, object] = {"ok": ok}
+    data: dict[str, Any] = {"ok": ok}
     if event is not None:
         data["event"] = event
     if error is not None:
@@ -121,3 +82,12 @@ def will_payload(*, source: str, timestamp: float) -> bytes:
     opened: the broker only publishes it later, unchanged.
     """
     return encode_health(False, WILL_EVENT, WILL_ERROR, source=source, timestamp=timestamp)[1]
+
+
+def __getattr__(name: str) -> Any:
+    """``HealthStatus`` and ``HeartbeatPayload`` from :mod:`tars.mqtt._models`, on first use."""
+    if name in ("HealthStatus", "HeartbeatPayload"):
+        from tars.mqtt import _models
+
+        return getattr(_models, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,7 +5,8 @@ Run from the repository root::
     python -m tars.mqtt._schemas           # regenerate schemas/*.schema.json
     python -m tars.mqtt._schemas --check   # exit 1 when a committed file is missing or stale
 
-The files are generated from the pydantic models, so the models stay the single source of truth;
+The files are generated from the pydantic models (:mod:`tars.mqtt._models`, exact: no extra keys,
+absent fields absent rather than null), so the models stay the single source of truth;
 they are committed so that services in other languages, and the integration suite checking real
 wire captures, can validate payloads without importing this package. The wheel ships them as
 ``tars/mqtt/schemas/`` (see ``pyproject.toml``); :func:`schemas_dir` finds them in a source tree
@@ -23,8 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tars.mqtt._envelope import Envelope
-from tars.mqtt._health import HealthStatus, HeartbeatPayload
+from tars.mqtt._models import EnvelopeModel, HealthStatus, HeartbeatPayload
 
 __all__ = [
     "SCHEMA_MODELS",
@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 SCHEMA_MODELS: dict[str, type[BaseModel]] = {
-    "envelope.schema.json": Envelope,
+    "envelope.schema.json": EnvelopeModel,
     "health_status.schema.json": HealthStatus,
     "heartbeat.schema.json": HeartbeatPayload,
 }

@@ -15,7 +15,6 @@ directly, another through a proxy on port 443). Credentials may differ per URL.
 
 from __future__ import annotations
 
-import ipaddress
 import random
 import re
 from collections.abc import Sequence
@@ -378,6 +377,8 @@ def _parse_hostport(hostport: str, default_port: int) -> tuple[str, int]:
         if close < 0 or (after and not after.startswith(":")):
             raise _URLError("an IPv6 host must be written in brackets, e.g. mqtt://[::1]:1883")
         host = hostport[1:close]
+        import ipaddress  # only for bracketed hosts: kept off every service's start
+
         try:
             ipaddress.IPv6Address(host)
         except ValueError:

@@ -14,16 +14,28 @@ from tars.mqtt._health import encode_health, encode_heartbeat, will_payload
 UP = time.strftime("%H:%M:%S", time.localtime(0.0))
 
 
-def health(ok: bool, event: str | None = None, error: str | None = None) -> bytes:
-    return encode_health(ok, event, error, source="svc", timestamp=0.0)[1]
+def stamped(payload: bytes, ts: float) -> bytes:
+    """A status as the client writes it, with its envelope ``ts`` (and ``timestamp``) at ``ts``:
+    the fleet ages statuses by their own time."""
+    envelope = orjson.loads(payload)
+    envelope["ts"] = envelope["data"]["timestamp"] = ts
+    return orjson.dumps(envelope)
+
+
+def health(ok: bool, event: str | None = None, error: str | None = None, ts: float = 0.0) -> bytes:
+    return stamped(encode_health(ok, event, error, source="svc", timestamp=ts)[1], ts)
+
+
+def will(source: str, ts: float = 0.0) -> bytes:
+    return stamped(will_payload(source=source, timestamp=ts), ts)
 
 
 def fleet(**options: object) -> FleetView:
     view = FleetView(stale_after=10.0, **options)  # type: ignore[arg-type]
-    view.feed("system/health/speech", health(True, "ready"), now=0.0)
+    view.feed("system/health/speech", health(True, "ready", ts=0.0), now=0.0)
     view.feed("system/keepalive/speech", encode_heartbeat(1.0), now=1.0)
-    view.feed("system/health/billing", health(False, "degraded", "disk full"), now=2.0)
-    view.feed("system/health/planner", will_payload(source="planner", timestamp=0.0), now=3.0)
+    view.feed("system/health/billing", health(False, "degraded", "disk full", ts=2.0), now=2.0)
+    view.feed("system/health/planner", will("planner", ts=3.0), now=3.0)
     view.feed("system/keepalive/vision", encode_heartbeat(1.0), now=1.0)
     return view
 
@@ -112,8 +124,8 @@ def test_colour_marks_the_state() -> None:
     assert "\x1b[31mofflin" in table
 
 
-def status(source: str, ok: bool = True, event: str = "ready") -> bytes:
-    return encode_health(ok, event, None, source=source, timestamp=0.0)[1]
+def status(source: str, ok: bool = True, event: str = "ready", ts: float = 0.0) -> bytes:
+    return stamped(encode_health(ok, event, None, source=source, timestamp=ts)[1], ts)
 
 
 def test_instances_of_a_replicated_service_get_an_instance_column() -> None:
@@ -121,7 +133,7 @@ def test_instances_of_a_replicated_service_get_an_instance_column() -> None:
     view = FleetView(stale_after=10.0)
     view.feed("system/health/stt-b", status("stt"), now=0.0)
     view.feed("system/health/stt-a", status("stt"), now=0.0)
-    view.feed("system/health/stt-c", will_payload(source="stt", timestamp=0.0), now=1.0)
+    view.feed("system/health/stt-c", will("stt", ts=1.0), now=1.0)
     view.feed("system/health/speech", status("speech"), now=0.0)
     # Not instances: an id that merely starts like another service, a source with no suffix.
     view.feed("system/health/sttx", status("stt"), now=0.0)
@@ -154,3 +166,46 @@ def test_colour_marks_the_state_with_the_instance_column_too() -> None:
     view.feed("system/health/stt-a", status("stt", ok=False, event="degraded"), now=0.0)
     lines = render_table(view, now=1.0, style=Style(color=True)).splitlines()
     assert "stt      a         \x1b[31munhealthy\x1b[0m  degraded" in lines[1]
+
+
+def test_a_retained_status_is_aged_by_its_own_timestamp_not_by_its_arrival() -> None:
+    """The broker hands over an hours-old retained status at once: it must read hours old."""
+    view = FleetView(stale_after=10.0)
+    view.feed("system/health/old", health(True, "ready", ts=1000.0), now=1000.0 + 7300)
+    view.feed("system/health/skewed", health(True, "ready", ts=9000.0), now=8000.0)  # clock ahead
+    table = render_table(view, now=8300.0)
+    assert "old      ok     ready  -          2h01m   -" in table
+    assert "skewed   ok     ready  -          5m00s   -" in table  # never younger than arrival
+
+
+def test_a_graceful_shutdown_is_stopped_and_does_not_fail_the_check() -> None:
+    view = FleetView(stale_after=10.0)
+    view.feed("system/health/tts", health(False, "shutdown", ts=1.0), now=1.0)
+    [row] = view.sorted_rows()
+    assert view.state(row, now=2.0) == "stopped"
+    assert view.in_trouble(now=2.0) == []
+    assert render_table(view, now=2.0).splitlines()[-1] == "1 service, 0 not ok, 1 stopped"
+
+
+def test_named_services_filter_the_view_and_one_never_heard_is_missing() -> None:
+    view = fleet(only=("speech", "ghost"), started=0.0)
+    assert [row.service for row in view.sorted_rows()] == ["ghost", "speech"]
+    ghost = view.sorted_rows()[0]
+    assert view.state(ghost, now=5.0) == "missing"
+    assert not view.decided(ghost, now=5.0)  # it may still speak up
+    assert view.decided(ghost, now=10.0)
+    assert [row.service for row in view.in_trouble(now=10.0)] == ["ghost"]
+
+
+def test_check_decides_early_except_on_a_silence_it_must_wait_out() -> None:
+    view = FleetView(stale_after=10.0, expect_heartbeats=True, started=0.0)
+    view.feed("system/health/dead", will("dead"), now=0.5)
+    view.feed("system/health/up", health(True, "ready"), now=0.5)
+    assert view.decided(view.rows[("", "dead")], now=0.5)  # its will says it all
+    assert not view.all_decided(now=0.5)  # "up" has not been heard heartbeating yet
+    view.feed("system/keepalive/up", encode_heartbeat(1.0), now=1.0)
+    assert view.all_decided(now=1.0)
+    view.feed("system/health/quiet", health(True, "ready"), now=1.0)
+    assert not view.all_decided(now=9.9)
+    assert view.all_decided(now=10.0)
+    assert view.state(view.rows[("", "quiet")], now=10.0) == "stale"

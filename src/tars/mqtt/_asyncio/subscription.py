@@ -28,14 +28,13 @@ import asyncio
 import enum
 import inspect
 import logging
+import sys
 import time
 import typing
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
-
-from pydantic import BaseModel, ValidationError
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .._dedup import DedupWindow
 from .._envelope import Envelope
@@ -43,6 +42,9 @@ from .._errors import EnvelopeError, InvalidArgumentError, InvalidArgumentTypeEr
 from .._instrument import Instruments, Outcome
 from .._logfields import message_fields
 from .._message import Message
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 __all__ = [
     "Handler",
@@ -58,7 +60,7 @@ Done = Callable[[int], None]
 log = logging.getLogger("tars.mqtt.dispatch")
 
 Overflow = Literal["block", "drop_oldest", "drop_newest"]
-ModelT = TypeVar("ModelT", bound=BaseModel)
+ModelT = TypeVar("ModelT", bound="BaseModel")
 # The forms a handler may take, spelled out so that mypy rejects another one (``str``,
 # ``dict``, a dataclass) where ``subscribe()`` is called, not only ``_arg_kind`` at run time.
 Handler = (
@@ -127,7 +129,8 @@ def _arg_kind(handler: Handler[Any]) -> tuple[_ArgKind, type[BaseModel] | None]:
         return _ArgKind.MESSAGE, None
     if annotation is Envelope:
         return _ArgKind.ENVELOPE, None
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+    pydantic = sys.modules.get("pydantic")  # not imported: the annotation cannot be a model
+    if pydantic and isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
         return _ArgKind.MODEL, annotation
     if annotation in (inspect.Parameter.empty, bytes, Any, object, "Any", "object"):
         return _ArgKind.PAYLOAD, None
@@ -182,6 +185,10 @@ class Subscription:
         self.timeout = timeout
         self.stats = SubscriptionStats()
         self._kind, self._model = _arg_kind(handler)
+        # What makes a message invalid for this handler (pydantic's error only for a model).
+        self._invalid: tuple[type[Exception], ...] = (EnvelopeError,)
+        if self._model is not None:
+            self._invalid += (sys.modules["pydantic"].ValidationError,)
         self._dedup = dedup
         self._queue: deque[tuple[Message, int | None]] = deque()  # (message, token)
         self._waiter: asyncio.Future[None] | None = None
@@ -458,7 +465,7 @@ class Subscription:
             else:
                 assert self._model is not None
                 arg = self._model.model_validate(msg.envelope.data)
-        except (EnvelopeError, ValidationError) as exc:
+        except self._invalid as exc:
             stats.invalid += 1
             log.warning(
                 "message on %r is not valid for handler %s: %s",

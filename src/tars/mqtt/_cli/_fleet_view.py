@@ -7,8 +7,18 @@ into one row per client id; :func:`render_table` turns the rows into the text a 
 Instances of a replicated service (``instance=``: client id ``{service}-{instance}``, envelopes
 still from ``{service}``) are told apart by the health status's ``source``: their rows show the
 service and the instance in two columns.
-Time is always passed in (``now``, the monotonic clock of the caller), so both are tested
-without a broker or sleeps.
+
+Time is always passed in (``now``: wall-clock Unix seconds), so both are tested without a
+broker or sleeps. A status's age counts from its own timestamp (the envelope's ``ts``), not from
+when it arrived: a status is retained, so the broker hands over an hours-old one at once, and it
+must read as hours old. A heartbeat's age counts from its arrival: heartbeats are live (never
+retained), so arrival is when it was sent, without trusting the service's clock.
+
+States, and what ``--check`` makes of them: ``ok``; ``stopped`` (its last status is the
+graceful-shutdown one: deliberate, so not a failure); ``unhealthy`` (its status says ``ok:
+false``); ``offline`` (its will: the process died or lost its link without a goodbye);
+``stale`` (silent for longer than ``stale_after``: hung or cut off); ``unknown`` (heartbeats
+but no status); ``missing`` (named on the command line, never heard).
 """
 
 from __future__ import annotations
@@ -41,9 +51,12 @@ class ServiceRow:
     event: str | None = None
     error: str | None = None
     status_at: float | None = None
-    """When the last health status arrived (caller's clock)."""
+    """When the last health status was produced: its envelope ``ts`` (Unix seconds, never after
+    it arrived)."""
     heartbeat_at: float | None = None
-    """When the last heartbeat arrived (caller's clock); None: none heard."""
+    """When the last heartbeat arrived (Unix seconds); None: none heard."""
+    seen: bool = True
+    """False for a service named on the command line and not heard yet (``missing``)."""
     up_since: float | None = None
     """An ``offline`` will's ``timestamp`` (Unix time): when the link that died was opened
     (MQTT fixes the will at CONNECT), not when it died."""
@@ -63,20 +76,34 @@ class ServiceRow:
         return None
 
 
+STOPPED_EVENT = "shutdown"
+"""The ``event`` of the status a client publishes when it shuts down gracefully."""
+PASSING = frozenset({"ok", "stopped"})
+"""States that do not fail ``--check``: running well, or stopped on purpose."""
+
+
 class FleetView:
     """Folds health and heartbeat messages into rows, and says which rows are in trouble.
 
     A service is *stale* when its last heartbeat arrived more than ``stale_after`` seconds ago;
     one never heard heartbeating is stale only with ``expect_heartbeats`` (services may run
-    without heartbeats) and once the view has listened for ``stale_after`` seconds.
+    without heartbeats) and once the view has listened for ``stale_after`` seconds. ``only``
+    (client ids or service names) limits the view to those services; one never heard is
+    ``missing`` once the view has listened for ``stale_after`` seconds.
     """
 
     def __init__(
-        self, *, stale_after: float, expect_heartbeats: bool = False, started: float = 0.0
+        self,
+        *,
+        stale_after: float,
+        expect_heartbeats: bool = False,
+        started: float = 0.0,
+        only: tuple[str, ...] = (),
     ) -> None:
         self.stale_after = stale_after
         self.expect_heartbeats = expect_heartbeats
         self.started = started
+        self.only = frozenset(only)
         self.rows: dict[tuple[str, str], ServiceRow] = {}
         self.ignored = 0
         """Messages on the system topics that could not be read (counted, never fatal)."""
@@ -116,18 +143,35 @@ class FleetView:
             stamp = data.get("timestamp")
             offline = row.event == "offline" and type(stamp) in (int, float)
             row.up_since = stamp if offline else None
-            row.status_at = now
+            row.status_at = min(now, _stamp(doc.get("ts"), data.get("timestamp"), now))
         else:
             row.heartbeat_at = now
         return True
 
     def state(self, row: ServiceRow, now: float) -> str:
-        """``ok``, ``stale``, ``unhealthy``, ``offline`` or ``unknown`` (no status yet)."""
+        """``ok``, ``stopped``, ``stale``, ``unhealthy``, ``offline``, ``unknown`` (no status
+        yet) or ``missing`` (named, never heard)."""
+        if not row.seen:
+            return "missing"
         if row.ok is False:
+            if row.event == STOPPED_EVENT:
+                return "stopped"
             return "offline" if row.event == "offline" else "unhealthy"
         if self.is_stale(row, now):
             return "stale"
         return "ok" if row.ok else "unknown"
+
+    def decided(self, row: ServiceRow, now: float) -> bool:
+        """Whether listening longer could still change the row's state (``--check`` waits
+        until every row is decided): a status that says it is not running, a heartbeat heard,
+        or a silence that lasted ``stale_after`` already."""
+        if not row.seen or (row.heartbeat_at is None and self.expect_heartbeats):
+            return row.ok is False or now - self.started >= self.stale_after
+        return True
+
+    def all_decided(self, now: float) -> bool:
+        """True when every row (named ones included) is :meth:`decided`."""
+        return all(self.decided(row, now) for row in self.sorted_rows())
 
     def is_stale(self, row: ServiceRow, now: float) -> bool:
         """True when the service stopped heartbeating (see the class docstring)."""
@@ -136,18 +180,31 @@ class FleetView:
         return self.expect_heartbeats and now - self.started >= self.stale_after
 
     def in_trouble(self, now: float) -> list[ServiceRow]:
-        """Rows whose state is not ``ok`` (what ``--check`` fails on)."""
-        return [row for row in self.sorted_rows() if self.state(row, now) != "ok"]
+        """Rows whose state is neither ``ok`` nor ``stopped`` (what ``--check`` fails on)."""
+        return [row for row in self.sorted_rows() if self.state(row, now) not in PASSING]
 
     def sorted_rows(self) -> list[ServiceRow]:
-        """Rows by service, instance, then broker."""
-        return sorted(
-            self.rows.values(), key=lambda row: (row.name, row.instance or "", row.broker)
-        )
+        """Rows by service, instance, then broker (with ``only``: those services, and a
+        ``missing`` row for each one not heard)."""
+        rows = list(self.rows.values())
+        if self.only:
+            rows = [row for row in rows if row.service in self.only or row.name in self.only]
+            heard = {row.service for row in rows} | {row.name for row in rows}
+            rows += [ServiceRow(name, seen=False) for name in self.only - heard]
+        return sorted(rows, key=lambda row: (row.name, row.instance or "", row.broker))
 
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def _stamp(*candidates: Any) -> float:
+    """The first candidate that is a number (a bool is not): envelope ``ts``, then the status's
+    own ``timestamp``, then the arrival time."""
+    for value in candidates:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    raise AssertionError("the arrival time is always a number")
 
 
 _HEADERS = ("SERVICE", "INSTANCE", "STATE", "EVENT", "HEARTBEAT", "STATUS", "ERROR", "BROKER")
@@ -205,15 +262,16 @@ def _summary(rows: list[ServiceRow], states: list[str], style: Style) -> str:
     text = f"{services} service{'s' if services != 1 else ''}"
     if instances:
         text += f" ({instances} instance{'s' if instances != 1 else ''})"
-    trouble = sum(1 for state in states if state != "ok")
-    text += f", {trouble} not ok"
+    trouble = sum(1 for state in states if state not in PASSING)
+    stopped = states.count("stopped")
+    text += f", {trouble} not ok" + (f", {stopped} stopped" if stopped else "")
     return style.bad(text) if trouble else style.dim(text)
 
 
 def _paint(state: str, style: Style) -> Any:
     if state == "ok":
         return style.good
-    if state in ("stale", "unknown"):
+    if state in ("stale", "unknown", "stopped"):
         return style.warn
     return style.bad
 

@@ -13,23 +13,28 @@ installed, so a service's tests can ask for a broker by name:
   every client it made is shut down after the test.
 - ``mqtt_client``: one connected client (``"test-client"``) on the in-memory broker.
 
-The async fixtures need pytest-asyncio. The Mosquitto fixtures skip the test, with the reason,
-when Mosquitto is not installed.
+The async fixtures need pytest-asyncio (the ``testing`` extra): without it, asking for one
+fails the test with "install tars-core[testing]" instead of a bare "fixture not found". The
+Mosquitto fixtures skip the test, with the reason, when Mosquitto is not installed.
+
+This module is imported by every pytest run in an environment that has tars-core, so it imports
+nothing of tars-core at module level: the broker, the proxy and the client are imported by the
+fixtures that use them (tests/packaging/test_startup_imports.py keeps it so).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 from collections.abc import AsyncIterator, Iterator
-from typing import Protocol, TypeAlias, Unpack
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, Unpack
 
 import pytest
 
-from tars.mqtt import ClientOptions, MQTTClient
-from tars.mqtt.testing._broker import InMemoryBroker
-from tars.mqtt.testing._mosquitto import MosquittoBroker
-from tars.mqtt.testing._proxy import TcpFaultProxy
+if TYPE_CHECKING:
+    from tars.mqtt import ClientOptions, MQTTClient
+    from tars.mqtt.testing._broker import InMemoryBroker
+    from tars.mqtt.testing._mosquitto import MosquittoBroker
+    from tars.mqtt.testing._proxy import TcpFaultProxy
 
 __all__ = [
     "BrokerTarget",
@@ -57,7 +62,35 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+_NO_ASYNCIO = (
+    "the {name!r} fixture of tars-core's testing kit is async and needs pytest-asyncio: "
+    "install tars-core[testing] (its testing extra), e.g. pip install './tars-core[testing]'"
+)
+
+
+def _needs_pytest_asyncio(name: str) -> Any:
+    """A stand-in for an async fixture when pytest-asyncio is missing: using it fails the test
+    with what to install, instead of pytest's "fixture not found"."""
+
+    def missing() -> None:
+        pytest.fail(_NO_ASYNCIO.format(name=name), pytrace=False)
+
+    missing.__name__ = name
+    missing.__doc__ = f"{name}: needs pytest-asyncio (install tars-core[testing])."
+    return pytest.fixture(name=name)(missing)
+
+
+try:  # free when installed: pytest loads it as a plugin of its own
+    import pytest_asyncio
+except ImportError:
+    _HAS_PYTEST_ASYNCIO = False
+else:
+    _HAS_PYTEST_ASYNCIO = True
+
+
 def _started_broker(*, persistence: bool) -> MosquittoBroker:
+    from tars.mqtt.testing._mosquitto import MosquittoBroker
+
     if not MosquittoBroker.available():
         pytest.skip(_NO_MOSQUITTO)
     broker = MosquittoBroker(persistence=persistence)
@@ -101,13 +134,14 @@ class TcpProxyFactory(Protocol):
     async def __call__(self, target_host: str, target_port: int) -> TcpFaultProxy: ...
 
 
-# pytest-asyncio is how async fixtures run; without it only the async fixtures are missing.
-if importlib.util.find_spec("pytest_asyncio") is not None:
-    import pytest_asyncio
+# pytest-asyncio is how async fixtures run; without it they fail with what to install.
+if _HAS_PYTEST_ASYNCIO:
 
     @pytest_asyncio.fixture
     async def make_tcp_proxy() -> AsyncIterator[TcpProxyFactory]:
         """Start :class:`TcpFaultProxy` instances on free ports; close them after the test."""
+        from tars.mqtt.testing._proxy import TcpFaultProxy
+
         proxies: list[TcpFaultProxy] = []
 
         async def make(target_host: str, target_port: int) -> TcpFaultProxy:
@@ -133,7 +167,7 @@ class HasURL(Protocol):
     def url(self) -> str: ...
 
 
-BrokerTarget: TypeAlias = InMemoryBroker | HasURL | str
+BrokerTarget: TypeAlias = "InMemoryBroker | HasURL | str"
 """Where ``mqtt_client_factory`` connects a client: an :class:`InMemoryBroker` (through its
 ``connector``, no socket), anything with an ``mqtt://`` :attr:`~HasURL.url`, or a URL itself
 (e.g. ``in_memory_broker.tcp_url`` after ``serve_tcp()``)."""
@@ -165,14 +199,16 @@ class MQTTClientFactory(Protocol):
 
 
 def _client_on(target: BrokerTarget, client_id: str, options: ClientOptions) -> MQTTClient:
+    from tars.mqtt import MQTTClient
+    from tars.mqtt.testing._broker import InMemoryBroker
+
     if isinstance(target, InMemoryBroker):
         return MQTTClient(target.url, client_id, connector=target.connector, **options)
     url = target if isinstance(target, str) else target.url
     return MQTTClient(url, client_id, **options)
 
 
-if importlib.util.find_spec("pytest_asyncio") is not None:
-    import pytest_asyncio
+if _HAS_PYTEST_ASYNCIO:
 
     @pytest_asyncio.fixture
     async def in_memory_broker() -> AsyncIterator[InMemoryBroker]:
@@ -181,6 +217,8 @@ if importlib.util.find_spec("pytest_asyncio") is not None:
         Clients reach it without a socket (``connector=in_memory_broker.connector``); call
         ``await in_memory_broker.serve_tcp()`` to let other processes in too.
         """
+        from tars.mqtt.testing._broker import InMemoryBroker
+
         async with InMemoryBroker() as broker:
             yield broker
 
@@ -219,3 +257,9 @@ if importlib.util.find_spec("pytest_asyncio") is not None:
         """One :class:`~tars.mqtt.MQTTClient` (``"test-client"``) connected to
         ``in_memory_broker``, shut down after the test."""
         return await mqtt_client_factory("test-client")
+
+else:
+    make_tcp_proxy = _needs_pytest_asyncio("make_tcp_proxy")
+    in_memory_broker = _needs_pytest_asyncio("in_memory_broker")
+    mqtt_client_factory = _needs_pytest_asyncio("mqtt_client_factory")
+    mqtt_client = _needs_pytest_asyncio("mqtt_client")
