@@ -22,7 +22,16 @@ import importlib
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-__all__ = ["ADAPTERS", "LOOPS", "NOT_RUN", "Adapter", "Event", "OnMessage", "load_adapter", "split_client"]
+__all__ = [
+    "ADAPTERS",
+    "LOOPS",
+    "NOT_RUN",
+    "Adapter",
+    "Event",
+    "OnMessage",
+    "load_adapter",
+    "split_client",
+]
 
 Event = dict[str, Any]
 """What the bench publishes and receives: a small JSON object (see :mod:`bench.payloads`)."""
