@@ -180,12 +180,14 @@ async def test_check_answers_early_when_every_service_is_decided(
 
 
 def _cells(line: str) -> list[str]:
-    """A table line's cells, ages replaced by ``<age>`` (they differ from run to run)."""
-    cells = [cell.strip() for cell in re.split(r"\s{2,}", line.strip())]
+    """A table line's cells, ages replaced by ``<age>`` and clock times by ``<time>`` (an
+    offline will's "link up since HH:MM:SS"): they differ from run to run."""
+    cells = [CLOCK.sub("<time>", cell.strip()) for cell in re.split(r"\s{2,}", line.strip())]
     return ["<age>" if AGE.fullmatch(cell) else cell for cell in cells]
 
 
 AGE = re.compile(r"\d+\.\ds|\d+s|\d+m\d\ds|\d+h\d\dm")
+CLOCK = re.compile(r"\b\d\d:\d\d:\d\d\b")
 
 
 async def test_the_docs_example_is_a_real_run(

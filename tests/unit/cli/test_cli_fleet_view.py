@@ -10,8 +10,10 @@ from tars.mqtt._cli._fleet_view import FleetView, render_table
 from tars.mqtt._cli._render import Style
 from tars.mqtt._health import encode_health, encode_heartbeat, will_payload
 
-# An offline will's timestamp (0.0 here) is when its link was opened, shown as "link up since".
-UP = time.strftime("%H:%M:%S", time.localtime(0.0))
+
+def up_since(ts: float) -> str:
+    """An offline will's timestamp is when its link was opened, shown as "link up since"."""
+    return time.strftime("%H:%M:%S", time.localtime(ts))
 
 
 def stamped(payload: bytes, ts: float) -> bytes:
@@ -45,7 +47,7 @@ def test_the_table_a_person_reads() -> None:
         "SERVICE  STATE      EVENT     HEARTBEAT  STATUS  ERROR\n"
         "billing  unhealthy  degraded  -          3.0s    disk full\n"
         "planner  offline    offline   -          2.0s    connection lost unexpectedly"
-        f" (link up since {UP})\n"
+        f" (link up since {up_since(3.0)})\n"
         "speech   ok         ready     4.0s       5.0s    -\n"
         "vision   unknown    -         4.0s       -       -\n"
         "4 services, 3 not ok"
@@ -144,7 +146,7 @@ def test_instances_of_a_replicated_service_get_an_instance_column() -> None:
         "stt      a         ok       ready    -          2.0s    -\n"
         "stt      b         ok       ready    -          2.0s    -\n"
         "stt      c         offline  offline  -          1.0s    connection lost unexpectedly"
-        f" (link up since {UP})\n"
+        f" (link up since {up_since(1.0)})\n"
         "stt-     -         ok       ready    -          2.0s    -\n"
         "sttx     -         ok       ready    -          2.0s    -\n"
         "4 services (3 instances), 1 not ok"

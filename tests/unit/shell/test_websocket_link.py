@@ -389,4 +389,4 @@ except ConfigError as exc:
     )
     field, message = result.stdout.strip().split(" | ")
     assert field == "mqtt_url"
-    assert "pip install 'tars-core[ws]'" in message
+    assert "pip install 'websockets>=17'" in message

@@ -55,7 +55,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
     raise ConfigError(
         "mqtt_url",
         "ws:// and wss:// URLs need the 'ws' extra (the websockets package): "
-        "pip install 'tars-core[ws]'",
+        "pip install 'websockets>=17'",
     ) from exc
 
 __all__ = ["SUBPROTOCOL", "WebSocketLink", "quiet_logger", "refusal", "websocket_connector"]

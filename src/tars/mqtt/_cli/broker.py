@@ -98,7 +98,7 @@ def _require_ws_extra() -> None:
         from .._errors import ConfigError
 
         raise ConfigError(
-            "--ws-port", "a WebSocket listener needs the 'ws' extra: pip install 'tars-core[ws]'"
+            "--ws-port", "a WebSocket listener needs the 'ws' extra: pip install 'websockets>=17'"
         )
 
 
