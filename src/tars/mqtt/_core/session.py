@@ -60,6 +60,7 @@ from .events import (
 )
 from .incoming import IncomingAcks
 from .liveness import Liveness
+from .mqtt311 import Downgrade
 from .outgoing import OutboxPolicy, OutgoingStore
 from .session_base import (
     _DEFAULT_UNACKED_LIMIT,
@@ -163,6 +164,12 @@ class Session(Receiving):
         self._connected_once = False
         self._now = 0.0
         self._journal = journal
+        # MQTT 3.1.1 (docs/mqtt311.md): the protocol level of the next link, and the codec of
+        # the current one. On MQTT 5 these are mqtt5.read and None: the hot path is unchanged.
+        self.protocol_level = 5
+        self._read: Callable[[memoryview], tuple[mqtt5.Packet, int]] = mqtt5.read
+        self._downgrade: Downgrade | None = None
+        self._warned_properties = [False]
         if heartbeat is not None:
             self.subscriptions.add_internal(heartbeat[0])
 
@@ -176,6 +183,12 @@ class Session(Receiving):
         """The credentials of the next CONNECT (each broker of a list may have its own)."""
         self.username = username
         self._password = password
+
+    def use_protocol(self, level: int) -> None:
+        """The protocol level of the next link: 5 (MQTT 5) or 4 (MQTT 3.1.1)."""
+        if level not in (4, 5):
+            raise InvalidArgumentError(f"protocol level must be 4 (3.1.1) or 5, not {level!r}")
+        self.protocol_level = level
 
     @property
     def linked(self) -> bool:
@@ -223,6 +236,15 @@ class Session(Receiving):
         self._link = _Link()
         self._held.clear()
         self.generation += 1
+        # MQTT 3.1.1: the link reads with the 3.1.1 codec and rewrites what we send (the
+        # CONNECT below included) in data_to_send(); MQTT 5 keeps mqtt5.read and no rewrite.
+        if self.protocol_level == 4:
+            downgrade = Downgrade(self.client_id, self.stats, self._warned_properties)
+            self._downgrade = downgrade
+            self._read = downgrade.read
+        else:
+            self._downgrade = None
+            self._read = mqtt5.read
         connect = ConnectPacket(
             self.client_id,
             username=self.username,
@@ -326,6 +348,8 @@ class Session(Receiving):
             return b""
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
+        if self._downgrade is not None:  # an MQTT 3.1.1 link (see connection_made)
+            return self._downgrade(data)
         return data
 
     def restart(self) -> None:

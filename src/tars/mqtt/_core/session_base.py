@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -53,7 +54,9 @@ _TOPIC_ALIAS_INVALID: Final = 0x94
 _SHARED_NOT_SUPPORTED: Final = 0x9E
 _WILDCARDS_NOT_SUPPORTED: Final = 0xA2
 _UNSUPPORTED_PROTOCOL_VERSION: Final = 0x84
-_MQTT3_ONLY: Final = "the broker speaks only MQTT 3.1.1 (or older); tars-core needs MQTT 5"
+_MQTT3_ONLY: Final = (
+    "the broker speaks only MQTT 3.1.1 (or older): use protocol='3.1.1' or 'auto' (the default)"
+)
 _EMPTY: Final[tuple[Event, ...]] = ()
 
 
@@ -125,6 +128,7 @@ class SessionStats:
     dropped_offline: int = 0  # QoS 0 while disconnected (not queued)
     stale_links: int = 0  # links the watchdog or the ack timeout declared dead
     receive_maximum_exceeded: int = 0  # times the broker went over our Receive Maximum
+    properties_dropped: int = 0  # PUBLISH properties not sent: an MQTT 3.1.1 link has none
 
 
 class SessionBase:
@@ -154,6 +158,7 @@ class SessionBase:
     ack_after_handling: bool
     _waiters: list[_Waiter]
     _now: float
+    _read: Callable[[memoryview], tuple[mqtt5.Packet, int]]  # the link's codec (MQTT 5 or 3.1.1)
 
     def _require_connected(self, what: str) -> None:
         if self.state is not SessionState.CONNECTED:

@@ -78,7 +78,7 @@ class Receiving(Publishing, Subscribing):
         view = memoryview(data)
         end = len(data)
         pos = 0
-        read = mqtt5.read
+        read = self._read  # mqtt5.read, or the 3.1.1 codec's on a 3.1.1 link
         handle = self._handle_packet
         limit = self.max_packet_size
         try:
