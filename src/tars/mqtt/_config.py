@@ -115,6 +115,11 @@ class MQTTClientConfig(pydantic.BaseModel):
     connect_timeout: float = Field(
         10.0, gt=0, description="Seconds allowed for TCP, TLS and CONNACK on each attempt."
     )
+    protocol: Literal["5", "3.1.1", "auto"] = Field(
+        "auto",
+        description="MQTT version: '5', '3.1.1', or 'auto' (MQTT 5 first; 3.1.1 when a broker "
+        "refuses MQTT 5 or never answers it, remembered per broker). See docs/mqtt311.md.",
+    )
     wait_for_broker: bool = Field(
         True,
         description="connect() keeps retrying while the broker is down at start; False "

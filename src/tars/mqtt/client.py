@@ -112,6 +112,7 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
             tls_context=tls_factory(cfg, ssl_context),
             connector=connector,
             connect_timeout=cfg.connect_timeout,
+            protocol=cfg.protocol,
             wait_for_broker=cfg.wait_for_broker,
             settle_after=cfg.reconnect_max_delay,
             connect_hooks=self._connect_hooks,
@@ -232,6 +233,7 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
             inflight=session.inflight_count,
             no_subscribers=counts.no_subscribers,
             receive_maximum_exceeded=counts.receive_maximum_exceeded,
+            properties_dropped=counts.properties_dropped,
             **totals,
         )
 

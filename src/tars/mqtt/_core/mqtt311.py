@@ -21,6 +21,7 @@ not a 3.1.1 packet. Layouts: MQTT 3.1.1, OASIS Standard, sections 2 and 3.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Final, Protocol
 
 import mqtt5
@@ -315,7 +316,7 @@ def _empty(body: bytes, packet: mqtt5.Packet) -> mqtt5.Packet:
     return packet
 
 
-_READERS: Final = {
+_READERS: Final[dict[int, Callable[[bytes], mqtt5.Packet]]] = {
     1: _read_connect,
     2: _read_connack,
     4: lambda body: PubAckPacket(_packet_id_only(body)),

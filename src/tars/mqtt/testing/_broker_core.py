@@ -63,8 +63,10 @@ class BrokerCore:
         max_queued: int,
         auth: AuthCallback | None,
         faults: Faults,
+        levels: frozenset[int] = frozenset((4, 5)),
     ) -> None:
         self._loop = loop
+        self.levels = levels  # protocol levels accepted: 5 (MQTT 5), 4 (MQTT 3.1.1)
         self.max_packet_size = max_packet_size
         self.receive_maximum = receive_maximum
         self.max_queued = max_queued
