@@ -19,7 +19,7 @@ from typing import Any
 __all__ = ["add_parser", "broker_parser", "main_broker", "run_broker"]
 
 _BROKER_HELP = (
-    "Run tars-core's development and test MQTT 5 broker over TCP until Ctrl-C. It keeps "
+    "Run tars-core's development and test MQTT 5 and 3.1.1 broker over TCP until Ctrl-C. It keeps "
     "everything in memory and has no authentication, authorization or TLS: "
     "never use it in production."
 )
@@ -28,6 +28,13 @@ _BROKER_HELP = (
 def _add_broker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     parser.add_argument("--port", type=int, default=1883, help="TCP port, 0 for a free one (1883)")
+    parser.add_argument(
+        "--protocol",
+        choices=("both", "5", "3.1.1"),
+        default="both",
+        help="MQTT versions spoken: both (each client gets what it asks for), 5, or 3.1.1 "
+        "(acts as a 3.1.1-only broker)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every packet decision")
 
 
@@ -47,8 +54,9 @@ def add_parser(commands: Any) -> None:
     parser.set_defaults(func=_serve)
 
 
-async def run_broker(host: str, port: int) -> None:
+async def run_broker(host: str, port: int, protocol: str = "both") -> None:
     """Serve the in-memory broker on ``host:port`` until SIGINT/SIGTERM (or cancellation).
+    ``protocol``: ``"both"``, ``"5"`` or ``"3.1.1"`` (the MQTT versions it speaks).
 
     Prints one line with the broker's URL once it listens.
 
@@ -63,7 +71,8 @@ async def run_broker(host: str, port: int) -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not on every platform
             loop.add_signal_handler(signum, stop.set)
     try:
-        async with InMemoryBroker(name="tars-mqtt") as broker:
+        protocols = ("5", "3.1.1") if protocol == "both" else (protocol,)
+        async with InMemoryBroker(name="tars-mqtt", protocols=protocols) as broker:
             await broker.serve_tcp(host, port)
             print(
                 f"tars-mqtt dev broker (not for production) listening on {broker.tcp_url}",
@@ -81,7 +90,7 @@ def _serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        asyncio.run(run_broker(args.host, args.port))
+        asyncio.run(run_broker(args.host, args.port, args.protocol))
     except KeyboardInterrupt:
         pass
     except OSError as exc:

@@ -68,15 +68,6 @@ class LinkOwner(Protocol):
     def keep_alive_expired(self, link: BrokerLink) -> None: ...
 
 
-def _protocol_level(chunk: bytes) -> int | None:
-    """The protocol level byte of a CONNECT packet, if the packet is long enough to have one."""
-    header = 2
-    while header < 5 and chunk[header - 1] & 0x80:
-        header += 1
-    level_at = header + 6  # two length bytes, then "MQTT"
-    return chunk[level_at] if len(chunk) > level_at else None
-
-
 def _write_mqtt5(packet: mqtt5.Packet) -> bytes:
     return packet.write()
 
@@ -203,17 +194,18 @@ class BrokerLink(asyncio.Protocol):
         try:
             packet, size = self._read(chunk)
         except (FramingError, IndexError) as exc:
-            if (
-                self.state is LinkState.AWAIT_CONNECT
-                and chunk[0] == 0x10
-                and _protocol_level(chunk) in (3, 4)
-            ):
-                # WARNING: mosquitto_sub without -V 5 is the usual cause, and a refusal seen
-                # only by the client ("unacceptable protocol version") is easy to misread.
+            level = mqtt311.connect_level(chunk) if chunk[0] == 0x10 else None
+            if self.state is LinkState.AWAIT_CONNECT and level in (3, 4) and self.level == 5:
+                # WARNING: an old client (MQTT 3.1), or one of the wrong version, and a refusal
+                # seen only by the client ("unacceptable protocol version") is easy to misread.
+                spoken = " and ".join(f"MQTT {'5' if v == 5 else '3.1.1'}" for v in (5, 4)
+                                      if v in self._owner.levels)  # fmt: skip
                 _log.warning(
-                    "%r: MQTT 3.x client refused: this broker speaks MQTT 5 only; tell "
-                    "Mosquitto's clients so with -V 5 (mosquitto_sub -V 5 ..., or -V mqttv5)",
+                    "%r: MQTT 3.x client refused (protocol level %d): this broker speaks %s; "
+                    "tell Mosquitto's clients so with -V 5 or -V 311",
                     self,
+                    level,
+                    spoken,
                 )
                 self.write_raw(_V311_UNSUPPORTED)
                 self.close()
