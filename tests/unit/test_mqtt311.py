@@ -417,3 +417,14 @@ def test_an_mqtt5_session_meeting_a_3_1_1_broker_says_how_to_fix_it() -> None:
 def test_the_level_is_checked() -> None:
     with pytest.raises(ValueError, match="protocol level"):
         Session("c").use_protocol(3)
+
+
+def test_a_311_broker_is_not_held_to_a_receive_maximum_it_was_never_told() -> None:
+    session = _session_311(receive_maximum=2)
+    session.data_to_send()
+    session.receive_data(bytes.fromhex("20020000"), 1.0)
+    for packet_id in (1, 2, 3):  # three QoS 2 messages awaiting PUBREL: more than 2
+        events = session.receive_data(bytes((0x34, 6, 0, 1, 0x74, 0, packet_id, 0x78)), 2.0)
+        assert [type(e) for e in events] == [PublishPacket]
+    assert session.state is SessionState.CONNECTED
+    assert session.data_to_send() == bytes.fromhex("500200015002000250020003")

@@ -170,6 +170,7 @@ class Session(Receiving):
         self._read: Callable[[memoryview], tuple[mqtt5.Packet, int]] = mqtt5.read
         self._downgrade: Downgrade | None = None
         self._warned_properties = [False]
+        self._incoming_limit = receive_maximum  # QoS 2 awaiting PUBREL before a protocol error
         if heartbeat is not None:
             self.subscriptions.add_internal(heartbeat[0])
 
@@ -242,9 +243,11 @@ class Session(Receiving):
             downgrade = Downgrade(self.client_id, self.stats, self._warned_properties)
             self._downgrade = downgrade
             self._read = downgrade.read
+            self._incoming_limit = _MAX_PACKET_ID  # the broker never learns receive_maximum
         else:
             self._downgrade = None
             self._read = mqtt5.read
+            self._incoming_limit = self.receive_maximum
         connect = ConnectPacket(
             self.client_id,
             username=self.username,

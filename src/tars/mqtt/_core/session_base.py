@@ -159,6 +159,7 @@ class SessionBase:
     _waiters: list[_Waiter]
     _now: float
     _read: Callable[[memoryview], tuple[mqtt5.Packet, int]]  # the link's codec (MQTT 5 or 3.1.1)
+    _incoming_limit: int  # QoS 2 awaiting PUBREL allowed: receive_maximum (3.1.1: 65535)
 
     def _require_connected(self, what: str) -> None:
         if self.state is not SessionState.CONNECTED:

@@ -172,7 +172,7 @@ class Receiving(Publishing, Subscribing):
             return
         if packet_id in held:
             return  # sent again before we acknowledged it: it is being handled already
-        if len(incoming) >= self.receive_maximum:
+        if len(incoming) >= self._incoming_limit:  # receive_maximum; 3.1.1: none told
             self._protocol_error(events, _RECEIVE_MAX_EXCEEDED, "broker exceeded Receive Maximum")
             return
         if self.ack_after_handling:
