@@ -60,7 +60,6 @@ from .events import (
 )
 from .incoming import IncomingAcks
 from .liveness import Liveness
-from .mqtt311 import Downgrade
 from .outgoing import OutboxPolicy, OutgoingStore
 from .session_base import (
     _DEFAULT_UNACKED_LIMIT,
@@ -78,6 +77,7 @@ from .session_receive import Receiving
 from .subtable import SubscriptionTable
 
 if TYPE_CHECKING:  # the durable store (sqlite3) is loaded only by those who use it
+    from .mqtt311 import Downgrade  # and the 3.1.1 codec by the clients that speak it
     from .outgoing import Journal
 
 __all__ = ["Session", "SessionState", "SessionStats", "WaitFor"]
@@ -240,6 +240,8 @@ class Session(Receiving):
         # MQTT 3.1.1: the link reads with the 3.1.1 codec and rewrites what we send (the
         # CONNECT below included) in data_to_send(); MQTT 5 keeps mqtt5.read and no rewrite.
         if self.protocol_level == 4:
+            from .mqtt311 import Downgrade  # here: loaded by the clients that speak 3.1.1 only
+
             downgrade = Downgrade(self.client_id, self.stats, self._warned_properties)
             self._downgrade = downgrade
             self._read = downgrade.read
