@@ -54,6 +54,15 @@ async def test_311_and_5_peers_exchange_messages_at_every_qos(
     await new.disconnect()
 
 
+async def test_an_empty_client_id_needs_a_clean_session_on_311(broker: InMemoryBroker) -> None:
+    peer = await peer311(broker)
+    peer.send(mqtt5.ConnectPacket("", clean_start=False, session_expiry_interval=60))
+    await peer.expect_closed()
+    assert bytes(peer.raw) == b"\x20\x02\x00\x02"  # return code 2: identifier rejected
+    clean = await peer311(broker)
+    assert (await clean.connect("")).reason_code == mqtt5.ConnAckReasonCode.SUCCESS
+
+
 async def test_a_refused_subscription_is_0x80_on_311(broker: InMemoryBroker) -> None:
     broker.refuse_subscriptions("private/#")
     peer = await peer311(broker)

@@ -204,6 +204,11 @@ class BrokerCore:
             self.protocol_error(link, 0x86, f"credentials of {packet.client_id!r} refused")
             return
         client_id = packet.client_id
+        if not client_id and not packet.clean_start and link.level == 4:
+            # MQTT 3.1.1 (3.1.3-8): an empty client id needs a clean session (return code 2);
+            # MQTT 5 assigns one instead.
+            self.protocol_error(link, 0x85, "empty client id without clean session (3.1.1)")
+            return
         assigned: str | None = None
         if not client_id:
             client_id = assigned = f"auto-{next(self._assigned_ids)}-{secrets.token_hex(4)}"
