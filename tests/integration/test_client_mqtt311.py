@@ -23,10 +23,11 @@ from tars.mqtt.testing import InMemoryBroker, MosquittoBroker
 async def client_of(
     broker: InMemoryBroker | MosquittoBroker, prefix: str, **options: Any
 ) -> AsyncIterator[MQTTClient]:
+    url = options.pop("mqtt_url", broker.url)
     if isinstance(broker, InMemoryBroker):
-        client = MQTTClient(broker.url, unique(prefix), connector=broker.connector, **options)
+        client = MQTTClient(url, unique(prefix), connector=broker.connector, **options)
     else:
-        client = MQTTClient(broker.url, unique(prefix), **options)
+        client = MQTTClient(url, unique(prefix), **options)
     await client.connect()
     try:
         yield client
@@ -238,3 +239,14 @@ async def test_a_311_persistent_session_keeps_messages_while_away(
         assert await got.wait_for(1) == [b"while-away"]
     finally:
         await client.shutdown()
+
+
+async def test_a_url_names_its_brokers_version(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "tars.mqtt")
+    async with (
+        InMemoryBroker(protocols=("3.1.1",)) as broker,
+        # The client's option says MQTT 5; this broker's URL says 3.1.1, and wins for it.
+        client_of(broker, "perurl", protocol="5", mqtt_url=f"{broker.url}?protocol=3.1.1"),
+    ):
+        assert not [r for r in caplog.records if "MQTT 5 client refused" in r.message]
+        assert any("speaks MQTT 3.1.1" in r.message for r in caplog.records)

@@ -118,7 +118,8 @@ class MQTTClientConfig(pydantic.BaseModel):
     protocol: Literal["5", "3.1.1", "auto"] = Field(
         "auto",
         description="MQTT version: '5', '3.1.1', or 'auto' (MQTT 5 first; 3.1.1 when a broker "
-        "refuses MQTT 5 or never answers it, remembered per broker). See docs/mqtt311.md.",
+        "refuses MQTT 5 or never answers it, remembered per broker). A broker's URL may say "
+        "its own: mqtt://host?protocol=3.1.1. See docs/mqtt311.md.",
     )
     wait_for_broker: bool = Field(
         True,

@@ -42,6 +42,9 @@ _MASK = "***"
 # "mqtt://a,http://b" is a list whose second URL is refused for its scheme.
 _SEPARATOR = re.compile(r",\s*(?=[a-z][a-z0-9+.-]*://)", re.IGNORECASE)
 
+Protocol = Literal["5", "3.1.1", "auto"]
+"""The MQTT version of a broker (``?protocol=`` in its URL; see docs/mqtt311.md)."""
+
 BrokerOrder = Literal["in_order", "shuffle"]
 """How a client orders the brokers of ``mqtt_url``: as written, or shuffled once per client."""
 
@@ -55,12 +58,14 @@ class ConnectionParams:
     tls: bool
     username: str | None = None
     password: str | None = None
+    protocol: Protocol | None = None  # ?protocol=: this broker's MQTT version (None: the option)
 
     def __repr__(self) -> str:
         password = None if self.password is None else _MASK
+        protocol = "" if self.protocol is None else f", protocol={self.protocol!r}"
         return (
             f"ConnectionParams(host={self.host!r}, port={self.port}, tls={self.tls}, "
-            f"username={self.username!r}, password={password!r})"
+            f"username={self.username!r}, password={password!r}{protocol})"
         )
 
     __str__ = __repr__
@@ -74,7 +79,8 @@ class ConnectionParams:
             userinfo += f":{_MASK}@" if self.password is not None else "@"
         host = f"[{self.host}]" if ":" in self.host else self.host
         scheme = "mqtts" if self.tls else "mqtt"
-        return f"{scheme}://{userinfo}{host}:{self.port}"
+        query = "" if self.protocol is None else f"?protocol={self.protocol}"
+        return f"{scheme}://{userinfo}{host}:{self.port}{query}"
 
 
 class _URLError(ValueError):
@@ -207,15 +213,17 @@ def _parse_list(text: str) -> tuple[ConnectionParams, ...]:
 
 
 def parse_mqtt_url(url: str) -> ConnectionParams:
-    """Parse ``mqtt[s]://[user[:password]@]host[:port][/]`` into :class:`ConnectionParams`.
+    """Parse ``mqtt[s]://[user[:password]@]host[:port][/][?protocol=5|3.1.1|auto]`` into
+    :class:`ConnectionParams`.
 
     ``mqtt`` defaults to port 1883, ``mqtts`` to 8883 with TLS; the scheme is case-insensitive;
     IPv6 hosts go in brackets; the user name and password are percent-decoded.
 
     Raises:
         ConfigError: (``field="mqtt_url"``) unknown scheme, missing host, a port that is not an
-            integer in 1..65535, a path other than ``/``, a query or a fragment, or bad
-            percent-encoding. The message never contains the password.
+            integer in 1..65535, a path other than ``/``, a query parameter other than
+            ``protocol``, a fragment, or bad percent-encoding. The message never contains the
+            password.
     """
     try:
         return _parse(url)
@@ -242,11 +250,13 @@ def _parse(url: str) -> ConnectionParams:
     default_port, tls = _SCHEMES[scheme]
     end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
     authority, tail = rest[:end], rest[end:]
-    if tail not in ("", "/"):
+    path, qmark, query = tail.partition("?")
+    if path not in ("", "/") or "#" in query:
         raise _URLError(
-            "must not have a path, query or fragment; "
+            "must not have a path or fragment; "
             "percent-encode '/', '?', '#' and '@' in the user name and password"
         )
+    protocol = _parse_query(query) if qmark else None
     userinfo, at, hostport = authority.rpartition("@")
     if "," in hostport:  # no host name has one: a list with a URL missing its scheme
         raise _URLError(
@@ -262,7 +272,20 @@ def _parse(url: str) -> ConnectionParams:
             password = unquote(secret, errors="strict") if colon else None
         except UnicodeDecodeError:
             raise _URLError("the user name or password is not percent-encoded UTF-8") from None
-    return ConnectionParams(host, port, tls, username, password)
+    return ConnectionParams(host, port, tls, username, password, protocol)
+
+
+def _parse_query(query: str) -> Protocol:
+    """The one URL parameter a broker URL may have: ``protocol=5|3.1.1|auto``."""
+    name, _, value = query.partition("=")
+    if name != "protocol" or "&" in value:
+        raise _URLError(
+            "the only query parameter is protocol=5, protocol=3.1.1 or protocol=auto "
+            "(percent-encode '?' in the user name and password)"
+        )
+    if value not in ("5", "3.1.1", "auto"):
+        raise _URLError(f"protocol must be 5, 3.1.1 or auto, not {value[:10]!r}")
+    return value  # type: ignore[return-value]
 
 
 def _parse_hostport(hostport: str, default_port: int) -> tuple[str, int]:
@@ -323,4 +346,6 @@ def endpoint_from_reference(reference: str, current: ConnectionParams) -> Connec
         port = int(port_text) if port_text else current.port
         if not 0 < port < 65536:
             return None
-    return ConnectionParams(host, port, current.tls, current.username, current.password)
+    return ConnectionParams(
+        host, port, current.tls, current.username, current.password, current.protocol
+    )

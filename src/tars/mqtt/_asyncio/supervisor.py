@@ -180,7 +180,7 @@ class Supervisor:
             params = self.params
             self._session.use_credentials(params.username, params.password)
             broker = f"{params.host}:{params.port}"
-            level = self._protocols.level(broker)
+            level = self._protocols.level(broker, params.protocol)
             self._session.use_protocol(level)
             generation = self._session.generation  # moves when our CONNECT goes out
             try:
@@ -197,7 +197,8 @@ class Supervisor:
             except Exception as exc:
                 error = exc if isinstance(exc, ConnectError) else _unexpected(exc, params)
                 sent = self._session.generation != generation
-                if self._protocols.failed(broker, level, error.reason_code, sent):
+                code = error.reason_code
+                if self._protocols.failed(broker, level, code, sent, params.protocol):
                     log.info(
                         "%s: %s did not take MQTT 5 (%s); trying MQTT 3.1.1",
                         self.client_id,

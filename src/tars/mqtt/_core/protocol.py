@@ -40,21 +40,31 @@ class ProtocolChoice:
         self._known: dict[str, int] = {}  # broker -> the level that worked
         self._trying: set[str] = set()  # brokers on a 3.1.1 attempt after MQTT 5 failed
 
-    def level(self, broker: str) -> int:
-        """The protocol level to speak on the next attempt to ``broker``."""
-        if self.option == "5":
+    def level(self, broker: str, option: ProtocolOption | None = None) -> int:
+        """The protocol level to speak on the next attempt to ``broker`` (``option``: that
+        broker's own, from ``?protocol=`` in its URL, else the client's)."""
+        option = option or self.option
+        if option == "5":
             return MQTT5
-        if self.option == "3.1.1":
+        if option == "3.1.1":
             return MQTT311
         if broker in self._trying:
             return MQTT311
         return self._known.get(broker, MQTT5)
 
-    def failed(self, broker: str, level: int, reason_code: int | None, connect_sent: bool) -> bool:
+    def failed(
+        self,
+        broker: str,
+        level: int,
+        reason_code: int | None,
+        connect_sent: bool,
+        option: ProtocolOption | None = None,
+    ) -> bool:
         """An attempt at ``level`` failed (``reason_code``: the CONNACK's refusal, None for a
-        close or a timeout; ``connect_sent``: our CONNECT went out). True when the next
-        attempt should be made at once with MQTT 3.1.1."""
-        if self.option != "auto":
+        close or a timeout; ``connect_sent``: our CONNECT went out; ``option``: the broker's
+        own, as for :meth:`level`). True when the next attempt should be made at once with
+        MQTT 3.1.1."""
+        if (option or self.option) != "auto":
             return False
         if level == MQTT311:
             self._trying.discard(broker)  # the fallback did not work either: not remembered
