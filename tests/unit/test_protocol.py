@@ -63,3 +63,30 @@ def test_names_and_bad_options() -> None:
     assert level_name(MQTT5) == "MQTT 5"
     with pytest.raises(ValueError, match="protocol"):
         ProtocolChoice("3.1")  # type: ignore[arg-type]
+
+
+def test_one_unanswered_connect_is_not_enough_to_remember_311() -> None:
+    choice = ProtocolChoice()
+    # An MQTT 5 broker in trouble drops a CONNECT; the 3.1.1 retry is taken.
+    assert choice.failed(A, MQTT5, None, connect_sent=True)
+    assert choice.level(A) == MQTT311
+    assert choice.succeeded(A, MQTT311) is True
+    assert choice.level(A) == MQTT5  # not settled: the next link asks for MQTT 5 again
+    assert choice.succeeded(A, MQTT5) is True
+    assert choice.level(A) == MQTT5
+    # A broker that drops MQTT 5 CONNECTs twice in a row (each time taking 3.1.1) is 3.1.1.
+    other = ProtocolChoice()
+    for _ in range(2):
+        assert other.level(B) == MQTT5
+        assert other.failed(B, MQTT5, None, connect_sent=True)
+        other.succeeded(B, MQTT311)
+    assert other.level(B) == MQTT311
+
+
+def test_a_url_option_wins_for_its_broker() -> None:
+    choice = ProtocolChoice("5")
+    assert choice.level(A, "3.1.1") == MQTT311
+    assert choice.level(A, "auto") == MQTT5
+    assert choice.failed(A, MQTT5, 0x84, connect_sent=True, option="auto") is True
+    assert choice.level(A, "auto") == MQTT311
+    assert choice.level(B) == MQTT5

@@ -7,8 +7,10 @@ within the connect timeout. The level that worked is remembered per broker for t
 life, so a 3.1.1 broker costs one refused CONNECT per client, not one per reconnect.
 
 A fallback that does not work is not remembered: a broker that merely went away during our
-CONNECT is tried with MQTT 5 again next time. An explicit refusal (0x84) is believed even from
-a broker that spoke MQTT 5 before (it was replaced by a 3.1.1 one).
+CONNECT is tried with MQTT 5 again next time. Nor is one that worked after a single unanswered
+MQTT 5 CONNECT (an overloaded or restarting MQTT 5 broker drops CONNECTs too): the next link
+tries MQTT 5 again, and a second unanswered one settles it. An explicit refusal (0x84) is
+believed at once, even from a broker that spoke MQTT 5 before (it was replaced by a 3.1.1 one).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ class ProtocolChoice:
         self.option = option
         self._known: dict[str, int] = {}  # broker -> the level that worked
         self._trying: set[str] = set()  # brokers on a 3.1.1 attempt after MQTT 5 failed
+        self._sure: set[str] = set()  # brokers whose refusal of MQTT 5 is beyond doubt
+        self._silent: dict[str, int] = {}  # broker -> MQTT 5 CONNECTs it dropped, unanswered
 
     def level(self, broker: str, option: ProtocolOption | None = None) -> int:
         """The protocol level to speak on the next attempt to ``broker`` (``option``: that
@@ -70,16 +74,31 @@ class ProtocolChoice:
             self._trying.discard(broker)  # the fallback did not work either: not remembered
             return False
         refused = reason_code == _UNSUPPORTED_PROTOCOL_VERSION
-        silent = reason_code is None and connect_sent and broker not in self._known
-        if refused or silent:
-            self._known.pop(broker, None)
-            self._trying.add(broker)
-            return True
-        return False
+        silent = reason_code is None and connect_sent and self._known.get(broker) != MQTT5
+        if refused:
+            self._sure.add(broker)
+        elif silent:
+            # One dropped CONNECT may be a broker in trouble (restarting, overloaded): the
+            # second in a row, each time 3.1.1 being taken, settles it.
+            count = self._silent[broker] = self._silent.get(broker, 0) + 1
+            if count >= 2:
+                self._sure.add(broker)
+        else:
+            return False
+        self._known.pop(broker, None)
+        self._trying.add(broker)
+        return True
 
     def succeeded(self, broker: str, level: int) -> bool:
-        """A link at ``level`` was accepted; True when that is news about ``broker``."""
+        """A link at ``level`` was accepted; True when that is news about ``broker``.
+
+        A 3.1.1 link after a single unanswered MQTT 5 CONNECT is not remembered yet: the next
+        link tries MQTT 5 again (see :meth:`failed`)."""
         self._trying.discard(broker)
+        if level == MQTT5:
+            self._silent.pop(broker, None)
+        elif broker not in self._sure and self.option == "auto":
+            return self._known.get(broker) != level
         news = self._known.get(broker) != level
         self._known[broker] = level
         return news
