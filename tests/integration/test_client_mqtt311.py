@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
+from mqtt5 import TopicFilter
 
 from support import LoopbackServer
 from support.mosquitto_cli import Inbox, MosquittoSub, unique
@@ -250,3 +251,20 @@ async def test_a_url_names_its_brokers_version(caplog: pytest.LogCaptureFixture)
     ):
         assert not [r for r in caplog.records if "MQTT 5 client refused" in r.message]
         assert any("speaks MQTT 3.1.1" in r.message for r in caplog.records)
+
+
+async def test_the_link_view_refuses_what_only_mqtt5_can_say() -> None:
+    async with (
+        InMemoryBroker() as broker,
+        client_of(broker, "view", protocol="3.1.1") as client,
+    ):
+        view = client.client
+        assert view is not None
+        assert await view.subscribe("plain/t", qos=1) == (1,)
+        with pytest.raises(ValueError, match="MQTT 5 only"):
+            await view.subscribe("x/y", subscription_id=7)
+        with pytest.raises(ValueError, match="MQTT 5 only"):
+            await view.subscribe(TopicFilter("x/y", no_local=True))
+        with pytest.raises(ValueError, match="MQTT 5 only"):
+            await view.unsubscribe("plain/t", user_properties=[("k", "v")])
+        assert await view.unsubscribe("plain/t") == (0,)
