@@ -32,6 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "bench" / "RESULTS.md"
 DEFAULT_JSON = ROOT / "bench" / "out" / "results.json"
 CLIENTS = ("tars_event", "tars_raw", "tars_proto", "gmqtt", "aiomqtt", "paho")
+# Run only when named in --clients: tars-core over MQTT 3.1.1 (docs/mqtt311.md).
+EXTRA_CLIENTS = ("tars_event_311", "tars_raw_311")
 
 
 def _names(text: str, known: tuple[str, ...] | list[str]) -> list[str]:
@@ -50,9 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeat", type=int, help="runs per (client, case); default 5, quick 1")
     parser.add_argument(
         "--clients",
-        type=lambda text: _names(text, CLIENTS),
+        type=lambda text: _names(text, CLIENTS + EXTRA_CLIENTS),
         default=list(CLIENTS),
-        help=f"comma-separated subset of {','.join(CLIENTS)}",
+        help=f"comma-separated subset of {','.join(CLIENTS)} (default: all of them), or "
+        f"{','.join(EXTRA_CLIENTS)} (MQTT 3.1.1)",
     )
     parser.add_argument(
         "--cases",
