@@ -349,8 +349,14 @@ def connect_level(data: bytes | bytearray | memoryview) -> int | None:
 
 # --- writing ------------------------------------------------------------------------------------
 
+_ONE_BYTE: Final = [bytes((i,)) for i in range(256)]
+
 
 def _length(size: int) -> bytes:
+    if size < 128:  # most packets: one or two bytes, without the loop
+        return _ONE_BYTE[size]
+    if size < 16_384:
+        return bytes(((size & 0x7F) | 0x80, size >> 7))
     out = bytearray()
     while True:
         byte = size % 128
@@ -516,7 +522,7 @@ class Downgrade:
                     break
             stop = i + length
             if kind == 3:
-                out.append(self._publish(data, view, first, i, stop))
+                self._publish(out, data, view, first, i, stop)
             elif kind in _ACK_KINDS:
                 out.append(view[pos:stop] if length == 2 else bytes((first, 2)) + data[i : i + 2])
             elif kind == 14:
@@ -535,8 +541,14 @@ class Downgrade:
         return result
 
     def _publish(
-        self, data: bytes, view: memoryview, first: int, pos: int, stop: int
-    ) -> bytes | memoryview:
+        self,
+        out: list[bytes | memoryview],
+        data: bytes,
+        view: memoryview,
+        first: int,
+        pos: int,
+        stop: int,
+    ) -> None:
         topic_end = pos + 2 + ((data[pos] << 8) | data[pos + 1])
         head_end = topic_end + (2 if first & 0x06 else 0)
         # MQTT 5 puts the properties here: their length (a variable byte integer), then them.
@@ -553,12 +565,8 @@ class Downgrade:
         if props:
             self._dropped()
         body_size = (head_end - pos) + (stop - i - props)
-        return (
-            bytes((first,))
-            + _length(body_size)
-            + data[pos:head_end]
-            + view[i + props : stop].tobytes()
-        )
+        # Slices of the input: the payload is copied once, by the caller's join.
+        out += (_ONE_BYTE[first], _length(body_size), view[pos:head_end], view[i + props : stop])
 
     def _dropped(self) -> None:
         self._stats.properties_dropped += 1
