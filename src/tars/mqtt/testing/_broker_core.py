@@ -28,8 +28,8 @@ import itertools
 import logging
 import secrets
 from collections import deque
-from dataclasses import replace
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import mqtt5
 
