@@ -299,7 +299,7 @@ def test_the_session_output_is_rewritten_packet_by_packet() -> None:
             PubAckPacket(4),
             PubRecPacket(5, reason_code=mqtt5.PubRecReasonCode.UNSPECIFIED_ERROR),
             PingReqPacket(),
-            DisconnectPacket(reason_code=mqtt5.DisconnectReasonCode.SERVER_BUSY),
+            DisconnectPacket(reason_code=mqtt5.DisconnectReasonCode.NORMAL_DISCONNECTION),
             UnsubscribePacket(6, ["a", "b"]),
         )
     )  # fmt: skip
@@ -428,3 +428,12 @@ def test_a_311_broker_is_not_held_to_a_receive_maximum_it_was_never_told() -> No
         assert [type(e) for e in events] == [PublishPacket]
     assert session.state is SessionState.CONNECTED
     assert session.data_to_send() == bytes.fromhex("500200015002000250020003")
+
+
+@pytest.mark.parametrize("reason", [0x04, 0x81, 0x82, 0x8D, 0x93])
+def test_a_disconnect_with_a_reason_is_a_close_so_the_will_goes_out(reason: int) -> None:
+    # On 3.1.1 any DISCONNECT discards the will: one that MQTT 5 would send with a reason
+    # (an error, or 0x04 "with will") is left out, and the link just closes.
+    wire = DisconnectPacket(reason_code=mqtt5.DisconnectReasonCode(reason)).write()
+    assert _downgrade()(wire) == b""
+    assert _downgrade()(DisconnectPacket(session_expiry_interval=0).write()) == b"\xe0\x00"

@@ -526,7 +526,11 @@ class Downgrade:
             elif kind in _ACK_KINDS:
                 out.append(view[pos:stop] if length == 2 else bytes((first, 2)) + data[i : i + 2])
             elif kind == 14:
-                out.append(b"\xe0\x00")
+                # 3.1.1's DISCONNECT means "all is well: discard my will". One with an MQTT 5
+                # reason (a protocol error, 0x04 "with will") is not sent: the link just
+                # closes, and the broker publishes the will, as MQTT 5 does for those reasons.
+                if length == 0 or data[i] == 0:
+                    out.append(b"\xe0\x00")
             elif kind == 12 or kind == 13:
                 out.append(view[pos:stop])
             else:  # CONNECT, SUBSCRIBE, UNSUBSCRIBE: rare, read back and written anew
