@@ -40,7 +40,9 @@ CLIENTS = ("tars_event", "tars_raw", "tars_proto", "gmqtt", "aiomqtt", "paho")
 # (bench.adapters.split_client), asked for with --clients (make bench does), so tars-core and
 # gmqtt are compared on uvloop in one run.
 UVLOOP_CLIENTS = ("tars_event@uvloop", "tars_raw@uvloop", "gmqtt@uvloop")
-KNOWN = (*CLIENTS, "tars_ws", *UVLOOP_CLIENTS)
+# tars-core over MQTT 3.1.1 (docs/mqtt311.md), run only when named in --clients too.
+EXTRA_CLIENTS = ("tars_event_311", "tars_raw_311")
+KNOWN = (*CLIENTS, "tars_ws", *UVLOOP_CLIENTS, *EXTRA_CLIENTS)
 
 
 def _names(text: str, known: tuple[str, ...] | list[str]) -> list[str]:
@@ -61,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
         "--clients",
         type=lambda text: _names(text, KNOWN),
         default=list(CLIENTS),
-        help=f"comma-separated subset of {','.join(KNOWN)} (default: all but tars_ws and @uvloop)",
+        help=f"comma-separated subset of {','.join(KNOWN)} (default: all but tars_ws, @uvloop and _311)",
     )
     parser.add_argument(
         "--cases",

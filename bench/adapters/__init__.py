@@ -44,6 +44,8 @@ ADAPTERS: dict[str, str] = {
     "tars_raw": "bench.adapters.tars_raw",
     "tars_ws": "bench.adapters.tars_ws",
     "tars_proto": "bench.adapters.tars_proto",
+    "tars_raw_311": "bench.adapters.tars_raw_311",  # MQTT 3.1.1; not in the default run
+    "tars_event_311": "bench.adapters.tars_event_311",
     "gmqtt": "bench.adapters.gmqtt_raw",
     "aiomqtt": "bench.adapters.aiomqtt_raw",
     "paho": "bench.adapters.paho_raw",

@@ -1,9 +1,10 @@
-"""The one fixture of the contract suite: ``target``, the broker under test, five times over.
+"""The one fixture of the contract suite: ``target``, the broker under test, seven times over.
 
 Every contract test takes ``target`` and so runs against the in-memory broker (``memory``), the
 same broker over TCP (``tcp``) and over WebSockets (``ws``), and a real Mosquitto over TCP
 (``mosquitto``, the session's shared one) and over WebSockets (``mosquitto-ws``, a session-wide
-one with a WebSocket listener).
+one with a WebSocket listener); ``memory-311`` and ``mosquitto-311`` run it again with every
+client on MQTT 3.1.1.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ def mosquitto_ws() -> Iterator[MosquittoBroker]:
         "ws",
         pytest.param("mosquitto", marks=pytest.mark.mosquitto),
         pytest.param("mosquitto-ws", marks=pytest.mark.mosquitto),
+        "memory-311",
+        pytest.param("mosquitto-311", marks=pytest.mark.mosquitto),
     ]
 )
 async def target(
@@ -49,18 +52,26 @@ async def target(
 
     (Fixture order matters: clients are shut down before their proxies close.)
     """
-    kind = request.param
+    name = request.param
+    protocol = "3.1.1" if name.endswith("-311") else None  # every client on MQTT 3.1.1
+    kind = name.removesuffix("-311")
     if kind == "memory":
-        yield Target("memory", mqtt_client_factory, memory=in_memory_broker)
+        yield Target("memory", mqtt_client_factory, memory=in_memory_broker, protocol=protocol)
     elif kind == "tcp":
         await in_memory_broker.serve_tcp()
         yield Target("tcp", mqtt_client_factory, memory=in_memory_broker)
     elif kind == "ws":
         await in_memory_broker.serve_ws()
         yield Target("ws", mqtt_client_factory, memory=in_memory_broker)
-    elif kind == "mosquitto":
+    elif kind == "mosquitto":  # mosquitto, mosquitto-311
         shared: MosquittoBroker = request.getfixturevalue("shared_mosquitto")
-        yield Target("mosquitto", mqtt_client_factory, mosquitto=shared, make_proxy=make_tcp_proxy)
+        yield Target(
+            "mosquitto",
+            mqtt_client_factory,
+            mosquitto=shared,
+            make_proxy=make_tcp_proxy,
+            protocol=protocol,
+        )
     else:
         ws: MosquittoBroker = request.getfixturevalue("mosquitto_ws")
         yield Target("mosquitto-ws", mqtt_client_factory, mosquitto=ws, make_proxy=make_tcp_proxy)

@@ -40,6 +40,7 @@ class Target:
     memory: InMemoryBroker | None = None
     mosquitto: MosquittoBroker | None = None
     make_proxy: TcpProxyFactory | None = None
+    protocol: Literal["5", "3.1.1"] | None = None  # every client's protocol option, when set
     root: str = field(default_factory=lambda: unique("contract"))
     _proxies: dict[str, TcpFaultProxy] = field(default_factory=dict)
 
@@ -58,6 +59,8 @@ class Target:
         """A client (``client_id``, else a fresh id from ``prefix``), shut down after the test."""
         client_id = client_id or unique(prefix)
         merged: ClientOptions = {**_FAST_RECONNECT, **options}
+        if self.protocol is not None:
+            merged.setdefault("protocol", self.protocol)
         if self.kind == "memory":
             assert self.memory is not None
             return await self.factory(client_id, broker=self.memory, connect=connect, **merged)

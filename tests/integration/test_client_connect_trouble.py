@@ -78,11 +78,11 @@ async def test_an_mqtt_311_broker_fails_the_first_connect_at_once_with_a_clear_e
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     async with Mqtt311Broker() as broker:
-        client = MQTTClient(f"mqtt://127.0.0.1:{broker.port}", unique("v5only"))
+        client = MQTTClient(f"mqtt://127.0.0.1:{broker.port}", unique("v5only"), protocol="5")
         async with asyncio.timeout(5):
             with pytest.raises(ConnectError) as caught:
                 await client.connect()  # wait_for_broker=True: still fatal, not retried
-        assert "the broker speaks only MQTT 3.1.1 (or older); tars-core needs MQTT 5" in str(
+        assert "the broker speaks only MQTT 3.1.1 (or older): use protocol='3.1.1'" in str(
             caught.value
         )
         assert caught.value.reason_code == 0x84

@@ -88,10 +88,11 @@ class MosquittoSub:
         qos: int = 0,
         count: int | None = None,
         extra_args: Sequence[str] = (),
+        version: str = "mqttv5",
     ) -> None:
         self._args = [
             "-V",
-            "mqttv5",
+            version,
             "-h",
             broker.host,
             "-p",

@@ -267,6 +267,7 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "reconnect_min_delay": 0.5,
     "reconnect_max_delay": 5.0,
     "connect_timeout": 10.0,
+    "protocol": "auto",
     "wait_for_broker": True,
     "clean_start": True,
     "session_expiry_interval": 0,
@@ -381,6 +382,8 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("reconnect_max_delay", 0),
     ("reconnect_max_delay", 0.4),  # below the default reconnect_min_delay
     ("connect_timeout", 0),
+    ("protocol", "3.1"),
+    ("protocol", 5),  # the version is a string: "5"
     ("wait_for_broker", "no"),
     ("clean_start", 0),
     ("session_expiry_interval", -1),
@@ -617,6 +620,7 @@ ENV_CASES: list[tuple[str, str, Any, dict[str, str]]] = [
     ("reconnect_min_delay", "0.25", 0.25, {}),
     ("reconnect_max_delay", "30", 30.0, {}),
     ("connect_timeout", "3", 3.0, {}),
+    ("protocol", "3.1.1", "3.1.1", {}),
     ("wait_for_broker", "no", False, {}),
     ("clean_start", "off", False, {}),
     ("session_expiry_interval", "3600", 3600, {}),

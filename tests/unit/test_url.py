@@ -326,3 +326,30 @@ def test_a_redirection_keeps_the_websocket_transport_and_path() -> None:
     to_url = endpoint_from_reference("wss://c/other", current)
     assert to_url == ConnectionParams("c", 443, True, "u", "pw", "/other")
     assert endpoint_from_reference("ws://c", current) is None  # never from TLS to clear text
+
+
+# --- ?protocol= (docs/mqtt311.md) ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["5", "3.1.1", "auto"])
+def test_a_url_may_name_its_brokers_mqtt_version(value: str) -> None:
+    params = parse_mqtt_url(f"mqtt://u:pw@h:1884/?protocol={value}")
+    assert params.protocol == value
+    assert params.redacted_url == f"mqtt://u:***@h:1884?protocol={value}"
+    assert parse_mqtt_url(f"mqtt://h?protocol={value}").protocol == value
+    assert parse_mqtt_url("mqtt://h").protocol is None
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("mqtt://h?protocol=3.1", "protocol must be"),
+        ("mqtt://h?protocol=5&x=1", "query parameter"),
+        ("mqtt://h?version=5", "query parameter"),
+        ("mqtt://h/path?protocol=5", "path"),
+        ("mqtt://h?protocol=5#frag", "fragment"),
+    ],
+)
+def test_bad_protocol_parameters_are_config_errors(url: str, why: str) -> None:
+    with pytest.raises(ConfigError, match=why):
+        parse_mqtt_url(url)

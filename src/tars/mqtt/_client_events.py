@@ -14,10 +14,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._client_publish import PublishMethods
+from ._core.protocol import MQTT311
 from ._envelope import Envelope, encode_event
 from ._errors import ConnectionLostError, InvalidArgumentError
 from ._health import encode_health, health_topic
 from ._message import Message
+from ._requests import reply_to_of, with_reply_to
 from ._topics import validate_topic_name
 
 if TYPE_CHECKING:
@@ -83,8 +85,10 @@ class EventMethods(PublishMethods):
         The answer is expected on ``response_topic`` (an exact topic the client subscribes to
         on first use, and after every reconnect). The request carries MQTT 5
         ``response_topic`` and ``correlation_data`` too, so a responder can simply call
-        :meth:`reply`. The correlation is registered before the request leaves, so an answer
-        can never arrive "too early".
+        :meth:`reply`; on an MQTT 3.1.1 link, which has no properties, the envelope carries
+        ``reply_to`` instead (not with ``correlation_format="original"``: the original client
+        refuses unknown envelope keys). The correlation is registered before the request
+        leaves, so an answer can never arrive "too early".
 
         Use one response topic per service (e.g. ``"stt/answers"``): each distinct response
         topic stays subscribed for the client's life.
@@ -104,18 +108,19 @@ class EventMethods(PublishMethods):
                 # Lost meanwhile: the next link subscribes every internal topic anyway.
                 with contextlib.suppress(ConnectionLostError):
                     await fut
+        properties: dict[str, Any] | None = {
+            "response_topic": response_topic,
+            "correlation_data": msg_id.encode(),
+        }
+        if self._session.protocol_level == MQTT311:
+            # MQTT 3.1.1 has no properties: the envelope says where to answer (docs/mqtt311.md).
+            properties = None
+            if self._config.correlation_format == "native":
+                payload = with_reply_to(payload, response_topic)
         answer = requests.expect(msg_id)
         try:
             async with asyncio.timeout(timeout):
-                await self.publish(
-                    topic,
-                    payload,
-                    qos=qos,
-                    properties={
-                        "response_topic": response_topic,
-                        "correlation_data": msg_id.encode(),
-                    },
-                )
+                await self.publish(topic, payload, qos=qos, properties=properties)
                 return await answer
         finally:
             requests.forget(msg_id)
@@ -133,7 +138,11 @@ class EventMethods(PublishMethods):
         ``correlate`` is the request's envelope id, on ``topic`` or else the request's MQTT 5
         response topic, at the request's QoS unless ``qos`` is given. Returns the answer's id.
 
-        A request that came without MQTT 5 correlation data was not sent by :meth:`request`
+        On MQTT 3.1.1, which has no response topic property, :meth:`request` writes the
+        response topic into the envelope as ``reply_to``, and the answer goes there.
+
+        A request that came without MQTT 5 correlation data (nor ``reply_to``) was not sent by
+        :meth:`request`
         (the fleet's original client cannot send any): the answer is then written in the
         original format, which such a requester understands: no ``correlate``, and the
         request's id as its own id. So is every answer with ``correlation_format="original"``.
@@ -141,12 +150,16 @@ class EventMethods(PublishMethods):
         Raises :class:`~tars.mqtt.EnvelopeError` when the request is not an envelope and
         ``ValueError`` when there is no topic to answer on.
         """
-        target = topic or request.packet.response_topic
+        packet = request.packet
+        # An MQTT 3.1.1 request carries its response topic in the envelope (``reply_to``).
+        via_envelope = None if packet.response_topic else reply_to_of(request.payload)
+        target = topic or packet.response_topic or via_envelope
         if not target:
             raise InvalidArgumentError("the request has no response topic: pass topic=")
         request_id = request.envelope.id
         qos = request.qos if qos is None else qos
-        if request.packet.correlation_data is None or self._config.correlation_format == "original":
+        native = packet.correlation_data is not None or via_envelope is not None
+        if not native or self._config.correlation_format == "original":
             msg_id, payload = encode_event(
                 event_type, data, source=self._config.source, msg_id=request_id
             )

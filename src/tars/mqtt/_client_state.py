@@ -47,3 +47,4 @@ class ClientStats:
     receive_maximum_exceeded: int = 0  # times the broker sent more than our Receive Maximum
     unrouted: int = 0  # received messages waiting for a subscription now (a gauge)
     unrouted_overdue: int = 0  # of those, how many waited longer than 5 s (each counted once)
+    properties_dropped: int = 0  # publishes whose MQTT 5 properties an MQTT 3.1.1 link dropped

@@ -366,6 +366,12 @@ class MQTTClientConfig:
     connect_timeout: float = option(
         10.0, gt=0, description="Seconds allowed for TCP, TLS and CONNACK on each attempt."
     )
+    protocol: Literal["5", "3.1.1", "auto"] = option(
+        "auto",
+        description="MQTT version: '5', '3.1.1', or 'auto' (MQTT 5 first; 3.1.1 when a broker "
+        "refuses MQTT 5 or never answers it, remembered per broker). A broker's URL may say "
+        "its own: mqtt://host?protocol=3.1.1. See docs/mqtt311.md.",
+    )
     wait_for_broker: bool = option(
         True,
         description="connect() keeps retrying while the broker is down at start; False "

@@ -26,6 +26,7 @@ class ClientOptions(TypedDict, total=False):
     reconnect_min_delay: float
     reconnect_max_delay: float
     connect_timeout: float
+    protocol: Literal["5", "3.1.1", "auto"]
     wait_for_broker: bool
     clean_start: bool
     session_expiry_interval: int

@@ -16,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import orjson
+
 from ._envelope import Envelope
 from ._errors import EnvelopeError
 from ._message import Message
 
-__all__ = ["PendingRequests"]
+__all__ = ["PendingRequests", "reply_to_of", "with_reply_to"]
 
 log = logging.getLogger("tars.mqtt")
 
@@ -54,3 +56,23 @@ class PendingRequests:
         fut = self._pending.pop(key, None)
         if fut is not None and not fut.done():
             fut.set_result(envelope)
+
+
+# MQTT 3.1.1 has no response topic property: a request says where to answer in its envelope,
+# as the extra key ``reply_to`` (envelope readers ignore keys they do not know).
+
+
+def with_reply_to(payload: bytes, topic: str) -> bytes:
+    """``payload`` (an encoded envelope: a JSON object) with ``"reply_to": topic`` added."""
+    return payload[:-1] + b',"reply_to":' + orjson.dumps(topic) + b"}"
+
+
+def reply_to_of(payload: bytes) -> str | None:
+    """The ``reply_to`` of an envelope's bytes, or None (none, or not an envelope)."""
+    if b'"reply_to"' not in payload:
+        return None
+    try:
+        value = orjson.loads(payload).get("reply_to")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return value if type(value) is str and value else None

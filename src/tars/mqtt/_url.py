@@ -69,6 +69,9 @@ _HANDSHAKE_HEADERS = frozenset(
 # "mqtt://a,http://b" is a list whose second URL is refused for its scheme.
 _SEPARATOR = re.compile(r",\s*(?=[a-z][a-z0-9+.-]*://)", re.IGNORECASE)
 
+Protocol = Literal["5", "3.1.1", "auto"]
+"""The MQTT version of a broker (``?protocol=`` in its URL; see docs/mqtt311.md)."""
+
 BrokerOrder = Literal["in_order", "shuffle"]
 """How a client orders the brokers of ``mqtt_url``: as written, or shuffled once per client."""
 
@@ -84,13 +87,15 @@ class ConnectionParams:
     password: str | None = None
     ws_path: str | None = None
     """The HTTP path (and query) of a ``ws://``/``wss://`` URL; None for MQTT over TCP."""
+    protocol: Protocol | None = None  # ?protocol=: this broker's MQTT version (None: the option)
 
     def __repr__(self) -> str:
         password = None if self.password is None else _MASK
         ws = "" if self.ws_path is None else f", ws_path={_mask_query(self.ws_path)!r}"
+        protocol = "" if self.protocol is None else f", protocol={self.protocol!r}"
         return (
             f"ConnectionParams(host={self.host!r}, port={self.port}, tls={self.tls}, "
-            f"username={self.username!r}, password={password!r}{ws})"
+            f"username={self.username!r}, password={password!r}{ws}{protocol})"
         )
 
     __str__ = __repr__
@@ -112,7 +117,8 @@ class ConnectionParams:
             scheme = "wss" if self.tls else "ws"
             return f"{scheme}://{userinfo}{host}:{self.port}{_mask_query(self.ws_path)}"
         scheme = "mqtts" if self.tls else "mqtt"
-        return f"{scheme}://{userinfo}{host}:{self.port}"
+        query = "" if self.protocol is None else f"?protocol={self.protocol}"
+        return f"{scheme}://{userinfo}{host}:{self.port}{query}"
 
 
 def _mask_query(path: str) -> str:
@@ -290,8 +296,9 @@ def _parse_list(text: str) -> tuple[ConnectionParams, ...]:
 
 
 def parse_mqtt_url(url: str) -> ConnectionParams:
-    """Parse ``mqtt[s]://[user[:password]@]host[:port][/]`` or
-    ``ws[s]://[user[:password]@]host[:port][/path][?query]`` into :class:`ConnectionParams`.
+    """Parse ``mqtt[s]://[user[:password]@]host[:port][/][?protocol=5|3.1.1|auto]`` or
+    ``ws[s]://[user[:password]@]host[:port][/path][?query]`` into :class:`ConnectionParams`
+    (a WebSocket URL's query is part of the HTTP resource it asks for).
 
     ``mqtt`` defaults to port 1883, ``mqtts`` to 8883 with TLS, ``ws`` to 80 and ``wss`` to
     443 with TLS; a WebSocket URL without a path uses ``/mqtt``. The scheme is
@@ -300,8 +307,9 @@ def parse_mqtt_url(url: str) -> ConnectionParams:
 
     Raises:
         ConfigError: (``field="mqtt_url"``) unknown scheme, missing host, a port that is not an
-            integer in 1..65535, a path other than ``/`` (TCP), a query (TCP), a fragment, or
-            bad percent-encoding. The message never contains the password.
+            integer in 1..65535, a path other than ``/`` (TCP), a query parameter other than
+            ``protocol`` (TCP), a fragment, or bad percent-encoding. The message never contains
+            the password.
     """
     try:
         return _parse(url)
@@ -334,11 +342,13 @@ def _parse(url: str) -> ConnectionParams:
     end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
     authority, tail = rest[:end], rest[end:]
     ws_path = _ws_path(tail) if websocket else None
-    if not websocket and tail not in ("", "/"):
+    path, qmark, query = ("", "", "") if websocket else tail.partition("?")
+    if not websocket and (path not in ("", "/") or "#" in query):
         raise _URLError(
-            "must not have a path, query or fragment (a path is for ws:// and wss://); "
+            "must not have a path or fragment (a path is for ws:// and wss://); "
             "percent-encode '/', '?', '#' and '@' in the user name and password"
         )
+    protocol = _parse_query(query) if qmark else None
     userinfo, at, hostport = authority.rpartition("@")
     if "," in hostport:  # no host name has one: a list with a URL missing its scheme
         raise _URLError(
@@ -354,7 +364,7 @@ def _parse(url: str) -> ConnectionParams:
             password = unquote(secret, errors="strict") if colon else None
         except UnicodeDecodeError:
             raise _URLError("the user name or password is not percent-encoded UTF-8") from None
-    return ConnectionParams(host, port, tls, username, password, ws_path)
+    return ConnectionParams(host, port, tls, username, password, ws_path, protocol)
 
 
 def _ws_path(tail: str) -> str:
@@ -368,6 +378,17 @@ def _ws_path(tail: str) -> str:
     if not tail or tail.startswith("?"):
         return WS_DEFAULT_PATH + tail
     return tail
+def _parse_query(query: str) -> Protocol:
+    """The one URL parameter a broker URL may have: ``protocol=5|3.1.1|auto``."""
+    name, _, value = query.partition("=")
+    if name != "protocol" or "&" in value:
+        raise _URLError(
+            "the only query parameter is protocol=5, protocol=3.1.1 or protocol=auto "
+            "(percent-encode '?' in the user name and password)"
+        )
+    if value not in ("5", "3.1.1", "auto"):
+        raise _URLError(f"protocol must be 5, 3.1.1 or auto, not {value[:10]!r}")
+    return value  # type: ignore[return-value]
 
 
 def _parse_hostport(hostport: str, default_port: int) -> tuple[str, int]:
@@ -432,4 +453,6 @@ def endpoint_from_reference(reference: str, current: ConnectionParams) -> Connec
         port = int(port_text) if port_text else current.port
         if not 0 < port < 65536:
             return None
-    return ConnectionParams(host, port, current.tls, current.username, current.password, ws_path)
+    return ConnectionParams(
+        host, port, current.tls, current.username, current.password, ws_path, current.protocol
+    )

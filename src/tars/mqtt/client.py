@@ -113,6 +113,7 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
             tls_context=tls_factory(cfg, ssl_context),
             connector=connector,
             connect_timeout=cfg.connect_timeout,
+            protocol=cfg.protocol,
             wait_for_broker=cfg.wait_for_broker,
             settle_after=cfg.reconnect_max_delay,
             connect_hooks=self._connect_hooks,
@@ -253,6 +254,7 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
             receive_maximum_exceeded=counts.receive_maximum_exceeded,
             unrouted=session.incoming.waiting,
             unrouted_overdue=session.incoming.overdue,
+            properties_dropped=counts.properties_dropped,
             **totals,
         )
 

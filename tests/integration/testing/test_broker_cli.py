@@ -91,7 +91,7 @@ async def test_help_says_it_is_a_dev_and_test_broker(command: list[str]) -> None
     stdout, _ = await asyncio.wait_for(process.communicate(), 15)
     text = " ".join(stdout.decode().split())
     assert process.returncode == 0
-    assert "development and test MQTT 5 broker" in text
+    assert "development and test MQTT 5 and 3.1.1 broker" in text
     assert "never use it in production" in text
     assert "--port" in text
 

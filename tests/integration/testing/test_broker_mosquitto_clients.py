@@ -1,4 +1,4 @@
-"""InMemoryBroker over TCP with Mosquitto's own clients as independent MQTT 5 peers.
+"""InMemoryBroker over TCP with Mosquitto's own clients as independent MQTT 5 and 3.1.1 peers.
 
 mosquitto_pub and mosquitto_sub share no code with the broker or its tests, so they catch
 what a self-consistent pair of our own would not (a field we encode where they do not expect it).
@@ -165,10 +165,31 @@ async def test_persistent_mosquitto_session_gets_queued_messages(
     assert (status, output.splitlines()) == (0, ["jobs/1 a", "jobs/2 b"])
 
 
-async def test_mqtt_311_mosquitto_client_is_refused(tcp_broker: tuple[InMemoryBroker, int]) -> None:
+async def test_mqtt_311_mosquitto_clients_talk_to_mqtt5_ones(
+    tcp_broker: tuple[InMemoryBroker, int],
+) -> None:
+    broker, port = tcp_broker
+    v311 = ("-V", "mqttv311")
+    sub = await asyncio.create_subprocess_exec(
+        "mosquitto_sub", *v311, "-i", "old-sub", "-p", str(port), "-t", "mix/#", "-q", "2",
+        "-C", "2", "-F", "%q %t %p",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    await wait_until(lambda: bool(broker.subscriptions("old-sub")))
+    await publish(port, "mix/a", "from-5", "-q", "2", "-D", "publish", "user-property", "k", "v")
+    status, output = await run(
+        "mosquitto_pub", *v311, "-p", str(port), "-t", "mix/b", "-m", "from-311", "-q", "1"
+    )
+    assert status == 0, output
+    lines = (await finished(sub)).splitlines()
+    assert lines == ["2 mix/a from-5", "1 mix/b from-311"]
+
+
+async def test_mqtt_31_mosquitto_client_is_refused(tcp_broker: tuple[InMemoryBroker, int]) -> None:
     broker, port = tcp_broker
     status, output = await run(
-        "mosquitto_pub", "-V", "mqttv311", "-p", str(port), "-t", "t", "-m", "x"
+        "mosquitto_pub", "-V", "mqttv31", "-p", str(port), "-t", "t", "-m", "x"
     )
     assert status != 0
     assert "unacceptable protocol version" in output

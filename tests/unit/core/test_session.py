@@ -55,6 +55,7 @@ from tars.mqtt._core.events import (
     Unsubscribed,
 )
 from tars.mqtt._core.session import Session, SessionState
+from tars.mqtt._core.session_base import _MQTT3_ONLY
 from tars.mqtt._errors import ClientStateError, PayloadTooLarge, ProtocolError
 
 # --- CONNECT / CONNACK ----------------------------------------------------------------------
@@ -157,9 +158,8 @@ def test_an_mqtt_311_connack_is_a_refusal_for_the_protocol_version(answer: bytes
     session.connection_made(0.0)
     sent(session)
     events = session.receive_data(answer[:3], 0.0) + session.receive_data(answer[3:], 0.0)
-    assert events == [
-        ConnectFailed(0x84, "the broker speaks only MQTT 3.1.1 (or older); tars-core needs MQTT 5")
-    ]
+    assert events == [ConnectFailed(0x84, _MQTT3_ONLY)]
+    assert "use protocol='3.1.1'" in _MQTT3_ONLY
     assert session.state is SessionState.CLOSING
     assert sent(session) == []  # nothing in MQTT 5 for a broker that does not speak it
 

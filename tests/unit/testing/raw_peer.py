@@ -16,6 +16,7 @@ from typing import TypeVar, cast
 
 import mqtt5
 
+from tars.mqtt._core import mqtt311
 from tars.mqtt.testing import InMemoryBroker
 
 P = TypeVar("P")
@@ -30,8 +31,16 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> No
             await asyncio.sleep(0.01)
 
 
+def _write_mqtt5(packet: mqtt5.Packet) -> bytes:
+    return packet.write()
+
+
 class RawPeer(asyncio.Protocol):
     """One connection to the broker, driven packet by packet."""
+
+    # The codec it speaks (RawPeer311: MQTT 3.1.1, the same packet objects).
+    read: Callable[[memoryview], tuple[mqtt5.Packet, int]] = staticmethod(mqtt5.read)
+    write: Callable[[mqtt5.Packet], bytes] = staticmethod(_write_mqtt5)
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -68,7 +77,7 @@ class RawPeer(asyncio.Protocol):
         self._buffer += data
         while self._buffer:
             try:
-                packet, size = mqtt5.read(memoryview(bytes(self._buffer)))
+                packet, size = self.read(memoryview(bytes(self._buffer)))
             except (IndexError, ValueError):
                 return  # incomplete, or not MQTT 5 (kept in ``raw`` for the test to read)
             del self._buffer[:size]
@@ -82,7 +91,7 @@ class RawPeer(asyncio.Protocol):
 
     def send(self, *packets: mqtt5.Packet) -> None:
         for packet in packets:
-            self.send_raw(packet.write())
+            self.send_raw(self.write(packet))
 
     def send_raw(self, data: bytes) -> None:
         assert self.transport is not None
@@ -217,6 +226,14 @@ class RawPeer(asyncio.Protocol):
     def abort(self) -> None:
         assert self.transport is not None
         self.transport.abort()
+
+
+class RawPeer311(RawPeer):
+    """A :class:`RawPeer` speaking MQTT 3.1.1 (tars.mqtt._core.mqtt311: level 4 CONNECT, no
+    properties, no reason codes but CONNACK's return code and SUBACK's 0x80)."""
+
+    read = staticmethod(mqtt311.read)
+    write = staticmethod(mqtt311.write)
 
 
 PeerOpener = Callable[[InMemoryBroker], Awaitable[RawPeer]]

@@ -16,8 +16,9 @@ from typing import Any
 
 from mqtt5 import ConnAckPacket, QoS, TopicFilter
 
+from .._core.protocol import MQTT311
 from .._core.session import Session
-from .._errors import ConnectionLostError
+from .._errors import ConnectionLostError, InvalidArgumentError
 from .connection import Connection, settle
 
 __all__ = ["LinkView"]
@@ -83,7 +84,8 @@ class LinkView:
         **properties: Any,
     ) -> int:
         """Publish with any MQTT 5 PUBLISH property of ``mqtt5.PublishPacket``
-        (``content_type``, ``message_expiry_interval``, ``user_properties``, ...).
+        (``content_type``, ``message_expiry_interval``, ``user_properties``, ...). An MQTT
+        3.1.1 link sends none of them (counted in ``stats.properties_dropped``, said once).
 
         Returns the broker's reason code (0 for QoS 0 or ``wait=False``). No topic or size
         validation happens here beyond the codec's and the broker's limits.
@@ -112,11 +114,24 @@ class LinkView:
         user_properties: list[tuple[str, str]] | None = None,
     ) -> tuple[int, ...]:
         """Send one SUBSCRIBE (strings or ``mqtt5.TopicFilter`` with options); returns the
-        SUBACK reason codes as they are. Not restored after a reconnect."""
+        SUBACK reason codes as they are. Not restored after a reconnect.
+
+        Raises :class:`~tars.mqtt.InvalidArgumentError` on an MQTT 3.1.1 link for what only
+        MQTT 5 can say (a subscription identifier, user properties, ``no_local``,
+        ``retain_handling``)."""
         conn = self._require()
         topic_filters = [
             f if isinstance(f, TopicFilter) else TopicFilter(f, max_qos=QoS(qos)) for f in filters
         ]
+        if self._session.protocol_level == MQTT311:
+            mqtt5_only = subscription_id is not None or bool(user_properties)
+            for tf in topic_filters:
+                mqtt5_only |= bool(tf.no_local) or int(tf.retain_handling) != 0
+            if mqtt5_only:
+                raise InvalidArgumentError(
+                    "subscription identifiers, user properties, no_local and retain_handling "
+                    "are MQTT 5 only; this link speaks MQTT 3.1.1 (docs/mqtt311.md)"
+                )
         fut: asyncio.Future[tuple[int, ...]] = asyncio.get_running_loop().create_future()
         self._session.subscribe(
             topic_filters,
@@ -130,8 +145,13 @@ class LinkView:
     async def unsubscribe(
         self, *patterns: str, user_properties: list[tuple[str, str]] | None = None
     ) -> tuple[int, ...]:
-        """Send one UNSUBSCRIBE; returns the UNSUBACK reason codes."""
+        """Send one UNSUBSCRIBE; returns the UNSUBACK reason codes (on MQTT 3.1.1, which has
+        none, Success for each)."""
         conn = self._require()
+        if user_properties and self._session.protocol_level == MQTT311:
+            raise InvalidArgumentError(
+                "user properties are MQTT 5 only; this link speaks MQTT 3.1.1 (docs/mqtt311.md)"
+            )
         fut: asyncio.Future[tuple[int, ...]] = asyncio.get_running_loop().create_future()
         self._session.unsubscribe(list(patterns), handle=fut, user_properties=user_properties)
         conn.flush()

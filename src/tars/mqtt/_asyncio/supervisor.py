@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Final
 
 from .._backoff import BackoffPolicy
+from .._core.protocol import ProtocolChoice, ProtocolOption, level_name
 from .._core.session import Session
 from .._errors import ConnectError
 from .._instrument import Instruments
@@ -67,6 +68,7 @@ class Supervisor:
         tls_context: Callable[[], ssl.SSLContext],
         connector: Connector | None = None,
         connect_timeout: float = 10.0,
+        protocol: ProtocolOption = "auto",
         wait_for_broker: bool = True,
         settle_after: float = 60.0,
         connect_hooks: list[Hook],
@@ -96,6 +98,7 @@ class Supervisor:
         self._tls_context = tls_context
         self._connector = connector
         self._connect_timeout = connect_timeout
+        self._protocols = ProtocolChoice(protocol)  # MQTT 5 or 3.1.1, per broker
         self._wait_for_broker = wait_for_broker
         self._settle_after = settle_after
         self._connect_hooks = connect_hooks
@@ -188,6 +191,10 @@ class Supervisor:
         while not self._closing:
             params = self.params
             self._session.use_credentials(params.username, params.password)
+            broker = f"{params.host}:{params.port}"
+            level = self._protocols.level(broker, params.protocol)
+            self._session.use_protocol(level)
+            generation = self._session.generation  # moves when our CONNECT goes out
             try:
                 conn = await open_connection(
                     self._session,
@@ -201,6 +208,17 @@ class Supervisor:
                 )
             except Exception as exc:
                 error = exc if isinstance(exc, ConnectError) else _unexpected(exc, params)
+                sent = self._session.generation != generation
+                code = error.reason_code
+                if self._protocols.failed(broker, level, code, sent, params.protocol):
+                    log.info(
+                        "%s: %s did not take MQTT 5 (%s); trying MQTT 3.1.1",
+                        self.client_id,
+                        params.redacted_url,
+                        error,
+                        extra=self._fields(),
+                    )
+                    continue  # at once: the same broker, the other protocol level
                 if self._redirect(error.server_reference, redirects):
                     redirects += 1
                     continue  # at once: the broker itself sent us there
@@ -228,6 +246,14 @@ class Supervisor:
                 self._say_trouble(trouble, loop.time(), params, error, delay, first.done())
                 await asyncio.sleep(delay)
                 continue
+            if self._protocols.succeeded(broker, level):
+                log.info(
+                    "%s speaks %s with %s",
+                    self.client_id,
+                    level_name(level),
+                    params.redacted_url,
+                    extra=self._fields(),
+                )
             up_at = loop.time()
             failed_in_round = 0
             calm = False

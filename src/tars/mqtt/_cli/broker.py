@@ -20,7 +20,7 @@ from typing import Any
 __all__ = ["add_parser", "broker_parser", "main_broker", "run_broker"]
 
 _BROKER_HELP = (
-    "Run tars-core's development and test MQTT 5 broker over TCP until Ctrl-C. It keeps "
+    "Run tars-core's development and test MQTT 5 and 3.1.1 broker over TCP until Ctrl-C. It keeps "
     "everything in memory and has no authentication, authorization or TLS: "
     "never use it in production."
 )
@@ -37,6 +37,13 @@ def _add_broker_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--ws-path", default="/mqtt", help="HTTP path of the WebSocket listener (/mqtt)"
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=("both", "5", "3.1.1"),
+        default="both",
+        help="MQTT versions spoken: both (each client gets what it asks for), 5, or 3.1.1 "
+        "(acts as a 3.1.1-only broker)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every packet decision")
 
@@ -58,10 +65,16 @@ def add_parser(commands: Any) -> None:
 
 
 async def run_broker(
-    host: str, port: int, *, ws_port: int | None = None, ws_path: str = "/mqtt"
+    host: str,
+    port: int,
+    protocol: str = "both",
+    *,
+    ws_port: int | None = None,
+    ws_path: str = "/mqtt",
 ) -> None:
     """Serve the in-memory broker on ``host:port`` (and WebSockets on ``ws_port`` at
-    ``ws_path``) until SIGINT/SIGTERM (or cancellation).
+    ``ws_path``) until SIGINT/SIGTERM (or cancellation). ``protocol``: ``"both"``, ``"5"`` or
+    ``"3.1.1"`` (the MQTT versions it speaks).
 
     Prints one line with the broker's URL(s) once it listens.
 
@@ -77,7 +90,8 @@ async def run_broker(
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not on every platform
             loop.add_signal_handler(signum, stop.set)
     try:
-        async with InMemoryBroker(name="tars-mqtt") as broker:
+        protocols = ("5", "3.1.1") if protocol == "both" else (protocol,)
+        async with InMemoryBroker(name="tars-mqtt", protocols=protocols) as broker:
             await broker.serve_tcp(host, port)
             urls = str(broker.tcp_url)
             if ws_port is not None:
@@ -108,7 +122,11 @@ def _serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        asyncio.run(run_broker(args.host, args.port, ws_port=args.ws_port, ws_path=args.ws_path))
+        asyncio.run(
+            run_broker(
+                args.host, args.port, args.protocol, ws_port=args.ws_port, ws_path=args.ws_path
+            )
+        )
     except KeyboardInterrupt:
         pass
     except ValueError as exc:  # ConfigError (no ws extra), InvalidArgumentError (a bad path)

@@ -14,6 +14,7 @@ session handles those first, then ends the link.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import mqtt5
@@ -41,7 +42,7 @@ class ReadError:
 class Reader:
     """Frames one link's byte stream into packets (see the module docstring)."""
 
-    __slots__ = ("_need", "_rest", "_rest_size", "max_packet_size")
+    __slots__ = ("_need", "_rest", "_rest_size", "max_packet_size", "read")
 
     def __init__(self, max_packet_size: int | None = None) -> None:
         """``max_packet_size``: ours, as told to the broker in CONNECT (None: no limit)."""
@@ -49,6 +50,9 @@ class Reader:
         self._rest: list[bytes] = []  # a partial packet waiting for more bytes, chunk by chunk
         self._rest_size = 0
         self._need = 0  # total bytes of the partial packet, once its header told us
+        # The link's codec: MQTT 5's (read_packet), or the 3.1.1 one on a 3.1.1 link (set by
+        # the session per link); either raises IndexError for "more bytes", FramingError else.
+        self.read: Callable[[memoryview], tuple[mqtt5.Packet, int]] = read_packet
 
     def __repr__(self) -> str:
         return f"<Reader buffered={self._rest_size} need={self._need}>"
@@ -84,6 +88,7 @@ class Reader:
         end = len(data)
         pos = 0
         limit = self.max_packet_size
+        read_packet = self.read
         try:
             check_topics = not data.isascii()  # an ASCII chunk has only UTF-8 topics
             while pos < end:

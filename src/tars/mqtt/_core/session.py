@@ -82,7 +82,6 @@ from .codes import (
     MAX_PACKET_ID,
     PACKET_ID_NOT_FOUND,
     PROTOCOL_ERROR,
-    RECEIVE_MAX_EXCEEDED,
     TOPIC_ALIAS_INVALID,
     UNSUPPORTED_PROTOCOL_VERSION,
     Violation,
@@ -101,11 +100,13 @@ from .incoming import Due, Incoming
 from .liveness import Liveness
 from .outgoing import OutboxPolicy, OutgoingStore
 from .publishing import Publishing
+from .framing import read_packet
 from .reader import Reader
 from .stats import SessionStats
 from .subscribing import Subscribing
 
 if TYPE_CHECKING:  # the durable store (sqlite3) is loaded only by those who use it
+    from .mqtt311 import Downgrade  # and the 3.1.1 codec by the clients that speak it
     from .outgoing import Journal
 
 __all__ = ["Session", "SessionState", "SessionStats", "WaitFor"]
@@ -114,7 +115,9 @@ log = logging.getLogger("tars.mqtt")
 
 _DEFAULT_UNACKED_LIMIT: Final = 1000
 _PINGREQ: Final = PingReqPacket().write()
-_MQTT3_ONLY: Final = "the broker speaks only MQTT 3.1.1 (or older); tars-core needs MQTT 5"
+_MQTT3_ONLY: Final = (
+    "the broker speaks only MQTT 3.1.1 (or older): use protocol='3.1.1' or 'auto' (the default)"
+)
 
 
 class SessionState(enum.Enum):
@@ -251,6 +254,13 @@ class Session:
         self.incoming: Incoming[Any] = incoming if incoming is not None else Incoming()
         self._incoming_qos2 = self.incoming.qos2  # delivered and PUBREC-ed, waiting for PUBREL
         self.liveness = liveness
+        # MQTT 3.1.1 (docs/mqtt311.md): the protocol level of the next link, and the rewrite of
+        # what the current one sends. On MQTT 5 the reader keeps mqtt5's read and there is no
+        # rewrite: the hot path is unchanged.
+        self.protocol_level = 5
+        self._downgrade: Downgrade | None = None
+        self._warned_properties = [False]
+        self._incoming_limit = receive_maximum  # QoS 2 awaiting PUBREL before a protocol error
         if heartbeat is not None:
             self.subscriptions.table.add_internal(heartbeat[0])
 
@@ -265,6 +275,12 @@ class Session:
         """The credentials of the next CONNECT (each broker of a list may have its own)."""
         self.username = username
         self._password = password
+
+    def use_protocol(self, level: int) -> None:
+        """The protocol level of the next link: 5 (MQTT 5) or 4 (MQTT 3.1.1)."""
+        if level not in (4, 5):
+            raise InvalidArgumentError(f"protocol level must be 4 (3.1.1) or 5, not {level!r}")
+        self.protocol_level = level
 
     @property
     def max_packet_size(self) -> int | None:
@@ -312,6 +328,19 @@ class Session:
         self._link = _Link()
         self.reader.clear()
         self.incoming.link_ended()  # a new link: tokens of the last one are void
+        # MQTT 3.1.1: the link reads with the 3.1.1 codec and rewrites what we send (the
+        # CONNECT below included) in data_to_send(); MQTT 5 keeps mqtt5's read and no rewrite.
+        if self.protocol_level == 4:
+            from .mqtt311 import Downgrade  # here: loaded by the clients that speak 3.1.1 only
+
+            downgrade = Downgrade(self.client_id, self.stats, self._warned_properties)
+            self._downgrade = downgrade
+            self.reader.read = downgrade.read
+            self._incoming_limit = MAX_PACKET_ID  # the broker never learns receive_maximum
+        else:
+            self._downgrade = None
+            self.reader.read = read_packet
+            self._incoming_limit = self.receive_maximum
         connect = ConnectPacket(
             self.client_id,
             username=self.username,
@@ -414,6 +443,8 @@ class Session:
             return b""
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
+        if self._downgrade is not None:  # an MQTT 3.1.1 link (see connection_made)
+            return self._downgrade(data)
         return data
 
     def restart(self) -> None:
@@ -760,22 +791,22 @@ class Session:
             return
         if packet_id in held:
             return  # sent again before we acknowledged it: it is being handled already
-        if len(incoming) >= self.receive_maximum:
-            self._protocol_error(events, RECEIVE_MAX_EXCEEDED, "broker exceeded Receive Maximum")
-            return
+        if len(incoming) >= self._incoming_limit or (
+            self.ack_after_handling and len(held) == self.receive_maximum
+        ):
+            # Some brokers ignore our Receive Maximum (Mosquitto with max_inflight_messages 0,
+            # or a QoS 2 burst while our PUBRECs wait for PUBREL): tolerated, as ending the link
+            # would lose more, but flow control is then the broker's.
+            self.stats.receive_maximum_exceeded += 1
+            if self.stats.receive_maximum_exceeded == 1:
+                log.warning(
+                    "%s: the broker sends more unacknowledged messages than our Receive "
+                    "Maximum (%d); they are accepted, but memory is then bounded only by "
+                    "the broker's own limits",
+                    self.client_id,
+                    self.receive_maximum,
+                )
         if self.ack_after_handling:
-            if len(held) == self.receive_maximum:
-                # Some brokers ignore it (Mosquitto with max_inflight_messages 0): tolerated,
-                # as ending the link would lose more, but flow control is then the broker's.
-                self.stats.receive_maximum_exceeded += 1
-                if self.stats.receive_maximum_exceeded == 1:
-                    log.warning(
-                        "%s: the broker sends more unacknowledged messages than our Receive "
-                        "Maximum (%d); they are accepted, but memory is then bounded only by "
-                        "the broker's own limits",
-                        self.client_id,
-                        self.receive_maximum,
-                    )
             held.arrive(packet_id, qos)  # acknowledged once its holders are done (see .incoming)
         elif qos == 1:
             self._out.append(PubAckPacket(packet_id).write())

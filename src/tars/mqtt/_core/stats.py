@@ -17,3 +17,4 @@ class SessionStats:
     dropped_offline: int = 0  # QoS 0 while disconnected (not queued)
     stale_links: int = 0  # links the watchdog or the ack timeout declared dead
     receive_maximum_exceeded: int = 0  # times the broker went over our Receive Maximum
+    properties_dropped: int = 0  # PUBLISH properties not sent: an MQTT 3.1.1 link has none

@@ -22,7 +22,7 @@ import asyncio
 import enum
 import logging
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from types import TracebackType
 
 from .._errors import ClientStateError, InvalidArgumentError
@@ -72,6 +72,9 @@ class InMemoryBroker:
             its receive window is full; beyond it new messages for that session are dropped.
         auth: ``auth(client_id, username, password) -> bool``; False refuses the connection
             with CONNACK 0x86. None accepts everyone (username and password are ignored).
+        protocols: the MQTT versions spoken, ``"5"`` and ``"3.1.1"`` (each link speaks what
+            its CONNECT asks for). ``("3.1.1",)`` acts as a 3.1.1-only broker: an MQTT 5
+            CONNECT gets return code 1 (unacceptable protocol version) and the link closes.
 
     Raises:
         InvalidArgumentError: a limit out of its MQTT range.
@@ -85,7 +88,11 @@ class InMemoryBroker:
         receive_maximum: int = 65535,
         max_queued_messages: int = 100_000,
         auth: AuthCallback | None = None,
+        protocols: Collection[str] = ("5", "3.1.1"),
     ) -> None:
+        if not protocols or not set(protocols) <= {"5", "3.1.1"}:
+            raise InvalidArgumentError(f"protocols must be '5' and/or '3.1.1', not {protocols!r}")
+        self._levels = frozenset(5 if p == "5" else 4 for p in protocols)
         if not 1 <= receive_maximum <= 65535:
             raise InvalidArgumentError(f"receive_maximum must be 1..65535, not {receive_maximum}")
         if max_packet_size is not None and not 16 <= max_packet_size <= _MAX_PACKET_SIZE:
@@ -124,6 +131,7 @@ class InMemoryBroker:
             max_queued=self._max_queued,
             auth=self._auth,
             faults=self._faults,
+            levels=self._levels,
         )
         self._set_state(BrokerState.RUNNING)
 

@@ -29,6 +29,7 @@ import logging
 import secrets
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import mqtt5
 
@@ -63,8 +64,10 @@ class BrokerCore:
         max_queued: int,
         auth: AuthCallback | None,
         faults: Faults,
+        levels: frozenset[int] = frozenset((4, 5)),
     ) -> None:
         self._loop = loop
+        self.levels = levels  # protocol levels accepted: 5 (MQTT 5), 4 (MQTT 3.1.1)
         self.max_packet_size = max_packet_size
         self.receive_maximum = receive_maximum
         self.max_queued = max_queued
@@ -80,6 +83,7 @@ class BrokerCore:
         self._delayed: deque[tuple[float, _Deliveries]] = deque()
         self._delay_timer: asyncio.TimerHandle | None = None
         self._assigned_ids = itertools.count(1)
+        self._clients_311: set[str] = set()  # sessions last connected with MQTT 3.1.1
 
     def now(self) -> float:
         return self._loop.time()
@@ -166,6 +170,7 @@ class BrokerCore:
 
     def end_session(self, client_id: str) -> None:
         """Forget a session: its subscriptions, queue and in-flight state."""
+        self._clients_311.discard(client_id)
         timer = self._expiry_timers.pop(client_id, None)
         if timer is not None:
             timer.cancel()
@@ -202,6 +207,11 @@ class BrokerCore:
             self.protocol_error(link, 0x86, f"credentials of {packet.client_id!r} refused")
             return
         client_id = packet.client_id
+        if not client_id and not packet.clean_start and link.level == 4:
+            # MQTT 3.1.1 (3.1.3-8): an empty client id needs a clean session (return code 2);
+            # MQTT 5 assigns one instead.
+            self.protocol_error(link, 0x85, "empty client id without clean session (3.1.1)")
+            return
         assigned: str | None = None
         if not client_id:
             client_id = assigned = f"auto-{next(self._assigned_ids)}-{secrets.token_hex(4)}"
@@ -224,6 +234,10 @@ class BrokerCore:
         if session is None:
             session = BrokerSession(client_id, max_queued=self.max_queued)
             self.sessions[client_id] = session
+        if link.level == 4:
+            self._clients_311.add(client_id)
+        else:
+            self._clients_311.discard(client_id)
         session.expiry_interval = packet.session_expiry_interval
         session.attach(receive_maximum=packet.receive_max, max_packet_size=packet.max_packet_size)
         link.bind(client_id, session, packet.will, packet.keep_alive)
@@ -303,6 +317,8 @@ class BrokerCore:
         return bool(deliveries)
 
     def _deliver(self, deliveries: _Deliveries) -> None:
+        if self._clients_311:
+            deliveries = self._one_copy_each_311(deliveries)
         now = self.now()
         for client_id, delivery in deliveries:
             session = self.sessions.get(client_id)
@@ -318,6 +334,24 @@ class BrokerCore:
             link = self.connected.get(client_id)
             if link is not None:
                 self._send(link, session, packets)
+
+    def _one_copy_each_311(self, deliveries: _Deliveries) -> _Deliveries:
+        """A 3.1.1 client gets one copy of a message its subscriptions overlap on, at the
+        highest of their QoS (MQTT 3.1.1, 3.3.5; what Mosquitto does): with no subscription
+        identifiers, it could not tell further copies from duplicates."""
+        out: _Deliveries = []
+        first: dict[str, int] = {}
+        for client_id, delivery in deliveries:
+            if client_id in self._clients_311:
+                index = first.get(client_id)
+                if index is not None:
+                    kept = out[index][1]
+                    qos, retain = max(kept.qos, delivery.qos), kept.retain or delivery.retain
+                    out[index] = (client_id, replace(kept, qos=qos, retain=retain))
+                    continue
+                first[client_id] = len(out)
+            out.append((client_id, delivery))
+        return out
 
     def _send(self, link: BrokerLink, session: BrokerSession, out: Sequence[mqtt5.Packet]) -> None:
         for packet in out:

@@ -20,10 +20,12 @@ import asyncio
 import enum
 import logging
 import socket
+from collections.abc import Callable
 from typing import Protocol, cast
 
 import mqtt5
 
+from .._core import mqtt311
 from .._core.framing import FramingError, check_fixed_header, frame_length, read_packet
 from ._broker_faults import Faults
 from ._broker_session import BrokerSession
@@ -55,6 +57,8 @@ class LinkOwner(Protocol):
     @property
     def max_packet_size(self) -> int | None: ...
     @property
+    def levels(self) -> frozenset[int]: ...  # protocol levels accepted: 5 (MQTT 5), 4 (3.1.1)
+    @property
     def faults(self) -> Faults: ...
     def now(self) -> float: ...
     def link_opened(self, link: BrokerLink) -> None: ...
@@ -64,13 +68,8 @@ class LinkOwner(Protocol):
     def keep_alive_expired(self, link: BrokerLink) -> None: ...
 
 
-def _protocol_level(chunk: bytes) -> int | None:
-    """The protocol level byte of a CONNECT packet, if the packet is long enough to have one."""
-    header = 2
-    while header < 5 and chunk[header - 1] & 0x80:
-        header += 1
-    level_at = header + 6  # two length bytes, then "MQTT"
-    return chunk[level_at] if len(chunk) > level_at else None
+def _write_mqtt5(packet: mqtt5.Packet) -> bytes:
+    return packet.write()
 
 
 class BrokerLink(asyncio.Protocol):
@@ -95,6 +94,10 @@ class BrokerLink(asyncio.Protocol):
         self._last_received = 0.0
         self._reorder_left = 0
         self._reordered: list[mqtt5.PublishPacket] = []
+        # The codec of this link, chosen by its CONNECT's protocol level (4: MQTT 3.1.1).
+        self.level = 5
+        self._read: Callable[[bytes], tuple[mqtt5.Packet, int]] = read_packet
+        self._write: Callable[[mqtt5.Packet], bytes] = _write_mqtt5
 
     def __repr__(self) -> str:
         return f"<BrokerLink {self.label} {self.client_id!r} {self.state.value}>"
@@ -177,20 +180,33 @@ class BrokerLink(asyncio.Protocol):
 
     def _decode(self, chunk: bytes) -> mqtt5.Packet | None:
         """One whole packet's bytes to a packet; None (and the link closing) when malformed."""
+        if self.state is LinkState.AWAIT_CONNECT and chunk[0] == 0x10:
+            level = mqtt311.connect_level(chunk)
+            if level == mqtt311.PROTOCOL_LEVEL and level in self._owner.levels:
+                self.level = level
+                self._read = mqtt311.read
+                self._write = mqtt311.write
+            elif level == 5 and level not in self._owner.levels:
+                # What a 3.1.1-only broker answers an MQTT 5 CONNECT (3.1.2.2): return code 1.
+                _log.info("%r: MQTT 5 client refused: this broker speaks MQTT 3.1.1 only", self)
+                self.write_raw(_V311_UNSUPPORTED)
+                self.close()
+                return None
         try:
-            packet, size = read_packet(chunk)
+            packet, size = self._read(chunk)
         except (FramingError, IndexError) as exc:
-            if (
-                self.state is LinkState.AWAIT_CONNECT
-                and chunk[0] == 0x10
-                and _protocol_level(chunk) in (3, 4)
-            ):
-                # WARNING: mosquitto_sub without -V 5 is the usual cause, and a refusal seen
-                # only by the client ("unacceptable protocol version") is easy to misread.
+            level = mqtt311.connect_level(chunk) if chunk[0] == 0x10 else None
+            if self.state is LinkState.AWAIT_CONNECT and level in (3, 4) and self.level == 5:
+                # WARNING: an old client (MQTT 3.1), or one of the wrong version, and a refusal
+                # seen only by the client ("unacceptable protocol version") is easy to misread.
+                spoken = " and ".join(f"MQTT {'5' if v == 5 else '3.1.1'}" for v in (5, 4)
+                                      if v in self._owner.levels)  # fmt: skip
                 _log.warning(
-                    "%r: MQTT 3.x client refused: this broker speaks MQTT 5 only; tell "
-                    "Mosquitto's clients so with -V 5 (mosquitto_sub -V 5 ..., or -V mqttv5)",
+                    "%r: MQTT 3.x client refused (protocol level %d): this broker speaks %s; "
+                    "tell Mosquitto's clients so with -V 5 or -V 311",
                     self,
+                    level,
+                    spoken,
                 )
                 self.write_raw(_V311_UNSUPPORTED)
                 self.close()
@@ -211,7 +227,7 @@ class BrokerLink(asyncio.Protocol):
         if isinstance(packet, mqtt5.PublishPacket) and not packet.duplicate:
             self._send_fresh_publish(packet)
         else:
-            self.write_raw(packet.write())
+            self.write_raw(self._write(packet))
 
     def write_raw(self, data: bytes) -> None:
         if self.state is LinkState.CLOSED or self._transport is None:
@@ -255,13 +271,13 @@ class BrokerLink(asyncio.Protocol):
         return bool(self._reordered)
 
     def _emit(self, packet: mqtt5.PublishPacket) -> None:
-        self.write_raw(packet.write())
+        self.write_raw(self._write(packet))
 
     # -- closing -------------------------------------------------------------------------------
 
     def disconnect(self, reason_code: int) -> None:
         """Send DISCONNECT (or, before CONNACK, a refusing CONNACK) and close after it."""
-        if self.state is LinkState.CONNECTED:
+        if self.state is LinkState.CONNECTED and self.level == 5:  # 3.1.1: just the close
             reason = mqtt5.DisconnectReasonCode(reason_code)
             self.write_raw(mqtt5.DisconnectPacket(reason_code=reason).write())
         elif self.state is LinkState.AWAIT_CONNECT:
@@ -269,7 +285,7 @@ class BrokerLink(asyncio.Protocol):
                 refused = mqtt5.ConnAckReasonCode(reason_code)
             except ValueError:  # a DISCONNECT-only code: say no more than "unspecified"
                 refused = mqtt5.ConnAckReasonCode.UNSPECIFIED_ERROR
-            self.write_raw(mqtt5.ConnAckPacket(reason_code=refused).write())
+            self.write_raw(self._write(mqtt5.ConnAckPacket(reason_code=refused)))
         self.close()
 
     def close(self) -> None:
