@@ -63,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
         "--clients",
         type=lambda text: _names(text, KNOWN),
         default=list(CLIENTS),
-        help=f"comma-separated subset of {','.join(KNOWN)} (default: all but tars_ws, @uvloop and _311)",
+        help=f"comma-separated subset of {','.join(KNOWN)} "
+        "(default: all but tars_ws, @uvloop and _311)",
     )
     parser.add_argument(
         "--cases",

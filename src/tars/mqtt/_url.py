@@ -378,6 +378,8 @@ def _ws_path(tail: str) -> str:
     if not tail or tail.startswith("?"):
         return WS_DEFAULT_PATH + tail
     return tail
+
+
 def _parse_query(query: str) -> Protocol:
     """The one URL parameter a broker URL may have: ``protocol=5|3.1.1|auto``."""
     name, _, value = query.partition("=")

@@ -41,6 +41,7 @@ from mqtt5 import (
     UnsubscribePacket,
     Will,
 )
+from tars.mqtt._core.session_base import _MQTT3_ONLY
 
 from support.session_wire import connect, connected, feed, publishes, sent
 from tars.mqtt._core.events import (
@@ -55,7 +56,6 @@ from tars.mqtt._core.events import (
     Unsubscribed,
 )
 from tars.mqtt._core.session import Session, SessionState
-from tars.mqtt._core.session_base import _MQTT3_ONLY
 from tars.mqtt._errors import ClientStateError, PayloadTooLarge, ProtocolError
 
 # --- CONNECT / CONNACK ----------------------------------------------------------------------

@@ -194,7 +194,7 @@ class Supervisor:
             broker = f"{params.host}:{params.port}"
             level = self._protocols.level(broker, params.protocol)
             self._session.use_protocol(level)
-            generation = self._session.generation  # moves when our CONNECT goes out
+            started = self._session.links_started  # moves when our CONNECT goes out
             try:
                 conn = await open_connection(
                     self._session,
@@ -208,7 +208,7 @@ class Supervisor:
                 )
             except Exception as exc:
                 error = exc if isinstance(exc, ConnectError) else _unexpected(exc, params)
-                sent = self._session.generation != generation
+                sent = self._session.links_started != started
                 code = error.reason_code
                 if self._protocols.failed(broker, level, code, sent, params.protocol):
                     log.info(

@@ -96,11 +96,11 @@ from .events import (
     RequestAborted,
     Settled,
 )
+from .framing import read_packet
 from .incoming import Due, Incoming
 from .liveness import Liveness
 from .outgoing import OutboxPolicy, OutgoingStore
 from .publishing import Publishing
-from .framing import read_packet
 from .reader import Reader
 from .stats import SessionStats
 from .subscribing import Subscribing
@@ -258,6 +258,7 @@ class Session:
         # what the current one sends. On MQTT 5 the reader keeps mqtt5's read and there is no
         # rewrite: the hot path is unchanged.
         self.protocol_level = 5
+        self.links_started = 0  # CONNECTs queued, ever: tells a caller whether one went out
         self._downgrade: Downgrade | None = None
         self._warned_properties = [False]
         self._incoming_limit = receive_maximum  # QoS 2 awaiting PUBREL before a protocol error
@@ -328,6 +329,7 @@ class Session:
         self._link = _Link()
         self.reader.clear()
         self.incoming.link_ended()  # a new link: tokens of the last one are void
+        self.links_started += 1
         # MQTT 3.1.1: the link reads with the 3.1.1 codec and rewrites what we send (the
         # CONNECT below included) in data_to_send(); MQTT 5 keeps mqtt5's read and no rewrite.
         if self.protocol_level == 4:
