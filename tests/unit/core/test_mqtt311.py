@@ -34,12 +34,12 @@ from mqtt5 import (
     UnsubscribePacket,
     Will,
 )
-from tars.mqtt._core.session_base import SessionStats
 
 from tars.mqtt._core import mqtt311
 from tars.mqtt._core.events import Connected, ConnectFailed, PublishDone, Subscribed, Unsubscribed
 from tars.mqtt._core.framing import FramingError
 from tars.mqtt._core.session import Session, SessionState
+from tars.mqtt._core.stats import SessionStats
 
 # --- fixed header and remaining length (2.2.3) -------------------------------------------------
 
