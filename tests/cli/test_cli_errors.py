@@ -100,6 +100,26 @@ async def test_a_password_never_shows_in_the_error(
     assert "hunter2" not in err
 
 
+@pytest.mark.mosquitto
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("pub", "a/\x01", "--type", "x"),
+        ("pub", "a/\x01", "--raw", "--data", "x", "--qos", "1"),
+        ("sub", "x/\x02/#"),
+        ("request", "a/\ufdd0", "--type", "x", "--response-topic", "r"),
+    ],
+    ids=["pub", "pub-raw", "sub", "request"],
+)
+async def test_a_topic_with_a_control_character_is_one_line_not_a_hang(
+    spawn: Spawn, shared_mosquitto: MosquittoBroker, argv: tuple[str, ...]
+) -> None:
+    # A real broker is there to hang on, as the issue saw: the topic is refused before.
+    err = await _one_line_failure(spawn, *argv, "--url", shared_mosquitto.url)
+    assert err.startswith("tars-mqtt: invalid topic ")
+    assert "MQTT 5 section 1.5.4" in err
+
+
 async def test_version(spawn: Spawn) -> None:
     proc = await spawn(TARS_MQTT, "--version")
     status, out, _ = await proc.finish()

@@ -117,10 +117,13 @@ class SubscribeMethods:
         self, topic: str | Subscription, handler: Handler[Any] | None = None
     ) -> None:
         """Remove the subscriptions on ``topic`` (all, or only ``handler``'s), or one
-        :class:`Subscription`; the broker is told when no handler is left on the filter."""
+        :class:`Subscription`; the broker is told when no handler is left on the filter.
+
+        Raises :class:`~tars.mqtt.InvalidTopicError` for a filter that breaks the MQTT rules."""
         if isinstance(topic, Subscription):
             subs = [topic]
         else:
+            validate_topic_filter(topic)  # a filter that could never have been subscribed
             subs = [
                 s
                 for s in self._dispatcher.subscriptions(topic)

@@ -501,6 +501,11 @@ def _check_id_text(value: str) -> None:
     """The rules a client id shares with the topic levels it becomes (health topics)."""
     if "+" in value or "#" in value or "\0" in value:
         raise ValueError("must not contain '+', '#' or NUL: it is used as a topic level")
+    from ._topics import forbidden_character  # the topic rule, kept off the start-up path
+
+    reason = forbidden_character(value)
+    if reason is not None:
+        raise ValueError(f"{reason}: it is used as a topic level")
     try:
         size = len(value.encode("utf-8"))
     except UnicodeEncodeError:
