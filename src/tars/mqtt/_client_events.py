@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from ._argcheck import check_bool, check_int, check_number, check_str, check_type
 from ._client_publish import PublishMethods
 from ._envelope import Envelope, encode_event
 from ._errors import ConnectionLostError, InvalidArgumentError
@@ -91,7 +92,10 @@ class EventMethods(PublishMethods):
 
         Raises ``TimeoutError`` after ``timeout`` seconds, plus what :meth:`publish` raises.
         """
+        check_str("response_topic", response_topic)
         validate_topic_name(response_topic)
+        check_int("qos", qos)
+        check_number("timeout", timeout)
         msg_id, payload = encode_event(event_type, data, source=self._config.source)
         requests = self._requests
         if response_topic not in requests.topics:
@@ -141,6 +145,9 @@ class EventMethods(PublishMethods):
         Raises :class:`~tars.mqtt.EnvelopeError` when the request is not an envelope and
         ``ValueError`` when there is no topic to answer on.
         """
+        check_type("request", request, Message)
+        check_str("topic", topic, optional=True)
+        check_int("qos", qos, optional=True)
         target = topic or request.packet.response_topic
         if not target:
             raise InvalidArgumentError("the request has no response topic: pass topic=")
@@ -160,6 +167,9 @@ class EventMethods(PublishMethods):
         self, ok: bool, event: str | None = None, error: str | None = None
     ) -> str:
         """Publish a retained ``health.status`` envelope on ``system/health/{client_id}``, QoS 1."""
+        check_bool("ok", ok)
+        check_str("event", event, optional=True)
+        check_str("error", error, optional=True)
         cfg = self._config
         msg_id, payload = encode_health(ok, event, error, source=cfg.source, timestamp=time.time())
         await self.publish(health_topic(cfg.effective_client_id), payload, qos=1, retain=True)

@@ -19,7 +19,7 @@ from typing import Any, Literal, Self, Union, get_args, get_origin
 import pydantic
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
 
-from ._errors import ConfigError
+from ._errors import ConfigError, ConfigTypeError
 from ._tls import check_ca_file, check_cert_chain
 from ._url import (
     BrokerOrder,
@@ -548,4 +548,6 @@ def _to_config_error(exc: pydantic.ValidationError) -> ConfigError:
     others = sorted({str(e["loc"][0]) for e in errors[1:] if e["loc"]} - {field})
     if others:
         message += f" (also invalid: {', '.join(others)})"
+    if first["type"].endswith("_type") or first["type"] == "is_instance_of":
+        return ConfigTypeError(field, message)  # a wrong type, not a refused value
     return ConfigError(field, message)

@@ -9,9 +9,11 @@ its type an :class:`InvalidArgumentTypeError` (also a :class:`TypeError`), so bo
     MQTTError
     ├── InvalidArgumentError (ValueError)     an argument's value is refused
     │   ├── ConfigError                       bad URL, bad option, bad environment variable
+    │   │   └── ConfigTypeError (TypeError)   an option of the wrong type (also below)
     │   ├── InvalidTopicError                 topic name or filter breaks the MQTT rules
     │   └── PayloadTooLarge                   payload over the configured or broker maximum
     ├── InvalidArgumentTypeError (TypeError)  an argument of the wrong type (or shape)
+    │   └── ConfigTypeError                   (the same class: both trees catch it)
     ├── EnvelopeError (ValueError)        bytes that are not a valid envelope
     ├── ClientStateError                  call that makes no sense in the client's state
     ├── NotConnectedError                 no link and nothing may be queued
@@ -36,6 +38,7 @@ from ._reasons import describe, name_in
 __all__ = [
     "ClientStateError",
     "ConfigError",
+    "ConfigTypeError",
     "ConnectError",
     "ConnectionLostError",
     "EnvelopeError",
@@ -81,6 +84,15 @@ class ConfigError(InvalidArgumentError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+
+
+class ConfigTypeError(ConfigError, InvalidArgumentTypeError):
+    """A configuration option of the wrong type (``mqtt_url=123``, ``keepalive=[5]``).
+
+    Both a :class:`ConfigError` (``field`` names the option) and an
+    :class:`InvalidArgumentTypeError`, so ``except TypeError`` sees a wrong type as it would
+    anywhere else in Python, and ``except ConfigError`` still sees every bad option.
+    """
 
 
 class InvalidTopicError(InvalidArgumentError):

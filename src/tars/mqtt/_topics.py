@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from typing import Any, Final, Generic, TypeVar
 
-from ._errors import InvalidArgumentError, InvalidTopicError
+from ._errors import InvalidArgumentError, InvalidArgumentTypeError, InvalidTopicError
 
 __all__ = [
     "MAX_TOPIC_BYTES",
@@ -73,9 +73,11 @@ def forbidden_character(text: str) -> str | None:
     )
 
 
-def _check_common(topic: str) -> None:
-    """Apply the rules shared by names and filters: non-empty, no forbidden character,
+def _check_common(topic: str, name: str) -> None:
+    """Apply the rules shared by names and filters: a str, non-empty, no forbidden character,
     encodable and short."""
+    if not isinstance(topic, str):
+        raise InvalidArgumentTypeError(f"{name} must be a str, not {type(topic).__name__}")
     if not topic:
         raise InvalidTopicError(topic, "must not be empty")
     reason = forbidden_character(topic)
@@ -101,11 +103,12 @@ def validate_topic_name(topic: str) -> None:
     publish there.
 
     Raises:
+        InvalidArgumentTypeError: not a ``str``.
         InvalidTopicError: empty, contains ``+`` or ``#``, a control character (U+0000..U+001F,
             U+007F..U+009F) or a Unicode non-character, is not valid UTF-8 or is longer than
             65,535 bytes of UTF-8.
     """
-    _check_common(topic)
+    _check_common(topic, "topic")
     if "+" in topic or "#" in topic:
         raise InvalidTopicError(topic, "a topic name must not contain the wildcards '+' or '#'")
 
@@ -137,12 +140,13 @@ def validate_topic_filter(topic_filter: str) -> None:
     """Check a topic filter to subscribe to, including ``$share/{group}/{filter}``.
 
     Raises:
+        InvalidArgumentTypeError: not a ``str``.
         InvalidTopicError: empty, ``#`` anywhere but alone in the last level, ``+`` not alone in
             its level, a control or non-character (as for names), not valid UTF-8, longer than
             65,535 bytes of UTF-8, or a
             malformed shared subscription.
     """
-    _check_common(topic_filter)
+    _check_common(topic_filter, "topic_filter")
     _, inner = split_shared(topic_filter)
     if "+" not in inner and "#" not in inner:
         return

@@ -16,8 +16,10 @@ from typing import Any
 
 from mqtt5 import ConnAckPacket, QoS, TopicFilter
 
+from .._argcheck import check_bool, check_int, check_type
 from .._core.session import Session
 from .._errors import ConnectionLostError
+from .._topics import validate_topic_filter, validate_topic_name
 from .connection import Connection, settle
 
 __all__ = ["LinkView"]
@@ -85,9 +87,19 @@ class LinkView:
         """Publish with any MQTT 5 PUBLISH property of ``mqtt5.PublishPacket``
         (``content_type``, ``message_expiry_interval``, ``user_properties``, ...).
 
-        Returns the broker's reason code (0 for QoS 0 or ``wait=False``). No topic or size
-        validation happens here beyond the codec's and the broker's limits.
+        Returns the broker's reason code (0 for QoS 0 or ``wait=False``). The topic follows the
+        rules of :meth:`MQTTClient.publish <tars.mqtt.MQTTClient.publish>` (a topic the broker
+        would call malformed must not reach it by a side door); the size is left to the codec's
+        and the broker's limits.
+
+        Raises :class:`~tars.mqtt.InvalidTopicError` and
+        :class:`~tars.mqtt.InvalidArgumentTypeError` before anything is sent.
         """
+        validate_topic_name(topic)
+        check_type("payload", payload, (bytes, bytearray, memoryview))
+        check_int("qos", qos)
+        check_bool("retain", retain)
+        check_bool("wait", wait)
         conn = self._require()
         fut: asyncio.Future[int] | None = None
         if qos and wait:
@@ -112,7 +124,15 @@ class LinkView:
         user_properties: list[tuple[str, str]] | None = None,
     ) -> tuple[int, ...]:
         """Send one SUBSCRIBE (strings or ``mqtt5.TopicFilter`` with options); returns the
-        SUBACK reason codes as they are. Not restored after a reconnect."""
+        SUBACK reason codes as they are. Not restored after a reconnect.
+
+        Raises :class:`~tars.mqtt.InvalidTopicError` and
+        :class:`~tars.mqtt.InvalidArgumentTypeError` before anything is sent."""
+        for f in filters:
+            validate_topic_filter(f.pattern if isinstance(f, TopicFilter) else f)
+        check_int("qos", qos)
+        check_int("subscription_id", subscription_id, optional=True)
+        check_type("user_properties", user_properties, list, optional=True)
         conn = self._require()
         topic_filters = [
             f if isinstance(f, TopicFilter) else TopicFilter(f, max_qos=QoS(qos)) for f in filters
@@ -130,7 +150,13 @@ class LinkView:
     async def unsubscribe(
         self, *patterns: str, user_properties: list[tuple[str, str]] | None = None
     ) -> tuple[int, ...]:
-        """Send one UNSUBSCRIBE; returns the UNSUBACK reason codes."""
+        """Send one UNSUBSCRIBE; returns the UNSUBACK reason codes.
+
+        Raises :class:`~tars.mqtt.InvalidTopicError` and
+        :class:`~tars.mqtt.InvalidArgumentTypeError` before anything is sent."""
+        for pattern in patterns:
+            validate_topic_filter(pattern)
+        check_type("user_properties", user_properties, list, optional=True)
         conn = self._require()
         fut: asyncio.Future[tuple[int, ...]] = asyncio.get_running_loop().create_future()
         self._session.unsubscribe(list(patterns), handle=fut, user_properties=user_properties)

@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable, Iterable
 from types import TracebackType
 
+from .._argcheck import check_bool, check_callable, check_int, check_number, check_str
 from .._errors import ClientStateError, InvalidArgumentError
 from ._broker_core import AuthCallback, BrokerCore
 from ._broker_faults import Faults
@@ -83,6 +84,11 @@ class InMemoryBroker:
         max_queued_messages: int = 100_000,
         auth: AuthCallback | None = None,
     ) -> None:
+        check_str("name", name)
+        check_int("max_packet_size", max_packet_size, optional=True)
+        check_int("receive_maximum", receive_maximum)
+        check_int("max_queued_messages", max_queued_messages)
+        check_callable("auth", auth, optional=True)
         if not 1 <= receive_maximum <= 65535:
             raise InvalidArgumentError(f"receive_maximum must be 1..65535, not {receive_maximum}")
         if max_packet_size is not None and not 16 <= max_packet_size <= _MAX_PACKET_SIZE:
@@ -210,6 +216,8 @@ class InMemoryBroker:
             ClientStateError: the broker is not running.
             OSError: the address cannot be bound.
         """
+        check_str("host", host)
+        check_int("port", port)
         if self._state is not BrokerState.RUNNING:
             raise ClientStateError(f"{self!r} is not running")
         server = await self._listen(host, port)
@@ -242,6 +250,7 @@ class InMemoryBroker:
 
     def retained(self, topic: str) -> bytes | None:
         """The payload retained on exactly ``topic``, or None."""
+        check_str("topic", topic)
         core = self._core
         if core is None:
             return None
@@ -252,6 +261,7 @@ class InMemoryBroker:
 
     def subscriptions(self, client_id: str) -> list[str]:
         """The topic filters of ``client_id``'s session as subscribed (``$share/...`` included)."""
+        check_str("client_id", client_id)
         return [] if self._core is None else self._core.router.subscriptions(client_id)
 
     # -- faults on links -----------------------------------------------------------------------
@@ -287,6 +297,8 @@ class InMemoryBroker:
         Raises:
             ClientStateError: the broker is not running.
         """
+        check_bool("keep_sessions", keep_sessions)
+        check_number("downtime", downtime)
         core = self._running_core()
         self._set_state(BrokerState.RESTARTING)
         closed_servers = []
@@ -330,11 +342,13 @@ class InMemoryBroker:
             InvalidTopicError: ``topic_filter`` is not a valid filter.
             InvalidArgumentError: ``count`` < 1.
         """
+        check_int("count", count)
         self._faults.duplicate_next(topic_filter, count)
 
     def delay_delivery(self, seconds: float) -> None:
         """Deliver every message published from now on ``seconds`` late (0 stops delaying;
         what is already delayed still arrives, in order). Publishers are acked at once."""
+        check_number("seconds", seconds)
         if seconds < 0:
             raise InvalidArgumentError(f"seconds must be >= 0, not {seconds}")
         self._faults.delay = seconds
@@ -347,6 +361,8 @@ class InMemoryBroker:
         Raises:
             InvalidArgumentError: ``n`` < 2.
         """
+        check_int("n", n)
+        check_str("client_id", client_id, optional=True)
         self._faults.reorder_next(n, client_id)
 
     def refuse_subscriptions(self, topic_filter: str, reason_code: int = 0x87) -> None:
@@ -357,6 +373,7 @@ class InMemoryBroker:
             InvalidTopicError: ``topic_filter`` is not a valid filter.
             InvalidArgumentError: ``reason_code`` is not a SUBACK failure code (0x80 and above).
         """
+        check_int("reason_code", reason_code)
         self._faults.refuse(topic_filter, reason_code)
 
     def clear_faults(self) -> None:
@@ -374,6 +391,7 @@ class InMemoryBroker:
         return self._core
 
     def _select(self, client_id: str | None) -> list[BrokerLink]:
+        check_str("client_id", client_id, optional=True)  # drop_link, stall, unstall
         core = self._core
         if core is None:
             return []
