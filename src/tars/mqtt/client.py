@@ -240,6 +240,7 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
             inflight=session.inflight_count,
             no_subscribers=counts.no_subscribers,
             receive_maximum_exceeded=counts.receive_maximum_exceeded,
+            poisoned=counts.poisoned,
             **totals,
         )
 

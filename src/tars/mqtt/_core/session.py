@@ -61,6 +61,7 @@ from .events import (
 from .incoming import IncomingAcks
 from .liveness import Liveness
 from .outgoing import OutboxPolicy, OutgoingStore
+from .poison import link_ended_by_broker
 from .session_base import (
     _DEFAULT_UNACKED_LIMIT,
     _KEEP_ALIVE_TIMEOUT,
@@ -237,8 +238,23 @@ class Session(Receiving):
         self._out.append(connect.write())
         self.state = SessionState.CONNECTING
 
-    def connection_lost(self) -> list[Event]:
-        """The link is gone. Publishes stay for the next link; requests are aborted."""
+    def connection_lost(self, *, broker_closed: bool = False) -> list[Event]:
+        """The link is gone. Publishes stay for the next link; requests are aborted.
+
+        ``broker_closed``: the broker closed the connection (not us, not a transport error).
+        A link the broker ended after its CONNACK feeds the poison-message breaker
+        (:mod:`.poison`), whose verdict comes back as events.
+        """
+        events: list[Event] = []
+        link = self._link
+        if link.connacked and (broker_closed or link.broker_reason is not None):
+            events += link_ended_by_broker(
+                self.outgoing,
+                self.subscriptions,
+                self._requests.values(),
+                link.broker_reason,
+                self.stats,
+            )
         self.state = SessionState.DISCONNECTED
         self._out.clear()
         self._link = _Link()
@@ -246,7 +262,6 @@ class Session(Receiving):
         self.outgoing.resend.clear()
         if self.liveness is not None:
             self.liveness.link_ended()
-        events: list[Event] = []
         for request in self._requests.values():
             if request.handle is not None:
                 events.append(RequestAborted(request.handle))

@@ -110,6 +110,8 @@ class _Link:
     session_present: bool = False
     first: bool = False
     refused: tuple[tuple[str, int], ...] = ()
+    connacked: bool = False  # CONNACK accepted: resends and the restore went out on this link
+    broker_reason: int | None = None  # the reason code of the broker's DISCONNECT, if one came
     rest: list[bytes] = field(default_factory=list)  # a partial packet waiting for more bytes
     rest_size: int = 0
     need: int = 0  # total bytes of the partial packet, when its header told us
@@ -125,6 +127,7 @@ class SessionStats:
     dropped_offline: int = 0  # QoS 0 while disconnected (not queued)
     stale_links: int = 0  # links the watchdog or the ack timeout declared dead
     receive_maximum_exceeded: int = 0  # times the broker went over our Receive Maximum
+    poisoned: int = 0  # publishes and filters the poison-message breaker gave up on
 
 
 class SessionBase:

@@ -252,6 +252,7 @@ class Receiving(Publishing, Subscribing):
         if packet.assigned_client_id:
             self.client_id = packet.assigned_client_id
         link = self._link
+        link.connacked = True
         link.send_quota = packet.receive_max
         link.max_packet_size = packet.max_packet_size
         keep_alive = packet.server_keep_alive
@@ -280,6 +281,7 @@ class Receiving(Publishing, Subscribing):
 
     def _handle_disconnect(self, packet: DisconnectPacket, events: list[Event]) -> None:
         self.state = SessionState.CLOSING
+        self._link.broker_reason = int(packet.reason_code)  # for the poison-message breaker
         events.append(
             Disconnected(
                 int(packet.reason_code),
