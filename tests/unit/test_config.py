@@ -255,6 +255,7 @@ def test_connection_params_are_frozen() -> None:
 DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "source_name": None,
     "broker_order": "in_order",
+    "redirects": "listed",
     "instance": None,
     "keepalive": 60,
     "enable_health": False,
@@ -356,6 +357,7 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("source_name", ""),
     ("source_name", 5),
     ("broker_order", "random"),
+    ("redirects", "anywhere"),
     ("instance", ""),
     ("instance", "a+b"),
     ("keepalive", 0),
@@ -598,6 +600,7 @@ ENV_CASES: list[tuple[str, str, Any, dict[str, str]]] = [
     ("client_id", "stt-worker", "stt-worker", {}),
     ("source_name", "stt", "stt", {}),
     ("broker_order", "shuffle", "shuffle", {}),
+    ("redirects", "never", "never", {}),
     ("instance", "pod-7", "pod-7", {}),
     ("keepalive", "30", 30, {}),
     ("enable_health", "true", True, {}),

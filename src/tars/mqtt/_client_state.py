@@ -45,4 +45,5 @@ class ClientStats:
     inflight: int = 0  # QoS 1/2 publishes sent and not yet acknowledged (a gauge)
     no_subscribers: int = 0  # QoS 1/2 publishes the broker acknowledged with 0x10
     receive_maximum_exceeded: int = 0  # times the broker sent more than our Receive Maximum
+    redirects_refused: int = 0  # server redirections not followed (the redirects option)
     poisoned: int = 0  # publishes/filters given up by the poison-message breaker (resilience.md)

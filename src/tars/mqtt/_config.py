@@ -77,6 +77,12 @@ class MQTTClientConfig(pydantic.BaseModel):
         description="Order in which the brokers of mqtt_url are tried: in_order (the first is "
         "preferred) or shuffle (once per client, so a fleet spreads over a cluster's nodes).",
     )
+    redirects: Literal["listed", "any", "never"] = Field(
+        "listed",
+        description="Which MQTT 5 server redirections (CONNACK or DISCONNECT 0x9C/0x9D with a "
+        "Server Reference) to follow: listed (only to a broker of mqtt_url, with that URL's "
+        "credentials), any (any host, with the current credentials) or never.",
+    )
     instance: str | None = Field(
         None,
         description="Name of this instance of a replicated service; the MQTT client id (and the "

@@ -119,6 +119,7 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
             connector=connector,
             connect_timeout=cfg.connect_timeout,
             wait_for_broker=cfg.wait_for_broker,
+            redirects=cfg.redirects,
             settle_after=cfg.reconnect_max_delay,
             connect_hooks=self._connect_hooks,
             disconnect_hooks=self._disconnect_hooks,
@@ -240,6 +241,7 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
             inflight=session.inflight_count,
             no_subscribers=counts.no_subscribers,
             receive_maximum_exceeded=counts.receive_maximum_exceeded,
+            redirects_refused=self._supervisor.redirects_refused,
             poisoned=counts.poisoned,
             **totals,
         )

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final
+from typing import Final, Literal
 
 from .._backoff import BackoffPolicy
 from .._core.session import Session
@@ -34,6 +34,7 @@ __all__ = ["Hook", "Supervisor"]
 log = logging.getLogger("tars.mqtt")
 
 Hook = Callable[[], Awaitable[None]]
+RedirectPolicy = Literal["listed", "any", "never"]
 
 _MAX_REDIRECTS: Final = 5
 # Links that end within _SHORT_LINK seconds, _CLASH_LINKS times in a row, keep the backoff
@@ -68,13 +69,15 @@ class Supervisor:
         connector: Connector | None = None,
         connect_timeout: float = 10.0,
         wait_for_broker: bool = True,
+        redirects: RedirectPolicy = "listed",
         settle_after: float = 60.0,
         connect_hooks: list[Hook],
         disconnect_hooks: list[Hook],
         is_fatal: Callable[[ConnectError], bool] = is_fatal,
         instruments: Instruments | None = None,
     ) -> None:
-        """``settle_after``: a link that lasted this long starts the backoff afresh when lost."""
+        """``settle_after``: a link that lasted this long starts the backoff afresh when lost.
+        ``redirects``: which server redirections to follow (see :meth:`_redirect`)."""
         self._session = session
         self._endpoints = tuple(endpoints)
         self._index = 0
@@ -85,6 +88,8 @@ class Supervisor:
         self._connector = connector
         self._connect_timeout = connect_timeout
         self._wait_for_broker = wait_for_broker
+        self._redirects = redirects
+        self.redirects_refused = 0  # redirections the policy did not follow
         self._settle_after = settle_after
         self._connect_hooks = connect_hooks
         self._disconnect_hooks = disconnect_hooks
@@ -340,11 +345,35 @@ class Supervisor:
         self.params = self._endpoints[self._index]
 
     def _redirect(self, reference: str | None, redirects: int) -> bool:
-        """MQTT 5 server redirection: connect next to where ``reference`` points (same scheme
-        and credentials). False when there is none, too many in a row, or it is unreadable."""
+        """MQTT 5 server redirection: connect next to where ``reference`` points. False when
+        there is none, too many in a row, it is unreadable, or the policy refuses it.
+
+        The policy (``redirects``), because the credentials (and the client certificate) go
+        with the client: ``"listed"`` (the default) follows only to a broker ``mqtt_url``
+        lists, and connects there with that URL's own credentials, so a spoofed or compromised
+        broker cannot send them anywhere else; ``"any"`` follows to any host with the current
+        scheme and credentials; ``"never"`` follows none. A refusal is logged with the
+        reference and counted (:attr:`redirects_refused`); the client then goes on as after a
+        failed attempt (the next broker of the list, or the backoff).
+        """
         if not reference or redirects >= _MAX_REDIRECTS:
             return False
         target = endpoint_from_reference(reference, self.params)
+        if target is not None and self._redirects != "any":
+            listed = self._listed(target) if self._redirects == "listed" else None
+            if listed is None:
+                self.redirects_refused += 1
+                log.warning(
+                    "%s: %s redirected us to %r, which mqtt_url does not list: not followed "
+                    "(redirects=%r; 'any' follows any host, with these credentials)",
+                    self.client_id,
+                    self.params.redacted_url,
+                    reference,
+                    self._redirects,
+                    extra=self._fields(),
+                )
+                return False
+            target = listed
         if target is None:
             log.warning(
                 "%s: %s redirected us to %r, which is not a usable broker address; ignored",
@@ -363,6 +392,16 @@ class Supervisor:
         )
         self.params = target
         return True
+
+    def _listed(self, target: ConnectionParams) -> ConnectionParams | None:
+        """The broker of ``mqtt_url`` at ``target``'s host and port (with its own credentials),
+        or None. Host names compare without case; no name is resolved (a listed name and its
+        address are two different hosts to this check)."""
+        host = target.host.lower()
+        for endpoint in self._endpoints:
+            if endpoint.host.lower() == host and endpoint.port == target.port:
+                return endpoint
+        return None
 
     # --- internals -----------------------------------------------------------------------------
 
