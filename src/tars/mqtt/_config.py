@@ -442,6 +442,7 @@ class MQTTClientConfig(pydantic.BaseModel):
                 names the variable it came from).
         """
         source = os.environ if env is None else env
+        _warn_unknown_env(source)
         values: dict[str, Any] = {}
         for name, var in ENV_VARS.items():
             if name in overrides:
@@ -518,6 +519,28 @@ def _check_id_text(value: str) -> None:
         raise ValueError("is not valid UTF-8") from None
     if size > 65535:
         raise ValueError("must be at most 65,535 bytes of UTF-8")
+
+
+def _warn_unknown_env(source: Mapping[str, str]) -> None:
+    """A WARNING per ``MQTT_*`` variable no option reads, with the closest known name: a
+    misspelt one (``MQTT_KEEP_ALIVE``) is otherwise silently ignored. Only a warning: other
+    programs may read ``MQTT_*`` variables of their own. The value is never logged (it may be
+    a secret)."""
+    known = ENV_VARS.values()
+    unknown = sorted(name for name in source if name.startswith("MQTT_") and name not in known)
+    if not unknown:
+        return
+    import difflib  # only when there is something to say: kept off the start-up path
+    import logging
+
+    suffixes = [var.removeprefix("MQTT_") for var in known]  # the shared prefix is no clue
+    for name in unknown:
+        close = difflib.get_close_matches(name.removeprefix("MQTT_"), suffixes, n=1, cutoff=0.7)
+        logging.getLogger("tars.mqtt").warning(
+            "environment variable %s is not a tars-core option: ignored%s",
+            name,
+            f" (did you mean MQTT_{close[0]}?)" if close else "",
+        )
 
 
 def _message_of(error: ConfigError) -> str:

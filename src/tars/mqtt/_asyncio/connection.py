@@ -420,7 +420,9 @@ async def open_connection(
     loop = asyncio.get_running_loop()
     conn = Connection(session, listeners)
     try:
-        with map_exceptions(display or f"{host}:{port}", timeout):
+        with map_exceptions(
+            display or f"{host}:{port}", timeout, lambda: conn._transport is not None
+        ):
             async with asyncio.timeout(timeout):
                 if connector is not None:
                     await connector(lambda: conn)

@@ -25,7 +25,7 @@ from .._core.session import Session
 from .._errors import ConnectError
 from .._instrument import Instruments
 from .._logfields import link_fields
-from .._trouble import ConnectTrouble
+from .._trouble import ConnectTrouble, scheme_hint
 from .._url import ConnectionParams, endpoint_from_reference
 from .connection import Connection, Connector, MessageListener, open_connection
 
@@ -105,6 +105,7 @@ class Supervisor:
         self._paused = 0
         self._hook_tasks: set[asyncio.Task[None]] = set()
         self._short_links = 0  # consecutive links that ended soon after they were accepted
+        self._hinted = False  # the TLS/plain scheme hint is given once per client
 
     @property
     def client_id(self) -> str:
@@ -419,13 +420,18 @@ class Supervisor:
         connected_before: bool,
     ) -> None:
         if trouble.failed(now):
+            hint = None if self._hinted else scheme_hint(error, params.tls)
+            if hint is not None:
+                self._hinted = True
             log.warning(
-                "%s cannot connect to %s (failed attempts: %d in %.0f s): %s; retrying in %.2f s%s",
+                "%s cannot connect to %s (failed attempts: %d in %.0f s): %s%s; retrying in "
+                "%.2f s%s",
                 self.client_id,
                 params.redacted_url,
                 trouble.attempts,
                 trouble.seconds(now),
                 error,
+                "" if hint is None else f" ({hint})",
                 delay,
                 "" if connected_before else _WAIT_HINT,
                 extra=self._fields(),
