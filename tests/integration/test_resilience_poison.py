@@ -16,10 +16,9 @@ from pathlib import Path
 import pytest
 
 from support.mosquitto_cli import MosquittoSub, connected_client, unique, wait_until
-from tars.mqtt import Message, MQTTClient, MQTTClientConfig, PublishError
+from tars.mqtt import Message, MQTTClient, MQTTClientConfig, PoisonMessageError, PublishError
 from tars.mqtt._core.durable import DurableOutbox
 from tars.mqtt._core.poison import POISON_LINKS
-from tars.mqtt._errors import PoisonMessageError
 from tars.mqtt.testing import MosquittoBroker
 
 pytestmark = pytest.mark.mosquitto
