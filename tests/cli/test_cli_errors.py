@@ -66,7 +66,8 @@ async def test_a_broker_that_never_answers_is_given_up_after_the_connect_timeout
         started = time.monotonic()
         err = await _one_line_failure(spawn, "sub", "#", "--url", url, "--connect-timeout", "0.5")
         took = time.monotonic() - started
-    assert err == f"tars-mqtt: no CONNACK from {url} within 0.5 s"
+    assert err.startswith(f"tars-mqtt: no CONNACK from {url} within 0.5 s (")
+    assert "mosquitto_sub -V 311" in err  # how to tell an MQTT 3.1.1-only broker
     assert took < 10  # bounded: the process start plus half a second, not a retry loop
 
 
@@ -106,6 +107,26 @@ async def test_a_password_never_shows_in_the_error(
     url = f"mqtt://alice:hunter2@127.0.0.1:{_closed_port()}"
     err = await _one_line_failure(spawn, "sub", "#", "--url", url)
     assert "hunter2" not in err
+
+
+@pytest.mark.mosquitto
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("pub", "a/\x01", "--type", "x"),
+        ("pub", "a/\x01", "--raw", "--data", "x", "--qos", "1"),
+        ("sub", "x/\x02/#"),
+        ("request", "a/\ufdd0", "--type", "x", "--response-topic", "r"),
+    ],
+    ids=["pub", "pub-raw", "sub", "request"],
+)
+async def test_a_topic_with_a_control_character_is_one_line_not_a_hang(
+    spawn: Spawn, shared_mosquitto: MosquittoBroker, argv: tuple[str, ...]
+) -> None:
+    # A real broker is there to hang on, as the issue saw: the topic is refused before.
+    err = await _one_line_failure(spawn, *argv, "--url", shared_mosquitto.url)
+    assert err.startswith("tars-mqtt: invalid topic ")
+    assert "MQTT 5 section 1.5.4" in err
 
 
 async def test_version(spawn: Spawn) -> None:

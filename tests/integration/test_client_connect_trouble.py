@@ -9,12 +9,15 @@ answers like a 3.1.1 broker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from pathlib import Path
 
 import pytest
 
 from support import LoopbackServer
 from support.mosquitto_cli import Inbox, unique, wait_until
+from support.tls import make_certs, tls_mosquitto
 from tars.mqtt import ClientState, ConnectError, MQTTClient
 from tars.mqtt.testing import MosquittoBroker
 
@@ -103,3 +106,69 @@ async def test_asyncio_timeout_bounds_the_wait_and_closes_the_client(
             await client.connect()
     assert client.state is ClientState.CLOSED
     assert [t for t in asyncio.all_tasks() if t.get_name().startswith("tars-")] == []
+
+
+# --- issue 19 §3: hints that say what to change --------------------------------------------------
+
+
+class SilentBroker(LoopbackServer):
+    """Accepts TCP, reads the CONNECT, never answers (as an MQTT 3.1.1-only broker such as
+    amqtt does to an MQTT 5 CONNECT)."""
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await reader.read(65536):
+                pass
+        finally:
+            writer.close()
+
+
+async def _first_warning(caplog: pytest.LogCaptureFixture, client: MQTTClient) -> list[str]:
+    """The WARNINGs of a client kept connecting until a few attempts failed."""
+    caplog.set_level(logging.INFO, logger="tars.mqtt")
+    connecting = asyncio.create_task(client.connect())
+    try:
+        await wait_until(lambda: len(_records(caplog, logging.INFO, "retrying in")) >= 2, 20)
+    finally:
+        await client.shutdown()
+        connecting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectError):
+            await connecting
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_no_connack_says_an_mqtt_311_only_broker_may_be_silent_and_how_to_check(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with SilentBroker() as broker:
+        client = MQTTClient(broker.url, unique("silent"), connect_timeout=0.3)
+        warnings = await _first_warning(caplog, client)
+    assert len(warnings) == 1, warnings
+    assert f"no CONNACK from {broker.url} within 0.3 s" in warnings[0]
+    assert "MQTT 3.1.1" in warnings[0]
+    assert "mosquitto_sub -V 311" in warnings[0]
+
+
+@pytest.mark.mosquitto
+async def test_mqtts_to_a_plain_port_hints_mqtt_once(
+    mosquitto_broker: MosquittoBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"mqtts://127.0.0.1:{mosquitto_broker.port}"
+    client = MQTTClient(url, unique("tls-to-plain"), reconnect_min_delay=0.05)
+    warnings = await _first_warning(caplog, client)
+    hinted = [w for w in warnings if "use mqtt://" in w]
+    assert len(hinted) == 1, warnings
+    assert url in hinted[0]  # in the WARNING that names the URL
+
+
+@pytest.mark.mosquitto
+async def test_mqtt_to_a_tls_port_hints_mqtts_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with tls_mosquitto(make_certs(tmp_path)) as tls_broker:
+        url = f"mqtt://127.0.0.1:{tls_broker.port}"
+        client = MQTTClient(url, unique("plain-to-tls"), reconnect_min_delay=0.05)
+        warnings = await _first_warning(caplog, client)
+    hinted = [w for w in warnings if "is this a TLS port? use mqtts://" in w]
+    assert len(hinted) == 1, warnings
+    assert url in hinted[0]

@@ -85,7 +85,9 @@ async def test_a_refusing_redirect_sends_the_client_to_the_referenced_broker(
     mosquitto_broker: MosquittoBroker,
 ) -> None:
     async with RedirectBroker.refusing(host_port(mosquitto_broker.url)) as redirect:
-        client = MQTTClient(redirect.url, unique("moved"), wait_for_broker=False)
+        # Listed in mqtt_url (after the redirecting broker): redirects="listed" follows it.
+        urls = f"{redirect.url},{mosquitto_broker.url}"
+        client = MQTTClient(urls, unique("moved"), wait_for_broker=False)
         async with client:
             assert client.connected
             assert client.broker == mosquitto_broker.url
@@ -99,7 +101,7 @@ async def test_a_disconnect_with_a_server_reference_moves_the_client(
     async with RedirectBroker.accepting_then_disconnecting(
         reference, reason="use_another_server", delay=0.2
     ) as redirect:
-        client = MQTTClient(redirect.url, unique("sent-on"))
+        client = MQTTClient(redirect.url, unique("sent-on"), redirects="any")
         ups: Inbox[str] = Inbox()
 
         @client.on_connect
@@ -117,7 +119,9 @@ async def test_a_redirect_to_tls_from_plain_is_not_followed(
 ) -> None:
     """A redirection never changes the scheme: credentials must not move to another transport."""
     async with RedirectBroker.refusing(f"mqtts://{host_port(mosquitto_broker.url)}") as redirect:
-        client = MQTTClient(redirect.url, unique("no-tls-hop"), wait_for_broker=False)
+        client = MQTTClient(
+            redirect.url, unique("no-tls-hop"), wait_for_broker=False, redirects="any"
+        )
         with pytest.raises(ConnectError, match="0x9d"):
             await client.connect()
     assert "not a usable broker address" in caplog.text
@@ -128,7 +132,7 @@ async def test_redirect_loops_end(caplog: pytest.LogCaptureFixture) -> None:
     first = RedirectBroker.refusing("placeholder")
     async with first, RedirectBroker.refusing(host_port(first.url)) as second:
         first.reference = host_port(second.url)
-        client = MQTTClient(second.url, unique("loop"), wait_for_broker=False)
+        client = MQTTClient(second.url, unique("loop"), wait_for_broker=False, redirects="any")
         with pytest.raises(ConnectError):
             await asyncio.wait_for(client.connect(), timeout=10)
     assert 3 <= len(first.connects) + len(second.connects) <= 12

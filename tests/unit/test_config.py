@@ -257,6 +257,7 @@ def test_connection_params_are_frozen() -> None:
 DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "source_name": None,
     "broker_order": "in_order",
+    "redirects": "listed",
     "instance": None,
     "keepalive": 60,
     "enable_health": False,
@@ -362,6 +363,7 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("source_name", ""),
     ("source_name", 5),
     ("broker_order", "random"),
+    ("redirects", "anywhere"),
     ("instance", ""),
     ("instance", "a+b"),
     ("keepalive", 0),
@@ -610,6 +612,7 @@ ENV_CASES: list[tuple[str, str, Any, dict[str, str]]] = [
     ("client_id", "stt-worker", "stt-worker", {}),
     ("source_name", "stt", "stt", {}),
     ("broker_order", "shuffle", "shuffle", {}),
+    ("redirects", "never", "never", {}),
     ("instance", "pod-7", "pod-7", {}),
     ("keepalive", "30", 30, {}),
     ("enable_health", "true", True, {}),
@@ -727,9 +730,30 @@ def test_empty_env_values_mean_unset(var: str, empty: str) -> None:
     assert getattr(config, field) == DOCUMENTED_DEFAULTS[field]
 
 
-def test_unrelated_mqtt_variables_are_ignored() -> None:
+def test_unrelated_mqtt_variables_are_ignored_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     config = MQTTClientConfig.from_env({**BASE_ENV, "MQTT_HOST": "elsewhere", "MQTT_X": "1"})
     assert config.connection.host == "localhost"
+    warned = sorted(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert warned == [
+        "environment variable MQTT_HOST is not a tars-core option: ignored",
+        "environment variable MQTT_X is not a tars-core option: ignored",
+    ]
+
+
+def test_a_misspelt_variable_is_named_with_the_closest_option_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    env = {**BASE_ENV, "MQTT_KEEP_ALIVE": "30", "MQTT_PASSWORD_X": "s3cret"}
+    config = MQTTClientConfig.from_env(env)
+    assert config.keepalive == 60  # not read: the warning says why
+    hints = [r.getMessage() for r in caplog.records if "MQTT_KEEP_ALIVE" in r.getMessage()]
+    assert hints == [
+        "environment variable MQTT_KEEP_ALIVE is not a tars-core option: ignored "
+        "(did you mean MQTT_KEEPALIVE?)"
+    ]
+    assert "s3cret" not in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -57,6 +57,7 @@ INTENDED = {
     "ConnectError",
     "ConnectionLostError",
     "ProtocolError",
+    "PoisonMessageError",
     "PublishError",
     "SubscribeError",
     "OutboxFullError",

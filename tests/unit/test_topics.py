@@ -71,6 +71,49 @@ def test_invalid_topic_message_is_bounded_for_huge_topics() -> None:
     assert len(str(info.value)) < 400
 
 
+# MQTT 5 section 1.5.4: characters a receiver (Mosquitto does) may call a malformed packet.
+FORBIDDEN_CHARACTERS = [
+    *(chr(c) for c in (0x01, 0x09, 0x0A, 0x1B, 0x1F)),  # C0 controls
+    *(chr(c) for c in (0x7F, 0x80, 0x85, 0x9F)),  # DEL and the C1 controls
+    *(chr(c) for c in (0xFDD0, 0xFDE5, 0xFDEF)),  # the non-character block
+    *(chr(plane << 16 | low) for plane in (0, 1, 2, 14, 16) for low in (0xFFFE, 0xFFFF)),
+]
+ALLOWED_NEIGHBOURS = ["\x20", "\x7e", "\xa0", "\ufdcf", "\ufdf0", "\ufffd", "\U0001fffd"]
+
+
+@pytest.mark.parametrize("char", FORBIDDEN_CHARACTERS, ids=lambda c: f"U+{ord(c):04X}")
+def test_control_and_non_characters_are_refused_in_names_and_filters(char: str) -> None:
+    for validate in (validate_topic_name, validate_topic_filter):
+        with pytest.raises(InvalidTopicError) as info:
+            validate(f"a/{char}b")
+        assert f"U+{ord(char):04X}" in info.value.reason
+        assert "1.5.4" in info.value.reason
+        assert "\n" not in str(info.value)  # one line, even for a newline in the topic
+    with pytest.raises(InvalidTopicError):
+        validate_topic_filter(f"$share/g{char}/a/#")
+
+
+@pytest.mark.parametrize("char", ALLOWED_NEIGHBOURS, ids=lambda c: f"U+{ord(c):04X}")
+def test_the_neighbours_of_the_forbidden_ranges_are_allowed(char: str) -> None:
+    validate_topic_name(f"a/{char}")
+    validate_topic_filter(f"a/{char}/#")
+
+
+@given(st.text(min_size=1, max_size=20))
+def test_a_topic_passes_only_without_forbidden_characters(text: str) -> None:
+    control = any(c < "\x20" or "\x7f" <= c <= "\x9f" for c in text)
+    non_character = any("\ufdd0" <= c <= "\ufdef" or ord(c) & 0xFFFE == 0xFFFE for c in text)
+    wildcard = "+" in text or "#" in text
+    surrogate = any("\ud800" <= c <= "\udfff" for c in text)
+    refused = control or non_character or wildcard or surrogate
+    try:
+        validate_topic_name(text)
+    except InvalidTopicError:
+        assert refused
+    else:
+        assert not refused
+
+
 # --- validate_topic_filter -----------------------------------------------------------------------
 
 VALID_FILTERS = [

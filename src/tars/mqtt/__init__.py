@@ -43,6 +43,7 @@ _EXPORTS: dict[str, str] = {
     "NotConnectedError": "._errors",
     "OutboxFullError": "._errors",
     "PayloadTooLarge": "._errors",
+    "PoisonMessageError": "._errors",
     "ProtocolError": "._errors",
     "PublishError": "._errors",
     "SubscribeError": "._errors",
@@ -113,6 +114,7 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs read (the same table, a
     from ._errors import NotConnectedError as NotConnectedError
     from ._errors import OutboxFullError as OutboxFullError
     from ._errors import PayloadTooLarge as PayloadTooLarge
+    from ._errors import PoisonMessageError as PoisonMessageError
     from ._errors import ProtocolError as ProtocolError
     from ._errors import PublishError as PublishError
     from ._errors import SubscribeError as SubscribeError

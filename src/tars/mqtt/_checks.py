@@ -7,6 +7,7 @@ from typing import Any, Final
 
 from mqtt5 import PublishPacket
 
+from ._argcheck import wrong_type
 from ._errors import InvalidArgumentError, InvalidArgumentTypeError, PayloadTooLarge
 from ._topics import validate_topic_name
 
@@ -25,10 +26,28 @@ class PublishCheck:
         self._valid_topics: dict[str, None] = {}  # topics already validated (a bounded cache)
 
     def __call__(
-        self, topic: str, payload: bytes | str, qos: int, properties: dict[str, Any] | None
+        self,
+        topic: str,
+        payload: bytes | str,
+        qos: int,
+        properties: dict[str, Any] | None,
+        retain: bool = False,
+        wait: bool = True,
     ) -> bytes:
         """Return the payload as bytes, or raise :class:`~tars.mqtt.InvalidTopicError`,
-        :class:`~tars.mqtt.PayloadTooLarge`, ``TypeError`` or ``ValueError``."""
+        :class:`~tars.mqtt.PayloadTooLarge`, :class:`~tars.mqtt.InvalidArgumentTypeError` (an
+        argument of the wrong type) or :class:`~tars.mqtt.InvalidArgumentError`."""
+        # One check per argument, cheapest first; the messages are built only on failure.
+        if type(topic) is not str and not isinstance(topic, str):
+            raise wrong_type("topic", topic, "a str")
+        if type(qos) is not int and not isinstance(qos, int):
+            raise wrong_type("qos", qos, "an int (0, 1 or 2)")
+        if retain is not False and retain is not True:
+            raise wrong_type("retain", retain, "a bool")
+        if wait is not True and wait is not False:
+            raise wrong_type("wait", wait, "a bool")
+        if properties is not None and not isinstance(properties, dict):
+            raise wrong_type("properties", properties, "a dict or None")
         if properties:
             try:
                 PublishPacket(topic, b"", **properties)

@@ -13,6 +13,9 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
+
+from ._argcheck import check_bool, check_int, check_number, check_str, check_type
 from ._client_publish import PublishMethods
 from ._core.protocol import MQTT311
 from ._envelope import Envelope, encode_event
@@ -95,7 +98,10 @@ class EventMethods(PublishMethods):
 
         Raises ``TimeoutError`` after ``timeout`` seconds, plus what :meth:`publish` raises.
         """
+        check_str("response_topic", response_topic)
         validate_topic_name(response_topic)
+        check_int("qos", qos)
+        check_number("timeout", timeout)
         msg_id, payload = encode_event(event_type, data, source=self._config.source)
         requests = self._requests
         if response_topic not in requests.topics:
@@ -150,6 +156,9 @@ class EventMethods(PublishMethods):
         Raises :class:`~tars.mqtt.EnvelopeError` when the request is not an envelope and
         ``ValueError`` when there is no topic to answer on.
         """
+        check_type("request", request, Message)
+        check_str("topic", topic, optional=True)
+        check_int("qos", qos, optional=True)
         packet = request.packet
         # An MQTT 3.1.1 request carries its response topic in the envelope (``reply_to``).
         via_envelope = None if packet.response_topic else reply_to_of(request.payload)
@@ -173,6 +182,9 @@ class EventMethods(PublishMethods):
         self, ok: bool, event: str | None = None, error: str | None = None
     ) -> str:
         """Publish a retained ``health.status`` envelope on ``system/health/{client_id}``, QoS 1."""
+        check_bool("ok", ok)
+        check_str("event", event, optional=True)
+        check_str("error", error, optional=True)
         cfg = self._config
         msg_id, payload = encode_health(ok, event, error, source=cfg.source, timestamp=time.time())
         await self.publish(health_topic(cfg.effective_client_id), payload, qos=1, retain=True)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any
 
+from ._argcheck import check_number
 from ._asyncio.boundary import settle
 from ._client_state import ClientState
 from ._core.session import WaitFor
@@ -84,7 +85,7 @@ class PublishMethods:
         wait: bool,
         properties: dict[str, Any] | None,
     ) -> None:
-        payload = self._check(topic, payload, qos, properties)
+        payload = self._check(topic, payload, qos, properties, retain, wait)
         self._require_running("publish")
         session = self._session
         fut: asyncio.Future[int] | None = None
@@ -125,6 +126,7 @@ class PublishMethods:
         """Wait until every QoS 1/2 publish issued so far is acknowledged and the outbox is
         empty. Raises ``TimeoutError`` after ``timeout`` seconds, and
         :class:`~tars.mqtt.ClientStateError` before :meth:`connect` or after :meth:`shutdown`."""
+        check_number("timeout", timeout, optional=True)
         if self._state in (ClientState.CLOSED, ClientState.CREATED):
             raise ClientStateError(f"flush() while {self._state.value}")
         async with asyncio.timeout(timeout):

@@ -48,3 +48,5 @@ class ClientStats:
     unrouted: int = 0  # received messages waiting for a subscription now (a gauge)
     unrouted_overdue: int = 0  # of those, how many waited longer than 5 s (each counted once)
     properties_dropped: int = 0  # publishes whose MQTT 5 properties an MQTT 3.1.1 link dropped
+    redirects_refused: int = 0  # server redirections not followed (the redirects option)
+    poisoned: int = 0  # publishes/filters given up by the poison-message breaker (resilience.md)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any
 
+from ._argcheck import check_callable, check_int, check_number, check_str
 from ._asyncio.subscription import Handler, ModelT, Overflow, Subscription
 from ._client_state import ClientState
 from ._config import MQTTClientConfig
@@ -68,6 +69,12 @@ class SubscribeMethods:
         :class:`~tars.mqtt.ClientStateError` (after shutdown).
         """
         validate_topic_filter(topic)
+        check_callable("handler", handler)
+        check_int("qos", qos)
+        check_int("queue_size", queue_size, optional=True)
+        check_str("overflow", overflow, optional=True)
+        check_int("concurrency", concurrency, optional=True)
+        check_number("timeout", timeout, optional=True)
         if qos not in (0, 1, 2):
             raise InvalidArgumentError(f"qos must be 0, 1 or 2, not {qos!r}")
         if self._state in (ClientState.CLOSING, ClientState.CLOSED):
@@ -120,10 +127,14 @@ class SubscribeMethods:
         self, topic: str | Subscription, handler: Handler[Any] | None = None
     ) -> None:
         """Remove the subscriptions on ``topic`` (all, or only ``handler``'s), or one
-        :class:`Subscription`; the broker is told when no handler is left on the filter."""
+        :class:`Subscription`; the broker is told when no handler is left on the filter.
+
+        Raises :class:`~tars.mqtt.InvalidTopicError` for a filter that breaks the MQTT rules."""
         if isinstance(topic, Subscription):
             subs = [topic]
         else:
+            validate_topic_filter(topic)  # a filter that could never have been subscribed
+            check_callable("handler", handler, optional=True)
             subs = [
                 s
                 for s in self._dispatcher.subscriptions(topic)

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self, Union, get_args, get_origin
 
-from ._errors import ConfigError
+from ._errors import ConfigError, ConfigTypeError
 from ._tls import check_ca_file, check_cert_chain
 from ._url import (
     BrokerOrder,
@@ -63,6 +63,11 @@ Check = Callable[[Any, Mapping[str, Any]], Any]
 """A check beyond the type and bounds: ``(value, data) -> value``, raising ``ValueError`` with the
 message to show. ``data`` holds the options declared before this one that passed their checks
 (pydantic's ``info.data``)."""
+
+
+class _WrongType(ValueError):
+    """A value of the wrong type (pydantic's ``*_type`` errors): reported as
+    :class:`~tars.mqtt.ConfigTypeError`, a ConfigError that is also a TypeError."""
 
 
 class _Required:
@@ -135,14 +140,14 @@ class Option:
         kind = self.kind
         if kind is bool:
             if type(value) is not bool:
-                raise ValueError("Input should be a valid boolean")
+                raise _WrongType("Input should be a valid boolean")
             return value
         if kind is int:
             if not isinstance(value, int) or isinstance(value, bool):
-                raise ValueError("Input should be a valid integer")
+                raise _WrongType("Input should be a valid integer")
         elif kind is float:
             if not isinstance(value, int | float) or isinstance(value, bool):
-                raise ValueError("Input should be a valid number")
+                raise _WrongType("Input should be a valid number")
             value = float(value)
             if not math.isfinite(value):
                 raise ValueError("Input should be a finite number")
@@ -152,7 +157,7 @@ class Option:
                     raise ValueError("must not be empty (leave it unset instead)")
                 value = Path(value)
             if not isinstance(value, Path):
-                raise ValueError("Input should be an instance of Path")
+                raise _WrongType("Input should be an instance of Path")
             return value
         elif get_origin(kind) is dict:
             return value  # a mapping, or a JSON object in a str: its checks read and check it
@@ -161,7 +166,7 @@ class Option:
                 raise ValueError(f"Input should be {_either(self.choices)}")
             return value
         elif not isinstance(value, str):
-            raise ValueError("Input should be a valid string")
+            raise _WrongType("Input should be a valid string")
         else:
             return value
         if self.ge is not None and not value >= self.ge:
@@ -205,6 +210,12 @@ def _check_id_text(value: str) -> None:
     """The rules a client id shares with the topic levels it becomes (health topics)."""
     if "+" in value or "#" in value or "\0" in value:
         raise ValueError("must not contain '+', '#' or NUL: it is used as a topic level")
+    if not value.isprintable():  # the topic rule (MQTT 5 1.5.4), off the start-up path
+        from ._topics import forbidden_character
+
+        reason = forbidden_character(value)
+        if reason is not None:
+            raise ValueError(f"{reason}: it is used as a topic level")
     try:
         size = len(value.encode("utf-8"))
     except UnicodeEncodeError:
@@ -326,6 +337,12 @@ class MQTTClientConfig:
         "in_order",
         description="Order in which the brokers of mqtt_url are tried: in_order (the first is "
         "preferred) or shuffle (once per client, so a fleet spreads over a cluster's nodes).",
+    )
+    redirects: Literal["listed", "any", "never"] = option(
+        "listed",
+        description="Which MQTT 5 server redirections (CONNACK or DISCONNECT 0x9C/0x9D with a "
+        "Server Reference) to follow: listed (only to a broker of mqtt_url, with that URL's "
+        "credentials), any (any host, with the current credentials) or never.",
     )
     instance: str | None = option(
         None,
@@ -658,6 +675,7 @@ class MQTTClientConfig:
                 names the variable it came from).
         """
         source = os.environ if env is None else env
+        _warn_unknown_env(source)
         values: dict[str, Any] = {}
         for name, var in ENV_VARS.items():
             if name in overrides:
@@ -700,6 +718,7 @@ def _validate(fields: Mapping[str, Option], data: Mapping[str, Any]) -> dict[str
     """
     values: dict[str, Any] = {}
     problems: dict[str, str] = {}
+    wrong_types: set[str] = set()
     for name, opt in fields.items():
         if name in data:
             value = data[name]
@@ -714,6 +733,8 @@ def _validate(fields: Mapping[str, Option], data: Mapping[str, Any]) -> dict[str
                 value = check(value, values)
         except ValueError as exc:
             problems[name] = _message_of(exc) if isinstance(exc, ConfigError) else str(exc)
+            if isinstance(exc, _WrongType | ConfigTypeError):
+                wrong_types.add(name)
         else:
             values[name] = value
     if problems:
@@ -721,6 +742,8 @@ def _validate(fields: Mapping[str, Option], data: Mapping[str, Any]) -> dict[str
         others = sorted(set(problems) - {field})
         if others:
             message += f" (also invalid: {', '.join(others)})"
+        if field in wrong_types:
+            raise ConfigTypeError(field, message)  # a wrong type, not a refused value
         raise ConfigError(field, message)
     return values
 
@@ -755,6 +778,28 @@ def _from_text(var: str, raw: str, kind: type) -> Any:
         except ValueError:
             raise ConfigError(var, f"{raw!r} is not a number") from None
     return text
+
+
+def _warn_unknown_env(source: Mapping[str, str]) -> None:
+    """A WARNING per ``MQTT_*`` variable no option reads, with the closest known name: a
+    misspelt one (``MQTT_KEEP_ALIVE``) is otherwise silently ignored. Only a warning: other
+    programs may read ``MQTT_*`` variables of their own. The value is never logged (it may be
+    a secret)."""
+    known = ENV_VARS.values()
+    unknown = sorted(name for name in source if name.startswith("MQTT_") and name not in known)
+    if not unknown:
+        return
+    import difflib  # only when there is something to say: kept off the start-up path
+    import logging
+
+    suffixes = [var.removeprefix("MQTT_") for var in known]  # the shared prefix is no clue
+    for name in unknown:
+        close = difflib.get_close_matches(name.removeprefix("MQTT_"), suffixes, n=1, cutoff=0.7)
+        logging.getLogger("tars.mqtt").warning(
+            "environment variable %s is not a tars-core option: ignored%s",
+            name,
+            f" (did you mean MQTT_{close[0]}?)" if close else "",
+        )
 
 
 def _message_of(error: ConfigError) -> str:

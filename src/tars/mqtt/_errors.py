@@ -9,9 +9,11 @@ its type an :class:`InvalidArgumentTypeError` (also a :class:`TypeError`), so bo
     MQTTError
     ├── InvalidArgumentError (ValueError)     an argument's value is refused
     │   ├── ConfigError                       bad URL, bad option, bad environment variable
+    │   │   └── ConfigTypeError (TypeError)   an option of the wrong type (also below)
     │   ├── InvalidTopicError                 topic name or filter breaks the MQTT rules
     │   └── PayloadTooLarge                   payload over the configured or broker maximum
     ├── InvalidArgumentTypeError (TypeError)  an argument of the wrong type (or shape)
+    │   └── ConfigTypeError                   (the same class: both trees catch it)
     ├── EnvelopeError (ValueError)        bytes that are not a valid envelope
     ├── ClientStateError                  call that makes no sense in the client's state
     ├── NotConnectedError                 no link and nothing may be queued
@@ -19,6 +21,7 @@ its type an :class:`InvalidArgumentTypeError` (also a :class:`TypeError`), so bo
     ├── ConnectionLostError               the link went away under an operation
     ├── ProtocolError                     the peer broke MQTT 5 (malformed or unexpected packet)
     ├── PublishError                      the broker refused a publish (reason_code)
+    │   └── PoisonMessageError            the broker ended link after link on this publish
     ├── SubscribeError                    the broker refused a subscription (reason_code)
     └── OutboxFullError                   the outbox is full and its policy is "raise"
 
@@ -36,6 +39,7 @@ from ._reasons import describe, name_in
 __all__ = [
     "ClientStateError",
     "ConfigError",
+    "ConfigTypeError",
     "ConnectError",
     "ConnectionLostError",
     "EnvelopeError",
@@ -46,6 +50,7 @@ __all__ = [
     "NotConnectedError",
     "OutboxFullError",
     "PayloadTooLarge",
+    "PoisonMessageError",
     "ProtocolError",
     "PublishError",
     "SubscribeError",
@@ -81,6 +86,15 @@ class ConfigError(InvalidArgumentError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+
+
+class ConfigTypeError(ConfigError, InvalidArgumentTypeError):
+    """A configuration option of the wrong type (``mqtt_url=123``, ``keepalive=[5]``).
+
+    Both a :class:`ConfigError` (``field`` names the option) and an
+    :class:`InvalidArgumentTypeError`, so ``except TypeError`` sees a wrong type as it would
+    anywhere else in Python, and ``except ConfigError`` still sees every bad option.
+    """
 
 
 class InvalidTopicError(InvalidArgumentError):
@@ -177,6 +191,34 @@ class PublishError(MQTTError):
     def __init__(self, message: str, reason_code: int) -> None:
         super().__init__(name_in(message, reason_code))
         self.reason_code = reason_code
+
+
+class PoisonMessageError(PublishError):
+    """The poison-message breaker gave up on a QoS 1/2 publish: each of the last ``links``
+    links ended, closed by the broker, while this message was the oldest one it had not
+    acknowledged. Resent again, it would take every next link down with it (and with it every
+    other message); it was taken out of the resend set and the durable outbox instead.
+
+    ``reason_code`` is the broker's DISCONNECT reason on the last of those links (0x81
+    Malformed Packet from Mosquitto for a topic it calls malformed), or 0x80 when the broker
+    closed the link without one (``broker_reason`` is then None).
+    """
+
+    def __init__(self, topic: str, links: int, broker_reason: int | None) -> None:
+        shown = topic if len(topic) <= 200 else topic[:200] + "..."
+        why = (
+            "the broker closed the link each time without a reason"
+            if broker_reason is None
+            else "the broker's DISCONNECT each time"
+        )
+        super().__init__(
+            f"publish on {shown!r} given up: the broker ended {links} links in a row while it "
+            f"was the oldest unacknowledged message ({why})",
+            0x80 if broker_reason is None else broker_reason,
+        )
+        self.topic = topic
+        self.links = links
+        self.broker_reason = broker_reason
 
 
 class SubscribeError(MQTTError):

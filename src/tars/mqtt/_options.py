@@ -16,6 +16,7 @@ class ClientOptions(TypedDict, total=False):
 
     source_name: str | None
     broker_order: Literal["in_order", "shuffle"]
+    redirects: Literal["listed", "any", "never"]
     instance: str | None
     keepalive: int
     enable_health: bool

@@ -7,7 +7,12 @@ reference the matcher is tested against.
 
 The rules followed (MQTT 5.0, section 4.7):
 
-- a topic name has no wildcard, no U+0000 and at most 65,535 bytes of UTF-8;
+- a topic name has no wildcard and at most 65,535 bytes of UTF-8;
+- neither a name nor a filter holds a character that MQTT 5 (section 1.5.4) lets a receiver
+  treat as a malformed packet: U+0000, the control characters U+0001..U+001F and
+  U+007F..U+009F, and the Unicode non-characters (U+FDD0..U+FDEF, and U+xFFFE / U+xFFFF of every
+  plane). Mosquitto drops the link on one, so a QoS 1 message carrying it would be resent on
+  every new link and take the client offline for good: it is refused at the call instead;
 - ``#`` must be the whole last level of a filter and also matches the parent level
   (``a/#`` matches ``a``); ``+`` must be a whole level and matches exactly one level, even an
   empty one (``a/+`` matches ``a/``);
@@ -18,13 +23,15 @@ The rules followed (MQTT 5.0, section 4.7):
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+import re
+from typing import Any, Final, Generic, TypeVar
 
-from ._errors import InvalidArgumentError, InvalidTopicError
+from ._errors import InvalidArgumentError, InvalidArgumentTypeError, InvalidTopicError
 
 __all__ = [
     "MAX_TOPIC_BYTES",
     "TopicMatcher",
+    "forbidden_character",
     "split_shared",
     "topic_matches",
     "validate_topic_filter",
@@ -36,21 +43,70 @@ MAX_TOPIC_BYTES = 65535
 
 _SHARE = "$share"
 
+# The characters of MQTT 5 section 1.5.4 that a receiver may call malformed, as precompiled
+# searches: a clean topic costs one C-level scan. The class stays small (ranges of the Basic
+# Multilingual Plane: `re` scans such a class fast, a class listing the 32 astral
+# non-characters made every search several times slower); a topic with characters beyond
+# U+FFFF (rare) gets a second scan for those.
+_FORBIDDEN_BMP: Final = re.compile("[\x00-\x1f\x7f-\x9f\ufdd0-\ufdef\ufffe\uffff]")
+_ASTRAL: Final = re.compile("[\U00010000-\U0010ffff]")
+
+
+def _find_forbidden(text: str) -> re.Match[str] | None:
+    if text.isprintable():
+        # Every forbidden character is a control (Cc) or a non-character (Cn): none is
+        # printable, so one C-level pass clears nearly every topic.
+        return None
+    found = _FORBIDDEN_BMP.search(text)
+    if found is not None or text.isascii():
+        return found
+    for astral in _ASTRAL.finditer(text):
+        if ord(astral.group()) & 0xFFFE == 0xFFFE:  # U+xFFFE or U+xFFFF of planes 1-16
+            return astral
+    return None
+
+
 T = TypeVar("T")
 
 
-def _check_common(topic: str) -> None:
-    """Apply the rules shared by names and filters: non-empty, no NUL, encodable and short."""
+def forbidden_character(text: str) -> str | None:
+    """The reason ``text`` breaks MQTT 5 section 1.5.4 (a control or non-character), or None.
+
+    Shared with the testing kit's broker, which refuses the same characters as Mosquitto.
+    """
+    found = _find_forbidden(text)
+    if found is None:
+        return None
+    char = found.group()
+    code = ord(char)
+    if code == 0:
+        return "must not contain the NUL character (U+0000)"
+    kind = "control character" if code <= 0x9F else "Unicode non-character"
+    return (
+        f"must not contain the {kind} U+{code:04X} at index {found.start()}"
+        " (MQTT 5 section 1.5.4: a broker may treat it as a malformed packet)"
+    )
+
+
+def _check_common(topic: str, name: str) -> None:
+    """Apply the rules shared by names and filters: a str, non-empty, no forbidden character,
+    encodable and short."""
+    if not isinstance(topic, str):
+        raise InvalidArgumentTypeError(f"{name} must be a str, not {type(topic).__name__}")
     if not topic:
         raise InvalidTopicError(topic, "must not be empty")
-    if "\0" in topic:
-        raise InvalidTopicError(topic, "must not contain the NUL character (U+0000)")
-    # Encoding (rather than estimating from len()) also catches lone surrogates, which are not
-    # valid UTF-8 and which a broker would refuse with a protocol error.
-    try:
-        size = len(topic.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise InvalidTopicError(topic, "is not valid UTF-8 (lone surrogate)") from None
+    reason = forbidden_character(topic)
+    if reason is not None:
+        raise InvalidTopicError(topic, reason)
+    if topic.isascii():
+        size = len(topic)
+    else:
+        # Encoding (rather than estimating from len()) also catches lone surrogates, which are
+        # not valid UTF-8 and which a broker would refuse with a protocol error.
+        try:
+            size = len(topic.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise InvalidTopicError(topic, "is not valid UTF-8 (lone surrogate)") from None
     if size > MAX_TOPIC_BYTES:
         raise InvalidTopicError(topic, f"is {size} bytes of UTF-8, over {MAX_TOPIC_BYTES}")
 
@@ -62,10 +118,12 @@ def validate_topic_name(topic: str) -> None:
     publish there.
 
     Raises:
-        InvalidTopicError: empty, contains ``+`` or ``#``, contains U+0000, is not valid UTF-8
-            or is longer than 65,535 bytes of UTF-8.
+        InvalidArgumentTypeError: not a ``str``.
+        InvalidTopicError: empty, contains ``+`` or ``#``, a control character (U+0000..U+001F,
+            U+007F..U+009F) or a Unicode non-character, is not valid UTF-8 or is longer than
+            65,535 bytes of UTF-8.
     """
-    _check_common(topic)
+    _check_common(topic, "topic")
     if "+" in topic or "#" in topic:
         raise InvalidTopicError(topic, "a topic name must not contain the wildcards '+' or '#'")
 
@@ -97,11 +155,13 @@ def validate_topic_filter(topic_filter: str) -> None:
     """Check a topic filter to subscribe to, including ``$share/{group}/{filter}``.
 
     Raises:
+        InvalidArgumentTypeError: not a ``str``.
         InvalidTopicError: empty, ``#`` anywhere but alone in the last level, ``+`` not alone in
-            its level, U+0000, not valid UTF-8, longer than 65,535 bytes of UTF-8, or a
+            its level, a control or non-character (as for names), not valid UTF-8, longer than
+            65,535 bytes of UTF-8, or a
             malformed shared subscription.
     """
-    _check_common(topic_filter)
+    _check_common(topic_filter, "topic_filter")
     _, inner = split_shared(topic_filter)
     if "+" not in inner and "#" not in inner:
         return

@@ -16,9 +16,79 @@ from typing import Final
 
 from ._errors import InvalidArgumentError
 
-__all__ = ["ConnectTrouble", "Healed"]
+__all__ = ["MQTT311_HINT", "ConnectTrouble", "Healed", "describe_invalid", "scheme_hint"]
 
 WARN_EVERY: Final = 60.0
+
+MQTT311_HINT: Final = (
+    " (TCP is up but the broker never answered our MQTT 5 CONNECT: a broker that speaks only "
+    "MQTT 3.1.1 may stay silent; check with: mosquitto_sub -V 311 -h HOST -p PORT -t '$SYS/#' "
+    "-C 1 -d, which gets a CONNACK from such a broker)"
+)
+_USE_MQTTS: Final = "is this a TLS port? use mqtts://"
+_USE_MQTT: Final = "is this a plain (not TLS) port? use mqtt://, or the broker's TLS port (8883)"
+# What a TLS/plain mismatch looks like: the other side resets or closes at the first bytes, or
+# the TLS layer cannot read the answer as a handshake.
+_MISMATCH_WORDS: Final = (
+    "reset by peer",
+    "wrong_version_number",
+    "wrong version number",
+    "record layer failure",
+    "eof occurred",
+    "unexpected eof",
+    "the broker closed the link",
+    "malformed packet",
+    "unexpected",
+)
+
+
+def _chain(error: BaseException) -> str:
+    """The messages of ``error`` and its causes, lower-cased, in one string."""
+    texts = []
+    seen: BaseException | None = error
+    for _ in range(5):
+        if seen is None:
+            break
+        texts.append(f"{type(seen).__name__}: {seen}".lower())
+        seen = seen.__cause__ or seen.__context__
+    return " | ".join(texts)
+
+
+def scheme_hint(error: Exception, tls: bool) -> str | None:
+    """ "is this a TLS port? use mqtts://" (or the converse) when ``error`` (a failed attempt
+    before CONNACK) looks like TLS spoken to a plain listener or plain MQTT to a TLS one: both
+    only say "Connection reset by peer" otherwise. None when it does not look so."""
+    if getattr(error, "reason_code", None) is not None or getattr(error, "refused", False):
+        return None  # the broker answered MQTT, or nothing listens: not a scheme mismatch
+    if getattr(error, "fatal", False):
+        return None  # a certificate problem: TLS is spoken on both sides
+    text = _chain(error)
+    if not any(word in text for word in _MISMATCH_WORDS):
+        return None
+    if tls:
+        return _USE_MQTT if ("ssl" in text or "cannot connect" in text) else None
+    return _USE_MQTTS if "before connack" in text else None
+
+
+def describe_invalid(error: BaseException, limit: int = 3) -> str:
+    """A pydantic ``ValidationError`` as a log line: the count, the model, then each of the
+    first ``limit`` errors as ``location: reason``. Never the input values (they may be
+    secrets); other errors as their first line."""
+    errors = getattr(error, "errors", None)
+    if not callable(errors):
+        text = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return text[:200]
+    found = errors(include_url=False, include_input=False, include_context=False)
+    parts = [
+        f"{'.'.join(str(p) for p in item['loc']) or '(data)'}: {item['msg']}"[:120]
+        for item in found[:limit]
+    ]
+    more = f"; and {len(found) - limit} more" if len(found) > limit else ""
+    title = getattr(error, "title", "data")
+    count = len(found)
+    return f"{count} validation error{'s' if count != 1 else ''} for {title}: " + (
+        "; ".join(parts) + more
+    )
 
 
 @dataclass(frozen=True, slots=True)

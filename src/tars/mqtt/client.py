@@ -29,6 +29,7 @@ from typing import Any, Final, Self, Unpack
 
 from mqtt5 import QoS, Will
 
+from ._argcheck import check_callable, check_number, check_type, wrong_type
 from ._assembly import ignore, make_session, tls_factory
 from ._asyncio.acks import Acks
 from ._asyncio.connection import Connector, MessageListener, settle
@@ -84,6 +85,11 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
         connector: Connector | None = None,
         **options: Unpack[ClientOptions],
     ) -> None:
+        check_type("config", config, MQTTClientConfig, optional=True)
+        if backoff is not None and not callable(getattr(backoff, "next_delay", None)):
+            raise wrong_type("backoff", backoff, "a BackoffPolicy (with next_delay()) or None")
+        check_type("ssl_context", ssl_context, ssl.SSLContext, optional=True)
+        check_callable("connector", connector, optional=True)
         if config is None:
             fields: dict[str, Any] = dict(options)
             if mqtt_url is not None:
@@ -115,6 +121,7 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
             connect_timeout=cfg.connect_timeout,
             protocol=cfg.protocol,
             wait_for_broker=cfg.wait_for_broker,
+            redirects=cfg.redirects,
             settle_after=cfg.reconnect_max_delay,
             connect_hooks=self._connect_hooks,
             disconnect_hooks=self._disconnect_hooks,
@@ -165,8 +172,10 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
     ) -> Self:
         """Build a client from ``MQTT_URL``, ``MQTT_CLIENT_ID`` and the other ``MQTT_*`` variables.
 
-        Raises :class:`~tars.mqtt.ConfigError` naming the variable at fault.
+        Raises :class:`~tars.mqtt.ConfigError` naming the variable at fault, and
+        :class:`~tars.mqtt.InvalidArgumentTypeError` when ``env`` is not a mapping.
         """
+        check_type("env", env, Mapping, optional=True)
         config = MQTTClientConfig.from_env(env, **overrides)
         return cls(config=config, backoff=backoff, ssl_context=ssl_context, connector=connector)
 
@@ -255,6 +264,8 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
             unrouted=session.incoming.waiting,
             unrouted_overdue=session.incoming.overdue,
             properties_dropped=counts.properties_dropped,
+            redirects_refused=self._supervisor.redirects_refused,
+            poisoned=counts.poisoned,
             **totals,
         )
 
@@ -262,11 +273,13 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
 
     def on_connect(self, hook: Hook) -> Hook:
         """Register ``async def hook() -> None``, run after every (re)connection (a decorator)."""
+        check_callable("hook", hook)
         self._connect_hooks.append(hook)
         return hook
 
     def on_disconnect(self, hook: Hook) -> Hook:
         """Register ``async def hook() -> None`` run after every lost link."""
+        check_callable("hook", hook)
         self._disconnect_hooks.append(hook)
         return hook
 
@@ -278,6 +291,7 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
     def add_message_listener(self, listener: MessageListener) -> Callable[[], None]:
         """Call ``listener(packet)`` synchronously for every PUBLISH received (raw
         ``mqtt5.PublishPacket``); returns a function that removes it. Keep it fast."""
+        check_callable("listener", listener)
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
@@ -337,7 +351,9 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
 
     async def shutdown(self, timeout: float = _SHUTDOWN_TIMEOUT) -> None:
         """Close gracefully: health ``shutdown``, pending acks flushed, DISCONNECT, every task
-        cancelled. Idempotent, never raises, returns within about ``timeout`` seconds."""
+        cancelled. Idempotent, returns within about ``timeout`` seconds; raises nothing but
+        :class:`~tars.mqtt.InvalidArgumentTypeError` for a ``timeout`` that is not a number."""
+        check_number("timeout", timeout)
         if self._state in (ClientState.CREATED, ClientState.CLOSED):
             return
         if self._state is ClientState.CLOSING:

@@ -3,6 +3,8 @@ no link is up (pure; the time passed in). The session's use of it is in test_ses
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -182,3 +184,60 @@ def test_limits_always_hold_and_nothing_is_lost_silently(
     assert returned == store.dropped
     assert len(ready) + store.dropped == len(sizes)
     assert [int(t) for t in topics(ready)] == sorted(int(t) for t in topics(ready))
+
+
+# --- the poison-message breaker's part (issue 19) ------------------------------------------------
+
+
+class RecordingJournal:
+    """A journal that remembers what was removed."""
+
+    def __init__(self) -> None:
+        self.removed: list[int] = []
+
+    def append(self, item: Outgoing) -> int:
+        return 1
+
+    def remove(self, seq: int) -> None:
+        self.removed.append(seq)
+
+    def load(self) -> Iterator[Outgoing]:
+        return iter(())
+
+    def close(self) -> None:
+        pass
+
+
+def on_wire(store: OutgoingStore, *names: str) -> list[Outgoing]:
+    items = [item(name) for name in names]
+    for packet_id, it in enumerate(items, 1):
+        it.packet_id = packet_id
+        store.inflight[packet_id] = it
+    return items
+
+
+def test_the_suspect_is_the_oldest_publish_without_any_acknowledgement() -> None:
+    store = OutgoingStore()
+    first, second, third = on_wire(store, "a", "b", "c")
+    first.released = True  # QoS 2, PUBREC came: the broker read it
+    assert store.suspect() is second
+    store.resend.append(second)  # not sent again on this link yet: no evidence against it
+    assert store.suspect() is third
+
+
+def test_a_record_is_given_up_at_the_limit_and_leaves_the_journal() -> None:
+    store = OutgoingStore()
+    journal = RecordingJournal()
+    store.attach(journal)
+    poison, innocent = on_wire(store, "poison", "innocent")
+    poison.seq = 7
+    assert store.strike(3) is None
+    assert store.strike(3) is None
+    assert store.strike(3) is poison
+    assert list(store.inflight.values()) == [innocent]  # out of the resend set
+    assert journal.removed == [7]  # and out of the durable outbox
+    assert innocent.strikes == 0
+
+
+def test_nothing_on_the_wire_takes_no_strike() -> None:
+    assert OutgoingStore().strike(1) is None

@@ -154,3 +154,17 @@ def test_a_grant_below_the_asked_qos_is_asked_again_on_the_next_link() -> None:
     sid, _ = table.add("a", 2)
     table.confirmed("a", 1)  # the broker's maximum QoS is 1
     assert table.restore_plan(fresh=False).subscribe == (("a", 2, sid),)
+
+
+def test_a_filter_struck_links_in_a_row_leaves_the_table_and_the_restore() -> None:
+    table = SubscriptionTable()
+    table.add("bad/#", 1)
+    table.add("good/#", 1)
+    assert not table.strike("bad/#", 3)
+    table.confirmed("bad/#", 1)  # a SUBACK between: not in a row any more
+    assert not table.strike("bad/#", 3)
+    assert not table.strike("bad/#", 3)
+    assert table.strike("bad/#", 3)
+    assert [f for f, _, _ in table.restore_plan(fresh=True).subscribe] == ["good/#"]
+    assert table.sid("bad/#") is None
+    assert not table.strike("unknown", 1)

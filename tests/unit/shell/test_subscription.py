@@ -179,6 +179,12 @@ async def test_invalid_for_a_typed_handler_is_counted_and_skipped(
     assert await points.wait_for(1) == [Point(x=3, y=4)]
     assert (sub.stats.invalid, sub.stats.handled) == (2, 1)
     assert sum("a/bad" in r.getMessage() for r in caplog.records) == 2
+    # The fields and the reasons (issue 19), not just "1 validation error for Point"; the
+    # values never (they may be secrets).
+    [invalid] = [r.getMessage() for r in caplog.records if "validation error" in r.getMessage()]
+    assert "for Point: x: Input should be a valid integer" in invalid
+    assert "y: Field required" in invalid
+    assert "left" not in invalid
     await sub.stop()
 
 

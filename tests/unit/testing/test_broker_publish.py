@@ -175,13 +175,14 @@ async def test_message_too_big_for_the_client_is_skipped(
     assert broker.sessions()["sub"].inflight == 0
 
 
-async def test_publish_to_invalid_topic_is_refused(
-    broker: InMemoryBroker, open_peer: PeerOpener
+@pytest.mark.parametrize("topic", ["a\x00b", "a/\x01", "a/\x9f", "a/\ufdd0", "a/\U0001ffff"])
+async def test_a_control_or_non_character_is_a_malformed_packet_as_in_mosquitto(
+    broker: InMemoryBroker, open_peer: PeerOpener, topic: str
 ) -> None:
     pub = await connected(open_peer, broker, "pub")
-    pub.send(mqtt5.PublishPacket("a\x00b", b"x"))
+    pub.send(mqtt5.PublishPacket(topic, b"x", qos=mqtt5.QoS.AT_LEAST_ONCE, packet_id=1))
     disconnect = await pub.expect(mqtt5.DisconnectPacket)
-    assert disconnect.reason_code == mqtt5.DisconnectReasonCode.TOPIC_NAME_INVALID
+    assert disconnect.reason_code == mqtt5.DisconnectReasonCode.MALFORMED_PACKET
 
 
 # -- retained messages ---------------------------------------------------------------------

@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
 from .._core.events import Event, PublishDone, RequestAborted, Settled, Subscribed, Unsubscribed
 from .._errors import ConnectError, ConnectionLostError, MQTTError, PublishError
 from .._tls import is_certificate_failure
+from .._trouble import MQTT311_HINT
 
 __all__ = ["map_exceptions", "settle"]
 
@@ -68,15 +69,19 @@ def _resolve(handle: object, value: Any) -> None:
 
 
 @contextlib.contextmanager
-def map_exceptions(where: str, timeout: float) -> Iterator[None]:
+def map_exceptions(
+    where: str, timeout: float, tcp_up: Callable[[], bool] | None = None
+) -> Iterator[None]:
     """The one place transport errors become :class:`~tars.mqtt.ConnectError` (``refused``
-    when nothing listens), with the original as ``__cause__``."""
+    when nothing listens), with the original as ``__cause__``. ``tcp_up`` tells, on a timeout,
+    whether the connection itself was made (then the broker never answered our CONNECT)."""
     try:
         yield
     except MQTTError:
         raise
     except TimeoutError:
-        raise ConnectError(f"no CONNACK from {where} within {timeout:g} s") from None
+        hint = MQTT311_HINT if tcp_up is not None and tcp_up() else ""
+        raise ConnectError(f"no CONNACK from {where} within {timeout:g} s{hint}") from None
     except ConnectionRefusedError as exc:
         raise ConnectError(f"connection to {where} refused", refused=True) from exc
     except (OSError, ssl.SSLError) as exc:

@@ -272,7 +272,7 @@ class Connection(asyncio.Protocol):
             elif not self._closing_by_us:
                 self._close_reason = ConnectionLostError("the broker closed the link")
         try:
-            self._release_session()
+            self._release_session(broker_closed=exc is None and not self._closing_by_us)
         except Exception as error:
             self._callback_failed("connection_lost", error)
         finally:
@@ -323,11 +323,11 @@ class Connection(asyncio.Protocol):
         if not self.is_connected:
             raise ConnectionLostError("the link to the broker is not up")
 
-    def _release_session(self) -> None:
+    def _release_session(self, *, broker_closed: bool = False) -> None:
         """End this link's use of the session, exactly once (abort and loss may both call)."""
         if self._owns_session:
             self._owns_session = False
-            self._process(self._session.connection_lost())
+            self._process(self._session.connection_lost(broker_closed=broker_closed))
 
     def _mark_closed(self) -> None:
         if self._timer is not None:
@@ -425,6 +425,7 @@ class Connection(asyncio.Protocol):
                 text += f"; it refers us to {event.server_reference!r}"
             self._close_reason = ConnectionLostError(text, event.reason_code)
         else:
+            self._closing_by_us = True  # our verdict, not the broker's (the breaker's input)
             error = event.error or ProtocolError(event.reason_string or "protocol error")
             self._close_reason = error
             self.stale = event.stale
@@ -473,7 +474,9 @@ async def open_connection(
     loop = asyncio.get_running_loop()
     conn = Connection(session, listeners)
     try:
-        with map_exceptions(display or f"{host}:{port}", timeout):
+        with map_exceptions(
+            display or f"{host}:{port}", timeout, lambda: conn._transport is not None
+        ):
             async with asyncio.timeout(timeout):
                 if connector is not None:
                     await connector(lambda: conn)

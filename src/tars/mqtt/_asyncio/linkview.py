@@ -16,9 +16,11 @@ from typing import Any
 
 from mqtt5 import ConnAckPacket, QoS, TopicFilter
 
+from .._argcheck import check_bool, check_int, check_type
 from .._core.protocol import MQTT311
 from .._core.session import Session
 from .._errors import ConnectionLostError, InvalidArgumentError
+from .._topics import validate_topic_filter, validate_topic_name
 from .connection import Connection, settle
 
 __all__ = ["LinkView"]
@@ -87,9 +89,19 @@ class LinkView:
         (``content_type``, ``message_expiry_interval``, ``user_properties``, ...). An MQTT
         3.1.1 link sends none of them (counted in ``stats.properties_dropped``, said once).
 
-        Returns the broker's reason code (0 for QoS 0 or ``wait=False``). No topic or size
-        validation happens here beyond the codec's and the broker's limits.
+        Returns the broker's reason code (0 for QoS 0 or ``wait=False``). The topic follows the
+        rules of :meth:`MQTTClient.publish <tars.mqtt.MQTTClient.publish>` (a topic the broker
+        would call malformed must not reach it by a side door); the size is left to the codec's
+        and the broker's limits.
+
+        Raises :class:`~tars.mqtt.InvalidTopicError` and
+        :class:`~tars.mqtt.InvalidArgumentTypeError` before anything is sent.
         """
+        validate_topic_name(topic)
+        check_type("payload", payload, (bytes, bytearray, memoryview))
+        check_int("qos", qos)
+        check_bool("retain", retain)
+        check_bool("wait", wait)
         conn = self._require()
         fut: asyncio.Future[int] | None = None
         if qos and wait:
@@ -118,7 +130,13 @@ class LinkView:
 
         Raises :class:`~tars.mqtt.InvalidArgumentError` on an MQTT 3.1.1 link for what only
         MQTT 5 can say (a subscription identifier, user properties, ``no_local``,
-        ``retain_handling``)."""
+        ``retain_handling``), and :class:`~tars.mqtt.InvalidTopicError` and
+        :class:`~tars.mqtt.InvalidArgumentTypeError` before anything is sent."""
+        for f in filters:
+            validate_topic_filter(f.pattern if isinstance(f, TopicFilter) else f)
+        check_int("qos", qos)
+        check_int("subscription_id", subscription_id, optional=True)
+        check_type("user_properties", user_properties, list, optional=True)
         conn = self._require()
         topic_filters = [
             f if isinstance(f, TopicFilter) else TopicFilter(f, max_qos=QoS(qos)) for f in filters
@@ -146,7 +164,13 @@ class LinkView:
         self, *patterns: str, user_properties: list[tuple[str, str]] | None = None
     ) -> tuple[int, ...]:
         """Send one UNSUBSCRIBE; returns the UNSUBACK reason codes (on MQTT 3.1.1, which has
-        none, Success for each)."""
+        none, Success for each).
+
+        Raises :class:`~tars.mqtt.InvalidTopicError` and
+        :class:`~tars.mqtt.InvalidArgumentTypeError` before anything is sent."""
+        for pattern in patterns:
+            validate_topic_filter(pattern)
+        check_type("user_properties", user_properties, list, optional=True)
         conn = self._require()
         if user_properties and self._session.protocol_level == MQTT311:
             raise InvalidArgumentError(

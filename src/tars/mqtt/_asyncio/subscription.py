@@ -42,6 +42,7 @@ from .._errors import EnvelopeError, InvalidArgumentError, InvalidArgumentTypeEr
 from .._instrument import Instruments, Outcome
 from .._logfields import message_fields
 from .._message import Message
+from .._trouble import describe_invalid
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -471,7 +472,7 @@ class Subscription:
                 "message on %r is not valid for handler %s: %s",
                 msg.topic,
                 getattr(self.handler, "__qualname__", self.handler),
-                _short(exc),
+                describe_invalid(exc),  # the fields and reasons, never the values
                 extra=message_fields(self._instruments.client_id, msg, self.topic_filter),
             )
             return "invalid"
@@ -536,8 +537,3 @@ class Subscription:
             msg.envelope_id,
             extra=message_fields(self._instruments.client_id, msg, self.topic_filter),
         )
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:200]

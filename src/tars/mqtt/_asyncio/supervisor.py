@@ -18,7 +18,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Final
+from typing import Final, Literal
 
 from .._backoff import BackoffPolicy
 from .._core.protocol import ProtocolChoice, ProtocolOption, level_name
@@ -26,7 +26,7 @@ from .._core.session import Session
 from .._errors import ConnectError
 from .._instrument import Instruments
 from .._logfields import link_fields
-from .._trouble import ConnectTrouble
+from .._trouble import ConnectTrouble, scheme_hint
 from .._url import ConnectionParams, endpoint_from_reference
 from .connection import Connection, Connector, MessageListener, open_connection
 
@@ -35,6 +35,7 @@ __all__ = ["Hook", "Supervisor"]
 log = logging.getLogger("tars.mqtt")
 
 Hook = Callable[[], Awaitable[None]]
+RedirectPolicy = Literal["listed", "any", "never"]
 
 _MAX_REDIRECTS: Final = 5
 # Links that end within _SHORT_LINK seconds, _CLASH_LINKS times in a row, keep the backoff
@@ -70,6 +71,7 @@ class Supervisor:
         connect_timeout: float = 10.0,
         protocol: ProtocolOption = "auto",
         wait_for_broker: bool = True,
+        redirects: RedirectPolicy = "listed",
         settle_after: float = 60.0,
         connect_hooks: list[Hook],
         disconnect_hooks: list[Hook],
@@ -78,6 +80,7 @@ class Supervisor:
         ws_headers: Mapping[str, str] | None = None,
     ) -> None:
         """``settle_after``: a link that lasted this long starts the backoff afresh when lost.
+        ``redirects``: which server redirections to follow (see :meth:`_redirect`).
         ``ws_headers``: the extra HTTP headers of a WebSocket upgrade (``ws://``, ``wss://``).
 
         Raises:
@@ -86,9 +89,6 @@ class Supervisor:
         self._session = session
         self._endpoints = tuple(endpoints)
         self._ws_headers = ws_headers
-        # The extra headers (a token) go only to brokers the user listed, not to wherever a
-        # server redirection points.
-        self._listed = {(p.host.lower(), p.port) for p in self._endpoints}
         if any(params.websocket for params in self._endpoints):
             from . import websocket  # noqa: F401 - imported only for ws URLs; ConfigError without
         self._index = 0
@@ -100,6 +100,8 @@ class Supervisor:
         self._connect_timeout = connect_timeout
         self._protocols = ProtocolChoice(protocol)  # MQTT 5 or 3.1.1, per broker
         self._wait_for_broker = wait_for_broker
+        self._redirects = redirects
+        self.redirects_refused = 0  # redirections the policy did not follow
         self._settle_after = settle_after
         self._connect_hooks = connect_hooks
         self._disconnect_hooks = disconnect_hooks
@@ -115,6 +117,7 @@ class Supervisor:
         self._paused = 0
         self._hook_tasks: set[asyncio.Task[None]] = set()
         self._short_links = 0  # consecutive links that ended soon after they were accepted
+        self._hinted = False  # the TLS/plain scheme hint is given once per client
 
     @property
     def client_id(self) -> str:
@@ -378,11 +381,35 @@ class Supervisor:
         self.params = self._endpoints[self._index]
 
     def _redirect(self, reference: str | None, redirects: int) -> bool:
-        """MQTT 5 server redirection: connect next to where ``reference`` points (same scheme
-        and credentials). False when there is none, too many in a row, or it is unreadable."""
+        """MQTT 5 server redirection: connect next to where ``reference`` points. False when
+        there is none, too many in a row, it is unreadable, or the policy refuses it.
+
+        The policy (``redirects``), because the credentials (and the client certificate) go
+        with the client: ``"listed"`` (the default) follows only to a broker ``mqtt_url``
+        lists, and connects there with that URL's own credentials, so a spoofed or compromised
+        broker cannot send them anywhere else; ``"any"`` follows to any host with the current
+        scheme and credentials; ``"never"`` follows none. A refusal is logged with the
+        reference and counted (:attr:`redirects_refused`); the client then goes on as after a
+        failed attempt (the next broker of the list, or the backoff).
+        """
         if not reference or redirects >= _MAX_REDIRECTS:
             return False
         target = endpoint_from_reference(reference, self.params)
+        if target is not None and self._redirects != "any":
+            listed = self._listed(target) if self._redirects == "listed" else None
+            if listed is None:
+                self.redirects_refused += 1
+                log.warning(
+                    "%s: %s redirected us to %r, which mqtt_url does not list: not followed "
+                    "(redirects=%r; 'any' follows any host, with these credentials)",
+                    self.client_id,
+                    self.params.redacted_url,
+                    reference,
+                    self._redirects,
+                    extra=self._fields(),
+                )
+                return False
+            target = listed
         if target is None:
             log.warning(
                 "%s: %s redirected us to %r, which is not a usable broker address; ignored",
@@ -402,6 +429,16 @@ class Supervisor:
         self.params = target
         return True
 
+    def _listed(self, target: ConnectionParams) -> ConnectionParams | None:
+        """The broker of ``mqtt_url`` at ``target``'s host and port (with its own credentials),
+        or None. Host names compare without case; no name is resolved (a listed name and its
+        address are two different hosts to this check)."""
+        host = target.host.lower()
+        for endpoint in self._endpoints:
+            if endpoint.host.lower() == host and endpoint.port == target.port:
+                return endpoint
+        return None
+
     # --- internals -----------------------------------------------------------------------------
 
     def _websocket(self, params: ConnectionParams) -> Connector | None:
@@ -411,7 +448,9 @@ class Supervisor:
         from .websocket import websocket_connector
 
         tls = self._tls_context() if params.tls else None
-        listed = (params.host.lower(), params.port) in self._listed
+        # The extra headers (a token) go only to brokers the user listed, not to wherever a
+        # server redirection (redirects="any") points.
+        listed = self._listed(params) is not None
         return websocket_connector(params, tls, self._ws_headers if listed else None)
 
     def _fail_first(self, error: ConnectError) -> None:
@@ -428,13 +467,18 @@ class Supervisor:
         connected_before: bool,
     ) -> None:
         if trouble.failed(now):
+            hint = None if self._hinted else scheme_hint(error, params.tls)
+            if hint is not None:
+                self._hinted = True
             log.warning(
-                "%s cannot connect to %s (failed attempts: %d in %.0f s): %s; retrying in %.2f s%s",
+                "%s cannot connect to %s (failed attempts: %d in %.0f s): %s%s; retrying in "
+                "%.2f s%s",
                 self.client_id,
                 params.redacted_url,
                 trouble.attempts,
                 trouble.seconds(now),
                 error,
+                "" if hint is None else f" ({hint})",
                 delay,
                 "" if connected_before else _WAIT_HINT,
                 extra=self._fields(),

@@ -53,6 +53,9 @@ def add_parser(commands: Any) -> None:
 
 
 async def _pub(args: argparse.Namespace) -> int:
+    from .. import validate_topic_name
+
+    validate_topic_name(args.topic)  # a bad topic is the user's typo: no broker needed to say so
     if args.raw:
         if args.event_type or args.correlate:
             raise CliError("--raw publishes bytes without an envelope: drop --type/--correlate")

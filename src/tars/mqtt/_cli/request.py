@@ -51,6 +51,10 @@ def add_parser(commands: Any) -> None:
 async def _request(args: argparse.Namespace) -> int:
     if not args.event_type:
         raise CliError("--type is required")
+    from .. import validate_topic_name
+
+    validate_topic_name(args.topic)  # refused before connecting: no broker needed to say so
+    validate_topic_name(args.response_topic)
     data = load_json_object(args.data, args.data_file)
     async with make_client(args, "request") as client:
         try:

@@ -61,7 +61,10 @@ def matches(received: Received, types: list[str], sources: list[str]) -> bool:
 
 
 async def _sub(args: argparse.Namespace) -> int:
-    from .. import Message
+    from .. import Message, validate_topic_filter
+
+    for topic_filter in args.filters:  # refused before connecting: no broker needed to say so
+        validate_topic_filter(topic_filter)
 
     style = style_for()
     done = asyncio.Event()

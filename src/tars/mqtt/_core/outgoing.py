@@ -56,6 +56,7 @@ class Outgoing:
     offline: bool = False  # queued while no link was up: counts against the outbox limits
     expires_at: float | None = None  # offline records only: not sendable after this time
     seq: int | None = None  # its record in the journal (durable outbox), until it ends
+    strikes: int = 0  # links the broker ended while this was its oldest unacknowledged publish
 
 
 class Journal(Protocol):
@@ -197,6 +198,31 @@ class OutgoingStore:
         self._offline_bytes += size
         self.pending.append(item)
         return dropped
+
+    def suspect(self) -> Outgoing | None:
+        """The oldest publish on the wire the broker has not acknowledged at all (not even a
+        PUBREC), or None. A broker reads a link in order: when it ends the link on a packet of
+        ours, this is the one it choked on (an earlier one would have been answered first).
+        Records still waiting in ``resend`` were not sent on this link."""
+        waiting = {id(item) for item in self.resend}
+        for item in self.inflight.values():
+            if not item.released and id(item) not in waiting:
+                return item
+        return None
+
+    def strike(self, limit: int) -> Outgoing | None:
+        """The poison-message breaker: the broker ended the link; its :meth:`suspect` takes a
+        strike. At ``limit`` strikes the record is given up: taken out of the resend set and
+        out of the journal, and returned (its outcome is the caller's to report)."""
+        item = self.suspect()
+        if item is None:
+            return None
+        item.strikes += 1
+        if item.strikes < limit:
+            return None
+        del self.inflight[item.packet_id]
+        self.forget(item)
+        return item
 
     def pop_pending(self) -> Outgoing:
         """The next pending record, in order (no longer counted in the outbox)."""

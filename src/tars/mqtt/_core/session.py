@@ -100,6 +100,7 @@ from .framing import read_packet
 from .incoming import Due, Incoming
 from .liveness import Liveness
 from .outgoing import OutboxPolicy, OutgoingStore
+from .poison import link_ended_by_broker
 from .publishing import Publishing
 from .reader import Reader
 from .stats import SessionStats
@@ -157,6 +158,8 @@ class _Link:
     ready: bool = False
     session_present: bool = False
     first: bool = False
+    connacked: bool = False  # CONNACK accepted: resends and the restore went out on this link
+    broker_reason: int | None = None  # the reason code of the broker's DISCONNECT, if one came
 
 
 class Session:
@@ -357,8 +360,23 @@ class Session:
         self._out.append(connect.write())
         self.state = SessionState.CONNECTING
 
-    def connection_lost(self) -> list[Event]:
-        """The link is gone. Publishes stay for the next link; requests are aborted."""
+    def connection_lost(self, *, broker_closed: bool = False) -> list[Event]:
+        """The link is gone. Publishes stay for the next link; requests are aborted.
+
+        ``broker_closed``: the broker closed the connection (not us, not a transport error).
+        A link the broker ended after its CONNACK feeds the poison-message breaker
+        (:mod:`.poison`), whose verdict comes back as events.
+        """
+        events: list[Event] = []
+        link = self._link
+        if link.connacked and (broker_closed or link.broker_reason is not None):
+            events += link_ended_by_broker(
+                self.outgoing.store,
+                self.subscriptions.table,
+                self.subscriptions.requests.values(),
+                link.broker_reason,
+                self.stats,
+            )
         self.state = SessionState.DISCONNECTED
         self._out.clear()
         self._link = _Link()
@@ -367,7 +385,7 @@ class Session:
         self.outgoing.link_ended()
         if self.liveness is not None:
             self.liveness.link_ended()
-        events: list[Event] = [RequestAborted(h) for h in self.subscriptions.link_ended()]
+        events += [RequestAborted(h) for h in self.subscriptions.link_ended()]
         self._check_waiters(events)
         return events
 
@@ -878,6 +896,7 @@ class Session:
         if packet.assigned_client_id:
             self.client_id = packet.assigned_client_id
         link = self._link
+        link.connacked = True
         keep_alive = packet.server_keep_alive
         link.keep_alive = self.keep_alive if keep_alive is None else keep_alive
         link.next_ping = now + link.keep_alive if link.keep_alive > 0 else None
@@ -907,6 +926,7 @@ class Session:
 
     def _handle_disconnect(self, packet: DisconnectPacket, events: list[Event]) -> None:
         self.state = SessionState.CLOSING
+        self._link.broker_reason = int(packet.reason_code)  # for the poison-message breaker
         events.append(
             Disconnected(
                 int(packet.reason_code),

@@ -17,4 +17,5 @@ class SessionStats:
     dropped_offline: int = 0  # QoS 0 while disconnected (not queued)
     stale_links: int = 0  # links the watchdog or the ack timeout declared dead
     receive_maximum_exceeded: int = 0  # times the broker went over our Receive Maximum
+    poisoned: int = 0  # publishes and filters the poison-message breaker gave up on
     properties_dropped: int = 0  # PUBLISH properties not sent: an MQTT 3.1.1 link has none

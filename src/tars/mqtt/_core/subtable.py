@@ -36,6 +36,7 @@ class FilterEntry:
     sid: int
     counts: list[int] = field(default_factory=lambda: [0, 0, 0])  # subscriptions per QoS
     broker_qos: int | None = None  # the QoS the broker holds it at, as far as we know
+    strikes: int = 0  # links in a row the broker ended with this filter's SUBSCRIBE unanswered
 
     @property
     def qos(self) -> int:
@@ -111,6 +112,7 @@ class SubscriptionTable:
         entry = self.filters.get(topic_filter)
         if entry is not None:
             entry.broker_qos = max(granted, entry.broker_qos or 0)
+            entry.strikes = 0
 
     def refused(self, topic_filter: str) -> None:
         """The broker refused it: it holds nothing for this filter (a later add retries)."""
@@ -121,6 +123,20 @@ class SubscriptionTable:
     def unsubscribed(self, topic_filter: str) -> None:
         """The broker answered our UNSUBSCRIBE: it holds the filter no more."""
         self._stale.discard(topic_filter)
+
+    def strike(self, topic_filter: str, limit: int) -> bool:
+        """The poison-message breaker: the broker ended a link while ``topic_filter``'s
+        SUBSCRIBE was its oldest unanswered one. At ``limit`` strikes in a row (a SUBACK resets
+        them) the filter leaves the table, so no restore sends it again; returns True then."""
+        entry = self.filters.get(topic_filter)
+        if entry is None:
+            return False
+        entry.strikes += 1
+        if entry.strikes < limit:
+            return False
+        del self.filters[topic_filter]
+        self._ids.discard(entry.sid)
+        return True
 
     def add_internal(self, topic: str) -> tuple[int, bool]:
         """An internal consumer's topic; returns ``(sid, new)``."""

@@ -25,6 +25,7 @@ import ssl
 from collections.abc import Callable, Collection, Iterable
 from types import TracebackType
 
+from .._argcheck import check_bool, check_callable, check_int, check_number, check_str
 from .._errors import ClientStateError, InvalidArgumentError
 from ._broker_core import AuthCallback, BrokerCore
 from ._broker_faults import Faults
@@ -90,6 +91,11 @@ class InMemoryBroker:
         auth: AuthCallback | None = None,
         protocols: Collection[str] = ("5", "3.1.1"),
     ) -> None:
+        check_str("name", name)
+        check_int("max_packet_size", max_packet_size, optional=True)
+        check_int("receive_maximum", receive_maximum)
+        check_int("max_queued_messages", max_queued_messages)
+        check_callable("auth", auth, optional=True)
         if not protocols or not set(protocols) <= {"5", "3.1.1"}:
             raise InvalidArgumentError(f"protocols must be '5' and/or '3.1.1', not {protocols!r}")
         self._levels = frozenset(5 if p == "5" else 4 for p in protocols)
@@ -231,6 +237,8 @@ class InMemoryBroker:
             ClientStateError: the broker is not running.
             OSError: the address cannot be bound.
         """
+        check_str("host", host)
+        check_int("port", port)
         if self._state is not BrokerState.RUNNING:
             raise ClientStateError(f"{self!r} is not running")
         server = await self._listen(host, port, None, None)
@@ -301,6 +309,7 @@ class InMemoryBroker:
 
     def retained(self, topic: str) -> bytes | None:
         """The payload retained on exactly ``topic``, or None."""
+        check_str("topic", topic)
         core = self._core
         if core is None:
             return None
@@ -311,6 +320,7 @@ class InMemoryBroker:
 
     def subscriptions(self, client_id: str) -> list[str]:
         """The topic filters of ``client_id``'s session as subscribed (``$share/...`` included)."""
+        check_str("client_id", client_id)
         return [] if self._core is None else self._core.router.subscriptions(client_id)
 
     # -- faults on links -----------------------------------------------------------------------
@@ -346,6 +356,8 @@ class InMemoryBroker:
         Raises:
             ClientStateError: the broker is not running.
         """
+        check_bool("keep_sessions", keep_sessions)
+        check_number("downtime", downtime)
         core = self._running_core()
         self._set_state(BrokerState.RESTARTING)
         closed_servers = []
@@ -392,11 +404,13 @@ class InMemoryBroker:
             InvalidTopicError: ``topic_filter`` is not a valid filter.
             InvalidArgumentError: ``count`` < 1.
         """
+        check_int("count", count)
         self._faults.duplicate_next(topic_filter, count)
 
     def delay_delivery(self, seconds: float) -> None:
         """Deliver every message published from now on ``seconds`` late (0 stops delaying;
         what is already delayed still arrives, in order). Publishers are acked at once."""
+        check_number("seconds", seconds)
         if seconds < 0:
             raise InvalidArgumentError(f"seconds must be >= 0, not {seconds}")
         self._faults.delay = seconds
@@ -409,6 +423,8 @@ class InMemoryBroker:
         Raises:
             InvalidArgumentError: ``n`` < 2.
         """
+        check_int("n", n)
+        check_str("client_id", client_id, optional=True)
         self._faults.reorder_next(n, client_id)
 
     def refuse_subscriptions(self, topic_filter: str, reason_code: int = 0x87) -> None:
@@ -419,6 +435,7 @@ class InMemoryBroker:
             InvalidTopicError: ``topic_filter`` is not a valid filter.
             InvalidArgumentError: ``reason_code`` is not a SUBACK failure code (0x80 and above).
         """
+        check_int("reason_code", reason_code)
         self._faults.refuse(topic_filter, reason_code)
 
     def clear_faults(self) -> None:
@@ -436,6 +453,7 @@ class InMemoryBroker:
         return self._core
 
     def _select(self, client_id: str | None) -> list[BrokerLink]:
+        check_str("client_id", client_id, optional=True)  # drop_link, stall, unstall
         core = self._core
         if core is None:
             return []

@@ -28,13 +28,13 @@ import itertools
 import logging
 import secrets
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
 import mqtt5
 
 from .._errors import InvalidTopicError
-from .._topics import validate_topic_name
+from .._topics import forbidden_character, validate_topic_name
 from ._broker_faults import Faults
 from ._broker_link import BrokerLink, LinkState
 from ._broker_router import Router
@@ -196,6 +196,8 @@ class BrokerCore:
             self.protocol_error(link, 0x8C, "enhanced authentication is not supported")
             return
         if packet.will is not None:
+            if self._malformed_strings(link, "will topic", (packet.will.topic,)):
+                return
             try:
                 validate_topic_name(packet.will.topic)
             except InvalidTopicError as exc:
@@ -261,6 +263,8 @@ class BrokerCore:
     ) -> None:
         if packet.topic_alias is not None:
             self.protocol_error(link, 0x94, "topic alias used but none offered")
+            return
+        if self._malformed_strings(link, "topic", (packet.topic,)):
             return
         try:
             validate_topic_name(packet.topic)
@@ -381,6 +385,8 @@ class BrokerCore:
         if shared_no_local(packet):
             self.protocol_error(link, 0x82, "no local on a shared subscription")
             return
+        if self._malformed_strings(link, "filter", [f.pattern for f in packet.topic_filters]):
+            return
         now = self.now()
         codes, retained = subscribe(self.router, self.faults, session.client_id, packet, now)
         link.send(mqtt5.SubAckPacket(packet.packet_id, codes))
@@ -393,8 +399,20 @@ class BrokerCore:
         if packet.packet_id == 0:
             self.protocol_error(link, 0x82, "UNSUBSCRIBE with packet id 0")
             return
+        if self._malformed_strings(link, "filter", packet.patterns):
+            return
         codes = unsubscribe(self.router, session.client_id, packet.patterns)
         link.send(mqtt5.UnsubAckPacket(packet.packet_id, codes))
+
+    def _malformed_strings(self, link: BrokerLink, what: str, texts: Iterable[str]) -> bool:
+        """As Mosquitto: a control or non-character in a topic (MQTT 5 section 1.5.4) makes the
+        packet malformed (0x81) and ends the link, so the kit catches what production would."""
+        for text in texts:
+            reason = forbidden_character(text)
+            if reason is not None:
+                self.protocol_error(link, 0x81, f"{what} {text!r} {reason}")
+                return True
+        return False
 
     # -- the rest ------------------------------------------------------------------------------
 

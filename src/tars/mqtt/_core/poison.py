@@ -1,0 +1,107 @@
+"""The poison-message breaker: defence in depth against a packet that costs every link.
+
+MQTT 5 asks a client to resend each unacknowledged QoS 1/2 publish on every new link, and the
+client restores its subscriptions there too. A packet the broker refuses by ending the link (a
+topic it calls malformed, a property it does not take) is then sent again on each new link and
+ends each of them: the client is offline for good, and every other message with it. The call
+checks (topic rules, packet size, the broker's CONNACK capabilities) refuse what we know about;
+this catches what they do not.
+
+The rule, applied once per link that the broker ended after its CONNACK (a DISCONNECT whose
+reason blames a packet of ours, or a close without any DISCONNECT):
+
+- a broker reads a link in order, so the packet it choked on is the oldest one it never
+  answered: the oldest unanswered SUBSCRIBE of the subscription table if any (the restore sends
+  those first), else the oldest publish on the wire without any acknowledgement;
+- that one takes a strike; a SUBACK resets a filter's strikes, an acknowledgement ends a
+  publish; at :data:`POISON_LINKS` strikes it is given up: the publish fails with
+  :class:`~tars.mqtt.PoisonMessageError` and leaves the resend set and the durable outbox, the
+  filter leaves the table (no restore sends it again). Both are counted and logged.
+
+A DISCONNECT that blames the broker's own state (server shutting down, session taken over,
+server busy, a redirection...) or our keep-alive is no evidence against a packet and counts
+nothing; nor does a link we closed, or one that broke with a transport error (a reset).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Final
+
+from mqtt5 import SubAckPacket
+
+from .._errors import PoisonMessageError, SubscribeError
+from .events import Event, PublishDone
+from .outgoing import OutgoingStore
+from .stats import SessionStats
+from .subscribing import _Purpose, _Request
+from .subtable import SubscriptionTable
+
+__all__ = ["POISON_LINKS", "blames_a_packet", "link_ended_by_broker"]
+
+log = logging.getLogger("tars.mqtt")
+
+POISON_LINKS: Final = 3
+"""Links in a row a packet may be blamed for before it is given up."""
+
+# DISCONNECT reasons that say a packet of ours was at fault (MQTT 5 table 3-10).
+_PACKET_FAULTS: Final = frozenset(
+    {
+        0x80,  # Unspecified error
+        0x81,  # Malformed Packet (Mosquitto: a control character in a topic)
+        0x82,  # Protocol Error
+        0x83,  # Implementation specific error
+        0x87,  # Not authorized
+        0x90,  # Topic Name invalid
+        0x94,  # Topic Alias invalid
+        0x95,  # Packet too large
+        0x99,  # Payload format invalid
+        0x9A,  # Retain not supported
+        0x9B,  # QoS not supported
+        0x9E,  # Shared Subscriptions not supported
+        0xA1,  # Subscription Identifiers not supported
+        0xA2,  # Wildcard Subscriptions not supported
+    }
+)
+
+
+def blames_a_packet(broker_reason: int | None) -> bool:
+    """Whether a link the broker ended (with this DISCONNECT reason, None: no DISCONNECT) is
+    evidence against a packet of ours."""
+    return broker_reason is None or broker_reason in _PACKET_FAULTS
+
+
+def link_ended_by_broker(
+    outgoing: OutgoingStore,
+    table: SubscriptionTable,
+    requests: Iterable[_Request],
+    broker_reason: int | None,
+    stats: SessionStats,
+) -> list[Event]:
+    """Strike the packet the broker choked on (see the module docstring); the events of a
+    publish given up (its caller gets the error)."""
+    if not blames_a_packet(broker_reason):
+        return []
+    for request in requests:  # oldest first
+        if request.kind is SubAckPacket and request.purpose in (_Purpose.USER, _Purpose.RESTORE):
+            topic_filter = request.filters[0]
+            if topic_filter in table.filters:
+                if table.strike(topic_filter, POISON_LINKS):
+                    stats.poisoned += 1
+                    refusal = SubscribeError(
+                        topic_filter,
+                        0x80 if broker_reason is None else broker_reason,
+                        f"the broker ended {POISON_LINKS} links in a row on this SUBSCRIBE; "
+                        "it is no longer restored",
+                    )
+                    log.error("poison-message breaker: %s", refusal)
+                return []
+    item = outgoing.strike(POISON_LINKS)
+    if item is None:
+        return []
+    stats.poisoned += 1
+    stats.publish_failed += 1
+    error = PoisonMessageError(item.topic, POISON_LINKS, broker_reason)
+    log.error("poison-message breaker: %s", error)
+    return [PublishDone(item.handle, error.reason_code, None, error)]

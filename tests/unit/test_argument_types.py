@@ -1,0 +1,163 @@
+"""Issue 19: an argument of the wrong type is refused at the public call with
+:class:`~tars.mqtt.InvalidArgumentTypeError` (an ``MQTTError`` and a ``TypeError``) naming the
+argument, never a bare ``TypeError`` from deep inside (``argument of type 'int' is not
+iterable``). One table of bad calls, one per argument of every public entry point; no broker:
+every check comes before anything is sent."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from tars.mqtt import (
+    InvalidArgumentTypeError,
+    InvalidTopicError,
+    MQTTClient,
+    MQTTClientConfig,
+    validate_topic_filter,
+    validate_topic_name,
+)
+from tars.mqtt.testing import InMemoryBroker
+
+Call = Callable[[Any], Any]  # wrong types on purpose: the client is typed Any here
+
+
+async def on_bytes(payload: bytes) -> None:
+    """A valid handler."""
+
+
+URL = "mqtt://127.0.0.1:1"
+
+# (what, the argument the message must name, the call)
+BAD_CALLS: list[tuple[str, str, Call]] = [
+    # construction
+    ("url int", "mqtt_url", lambda c: MQTTClient(123, "id")),
+    ("client_id int", "client_id", lambda c: MQTTClient(URL, 5)),
+    ("keepalive list", "keepalive", lambda c: MQTTClient(URL, "id", keepalive=[5])),
+    ("config not a config", "config", lambda c: MQTTClient(config={"mqtt_url": URL})),
+    ("backoff int", "backoff", lambda c: MQTTClient(URL, "id", backoff=3)),
+    ("ssl_context str", "ssl_context", lambda c: MQTTClient(URL, "id", ssl_context="tls")),
+    ("from_env env list", "env", lambda c: MQTTClient.from_env(["MQTT_URL"])),
+    ("config url list", "mqtt_url", lambda c: MQTTClientConfig(mqtt_url=[URL], client_id="i")),
+    # publish
+    ("publish topic int", "topic", lambda c: c.publish(123, b"x")),
+    ("publish topic None", "topic", lambda c: c.publish(None, b"x")),
+    ("publish topic list", "topic", lambda c: c.publish(["a"], b"x")),
+    ("publish payload int", "payload", lambda c: c.publish("a", 123)),
+    ("publish qos str", "qos", lambda c: c.publish("a", b"x", qos="1")),
+    ("publish qos float", "qos", lambda c: c.publish("a", b"x", qos=1.0)),
+    ("publish retain str", "retain", lambda c: c.publish("a", b"x", retain="yes")),
+    ("publish wait int", "wait", lambda c: c.publish("a", b"x", wait=2)),
+    ("publish properties list", "properties", lambda c: c.publish("a", b"", properties=[1])),
+    # publish_event
+    ("event topic int", "topic", lambda c: c.publish_event(1, "x", {})),
+    ("event type int", "event_type", lambda c: c.publish_event("a", 7, {})),
+    ("event data list", "data", lambda c: c.publish_event("a", "x", [1])),
+    ("event qos str", "qos", lambda c: c.publish_event("a", "x", {}, qos="0")),
+    ("event retain int", "retain", lambda c: c.publish_event("a", "x", {}, retain=1)),
+    # request / reply
+    ("request topic int", "topic", lambda c: c.request(1, "x", {}, response_topic="r")),
+    (
+        "request response_topic int",
+        "response_topic",
+        lambda c: c.request("a", "x", {}, response_topic=5),
+    ),
+    (
+        "request timeout str",
+        "timeout",
+        lambda c: c.request("a", "x", {}, response_topic="r", timeout="1"),
+    ),
+    ("request qos str", "qos", lambda c: c.request("a", "x", {}, response_topic="r", qos="1")),
+    ("reply request str", "request", lambda c: c.reply("not a message", "x", {})),
+    # publish_health
+    ("health ok str", "ok", lambda c: c.publish_health("yes")),
+    ("health event int", "event", lambda c: c.publish_health(True, event=3)),
+    ("health error int", "error", lambda c: c.publish_health(False, error=3)),
+    # subscribe / unsubscribe
+    ("subscribe topic int", "topic", lambda c: c.subscribe(5, on_bytes)),
+    ("subscribe handler str", "handler", lambda c: c.subscribe("a", "on_bytes")),
+    ("subscribe qos str", "qos", lambda c: c.subscribe("a", on_bytes, qos="1")),
+    (
+        "subscribe queue_size str",
+        "queue_size",
+        lambda c: c.subscribe("a", on_bytes, queue_size="9"),
+    ),
+    ("subscribe overflow int", "overflow", lambda c: c.subscribe("a", on_bytes, overflow=1)),
+    (
+        "subscribe concurrency str",
+        "concurrency",
+        lambda c: c.subscribe("a", on_bytes, concurrency="2"),
+    ),
+    ("subscribe timeout str", "timeout", lambda c: c.subscribe("a", on_bytes, timeout="2")),
+    ("unsubscribe topic int", "topic", lambda c: c.unsubscribe(5)),
+    ("unsubscribe handler str", "handler", lambda c: c.unsubscribe("a", "on_bytes")),
+    # flush / shutdown / hooks
+    ("flush timeout str", "timeout", lambda c: c.flush("1")),
+    ("shutdown timeout str", "timeout", lambda c: c.shutdown("1")),
+    ("on_connect not callable", "hook", lambda c: c.on_connect(3)),
+    ("listener not callable", "listener", lambda c: c.add_message_listener(3)),
+    # the topic functions
+    ("validate name int", "topic", lambda c: validate_topic_name(1)),
+    ("validate filter bytes", "topic_filter", lambda c: validate_topic_filter(b"a")),
+    # the testing kit
+    ("memory broker name int", "name", lambda c: InMemoryBroker(name=1)),
+    (
+        "memory broker receive_maximum str",
+        "receive_maximum",
+        lambda c: InMemoryBroker(receive_maximum="5"),
+    ),
+]
+
+
+@pytest.fixture
+def client() -> MQTTClient:
+    """A client that is never connected: argument checks must not need a broker."""
+    return MQTTClient(URL, "types-test")
+
+
+async def attempt(call: Call, client: MQTTClient) -> None:
+    result = call(client)
+    if isinstance(result, Awaitable):
+        await asyncio.wait_for(result, timeout=5)
+
+
+@pytest.mark.parametrize(("what", "name", "call"), BAD_CALLS, ids=[c[0] for c in BAD_CALLS])
+async def test_each_wrong_type_is_an_invalid_argument_type_error_naming_the_argument(
+    client: MQTTClient, what: str, name: str, call: Call
+) -> None:
+    with pytest.raises(InvalidArgumentTypeError) as info:
+        await attempt(call, client)
+    assert name in str(info.value), f"{what}: {info.value}"
+
+
+# The link view (``client.client``): a side door to the same session, so the same rules.
+VIEW_CALLS: list[tuple[str, type[Exception], Callable[[Any], Any]]] = [
+    ("publish topic int", InvalidArgumentTypeError, lambda v: v.publish(1, b"x")),
+    ("publish payload str", InvalidArgumentTypeError, lambda v: v.publish("a", "x")),
+    ("publish qos str", InvalidArgumentTypeError, lambda v: v.publish("a", b"x", qos="1")),
+    ("publish retain int", InvalidArgumentTypeError, lambda v: v.publish("a", b"x", retain=1)),
+    ("publish bad topic", InvalidTopicError, lambda v: v.publish("a/\x01", b"x", qos=1)),
+    ("subscribe filter int", InvalidArgumentTypeError, lambda v: v.subscribe(3)),
+    ("subscribe bad filter", InvalidTopicError, lambda v: v.subscribe("x/\x02/#")),
+    ("subscribe id str", InvalidArgumentTypeError, lambda v: v.subscribe("a", subscription_id="1")),
+    ("unsubscribe int", InvalidArgumentTypeError, lambda v: v.unsubscribe(3)),
+    ("unsubscribe bad filter", InvalidTopicError, lambda v: v.unsubscribe("x/\x7f")),
+]
+
+
+async def test_the_link_view_checks_its_arguments_as_the_client_does() -> None:
+    async with (
+        InMemoryBroker() as broker,
+        MQTTClient(broker.url, "view-types", connector=broker.connector) as client,
+    ):
+        view = client.client
+        assert view is not None
+        for what, error, call in VIEW_CALLS:
+            with pytest.raises(error):
+                await asyncio.wait_for(call(view), timeout=5)
+            assert view.is_connected, what  # refused at the call: the link is untouched
+        assert await view.publish("a", b"ok", qos=1) == 0x10  # nobody subscribed: still alive
+        assert client.stats.connects == 1
