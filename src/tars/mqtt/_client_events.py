@@ -13,8 +13,6 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
-
 from ._argcheck import check_bool, check_int, check_number, check_str, check_type
 from ._client_publish import PublishMethods
 from ._core.protocol import MQTT311
