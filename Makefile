@@ -44,13 +44,17 @@ check: lint typecheck test
 
 # The run behind bench/RESULTS.md (about 30 minutes): every client and case, medians of 3;
 # then memory over 1,000,000 messages for the clients that finish it in minutes (its table is
-# written to bench/out/rss.md and copied into RESULTS.md by hand).
+# written to bench/out/rss.md and copied into RESULTS.md by hand); then tars_raw over TCP beside
+# tars_ws, the same over WebSockets (bench/out/ws.md, copied into RESULTS.md by hand too).
 BENCH_CASES := qos0_pipelined,qos1_pipelined,qos0_sequential,qos1_sequential,rtt_qos0,rtt_qos1,large_qos0
 bench: $(STAMP) mosquitto
 	$(PY) -m bench --repeat 3 --cases $(BENCH_CASES) --n qos1_sequential=2000 --timeout-scale 3 \
 	  --output bench/RESULTS.md --json bench/out/main.json
 	$(PY) -m bench --repeat 1 --cases rss --clients tars_event,tars_raw,tars_proto,gmqtt \
 	  --n rss=1000000 --timeout-scale 3 --output bench/out/rss.md --json bench/out/rss.json
+	$(PY) -m bench --repeat 3 --cases qos0_pipelined,qos1_pipelined,qos1_sequential,rtt_qos0,rtt_qos1 \
+	  --clients tars_raw,tars_ws --n qos1_sequential=2000 --startup-repeat 0 --timeout-scale 3 \
+	  --output bench/out/ws.md --json bench/out/ws.json
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._broker import broker_settings, mosquitto_broker
+from bench.adapters import NOT_RUN
 from bench.cases import CASES, Case
 from bench.report import aggregate, render
 from bench.startup import measure as measure_startup
@@ -32,6 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "bench" / "RESULTS.md"
 DEFAULT_JSON = ROOT / "bench" / "out" / "results.json"
 CLIENTS = ("tars_event", "tars_raw", "tars_proto", "gmqtt", "aiomqtt", "paho")
+# Not in the default set: tars_ws is tars_raw over WebSockets, compared with tars_raw alone
+# (`make bench` runs it as its own report, bench/out/ws.md).
+KNOWN = (*CLIENTS, "tars_ws")
 
 
 def _names(text: str, known: tuple[str, ...] | list[str]) -> list[str]:
@@ -50,9 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeat", type=int, help="runs per (client, case); default 5, quick 1")
     parser.add_argument(
         "--clients",
-        type=lambda text: _names(text, CLIENTS),
+        type=lambda text: _names(text, KNOWN),
         default=list(CLIENTS),
-        help=f"comma-separated subset of {','.join(CLIENTS)}",
+        help=f"comma-separated subset of {','.join(KNOWN)} (default: all but tars_ws)",
     )
     parser.add_argument(
         "--cases",
@@ -94,12 +98,17 @@ def _timeout(case: Case, n: int, scale: float) -> float:
     return (60.0 + n * case.budget_ms / 1000) * scale
 
 
-def _run(client: str, case: Case, n: int, port: int, timeout: float) -> dict[str, Any]:
+def _run(
+    client: str, case: Case, n: int, ports: tuple[int, int | None], timeout: float
+) -> dict[str, Any]:
     """One run in a fresh interpreter; any way it can go wrong becomes a "failed" result."""
+    port, ws_port = ports
     command = [
         sys.executable, "-m", "bench.run_one", "--client", client, "--case", case.name,
         "--n", str(n), "--port", str(port), "--timeout", str(timeout), "--json",
     ]  # fmt: skip
+    if ws_port is not None:
+        command += ["--ws-port", str(ws_port)]
     base: dict[str, Any] = {"client": client, "case": case.name, "n": n}
     try:
         proc = subprocess.run(
@@ -144,13 +153,18 @@ def main(argv: list[str] | None = None) -> int:
     unavailable: dict[str, dict[str, Any]] = {}
     with mosquitto_broker() as broker:
         port, settings = broker.port, broker_settings(broker)
+        ports = (port, broker.ws_port)
         for index, (_, case, client) in enumerate(plan, 1):
             n = counts[case.name]
             if client in unavailable:  # no need to spawn a process to fail the same import
                 result = unavailable[client] | {"case": case.name, "n": n}
+            elif (client, case.name) in NOT_RUN:
+                reason = NOT_RUN[client, case.name]
+                result = {"client": client, "case": case.name, "n": n, "status": "not run"}
+                result["error"] = reason
             else:
                 started = time.monotonic()
-                result = _run(client, case, n, port, _timeout(case, n, args.timeout_scale))
+                result = _run(client, case, n, ports, _timeout(case, n, args.timeout_scale))
                 took = time.monotonic() - started
                 print(
                     f"[{index}/{len(plan)}] {client:<10} {case.name:<16} {_describe(result)}"

@@ -61,6 +61,9 @@ def broker_settings(broker: MosquittoBroker) -> str:
 
 @contextlib.contextmanager
 def mosquitto_broker() -> Iterator[MosquittoBroker]:
-    """Run a private Mosquitto on a free port of 127.0.0.1 for the duration of the bench."""
-    with MosquittoBroker(persistence=False, extra_config=BENCH_EXTRA_CONFIG) as broker:
+    """Run a private Mosquitto on a free port of 127.0.0.1 for the duration of the bench, with a
+    WebSocket listener on another (``ws_port``, for ``tars_ws``)."""
+    with MosquittoBroker(
+        persistence=False, extra_config=BENCH_EXTRA_CONFIG, websockets=True
+    ) as broker:
         yield broker

@@ -34,7 +34,7 @@ class Outcome:
     client: str
     case: str
     n: int
-    status: str  # "ok", "failed" or "unavailable"
+    status: str  # "ok", "failed", "unavailable" or "not run" (see bench.adapters.NOT_RUN)
     error: str = ""
     runs: int = 0
     ok_runs: int = 0
@@ -46,6 +46,8 @@ class Outcome:
         reason = self.error.replace("|", "\\|").replace("\n", " ")
         if self.status == "unavailable":
             return f"not available: {reason}"
+        if self.status == "not run":
+            return f"not run: {reason}"
         return f"failed: {reason}"
 
 
@@ -345,7 +347,8 @@ _METHOD = """\
 - Messages are ~210-byte JSON transcript events serialized with orjson and parsed back by the
   receiver (64 KiB JSON in `large_qos0`). `tars_event` publishes them as envelope `data`
   (`publish_event`, dedup on, the handler reads the parsed envelope); `tars_raw` and the peers
-  send the orjson bytes.
+  send the orjson bytes. `tars_ws` is `tars_raw` over `ws://` (Mosquitto's WebSocket
+  listener): the difference between those two rows is the cost of the WebSocket link.
 - Throughput: time from the first publish to the N-th message received. Pipelined = publish
   without waiting for completion; sequential = await each publish's completion (QoS 1:
   PUBACK; gmqtt has no completion, so its QoS 1 sequential publish waits for the subscriber's

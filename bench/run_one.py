@@ -23,14 +23,27 @@ __all__ = ["main", "run"]
 
 
 def run(
-    client: str, case_name: str, n: int, host: str, port: int, timeout: float
+    client: str,
+    case_name: str,
+    n: int,
+    host: str,
+    port: int,
+    timeout: float,
+    ws_port: int | None = None,
 ) -> dict[str, Any]:
-    """Run one case in this process and describe the outcome (never raises for a client's fault)."""
+    """Run one case in this process and describe the outcome (never raises for a client's fault).
+
+    A WebSocket adapter (``transport = "ws"``) connects to ``ws_port`` instead of ``port``.
+    """
     result: dict[str, Any] = {"client": client, "case": case_name, "n": n}
     try:
         factory = load_adapter(client)
     except (ImportError, AttributeError) as exc:
         return result | {"status": "unavailable", "error": f"{type(exc).__name__}: {exc}"}
+    if factory.transport == "ws":
+        if ws_port is None:
+            return result | {"status": "failed", "error": "a WebSocket client needs --ws-port"}
+        port = ws_port
     try:
         metrics = asyncio.run(run_case(CASES[case_name], factory, host, port, n, timeout))
     except CaseFailed as exc:
@@ -47,11 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, help="measured messages (default: the case's own)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True, help="broker port")
+    parser.add_argument("--ws-port", type=int, help="the broker's WebSocket port (tars_ws)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds for the whole run")
     parser.add_argument("--json", action="store_true", help="print one JSON line (for the harness)")
     args = parser.parse_args(argv)
     n = args.n or CASES[args.case].n
-    result = run(args.client, args.case, n, args.host, args.port, args.timeout)
+    result = run(args.client, args.case, n, args.host, args.port, args.timeout, args.ws_port)
     if args.json:
         print(json.dumps(result))
     elif result["status"] == "ok":

@@ -97,3 +97,31 @@ def test_the_durable_outbox_rows_run(tmp_path: Path) -> None:
     assert len(rows) == 6  # four store rows, two client rows (memory, durable)
     assert all(float(row.rsplit("|", 2)[1]) > 0 for row in rows)
     assert list(tmp_path.iterdir()) == []  # each run's store is removed
+
+
+def test_quick_websocket_row_beside_tcp(tmp_path: Path) -> None:
+    """``tars_ws`` (tars_raw over ws://, Mosquitto's WebSocket listener) reports beside
+    ``tars_raw``; the 64 KiB case is not run, with the reason shown."""
+    report_path, raw_path = tmp_path / "ws.md", tmp_path / "ws.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--clients", "tars_raw,tars_ws",
+         "--cases", "qos1_pipelined,rtt_qos1,large_qos0", "--startup-repeat", "0",
+         "--output", str(report_path), "--json", str(raw_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=55,
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = {(r["client"], r["case"]): r["status"] for r in json.loads(raw_path.read_text())}
+    assert results == {
+        ("tars_raw", "qos1_pipelined"): "ok",
+        ("tars_ws", "qos1_pipelined"): "ok",
+        ("tars_raw", "rtt_qos1"): "ok",
+        ("tars_ws", "rtt_qos1"): "ok",
+        ("tars_raw", "large_qos0"): "ok",
+        ("tars_ws", "large_qos0"): "not run",
+    }
+    large = _section(report_path.read_text(encoding="utf-8"), "large_qos0")
+    assert "| tars_ws | not run: Mosquitto 2.0.11's WebSocket listener stalls" in large

@@ -1,14 +1,16 @@
 """What the contract tests stand on: one broker under test, reached the same way for all three.
 
 A :class:`Target` hides which broker a test runs against: the in-memory broker through its
-``connector`` (no socket), the same broker over TCP (``serve_tcp``), or a real Mosquitto. Tests
+``connector`` (no socket), the same broker over TCP (``serve_tcp``) or WebSockets
+(``serve_ws``), or a real Mosquitto over TCP or WebSockets. Tests
 make clients, cut their links and watch topics only through it, so a test reads the same
 whatever the broker, and a difference in outcome is a difference in the broker.
 
-Cutting one client's link is a broker fault on the in-process broker (``drop_link``, TCP or
-not) and a network fault on Mosquitto: each Mosquitto client goes through a
-:class:`TcpFaultProxy` of its own, and ``drop_connections`` resets it. Either way the client
-sees its connection reset and the broker sees the client vanish without DISCONNECT.
+Cutting one client's link is a broker fault on the in-process broker (``drop_link``, whatever
+the transport) and a network fault on Mosquitto: each Mosquitto client goes through a
+:class:`TcpFaultProxy` of its own (a WebSocket link too: it runs over TCP), and
+``drop_connections`` resets it. Either way the client sees its connection reset and the broker
+sees the client vanish without DISCONNECT.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from tars.mqtt.testing.pytest_plugin import MQTTClientFactory, TcpProxyFactory
 
 __all__ = ["Kind", "Target", "collect", "connections", "publish_many"]
 
-Kind = Literal["memory", "tcp", "mosquitto"]
+Kind = Literal["memory", "tcp", "ws", "mosquitto", "mosquitto-ws"]
 
 # Reconnect at once (well, within 0.1 s): the suite waits for every reconnection it causes.
 _FAST_RECONNECT: ClientOptions = {"reconnect_min_delay": 0.05, "reconnect_max_delay": 0.2}
@@ -59,16 +61,21 @@ class Target:
         if self.kind == "memory":
             assert self.memory is not None
             return await self.factory(client_id, broker=self.memory, connect=connect, **merged)
-        if self.kind == "tcp":
-            assert self.memory is not None
-            assert self.memory.tcp_url is not None
-            url = self.memory.tcp_url
+        if self.memory is not None:
+            url = self.memory.tcp_url if self.kind == "tcp" else self.memory.ws_url
+            assert url is not None
             return await self.factory(client_id, broker=url, connect=connect, **merged)
         assert self.mosquitto is not None
         assert self.make_proxy is not None
-        proxy = await self.make_proxy(self.mosquitto.host, self.mosquitto.port)
+        if self.kind == "mosquitto-ws":
+            assert self.mosquitto.ws_port is not None
+            proxy = await self.make_proxy(self.mosquitto.host, self.mosquitto.ws_port)
+            url = f"ws://{proxy.host}:{proxy.port}/mqtt"
+        else:
+            proxy = await self.make_proxy(self.mosquitto.host, self.mosquitto.port)
+            url = proxy.url
         self._proxies[client_id] = proxy
-        return await self.factory(client_id, broker=proxy, connect=connect, **merged)
+        return await self.factory(client_id, broker=url, connect=connect, **merged)
 
     def halt(self, client: MQTTClient) -> None:
         """From this instant nothing more passes between ``client`` and the broker, either way,

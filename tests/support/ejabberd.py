@@ -64,6 +64,7 @@ class EjabberdNode:
         self.index = index
         self.name = f"tars{index + 1}-{cluster.token}@localhost"
         self.mqtt_port = free_port(cluster.host)
+        self.ws_port = free_port(cluster.host)  # MQTT over WebSockets (ejabberd_http, /mqtt)
         self.dist_port = free_port(cluster.host)
         self.dir = cluster.workdir / f"node{index + 1}"
         self.spool = self.dir / "spool"
@@ -75,6 +76,12 @@ class EjabberdNode:
         """``mqtt://user:password@127.0.0.1:port`` of this node's MQTT listener."""
         c = self.cluster
         return f"mqtt://{c.username}:{c.password}@{c.host}:{self.mqtt_port}"
+
+    @property
+    def ws_url(self) -> str:
+        """``ws://user:password@127.0.0.1:port/mqtt``: the same broker over WebSockets."""
+        c = self.cluster
+        return f"ws://{c.username}:{c.password}@{c.host}:{self.ws_port}/mqtt"
 
     @property
     def redacted_url(self) -> str:
@@ -113,6 +120,12 @@ class EjabberdNode:
                 f'    ip: "{c.host}"',
                 "    module: mod_mqtt",
                 "    backlog: 1024",
+                # MQTT over WebSockets: ejabberd's HTTP listener hands /mqtt to mod_mqtt.
+                f"  - port: {self.ws_port}",
+                f'    ip: "{c.host}"',
+                "    module: ejabberd_http",
+                "    request_handlers:",
+                "      /mqtt: mod_mqtt",
                 # Anonymous login: any user name with any non-empty password gets in, and one
                 # name may be used by any number of clients at once.
                 "auth_method: [anonymous]",
@@ -173,14 +186,18 @@ class EjabberdNode:
         return self.process.spawn(command, cwd=self.spool, env=self._env())
 
     def _wait_listening(self, offset: int, deadline: float) -> None:
-        """Wait until ejabberd logs that its MQTT listener accepts, after ``offset``."""
-        marker = f"Start accepting TCP connections at {self.cluster.host}:{self.mqtt_port}"
+        """Wait until ejabberd logs that its MQTT listeners (TCP, WebSockets) accept, after
+        ``offset``."""
+        markers = [
+            f"Start accepting TCP connections at {self.cluster.host}:{port}"
+            for port in (self.mqtt_port, self.ws_port)
+        ]
         self.process.wait_listening(
             self.cluster.host,
             self.mqtt_port,
             offset=offset,
             deadline=deadline,
-            ready=lambda log: marker in log,
+            ready=lambda log: all(marker in log for marker in markers),
         )
 
     def start(self, timeout: float = 30.0) -> None:
@@ -225,7 +242,8 @@ class EjabberdCluster(BrokerRunner):
     ``with EjabberdCluster(3) as cluster:`` starts an ``epmd`` on a free port, the nodes in
     parallel, and joins nodes 2..N to node 1; leaving the block stops every process it started
     (by PID) and removes the temporary directory. ``cluster.nodes[i].url`` is node i's MQTT URL
-    (``cluster.urls`` all of them, ``cluster.url_list`` as one comma-separated ``mqtt_url``);
+    (``cluster.urls`` all of them, ``cluster.url_list`` as one comma-separated ``mqtt_url``;
+    ``ws_url`` and ``ws_url_list`` the same over WebSockets);
     ``cluster.kill(i)`` is ``kill -9``, ``cluster.restart(i)`` kills and starts it again (it
     rejoins). The ``a``-prefixed methods do the same in a worker thread, so that a test's event
     loop keeps serving its clients meanwhile.
@@ -279,6 +297,11 @@ class EjabberdCluster(BrokerRunner):
     def url_list(self) -> str:
         """All node URLs as one comma-separated ``mqtt_url``."""
         return ",".join(self.urls)
+
+    @property
+    def ws_url_list(self) -> str:
+        """All node WebSocket URLs as one comma-separated ``mqtt_url``."""
+        return ",".join(node.ws_url for node in self.nodes)
 
     def _start_epmd(self, deadline: float) -> None:
         """Our own epmd in the foreground (so we hold its PID), on a free loopback port."""

@@ -96,7 +96,9 @@ BAD_URLS = [
     ("{c}localhost:1883", "mqtt://"),
     ("mqtt:/{c}h", "mqtt://"),
     ("http://{c}h", "scheme 'http'"),
-    ("ws://{c}h:1883", "scheme 'ws'"),
+    ("wsx://{c}h:1883", "scheme 'wsx'"),
+    ("ws://{c}h/mqtt#frag", "fragment"),
+    ("ws://{c}h/a b", "whitespace"),
     ("mqtt+ws://{c}h", "scheme"),
     ("mqtt://{c}", "missing host"),
     ("mqtt://{c}:1883", "missing host"),
@@ -276,6 +278,7 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "tls_cert_file": None,
     "tls_key_file": None,
     "tls_insecure": False,
+    "ws_headers": None,
     "queue_size": 1000,
     "overflow": "drop_oldest",
     "handler_concurrency": 1,
@@ -396,6 +399,7 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("tls_key_file", ""),
     ("tls_key_file", "/no/such/client.key"),  # and no certificate
     ("tls_insecure", "false"),
+    ("ws_headers", {"Upgrade": "h2c"}),
     ("queue_size", 0),
     ("overflow", "drop"),
     ("overflow", "BLOCK"),
@@ -632,6 +636,7 @@ ENV_CASES: list[tuple[str, str, Any, dict[str, str]]] = [
         {"MQTT_TLS_CERT_FILE": f"{CERTS}/client.pem"},
     ),
     ("tls_insecure", "YES", True, {}),
+    ("ws_headers", '{"X-Token": "t"}', {"X-Token": "t"}, {}),
     ("queue_size", "5", 5, {}),
     ("overflow", "drop_newest", "drop_newest", {}),
     ("handler_concurrency", "4", 4, {}),
@@ -906,3 +911,47 @@ def test_outbox_path_accepts_text_and_names_one_file_per_client(tmp_path: Path) 
     assert MQTTClientConfig(**BASE).outbox_file is None
     again = MQTTClientConfig.model_validate_json(config.model_dump_json())
     assert again.outbox_path == tmp_path
+
+
+# --- ws_headers (issue 22): the extra headers of a WebSocket upgrade -----------------------------
+
+
+def test_ws_headers_are_checked_and_never_shown() -> None:
+    config = MQTTClientConfig(**BASE, ws_headers={"Authorization": f"Bearer {SECRET}"})
+    assert config.ws_headers == {"Authorization": f"Bearer {SECRET}"}
+    assert SECRET not in repr(config)
+    assert "Authorization" in repr(config)
+
+
+def test_ws_headers_come_from_the_environment_as_a_json_object() -> None:
+    env = {
+        "MQTT_URL": "wss://gw.example/mqtt",
+        "MQTT_CLIENT_ID": "svc",
+        "MQTT_WS_HEADERS": f'{{"Authorization": "Bearer {SECRET}", "X-Tenant": "a"}}',
+    }
+    config = MQTTClientConfig.from_env(env)
+    assert config.ws_headers == {"Authorization": f"Bearer {SECRET}", "X-Tenant": "a"}
+    with pytest.raises(ConfigError) as info:
+        MQTTClientConfig.from_env({**env, "MQTT_WS_HEADERS": f"Authorization: {SECRET}"})
+    assert info.value.field == "ws_headers"
+    assert "JSON object" in str(info.value)
+    assert SECRET not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("headers", "says"),
+    [
+        ({"Bad Name": "x"}, "not a valid HTTP header name"),
+        ({"X-Token": f"{SECRET}\r\nX-Evil: 1"}, "without line breaks"),
+        ({"X-Token": 5}, "must be a str"),
+        ({"Sec-WebSocket-Protocol": "mqttv3.1"}, "set by the WebSocket handshake"),
+        ({"host": "elsewhere"}, "set by the WebSocket handshake"),
+        (["Authorization", SECRET], "mapping"),
+    ],
+)
+def test_bad_ws_headers_name_the_header_never_the_value(headers: object, says: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        MQTTClientConfig(**BASE, ws_headers=headers)
+    assert info.value.field == "ws_headers"
+    assert says in str(info.value)
+    assert SECRET not in str(info.value)

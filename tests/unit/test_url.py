@@ -97,12 +97,17 @@ def test_ipv6_hosts_in_a_list() -> None:
     [
         (
             "mqtt://a:1,mqtts://b:2",
-            "all URLs of a list must use the same scheme: mixing mqtt:// and mqtts:// would let "
-            "a failover drop TLS",
+            "all URLs of a list must use TLS (mqtts://, wss://) or none may: mixing them would "
+            "let a failover drop TLS",
         ),
+        (
+            "wss://a:1,ws://b:2",
+            "all URLs of a list must use TLS (mqtts://, wss://) or none may",
+        ),
+        ("ws://a:1/mqtt,ws://A:1", "URL 2 of 2 repeats URL 1 (same host and port)"),
         ("mqtt://a:1,mqtt://A:1", "URL 2 of 2 repeats URL 1 (same host and port)"),
         ("mqtt://a,mqtt://b,mqtt://a:1883", "URL 3 of 3 repeats URL 1 (same host and port)"),
-        ("mqtt://u:pw@a:1,http://b", "URL 2 of 2: unknown scheme 'http': use mqtt:// or mqtts://"),
+        ("mqtt://u:pw@a:1,http://b", "URL 2 of 2: unknown scheme 'http': use mqtt://, mqtts://"),
         ("mqtt://a:1,mqtt://b:x", "URL 2 of 2: the port must be an integer from 1 to 65535"),
         ("mqtt://a:1,mqtt://", "URL 2 of 2: missing host, e.g. mqtt://localhost:1883"),
         ("mqtt://a:1,b:2", "a comma-separated list needs the scheme on every URL, e.g. "),
@@ -273,3 +278,51 @@ def test_broker_order_from_env_is_checked() -> None:
         )
     assert info.value.field == "broker_order"
     assert "(from MQTT_BROKER_ORDER)" in str(info.value)
+
+
+# --- MQTT over WebSockets (issue 22) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("ws://h", ConnectionParams("h", 80, False, ws_path="/mqtt")),
+        ("WSS://h", ConnectionParams("h", 443, True, ws_path="/mqtt")),
+        ("ws://h:9001/", ConnectionParams("h", 9001, False, ws_path="/")),
+        ("wss://u:p%2Fw@h:8443/a/b", ConnectionParams("h", 8443, True, "u", "p/w", "/a/b")),
+        ("ws://[::1]:9001/mqtt?x=1", ConnectionParams("::1", 9001, False, ws_path="/mqtt?x=1")),
+        ("ws://h?token=1", ConnectionParams("h", 80, False, ws_path="/mqtt?token=1")),
+    ],
+)
+def test_websocket_urls_keep_their_path_and_default_to_slash_mqtt(
+    url: str, expected: ConnectionParams
+) -> None:
+    params = parse_mqtt_url(url)
+    assert params == expected
+    assert params.websocket
+
+
+def test_a_websocket_query_is_masked_like_a_password() -> None:
+    url = f"wss://user:{MARK}@gw.example:443/mqtt?token={MARK}"
+    params = parse_mqtt_url(url)
+    for shown in (params.redacted_url, repr(params), redact_url(url), redact_urls(url)):
+        assert MARK not in shown
+    assert params.redacted_url == "wss://user:***@gw.example:443/mqtt?***"
+
+
+def test_tcp_and_websocket_urls_mix_in_one_list_when_tls_agrees() -> None:
+    nodes = parse_mqtt_urls("mqtts://a:8883, wss://b/mqtt, wss://a:443/other")
+    assert [(p.host, p.websocket) for p in nodes] == [("a", False), ("b", True), ("a", True)]
+    # The same host and port on another path is another endpoint (two apps behind one proxy).
+    assert len(parse_mqtt_urls("ws://a:1/x,ws://a:1/y")) == 2
+
+
+def test_a_redirection_keeps_the_websocket_transport_and_path() -> None:
+    from tars.mqtt._url import endpoint_from_reference
+
+    current = parse_mqtt_url("wss://u:pw@a:443/mqtt")
+    moved = endpoint_from_reference("b:8443", current)
+    assert moved == ConnectionParams("b", 8443, True, "u", "pw", "/mqtt")
+    to_url = endpoint_from_reference("wss://c/other", current)
+    assert to_url == ConnectionParams("c", 443, True, "u", "pw", "/other")
+    assert endpoint_from_reference("ws://c", current) is None  # never from TLS to clear text

@@ -25,6 +25,7 @@ from ._url import (
     BrokerOrder,
     ConnectionParams,
     check_mqtt_urls,
+    check_ws_headers,
     order_endpoints,
     parse_mqtt_url,
     parse_mqtt_urls,
@@ -61,8 +62,9 @@ class MQTTClientConfig(pydantic.BaseModel):
 
     mqtt_url: str = Field(
         description="Broker URL: mqtt://[user[:password]@]host[:port] (1883) or mqtts:// (8883, "
-        "TLS). Percent-encode special characters in the user name and password. Several "
-        "brokers (a cluster's nodes): comma-separated URLs, all mqtt:// or all mqtts://."
+        "TLS); over WebSockets ws://host[:port][/path] (80, path /mqtt) or wss:// (443, TLS; "
+        "the 'ws' extra). Percent-encode special characters in the user name and password. "
+        "Several brokers (a cluster's nodes): comma-separated URLs, all with TLS or none."
     )
     client_id: str = Field(
         description="MQTT client identifier; also the default source of envelopes and a level of "
@@ -167,6 +169,12 @@ class MQTTClientConfig(pydantic.BaseModel):
     )
     tls_insecure: bool = Field(
         False, description="Skip TLS certificate and host name checks (tests only)."
+    )
+    ws_headers: dict[str, str] | None = Field(
+        None,
+        description="Extra HTTP headers of the WebSocket upgrade of ws:// and wss:// URLs, e.g. "
+        "{'Authorization': 'Bearer ...'} for a gateway's token; never logged or shown. From "
+        "the environment: a JSON object.",
     )
     queue_size: int = Field(1000, ge=1, description="Capacity of each subscription's queue.")
     overflow: Literal["block", "drop_oldest", "drop_newest"] = Field(
@@ -318,6 +326,11 @@ class MQTTClientConfig(pydantic.BaseModel):
             check_cert_chain(cert, value)
         return value
 
+    @field_validator("ws_headers", mode="before")
+    @classmethod
+    def _check_ws_headers(cls, value: Any) -> Any:
+        return None if value is None else check_ws_headers(value)
+
     @field_validator("outbox_path", mode="before")
     @classmethod
     def _path_from_text(cls, value: Any) -> Any:
@@ -425,7 +438,11 @@ class MQTTClientConfig(pydantic.BaseModel):
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():
-            yield name, redact_urls(value) if name == "mqtt_url" else value
+            if name == "mqtt_url":
+                value = redact_urls(value)
+            elif name == "ws_headers" and value is not None:
+                value = dict.fromkeys(value, "***")  # a header may hold a token
+            yield name, value
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Self:

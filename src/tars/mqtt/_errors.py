@@ -129,6 +129,8 @@ class ConnectError(MQTTError):
     ``fatal`` is true when no retry can fix it with the same configuration: a refusal such as
     bad credentials or not authorized, the broker's TLS certificate failing verification, or
     the broker refusing our client certificate; ``connect()`` then fails at once.
+    ``http_status`` is the HTTP status of a refused WebSocket upgrade (``ws://``, ``wss://``:
+    401, 404, 502...), else None.
     """
 
     def __init__(
@@ -139,9 +141,11 @@ class ConnectError(MQTTError):
         refused: bool = False,
         server_reference: str | None = None,
         fatal: bool = False,
+        http_status: int | None = None,
     ) -> None:
         super().__init__(name_in(message, reason_code))
         self.reason_code = reason_code
+        self.http_status = http_status
         self.refused = refused
         self.server_reference = server_reference
         self.fatal = fatal or reason_code in _FATAL_CONNACK

@@ -36,6 +36,7 @@ class ClientOptions(TypedDict, total=False):
     tls_cert_file: str | None
     tls_key_file: str | None
     tls_insecure: bool
+    ws_headers: dict[str, str] | None
     queue_size: int
     overflow: Literal["block", "drop_oldest", "drop_newest"]
     handler_concurrency: int

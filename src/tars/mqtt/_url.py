@@ -1,12 +1,16 @@
-"""Broker URLs: ``mqtt://user:pass@host:port`` and ``mqtts://`` parsed into
-:class:`ConnectionParams`, and redaction, so that a password never reaches a repr, a log line or
-an error message.
+"""Broker URLs: ``mqtt://user:pass@host:port``, ``mqtts://`` and MQTT over WebSockets
+(``ws://host:port/path``, ``wss://``) parsed into :class:`ConnectionParams`, and redaction, so
+that a password never reaches a repr, a log line or an error message.
+
+A WebSocket URL may have a path (default ``/mqtt``, the path most brokers and reverse proxies
+serve MQTT on) and a query (some gateways take a token there: it is masked like a password).
 
 ``mqtt_url`` may also list several brokers (the nodes of a cluster), separated by commas:
 ``mqtt://a:1883,mqtt://b:1883``. A comma starts a new URL only where a scheme follows it, so a
 password holding a bare comma, valid before lists existed, still parses as one URL. Every URL of
-a list uses the same scheme: a failover from ``mqtts://`` to ``mqtt://`` would silently send the
-credentials in clear. Credentials may differ per URL.
+a list is TLS (``mqtts``, ``wss``) or none is: a failover from ``mqtts://`` to ``mqtt://`` would
+silently send the credentials in clear. TCP and WebSocket URLs may be mixed (a node reached
+directly, another through a proxy on port 443). Credentials may differ per URL.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ __all__ = [
     "ConnectionParams",
     "check_mqtt_url",
     "check_mqtt_urls",
+    "check_ws_headers",
     "endpoint_from_reference",
     "order_endpoints",
     "parse_mqtt_url",
@@ -35,8 +40,31 @@ __all__ = [
     "split_mqtt_urls",
 ]
 
-_SCHEMES = {"mqtt": (1883, False), "mqtts": (8883, True)}
+# scheme -> (default port, TLS, WebSocket)
+_SCHEMES = {
+    "mqtt": (1883, False, False),
+    "mqtts": (8883, True, False),
+    "ws": (80, False, True),
+    "wss": (443, True, True),
+}
+WS_DEFAULT_PATH = "/mqtt"
 _MASK = "***"
+# RFC 9110 field names are tokens; the WebSocket handshake's own headers are ours to set.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HANDSHAKE_HEADERS = frozenset(
+    {
+        "host",
+        "upgrade",
+        "connection",
+        "content-length",
+        "transfer-encoding",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-accept",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+    }
+)
 # A comma followed (after optional spaces) by a scheme separates two URLs. No valid single URL
 # contains one: the "//" would be a path, which a broker URL may not have. Any scheme counts, so
 # "mqtt://a,http://b" is a list whose second URL is refused for its scheme.
@@ -55,15 +83,23 @@ class ConnectionParams:
     tls: bool
     username: str | None = None
     password: str | None = None
+    ws_path: str | None = None
+    """The HTTP path (and query) of a ``ws://``/``wss://`` URL; None for MQTT over TCP."""
 
     def __repr__(self) -> str:
         password = None if self.password is None else _MASK
+        ws = "" if self.ws_path is None else f", ws_path={_mask_query(self.ws_path)!r}"
         return (
             f"ConnectionParams(host={self.host!r}, port={self.port}, tls={self.tls}, "
-            f"username={self.username!r}, password={password!r})"
+            f"username={self.username!r}, password={password!r}{ws})"
         )
 
     __str__ = __repr__
+
+    @property
+    def websocket(self) -> bool:
+        """True for a ``ws://`` or ``wss://`` broker (MQTT over WebSockets)."""
+        return self.ws_path is not None
 
     @property
     def redacted_url(self) -> str:
@@ -73,8 +109,17 @@ class ConnectionParams:
             userinfo = quote(self.username or "", safe="")
             userinfo += f":{_MASK}@" if self.password is not None else "@"
         host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.ws_path is not None:
+            scheme = "wss" if self.tls else "ws"
+            return f"{scheme}://{userinfo}{host}:{self.port}{_mask_query(self.ws_path)}"
         scheme = "mqtts" if self.tls else "mqtt"
         return f"{scheme}://{userinfo}{host}:{self.port}"
+
+
+def _mask_query(path: str) -> str:
+    """``/mqtt?token=...`` -> ``/mqtt?***``: a query may carry a gateway's token."""
+    path, question, _ = path.partition("?")
+    return f"{path}?{_MASK}" if question else path
 
 
 class _URLError(ValueError):
@@ -86,9 +131,14 @@ def redact_url(url: str) -> str:
 
     Everything between the first ``:`` of the user-info and the last ``@`` is masked, so a
     password holding unescaped ``@``, ``/`` or ``#`` is masked whole. Without an ``@``, a
-    ``user:secret`` authority whose "port" is not a number is masked as well. Erring towards
-    masking too much is deliberate: this is for logs.
+    ``user:secret`` authority whose "port" is not a number is masked as well. A query (a
+    WebSocket gateway's token) is masked too. Erring towards masking too much is deliberate:
+    this is for logs.
     """
+    at = url.rfind("@")
+    question = url.find("?", at + 1)
+    if question >= 0:
+        url = f"{url[: question + 1]}{_MASK}"
     scheme_end = url.find("://")
     at = url.rfind("@")
     start = scheme_end + 3 if 0 <= scheme_end < at or (scheme_end >= 0 and at < 0) else 0
@@ -140,7 +190,7 @@ def parse_mqtt_urls(text: str) -> tuple[ConnectionParams, ...]:
     """Parse one URL or a comma-separated list into :class:`ConnectionParams`, in order.
 
     A single URL parses exactly as :func:`parse_mqtt_url`. In a list, every URL must be valid,
-    all must share one scheme (``mqtt`` or ``mqtts``) and no host:port may appear twice.
+    all must use TLS (``mqtts``, ``wss``) or none, and no broker may appear twice.
 
     Raises:
         ConfigError: (``field="mqtt_url"``) as :func:`parse_mqtt_url`; for a list, the message
@@ -179,6 +229,40 @@ def order_endpoints(
     raise InvalidArgumentError(f"unknown broker order {order!r}: use 'in_order' or 'shuffle'")
 
 
+def check_ws_headers(headers: object) -> dict[str, str]:
+    """The extra headers of a WebSocket upgrade (``ws_headers``), checked; a JSON object in a
+    string (an environment variable) is read first.
+
+    Raises:
+        ValueError: not a mapping of str to str, a name that is not an HTTP token, a value
+            with a line break or NUL (header injection), or a header the handshake sets itself
+            (``Host``, ``Upgrade``, ``Sec-WebSocket-*``...). The message names the header,
+            never its value: it may be a token.
+    """
+    if isinstance(headers, str):
+        import orjson  # only for this option, read from the environment
+
+        try:
+            headers = orjson.loads(headers)
+        except orjson.JSONDecodeError:
+            raise ValueError(
+                'must be a JSON object of header names to values, e.g. {"Authorization": "..."}'
+            ) from None
+    if not isinstance(headers, dict):
+        raise ValueError("must be a mapping of header names to values")
+    checked: dict[str, str] = {}
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            shown = repr(name) if isinstance(name, str) and len(name) <= 40 else "a header"
+            raise ValueError(f"{shown} is not a valid HTTP header name")
+        if name.lower() in _HANDSHAKE_HEADERS:
+            raise ValueError(f"{name!r} is set by the WebSocket handshake itself")
+        if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
+            raise ValueError(f"the value of {name!r} must be a str without line breaks or NUL")
+        checked[name] = value
+    return checked
+
+
 def _parse_list(text: str) -> tuple[ConnectionParams, ...]:
     if not isinstance(text, str):
         return (_parse(text),)  # the single-URL message for a non-string
@@ -193,12 +277,12 @@ def _parse_list(text: str) -> tuple[ConnectionParams, ...]:
             raise _URLError(f"URL {number} of {len(parts)}: {exc}") from None
     if len({params.tls for params in parsed}) > 1:
         raise _URLError(
-            "all URLs of a list must use the same scheme: mixing mqtt:// and mqtts:// would let "
-            "a failover drop TLS"
+            "all URLs of a list must use TLS (mqtts://, wss://) or none may: mixing them would "
+            "let a failover drop TLS"
         )
-    seen: dict[tuple[str, int], int] = {}
+    seen: dict[tuple[str, int, str | None], int] = {}
     for number, params in enumerate(parsed, 1):
-        first = seen.setdefault((params.host.lower(), params.port), number)
+        first = seen.setdefault((params.host.lower(), params.port, params.ws_path), number)
         if first != number:
             raise _URLError(
                 f"URL {number} of {len(parts)} repeats URL {first} (same host and port)"
@@ -207,15 +291,18 @@ def _parse_list(text: str) -> tuple[ConnectionParams, ...]:
 
 
 def parse_mqtt_url(url: str) -> ConnectionParams:
-    """Parse ``mqtt[s]://[user[:password]@]host[:port][/]`` into :class:`ConnectionParams`.
+    """Parse ``mqtt[s]://[user[:password]@]host[:port][/]`` or
+    ``ws[s]://[user[:password]@]host[:port][/path][?query]`` into :class:`ConnectionParams`.
 
-    ``mqtt`` defaults to port 1883, ``mqtts`` to 8883 with TLS; the scheme is case-insensitive;
-    IPv6 hosts go in brackets; the user name and password are percent-decoded.
+    ``mqtt`` defaults to port 1883, ``mqtts`` to 8883 with TLS, ``ws`` to 80 and ``wss`` to
+    443 with TLS; a WebSocket URL without a path uses ``/mqtt``. The scheme is
+    case-insensitive; IPv6 hosts go in brackets; the user name and password are
+    percent-decoded (they go in the MQTT CONNECT, over WebSockets too).
 
     Raises:
         ConfigError: (``field="mqtt_url"``) unknown scheme, missing host, a port that is not an
-            integer in 1..65535, a path other than ``/``, a query or a fragment, or bad
-            percent-encoding. The message never contains the password.
+            integer in 1..65535, a path other than ``/`` (TCP), a query (TCP), a fragment, or
+            bad percent-encoding. The message never contains the password.
     """
     try:
         return _parse(url)
@@ -234,17 +321,23 @@ def _parse(url: str) -> ConnectionParams:
         raise _URLError("must be a string like mqtt://host:1883")
     scheme, sep, rest = url.partition("://")
     if not sep:
-        raise _URLError("must look like mqtt://[user[:password]@]host[:port] (or mqtts://)")
+        raise _URLError(
+            "must look like mqtt://[user[:password]@]host[:port] (or mqtts://, ws://, wss://)"
+        )
     scheme = scheme.lower()
     if scheme not in _SCHEMES:
         shown = f" {scheme!r}" if scheme.isascii() and scheme.isalnum() else ""
-        raise _URLError(f"unknown scheme{shown}: use mqtt:// or mqtts:// (TLS)")
-    default_port, tls = _SCHEMES[scheme]
+        raise _URLError(
+            f"unknown scheme{shown}: use mqtt://, mqtts:// (TLS), ws:// or wss:// "
+            "(MQTT over WebSockets)"
+        )
+    default_port, tls, websocket = _SCHEMES[scheme]
     end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
     authority, tail = rest[:end], rest[end:]
-    if tail not in ("", "/"):
+    ws_path = _ws_path(tail) if websocket else None
+    if not websocket and tail not in ("", "/"):
         raise _URLError(
-            "must not have a path, query or fragment; "
+            "must not have a path, query or fragment (a path is for ws:// and wss://); "
             "percent-encode '/', '?', '#' and '@' in the user name and password"
         )
     userinfo, at, hostport = authority.rpartition("@")
@@ -262,7 +355,20 @@ def _parse(url: str) -> ConnectionParams:
             password = unquote(secret, errors="strict") if colon else None
         except UnicodeDecodeError:
             raise _URLError("the user name or password is not percent-encoded UTF-8") from None
-    return ConnectionParams(host, port, tls, username, password)
+    return ConnectionParams(host, port, tls, username, password, ws_path)
+
+
+def _ws_path(tail: str) -> str:
+    """The HTTP resource of a WebSocket URL: its path (``/mqtt`` when it has none) and query."""
+    if "#" in tail:
+        raise _URLError(
+            "must not have a fragment; percent-encode '#' in the user name and password"
+        )
+    if any(c.isspace() or not c.isprintable() or not c.isascii() for c in tail):
+        raise _URLError("the path contains whitespace, control or non-ASCII characters")
+    if not tail or tail.startswith("?"):
+        return WS_DEFAULT_PATH + tail
+    return tail
 
 
 def _parse_hostport(hostport: str, default_port: int) -> tuple[str, int]:
@@ -299,11 +405,13 @@ def endpoint_from_reference(reference: str, current: ConnectionParams) -> Connec
     ``[v6]:port``, several of those separated by spaces (the first is taken), or a URL. The
     scheme and the credentials stay the current broker's: a redirection must never make the
     client send its password in clear, nor to a server it was not configured with credentials
-    for under another scheme. None when the reference cannot be read (the caller logs it).
+    for under another scheme. A bare ``host:port`` keeps the current transport (a WebSocket
+    link stays one, on the same path). None when the reference cannot be read (the caller logs it).
     """
     token = reference.strip().split()[0] if reference.strip() else ""
     if not token:
         return None
+    ws_path = current.ws_path
     if "://" in token:
         try:
             target = parse_mqtt_url(token)
@@ -311,7 +419,7 @@ def endpoint_from_reference(reference: str, current: ConnectionParams) -> Connec
             return None
         if target.tls != current.tls:
             return None
-        host, port = target.host, target.port
+        host, port, ws_path = target.host, target.port, target.ws_path
     else:
         match = re.fullmatch(
             r"\[([0-9A-Fa-f:.]+)\](?::(\d{1,5}))?|([^:\[\]/@]+)(?::(\d{1,5}))?", token
@@ -323,4 +431,4 @@ def endpoint_from_reference(reference: str, current: ConnectionParams) -> Connec
         port = int(port_text) if port_text else current.port
         if not 0 < port < 65536:
             return None
-    return ConnectionParams(host, port, current.tls, current.username, current.password)
+    return ConnectionParams(host, port, current.tls, current.username, current.password, ws_path)

@@ -118,6 +118,7 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
             connect_hooks=self._connect_hooks,
             disconnect_hooks=self._disconnect_hooks,
             instruments=self._instruments,
+            ws_headers=cfg.ws_headers,
         )
         acker = None
         if session.ack_after_handling:

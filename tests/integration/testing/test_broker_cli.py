@@ -101,3 +101,31 @@ async def test_tars_mqtt_needs_a_command() -> None:
     _, stderr = await asyncio.wait_for(process.communicate(), 15)
     assert process.returncode == 2
     assert "broker" in stderr.decode()
+
+
+async def test_ws_port_adds_a_websocket_listener() -> None:
+    from tars.mqtt import Message, MQTTClient
+
+    process = await start(*COMMANDS["script"], "--port", "0", "--ws-port", "0")
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), 15)).decode()
+        assert "not for production" in line
+        ws_url = line.split()[-1]
+        assert ws_url.startswith("ws://127.0.0.1:")
+        assert ws_url.endswith("/mqtt")
+        got: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+
+        async def keep(message: Message) -> None:
+            if not got.done():
+                got.set_result(message)
+
+        async with MQTTClient(ws_url, "cli-ws", wait_for_broker=False) as client:
+            await client.subscribe("t/ws", keep, qos=1)
+            await client.publish("t/ws", b"over websockets", qos=1)
+            message = await asyncio.wait_for(got, 10)
+        assert (message.payload, message.qos) == (b"over websockets", 1)
+        process.terminate()
+        assert await asyncio.wait_for(process.wait(), 15) == 0
+    finally:
+        await stop(process)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Final
 
 from .._backoff import BackoffPolicy
@@ -75,10 +75,19 @@ class Supervisor:
         disconnect_hooks: list[Hook],
         is_fatal: Callable[[ConnectError], bool] = is_fatal,
         instruments: Instruments | None = None,
+        ws_headers: Mapping[str, str] | None = None,
     ) -> None:
-        """``settle_after``: a link that lasted this long starts the backoff afresh when lost."""
+        """``settle_after``: a link that lasted this long starts the backoff afresh when lost.
+        ``ws_headers``: the extra HTTP headers of a WebSocket upgrade (``ws://``, ``wss://``).
+
+        Raises:
+            ConfigError: a WebSocket URL without the ``ws`` extra installed.
+        """
         self._session = session
         self._endpoints = tuple(endpoints)
+        self._ws_headers = ws_headers
+        if any(params.websocket for params in self._endpoints):
+            from . import websocket  # noqa: F401 - imported only for ws URLs; ConfigError without
         self._index = 0
         self.params = self._endpoints[0]  # the broker we are on, or trying next
         self._listeners = listeners
@@ -190,7 +199,7 @@ class Supervisor:
                     params.port,
                     listeners=self._listeners,
                     ssl_context=self._tls_context() if params.tls else None,
-                    connector=self._connector,
+                    connector=self._connector or self._websocket(params),
                     timeout=self._connect_timeout,
                     display=params.redacted_url,
                 )
@@ -390,6 +399,15 @@ class Supervisor:
         return True
 
     # --- internals -----------------------------------------------------------------------------
+
+    def _websocket(self, params: ConnectionParams) -> Connector | None:
+        """How a ``ws://``/``wss://`` broker is reached (None: plain TCP or TLS)."""
+        if not params.websocket:
+            return None
+        from .websocket import websocket_connector
+
+        tls = self._tls_context() if params.tls else None
+        return websocket_connector(params, tls, self._ws_headers)
 
     def _fail_first(self, error: ConnectError) -> None:
         if self.first_link is not None and not self.first_link.done():

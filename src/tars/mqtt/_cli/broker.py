@@ -1,8 +1,9 @@
-"""``tars-mqtt broker``: the development and test broker on TCP.
+"""``tars-mqtt broker``: the development and test broker on TCP (and WebSockets).
 
 ``tars-mqtt broker`` (also ``python -m tars.mqtt.testing``) runs the testing kit's
 :class:`~tars.mqtt.testing.InMemoryBroker` over TCP until Ctrl-C or SIGTERM, for trying a
-service by hand. It is a development and test broker, not a production one.
+service by hand; ``--ws-port`` adds a WebSocket listener (``ws://host:port/mqtt``, the ``ws``
+extra). It is a development and test broker, not a production one.
 """
 
 from __future__ import annotations
@@ -35,6 +36,15 @@ def _add_broker_arguments(parser: argparse.ArgumentParser) -> None:
         help="MQTT versions spoken: both (each client gets what it asks for), 5, or 3.1.1 "
         "(acts as a 3.1.1-only broker)",
     )
+    parser.add_argument(
+        "--ws-port",
+        type=int,
+        default=None,
+        help="also accept MQTT over WebSockets on this port (0 for a free one), at --ws-path",
+    )
+    parser.add_argument(
+        "--ws-path", default="/mqtt", help="HTTP path of the WebSocket listener (/mqtt)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every packet decision")
 
 
@@ -54,14 +64,23 @@ def add_parser(commands: Any) -> None:
     parser.set_defaults(func=_serve)
 
 
-async def run_broker(host: str, port: int, protocol: str = "both") -> None:
-    """Serve the in-memory broker on ``host:port`` until SIGINT/SIGTERM (or cancellation).
-    ``protocol``: ``"both"``, ``"5"`` or ``"3.1.1"`` (the MQTT versions it speaks).
+async def run_broker(
+    host: str,
+    port: int,
+    protocol: str = "both",
+    *,
+    ws_port: int | None = None,
+    ws_path: str = "/mqtt",
+) -> None:
+    """Serve the in-memory broker on ``host:port`` (and WebSockets on ``ws_port`` at
+    ``ws_path``) until SIGINT/SIGTERM (or cancellation). ``protocol``: ``"both"``, ``"5"``
+    or ``"3.1.1"`` (the MQTT versions it speaks).
 
-    Prints one line with the broker's URL once it listens.
+    Prints one line with the broker's URL(s) once it listens.
 
     Raises:
         OSError: the address cannot be bound (port in use...).
+        ConfigError: ``ws_port`` without the ``ws`` extra installed.
     """
     from ..testing import InMemoryBroker  # the CLI is optional; keep the import lazy
 
@@ -74,14 +93,27 @@ async def run_broker(host: str, port: int, protocol: str = "both") -> None:
         protocols = ("5", "3.1.1") if protocol == "both" else (protocol,)
         async with InMemoryBroker(name="tars-mqtt", protocols=protocols) as broker:
             await broker.serve_tcp(host, port)
-            print(
-                f"tars-mqtt dev broker (not for production) listening on {broker.tcp_url}",
-                flush=True,
-            )
+            urls = str(broker.tcp_url)
+            if ws_port is not None:
+                _require_ws_extra()
+                await broker.serve_ws(host, ws_port, path=ws_path)
+                urls += f" and {broker.ws_url}"
+            print(f"tars-mqtt dev broker (not for production) listening on {urls}", flush=True)
             await stop.wait()
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+
+
+def _require_ws_extra() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("websockets") is None:
+        from .._errors import ConfigError
+
+        raise ConfigError(
+            "--ws-port", "a WebSocket listener needs the 'ws' extra: pip install 'tars-core[ws]'"
+        )
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -90,9 +122,16 @@ def _serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        asyncio.run(run_broker(args.host, args.port, args.protocol))
+        asyncio.run(
+            run_broker(
+                args.host, args.port, args.protocol, ws_port=args.ws_port, ws_path=args.ws_path
+            )
+        )
     except KeyboardInterrupt:
         pass
+    except ValueError as exc:  # ConfigError (no ws extra), InvalidArgumentError (a bad path)
+        print(f"tars-mqtt: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"tars-mqtt: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1

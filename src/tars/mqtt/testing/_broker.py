@@ -1,8 +1,10 @@
-"""InMemoryBroker: an MQTT 5 broker in the test's own event loop, in memory or over TCP.
+"""InMemoryBroker: an MQTT 5 broker in the test's own event loop, in memory, over TCP or over
+WebSockets.
 
 It speaks real MQTT 5 bytes through the ``mqtt5`` codec, so a client's whole stack (session,
 in-flight messages, resend, keep-alive) runs unchanged against it, with no socket through
-:meth:`InMemoryBroker.connector` or with one through :meth:`InMemoryBroker.serve_tcp`. It is a
+:meth:`InMemoryBroker.connector` or with one through :meth:`InMemoryBroker.serve_tcp` (and
+:meth:`InMemoryBroker.serve_ws`, ``ws://`` and ``wss://``: the ``ws`` extra). It is a
 development and test broker: one process, no persistence, no authorization, no TLS, no
 enhanced authentication, no topic aliases; never a production one.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import ssl
 from collections.abc import Callable, Collection, Iterable
 from types import TracebackType
 
@@ -104,7 +107,8 @@ class InMemoryBroker:
         self._faults = Faults()
         self._state = BrokerState.CREATED
         self._core: BrokerCore | None = None
-        self._servers: list[tuple[asyncio.Server | None, str, int]] = []
+        # (server, host, port, WebSocket path or None for TCP, TLS context): what restart() reopens
+        self._servers: list[_Listener] = []
         self._link_count = 0
 
     def __repr__(self) -> str:
@@ -142,7 +146,7 @@ class InMemoryBroker:
         core = self._core
         if core is None:
             return
-        servers = [server for server, _, _ in self._servers if server is not None]
+        servers = [listener[0] for listener in self._servers if listener[0] is not None]
         for server in servers:
             server.close()
         links = list(core.links)
@@ -177,10 +181,19 @@ class InMemoryBroker:
     @property
     def tcp_url(self) -> str | None:
         """``mqtt://host:port`` of the first :meth:`serve_tcp` listener, None before."""
-        if not self._servers:
-            return None
-        _, host, port = self._servers[0]
-        return f"mqtt://[{host}]:{port}" if ":" in host else f"mqtt://{host}:{port}"
+        for _, host, port, ws_path, _ in self._servers:
+            if ws_path is None:
+                return f"mqtt://{_authority(host, port)}"
+        return None
+
+    @property
+    def ws_url(self) -> str | None:
+        """``ws://host:port/path`` (``wss://`` with TLS) of the first :meth:`serve_ws`
+        listener, None before."""
+        for _, host, port, ws_path, tls in self._servers:
+            if ws_path is not None:
+                return f"{'wss' if tls else 'ws'}://{_authority(host, port)}{ws_path}"
+        return None
 
     # -- connecting ----------------------------------------------------------------------------
 
@@ -220,16 +233,54 @@ class InMemoryBroker:
         """
         if self._state is not BrokerState.RUNNING:
             raise ClientStateError(f"{self!r} is not running")
-        server = await self._listen(host, port)
+        server = await self._listen(host, port, None, None)
         bound = server.sockets[0].getsockname()[1]
-        self._servers.append((server, host, bound))
+        self._servers.append((server, host, bound, None, None))
         _log.debug("%r listening on %s:%d", self, host, bound)
         return int(bound)
 
-    async def _listen(self, host: str, port: int) -> asyncio.Server:
+    async def serve_ws(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        path: str = "/mqtt",
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> int:
+        """Also accept MQTT over WebSockets on ``host:port`` (0 picks a free port) at ``path``
+        (another path gets HTTP 404), with TLS (``wss://``) when ``ssl_context`` is given (a
+        server context with its certificate loaded); returns the port. See :attr:`ws_url`.
+
+        Needs the ``ws`` extra (websockets).
+
+        Raises:
+            ClientStateError: the broker is not running.
+            InvalidArgumentError: ``path`` does not start with ``/``.
+            OSError: the address cannot be bound.
+        """
+        if self._state is not BrokerState.RUNNING:
+            raise ClientStateError(f"{self!r} is not running")
+        if not path.startswith("/"):
+            raise InvalidArgumentError(f"path must start with '/', not {path!r}")
+        server = await self._listen(host, port, path, ssl_context)
+        bound = server.sockets[0].getsockname()[1]
+        self._servers.append((server, host, bound, path, ssl_context))
+        _log.debug("%r listening for WebSockets on %s:%d%s", self, host, bound, path)
+        return int(bound)
+
+    async def _listen(
+        self, host: str, port: int, ws_path: str | None, ssl_context: ssl.SSLContext | None
+    ) -> asyncio.Server:
         core = self._running_core()
         loop = asyncio.get_running_loop()
-        return await loop.create_server(lambda: BrokerLink(core, "tcp"), host, port)
+        if ws_path is None:
+            return await loop.create_server(lambda: BrokerLink(core, "tcp"), host, port)
+        from ._broker_ws import ServerLink  # websockets only for those who serve WebSockets
+
+        def link() -> asyncio.Protocol:
+            return ServerLink(BrokerLink(core, "ws"), ws_path)
+
+        return await loop.create_server(link, host, port, ssl=ssl_context)
 
     # -- introspection -------------------------------------------------------------------------
 
@@ -299,10 +350,12 @@ class InMemoryBroker:
         self._set_state(BrokerState.RESTARTING)
         closed_servers = []
         if downtime > 0:
-            closed_servers = [server for server, _, _ in self._servers if server is not None]
+            closed_servers = [listener[0] for listener in self._servers if listener[0] is not None]
             for server in closed_servers:
                 server.close()  # at once: a connect from now on is refused
-            self._servers = [(None, host, port) for _, host, port in self._servers]
+            self._servers = [
+                (None, host, port, path, tls) for _, host, port, path, tls in self._servers
+            ]
         links = list(core.links)
         for link in links:
             core.detach(link, send_will=False)
@@ -316,7 +369,8 @@ class InMemoryBroker:
             await asyncio.sleep(downtime)
             if self._state is BrokerState.RESTARTING:
                 self._servers = [
-                    (await self._listen(host, port), host, port) for _, host, port in self._servers
+                    (await self._listen(host, port, path, tls), host, port, path, tls)
+                    for _, host, port, path, tls in self._servers
                 ]
         if self._state is BrokerState.RESTARTING:
             self._set_state(BrokerState.RUNNING)
@@ -388,6 +442,13 @@ class InMemoryBroker:
         if client_id is None:
             return list(core.links)
         return [link for link in core.links if link.client_id == client_id]
+
+
+_Listener = tuple[asyncio.Server | None, str, int, str | None, ssl.SSLContext | None]
+
+
+def _authority(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def _wait_closed(links: Iterable[BrokerLink], grace: float) -> None:

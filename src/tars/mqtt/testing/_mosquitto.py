@@ -56,6 +56,11 @@ class MosquittoBroker(BrokerRunner):
     configuration, so its lines override the defaults written above it. ``binary`` names the
     Mosquitto executable (default: ``mosquitto`` on PATH, else ``/usr/sbin/mosquitto``).
 
+    ``websockets`` adds a second listener, for MQTT over WebSockets (``listener N`` +
+    ``protocol websockets``; Debian's Mosquitto is built with it), on :attr:`ws_port` (a free
+    one unless given): clients reach it at :attr:`ws_url`. The TLS lines of ``extra_config``
+    (``certfile``...) apply to the listener they follow: the WebSocket one, when it exists.
+
     Raises :class:`ValueError` for a ``workdir`` path with whitespace (Mosquitto's configuration
     format cannot quote it).
     """
@@ -69,9 +74,14 @@ class MosquittoBroker(BrokerRunner):
         workdir: str | os.PathLike[str] | None = None,
         extra_config: str = "",
         binary: str | None = None,
+        websockets: bool = False,
+        ws_port: int | None = None,
     ) -> None:
         self.host = host
         self.port = port if port is not None else free_port(host)
+        self.ws_port: int | None = None
+        if websockets or ws_port is not None:
+            self.ws_port = ws_port if ws_port is not None else free_port(host)
         self.persistence = persistence
         self.extra_config = extra_config
         self._binary = binary
@@ -88,6 +98,14 @@ class MosquittoBroker(BrokerRunner):
         """The ``mqtt://host:port`` URL clients connect to."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"mqtt://{host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str | None:
+        """The ``ws://host:port/mqtt`` URL of the WebSocket listener (None without one)."""
+        if self.ws_port is None:
+            return None
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ws://{host}:{self.ws_port}/mqtt"
 
     @property
     def config_path(self) -> Path:
@@ -155,6 +173,9 @@ class MosquittoBroker(BrokerRunner):
             # Started as root, Mosquitto switches to the "mosquitto" user, which may not write
             # our workdir. Staying the current user keeps the files ours.
             lines.append(f"user {pwd.getpwuid(os.geteuid()).pw_name}")
+        if self.ws_port is not None:
+            # Listener options after this line (and extra_config's) are the WebSocket one's.
+            lines += [f"listener {self.ws_port} {self.host}", "protocol websockets"]
         if self.extra_config:
             lines += ["# extra_config", self.extra_config]
         return "\n".join(lines) + "\n"
