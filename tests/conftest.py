@@ -6,7 +6,8 @@ Ours must not skip: a missing broker fails those tests with the command that fix
 The ejabberd cluster (tests/support/ejabberd.py) is started once per session (about 8 s) and
 shared: ``ejabberd_cluster`` hands it to a test with every node running, starting again (in
 parallel) any node an earlier test left dead, so tests that kill nodes need not clean up after
-themselves.
+themselves. The RabbitMQ cluster (tests/support/rabbitmq.py, MQTT 3.1.1) is the same, once per
+session (about 50 s: RabbitMQ boots slowly) and only when a test asks for ``rabbitmq_cluster``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from support import rabbitmq
 from support.ejabberd import INSTALL_HINT, EjabberdCluster, ejabberd_available
+from support.rabbitmq import RabbitMQCluster
 from tars.mqtt.testing._mosquitto import MosquittoBroker
 
 _MOSQUITTO_FIXTURES = {"mosquitto_broker", "shared_mosquitto"}
@@ -30,6 +33,11 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if "ejabberd_cluster" in fixtures and not ejabberd_available():
         pytest.fail(
             f"ejabberd not found: tars-core's tests need it ({INSTALL_HINT})", pytrace=False
+        )
+    if "rabbitmq_cluster" in fixtures and not rabbitmq.rabbitmq_available():
+        pytest.fail(
+            f"RabbitMQ not found: tars-core's tests need it ({rabbitmq.INSTALL_HINT})",
+            pytrace=False,
         )
     if not (fixtures & _MOSQUITTO_FIXTURES or item.get_closest_marker("mosquitto")):
         return
@@ -54,3 +62,21 @@ def ejabberd_cluster(_ejabberd_session: EjabberdCluster) -> EjabberdCluster:
     """A 3-node ejabberd cluster on 127.0.0.1, every node running (see the module docstring)."""
     _ejabberd_session.revive()
     return _ejabberd_session
+
+
+@pytest.fixture(scope="session")
+def _rabbitmq_session() -> Iterator[RabbitMQCluster]:
+    with RabbitMQCluster(3) as cluster:
+        print(
+            f"\nRabbitMQ cluster: 3 nodes booted in {cluster.start_seconds:.1f} s, "
+            f"joined in {cluster.join_seconds:.1f} s"
+        )
+        yield cluster
+
+
+@pytest.fixture
+def rabbitmq_cluster(_rabbitmq_session: RabbitMQCluster) -> RabbitMQCluster:
+    """A 3-node RabbitMQ cluster on 127.0.0.1 (MQTT 3.1.1, TCP and WebSockets), every node
+    running: a node an earlier test killed is started again first."""
+    _rabbitmq_session.revive()
+    return _rabbitmq_session
