@@ -7,7 +7,8 @@ The ejabberd cluster (tests/support/ejabberd.py) is started once per session (ab
 shared: ``ejabberd_cluster`` hands it to a test with every node running, starting again (in
 parallel) any node an earlier test left dead, so tests that kill nodes need not clean up after
 themselves. The RabbitMQ cluster (tests/support/rabbitmq.py, MQTT 3.1.1) is the same, once per
-session (about 50 s: RabbitMQ boots slowly) and only when a test asks for ``rabbitmq_cluster``.
+session (about 50 s: RabbitMQ boots slowly) and only when a test asks for ``rabbitmq_cluster``;
+a test that kills two of its three nodes gets it replaced by a new one.
 """
 
 from __future__ import annotations
@@ -64,19 +65,46 @@ def ejabberd_cluster(_ejabberd_session: EjabberdCluster) -> EjabberdCluster:
     return _ejabberd_session
 
 
+class _RabbitMQHolder:
+    """The session's RabbitMQ cluster, started on first use and replaced after a test that
+    killed most of its nodes (RabbitMQ cannot be relied on to recover from that: see
+    ``RabbitMQCluster.majority_lost``)."""
+
+    def __init__(self) -> None:
+        self.cluster: RabbitMQCluster | None = None
+
+    def get(self) -> RabbitMQCluster:
+        if self.cluster is not None and self.cluster.majority_lost:
+            self.cluster.close()
+            self.cluster = None
+        if self.cluster is None:
+            cluster = RabbitMQCluster(3)
+            cluster.start()
+            print(
+                f"\nRabbitMQ cluster: 3 nodes booted in {cluster.start_seconds:.1f} s, "
+                f"joined in {cluster.join_seconds:.1f} s"
+            )
+            self.cluster = cluster
+        self.cluster.revive()
+        return self.cluster
+
+    def close(self) -> None:
+        if self.cluster is not None:
+            self.cluster.close()
+
+
 @pytest.fixture(scope="session")
-def _rabbitmq_session() -> Iterator[RabbitMQCluster]:
-    with RabbitMQCluster(3) as cluster:
-        print(
-            f"\nRabbitMQ cluster: 3 nodes booted in {cluster.start_seconds:.1f} s, "
-            f"joined in {cluster.join_seconds:.1f} s"
-        )
-        yield cluster
+def _rabbitmq_session() -> Iterator[_RabbitMQHolder]:
+    holder = _RabbitMQHolder()
+    try:
+        yield holder
+    finally:
+        holder.close()
 
 
 @pytest.fixture
-def rabbitmq_cluster(_rabbitmq_session: RabbitMQCluster) -> RabbitMQCluster:
+def rabbitmq_cluster(_rabbitmq_session: _RabbitMQHolder) -> RabbitMQCluster:
     """A 3-node RabbitMQ cluster on 127.0.0.1 (MQTT 3.1.1, TCP and WebSockets), every node
-    running: a node an earlier test killed is started again first."""
-    _rabbitmq_session.revive()
-    return _rabbitmq_session
+    running: a node an earlier test killed is started again first (a new cluster when an
+    earlier test killed most of them)."""
+    return _rabbitmq_session.get()
