@@ -1,12 +1,13 @@
 # Two commands do all the set-up on a fresh machine (Python 3.11+):
 #   make demo   - two small services exchanging events through a broker
-#   make test   - the whole test suite (installs Mosquitto and ejabberd when missing and root)
+#   make test   - the whole test suite (installs Mosquitto, ejabberd and RabbitMQ when missing and
+#                 root, and amqtt in .venv-amqtt)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check bench clean mosquitto ejabberd
+.PHONY: demo test lint typecheck check bench clean mosquitto ejabberd rabbitmq amqtt
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,7 +31,20 @@ ejabberd:
 	    (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ejabberd >/dev/null; \
 	  else echo "ejabberd not found: apt-get install --no-install-recommends ejabberd"; exit 1; fi; }
 
-test: $(STAMP) mosquitto ejabberd
+# The 3-node MQTT 3.1.1 cluster of the RabbitMQ tests (tests/support/rabbitmq.py starts its own
+# nodes; Debian's package does not start the service where policy-rc.d forbids it, and the tests
+# never use it).
+rabbitmq:
+	@[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rabbitmq-server >/dev/null; \
+	  else echo "RabbitMQ not found: apt-get install --no-install-recommends rabbitmq-server"; exit 1; fi; }
+
+# amqtt, a 3.1.1 broker, in a venv of its own (.venv-amqtt): it pins websockets 15, we need 17.
+amqtt: $(STAMP)
+	$(PY) -c 'import sys; sys.path.insert(0, "tests"); from support.amqtt import amqtt_command; amqtt_command()'
+
+test: $(STAMP) mosquitto ejabberd rabbitmq amqtt
 	$(PY) -m pytest
 
 lint: $(STAMP)
@@ -57,4 +71,4 @@ bench: $(STAMP) mosquitto
 	  --output bench/out/ws.md --json bench/out/ws.json
 
 clean:
-	rm -rf $(VENV) build dist .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-amqtt build dist .mypy_cache .ruff_cache
