@@ -33,13 +33,21 @@ async def _one_line_failure(spawn: Spawn, *argv: str, env: dict[str, str] | None
 async def test_a_bad_url_names_the_option_to_fix(spawn: Spawn) -> None:
     err = await _one_line_failure(spawn, "sub", "#", "--url", "http://user:s3cret@host")
     assert err == (
-        "tars-mqtt: bad --url / MQTT_URL: unknown scheme 'http': use mqtt:// or mqtts:// (TLS)"
+        "tars-mqtt: bad --url / MQTT_URL: unknown scheme 'http': use mqtt://, mqtts:// (TLS), "
+        "ws:// or wss:// (MQTT over WebSockets)"
     )
 
 
 async def test_a_bad_url_from_the_environment_too(spawn: Spawn) -> None:
     err = await _one_line_failure(spawn, "fleet", "--once", env={"MQTT_URL": "mqtt://h:99999"})
     assert err.startswith("tars-mqtt: bad --url / MQTT_URL:")
+
+
+async def test_bad_ws_headers_name_the_variable_never_the_token(spawn: Spawn) -> None:
+    env = {"MQTT_WS_HEADERS": '{"X-Token": "s3cret\\r\\nX-Evil: 1"}'}
+    err = await _one_line_failure(spawn, "fleet", "--once", "--url", "ws://h/mqtt", env=env)
+    assert err.startswith("tars-mqtt: bad MQTT_WS_HEADERS: the value of 'X-Token'")
+    assert "s3cret" not in err
 
 
 async def test_an_unreachable_broker_fails_fast(spawn: Spawn) -> None:

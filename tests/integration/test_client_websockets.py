@@ -9,7 +9,11 @@ import ssl
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import mqtt5
 import pytest
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+from websockets.server import ServerProtocol
 
 from support.mosquitto_cli import Inbox, unique
 from support.tls import make_certs
@@ -145,3 +149,70 @@ async def test_a_websocket_url_on_a_plain_mqtt_port_fails_without_hanging() -> N
             await asyncio.wait_for(client.connect(), timeout=10)
         assert "WebSocket" in str(info.value)
         await client.shutdown()
+
+
+class _ScriptedBroker(asyncio.Protocol):
+    """A WebSocket MQTT peer that records the upgrade request and answers CONNECT with
+    ``connack`` (websockets' server protocol and the mqtt5 codec, no broker)."""
+
+    def __init__(self, requests: list[Request], connack: mqtt5.ConnAckPacket) -> None:
+        self.ws = ServerProtocol(subprotocols=["mqtt"])
+        self.requests = requests
+        self.connack = connack
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.ws.receive_data(data)
+        for event in self.ws.events_received():
+            if isinstance(event, Request):
+                self.requests.append(event)
+                self.ws.send_response(self.ws.accept(event))
+            elif isinstance(event, Frame) and event.opcode is Opcode.BINARY:
+                packet, _ = mqtt5.read(memoryview(event.data))
+                if isinstance(packet, mqtt5.ConnectPacket):
+                    self.ws.send_binary(self.connack.write())
+        for chunk in self.ws.data_to_send():
+            if chunk:
+                self.transport.write(chunk)
+            else:
+                self.transport.close()
+
+
+async def test_ws_headers_go_only_to_the_brokers_listed() -> None:
+    """A server redirection to a broker not in ``mqtt_url`` is followed, but the extra headers
+    (a token) are not sent there."""
+    loop = asyncio.get_running_loop()
+    listed: list[Request] = []
+    elsewhere: list[Request] = []
+    target = await loop.create_server(
+        lambda: _ScriptedBroker(elsewhere, mqtt5.ConnAckPacket()), "127.0.0.1", 0
+    )
+    target_port = target.sockets[0].getsockname()[1]
+    redirect = mqtt5.ConnAckPacket(
+        reason_code=mqtt5.ConnAckReasonCode.USE_ANOTHER_SERVER,
+        server_reference=f"127.0.0.1:{target_port}",
+    )
+    first = await loop.create_server(lambda: _ScriptedBroker(listed, redirect), "127.0.0.1", 0)
+    first_port = first.sockets[0].getsockname()[1]
+    client = MQTTClient(
+        f"ws://127.0.0.1:{first_port}/mqtt",
+        unique("ws-token"),
+        wait_for_broker=False,
+        ws_headers={"Authorization": "Bearer S3cr3t"},
+    )
+    try:
+        await asyncio.wait_for(client.connect(), timeout=10)
+        assert client.broker == f"ws://127.0.0.1:{target_port}/mqtt"
+        assert listed[0].headers["Authorization"] == "Bearer S3cr3t"
+        assert elsewhere[0].path == "/mqtt"  # the transport and the path were kept
+        assert "Authorization" not in elsewhere[0].headers
+    finally:
+        await client.shutdown()
+        for server in (first, target):
+            server.close()
+            await server.wait_closed()

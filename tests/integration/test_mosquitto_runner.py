@@ -10,6 +10,7 @@ import mqtt5
 import pytest
 
 from support import RawMQTT, mqtt_session
+from tars.mqtt import MQTTClient
 from tars.mqtt.testing._mosquitto import MosquittoBroker
 
 pytestmark = pytest.mark.mosquitto
@@ -121,6 +122,23 @@ def test_config_without_persistence_saves_nothing() -> None:
 
     assert not [line for line in lines if line.startswith(("persistence", "autosave"))]
     assert lines[-1] == "max_keepalive 30"
+
+
+async def test_a_websocket_listener_is_a_second_listener_that_survives_restarts() -> None:
+    broker = MosquittoBroker(persistence=False, websockets=True)
+    try:
+        lines = broker.config_text().splitlines()
+        assert broker.ws_port is not None
+        assert broker.ws_port != broker.port
+        at = lines.index(f"listener {broker.ws_port} 127.0.0.1")
+        assert lines[at + 1] == "protocol websockets"
+        assert broker.ws_url == f"ws://127.0.0.1:{broker.ws_port}/mqtt"
+        await broker.astart()
+        await broker.arestart(kill=True)
+        async with MQTTClient(broker.ws_url, "runner-ws", wait_for_broker=False) as client:
+            assert client.connected
+    finally:
+        broker.close()
 
 
 async def test_mosquitto_clients_round_trip() -> None:

@@ -86,6 +86,9 @@ class Supervisor:
         self._session = session
         self._endpoints = tuple(endpoints)
         self._ws_headers = ws_headers
+        # The extra headers (a token) go only to brokers the user listed, not to wherever a
+        # server redirection points.
+        self._listed = {(p.host.lower(), p.port) for p in self._endpoints}
         if any(params.websocket for params in self._endpoints):
             from . import websocket  # noqa: F401 - imported only for ws URLs; ConfigError without
         self._index = 0
@@ -407,7 +410,8 @@ class Supervisor:
         from .websocket import websocket_connector
 
         tls = self._tls_context() if params.tls else None
-        return websocket_connector(params, tls, self._ws_headers)
+        listed = (params.host.lower(), params.port) in self._listed
+        return websocket_connector(params, tls, self._ws_headers if listed else None)
 
     def _fail_first(self, error: ConnectError) -> None:
         if self.first_link is not None and not self.first_link.done():

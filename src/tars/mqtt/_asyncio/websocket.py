@@ -37,7 +37,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from .._errors import ConfigError, ConnectError, ConnectionLostError
 from .._url import ConnectionParams
@@ -102,8 +102,9 @@ class WebSocketLink(asyncio.Protocol, asyncio.Transport):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """asyncio: TCP (and TLS) is up; begin the upgrade."""
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A cast, not an isinstance check: any conforming loop's transport (uvloop's is not an
+        # asyncio.Transport subclass) has the calls used here.
+        self._transport = cast(asyncio.Transport, transport)
         self._start()
         self._send()
 
@@ -210,8 +211,7 @@ class WebSocketLink(asyncio.Protocol, asyncio.Transport):
         return (0, 0) if self._transport is None else self._transport.get_write_buffer_limits()
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        assert isinstance(protocol, asyncio.Protocol)
-        self._inner = protocol
+        self._inner = cast(asyncio.Protocol, protocol)
 
     def get_protocol(self) -> asyncio.BaseProtocol:
         return self._inner

@@ -36,6 +36,7 @@ EXIT_FAILED = 1
 _FLAGS = {
     "mqtt_url": "--url / MQTT_URL",
     "tls_ca_file": "--ca-file / MQTT_TLS_CA_FILE",
+    "ws_headers": "MQTT_WS_HEADERS",
     "connect_timeout": "--connect-timeout",
     "client_id": "--client-id",
 }
@@ -99,6 +100,19 @@ def _env_flag(name: str) -> bool:
     raise CliError(f"{name}={raw!r} is not a boolean: use true/false, 1/0, yes/no or on/off")
 
 
+def _ws_headers() -> dict[str, str] | None:
+    """``MQTT_WS_HEADERS`` (a JSON object: a WebSocket gateway's token), checked."""
+    raw = os.environ.get("MQTT_WS_HEADERS", "").strip()
+    if not raw:
+        return None
+    from .._url import check_ws_headers
+
+    try:
+        return check_ws_headers(raw)
+    except ValueError as exc:  # the message names the header, never its value
+        raise CliError(f"bad MQTT_WS_HEADERS: {exc}") from None
+
+
 def make_client(
     args: argparse.Namespace, command: str, *, url: str | None = None, **options: Any
 ) -> Any:
@@ -117,6 +131,7 @@ def make_client(
             args.client_id or f"tars-mqtt-{command}-{secrets.token_hex(4)}",
             tls_ca_file=args.ca_file or os.environ.get("MQTT_TLS_CA_FILE") or None,
             tls_insecure=insecure,
+            ws_headers=_ws_headers(),
             connect_timeout=args.connect_timeout,
             wait_for_broker=False,
             reconnect_min_delay=0.5,

@@ -5,8 +5,8 @@ It speaks real MQTT 5 bytes through the ``mqtt5`` codec, so a client's whole sta
 in-flight messages, resend, keep-alive) runs unchanged against it, with no socket through
 :meth:`InMemoryBroker.connector` or with one through :meth:`InMemoryBroker.serve_tcp` (and
 :meth:`InMemoryBroker.serve_ws`, ``ws://`` and ``wss://``: the ``ws`` extra). It is a
-development and test broker: one process, no persistence, no authorization, no TLS, no
-enhanced authentication, no topic aliases; never a production one.
+development and test broker: one process, no persistence, no authorization, no TLS (but for
+``wss://`` test listeners), no enhanced authentication, no topic aliases; never a production one.
 
 Pure asyncio: no thread, and no task of its own (timers are ``call_later`` handles); after
 :meth:`InMemoryBroker.close` nothing of it is left in the loop.
