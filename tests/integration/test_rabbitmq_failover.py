@@ -304,7 +304,7 @@ async def test_what_a_persistent_session_keeps_when_its_node_is_killed(
     stats = producer.stats
     print(
         f"\npersistent session in a {queue_type} queue, its node killed -9 (back 5 s later): "
-        f"handled {len(subscriber.handled)} of {events}, lost {len(lost)} ({spans(lost)}), "
+        f"handled {events - len(lost)} of {events}, lost {len(lost)} ({spans(lost)}), "
         f"handled twice {len(subscriber.twice())}, deduplicated "
         f"{subscriber.client.stats.deduplicated}, reconnects {len(subscriber.ups.items) - 1}, "
         f"first event after the kill {gap if gap is None else round(gap, 2)} s later; producer "
