@@ -1,13 +1,14 @@
 # Two commands do all the set-up on a fresh machine (Python 3.11+):
 #   make demo   - two small services exchanging events through a broker
-#   make test   - the whole test suite (installs Mosquitto and ejabberd when missing and root;
-#                 without ejabberd and not root: every test but the ejabberd-marked ones, said so)
+#   make test   - the whole test suite (installs Mosquitto, ejabberd and RabbitMQ when missing
+#                 and root, and amqtt in .venv-amqtt; not root and without ejabberd or RabbitMQ:
+#                 every test but the ejabberd- or rabbitmq-marked ones, said so)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check bench clean mosquitto ejabberd
+.PHONY: demo test lint typecheck check bench clean mosquitto ejabberd rabbitmq amqtt
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,15 +35,33 @@ ejabberd:
 	    (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ejabberd >/dev/null; \
 	  else echo "note: $(EJABBERD_NOTE)"; fi; }
 
+# The 3-node MQTT 3.1.1 cluster of the RabbitMQ tests (tests/support/rabbitmq.py starts its own
+# nodes; Debian's package does not start the service where policy-rc.d forbids it, and the tests
+# never use it). Installed when missing and root; otherwise `make test` deselects its tests.
+RABBITMQ_OK := [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]
+RABBITMQ_NOTE := RabbitMQ is not installed (and this is not root): the rabbitmq-marked tests (3-node MQTT 3.1.1 cluster) are deselected; to run them: apt-get install --no-install-recommends rabbitmq-server (as root)
+rabbitmq:
+	@{ $(RABBITMQ_OK); } || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rabbitmq-server >/dev/null; \
+	  else echo "note: $(RABBITMQ_NOTE)"; fi; }
+
+# amqtt, a 3.1.1 broker, in a venv of its own (.venv-amqtt): it pins websockets 15, we need 17.
+amqtt: $(STAMP)
+	$(PY) -c 'import sys; sys.path.insert(0, "tests"); from support.amqtt import amqtt_command; amqtt_command()'
+
 # The second pass runs the contract suite, the core integration tests, the drop-in and the
 # testing kit again on uvloop (what uvicorn brings): its transports are not asyncio's classes
 # (issue 20). About 1 minute. Any non-zero status fails (5: nothing collected, included).
 UVLOOP_TESTS := tests/contract tests/integration/test_client_*.py tests/integration/test_connection*.py \
   tests/integration/test_event_loop.py tests/integration/test_testing_kit_fixtures.py tests/adapters \
   tests/integration/test_resilience_retained.py
-test: $(STAMP) mosquitto ejabberd
-	@if $(EJABBERD_OK); then $(PY) -m pytest; else \
-	  $(PY) -m pytest -m 'not ejabberd'; status=$$?; echo "note: $(EJABBERD_NOTE)"; exit $$status; fi
+test: $(STAMP) mosquitto ejabberd rabbitmq amqtt
+	@markers=""; notes=""; \
+	if ! { $(EJABBERD_OK); }; then markers="not ejabberd"; notes="$(EJABBERD_NOTE)"; fi; \
+	if ! { $(RABBITMQ_OK); }; then markers="$${markers:+$$markers and }not rabbitmq"; notes="$$notes $(RABBITMQ_NOTE)"; fi; \
+	if [ -z "$$markers" ]; then $(PY) -m pytest; else \
+	  $(PY) -m pytest -m "$$markers"; status=$$?; echo "note: $$notes"; exit $$status; fi
 	TARS_TEST_LOOP=uvloop $(PY) -m pytest $(UVLOOP_TESTS)
 
 lint: $(STAMP)
@@ -71,4 +90,4 @@ bench: $(STAMP) mosquitto
 	  --output bench/out/ws.md --json bench/out/ws.json
 
 clean:
-	rm -rf $(VENV) build dist .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-amqtt build dist .mypy_cache .ruff_cache

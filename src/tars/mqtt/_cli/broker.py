@@ -30,6 +30,13 @@ def _add_broker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     parser.add_argument("--port", type=int, default=1883, help="TCP port, 0 for a free one (1883)")
     parser.add_argument(
+        "--protocol",
+        choices=("both", "5", "3.1.1"),
+        default="both",
+        help="MQTT versions spoken: both (each client gets what it asks for), 5, or 3.1.1 "
+        "(acts as a 3.1.1-only broker)",
+    )
+    parser.add_argument(
         "--ws-port",
         type=int,
         default=None,
@@ -37,13 +44,6 @@ def _add_broker_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--ws-path", default="/mqtt", help="HTTP path of the WebSocket listener (/mqtt)"
-    )
-    parser.add_argument(
-        "--protocol",
-        choices=("both", "5", "3.1.1"),
-        default="both",
-        help="MQTT versions spoken: both (each client gets what it asks for), 5, or 3.1.1 "
-        "(acts as a 3.1.1-only broker)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every packet decision")
 
