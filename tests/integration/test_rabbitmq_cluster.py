@@ -108,11 +108,6 @@ async def test_a_5_only_client_is_refused(rabbitmq_cluster: RabbitMQCluster) -> 
     await client.shutdown()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="i22-311: with protocol='5', a broker that closes the link on the MQTT 5 CONNECT "
-    "(RabbitMQ, older brokers) gives no hint that it may speak 3.1.1 only",
-)
 async def test_a_5_only_client_refused_by_a_311_broker_is_told_what_to_try(
     rabbitmq_cluster: RabbitMQCluster,
 ) -> None:

@@ -16,7 +16,14 @@ from typing import Final
 
 from ._errors import InvalidArgumentError
 
-__all__ = ["MQTT311_HINT", "ConnectTrouble", "Healed", "describe_invalid", "scheme_hint"]
+__all__ = [
+    "MQTT311_CLOSE_HINT",
+    "MQTT311_HINT",
+    "ConnectTrouble",
+    "Healed",
+    "describe_invalid",
+    "scheme_hint",
+]
 
 WARN_EVERY: Final = 60.0
 
@@ -24,6 +31,10 @@ MQTT311_HINT: Final = (
     " (TCP is up but the broker never answered our MQTT 5 CONNECT: a broker that speaks only "
     "MQTT 3.1.1 may stay silent; check with: mosquitto_sub -V 311 -h HOST -p PORT -t '$SYS/#' "
     "-C 1 -d, which gets a CONNACK from such a broker)"
+)
+MQTT311_CLOSE_HINT: Final = (
+    " (a broker that speaks only MQTT 3.1.1, such as RabbitMQ's MQTT plugin, closes the link on "
+    "an MQTT 5 CONNECT: try protocol='3.1.1', or 'auto', the default)"
 )
 _USE_MQTTS: Final = "is this a TLS port? use mqtts://"
 _USE_MQTT: Final = "is this a plain (not TLS) port? use mqtt://, or the broker's TLS port (8883)"

@@ -42,6 +42,7 @@ from .._errors import (
     ProtocolError,
 )
 from .._tls import is_certificate_failure
+from .._trouble import MQTT311_CLOSE_HINT
 from .boundary import map_exceptions, settle
 
 __all__ = [
@@ -342,7 +343,9 @@ class Connection(asyncio.Protocol):
             if err is None:
                 # The broker refusing our client certificate arrives here, as a lost link.
                 fatal = is_certificate_failure(error)
-                err = ConnectError(f"link closed before CONNACK: {error}", fatal=fatal)
+                # Our MQTT 5 CONNECT went out and the broker hung up: a 3.1.1-only broker does.
+                hint = "" if fatal or self._session.protocol_level != 5 else MQTT311_CLOSE_HINT
+                err = ConnectError(f"link closed before CONNACK: {error}{hint}", fatal=fatal)
                 err.__cause__ = error
             self._connected.set_exception(err)
             self._connected.exception()  # retrieved: nobody may be waiting any more
