@@ -71,7 +71,7 @@ _BASE_ENV = {"MQTT_URL": GOOD_URL, "MQTT_CLIENT_ID": "svc"}
 _BAD_ENV: list[tuple[str, str, dict[str, str]]] = [
     ("MQTT_URL", "MQTT_URL", {"MQTT_CLIENT_ID": "svc"}),  # missing
     ("MQTT_CLIENT_ID", "MQTT_CLIENT_ID", {"MQTT_URL": GOOD_URL, "MQTT_CLIENT_ID": ""}),
-    ("mqtt_url", "MQTT_URL", {**_BASE_ENV, "MQTT_URL": "ws://localhost"}),
+    ("mqtt_url", "MQTT_URL", {**_BASE_ENV, "MQTT_URL": "http://localhost"}),
     ("mqtt_url", "MQTT_URL", {**_BASE_ENV, "MQTT_URL": "mqtt://localhost:99999"}),
     ("mqtt_url", "MQTT_URL", {**_BASE_ENV, "MQTT_URL": "mqtt://:1883"}),
     ("MQTT_KEEPALIVE", "MQTT_KEEPALIVE", {**_BASE_ENV, "MQTT_KEEPALIVE": "sixty"}),

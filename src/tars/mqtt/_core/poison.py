@@ -8,11 +8,14 @@ checks (topic rules, packet size, the broker's CONNACK capabilities) refuse what
 this catches what they do not.
 
 The rule, applied once per link that the broker ended after its CONNACK (a DISCONNECT whose
-reason blames a packet of ours, or a close without any DISCONNECT):
+reason blames a packet of ours, or, for a publish only, a close without any DISCONNECT):
 
 - a broker reads a link in order, so the packet it choked on is the oldest one it never
   answered: the oldest unanswered SUBSCRIBE of the subscription table if any (the restore sends
-  those first), else the oldest publish on the wire without any acknowledgement;
+  those first), else the oldest publish on the wire without any acknowledgement; a SUBSCRIBE
+  takes a strike only from a DISCONNECT that blames a packet (a bare close while one is
+  unanswered strikes nothing: RabbitMQ closes so while a queue's node is down, and a filter
+  given up would be lost for good, where a publish given up fails to its caller);
 - that one takes a strike; a SUBACK resets a filter's strikes, an acknowledgement ends a
   publish; at :data:`POISON_LINKS` strikes it is given up: the publish fails with
   :class:`~tars.mqtt.PoisonMessageError` and leaves the resend set and the durable outbox, the
@@ -87,11 +90,17 @@ def link_ended_by_broker(
         if request.kind is SubAckPacket and request.purpose in (_Purpose.USER, _Purpose.RESTORE):
             topic_filter = request.filters[0]
             if topic_filter in table.filters:
+                if broker_reason is None:
+                    # A bare close on a SUBSCRIBE is no verdict on the filter: RabbitMQ does it
+                    # while the node of the session's queue is down (transient), and an MQTT
+                    # 3.1.1 broker can say nothing else. A filter given up would be lost for the
+                    # client's life, so only a DISCONNECT that blames a packet strikes it.
+                    return []
                 if table.strike(topic_filter, POISON_LINKS):
                     stats.poisoned += 1
                     refusal = SubscribeError(
                         topic_filter,
-                        0x80 if broker_reason is None else broker_reason,
+                        broker_reason,
                         f"the broker ended {POISON_LINKS} links in a row on this SUBSCRIBE; "
                         "it is no longer restored",
                     )
