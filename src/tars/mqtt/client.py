@@ -15,46 +15,70 @@ The client wires them together once, and owns the lifecycle (:class:`ClientState
 user's API. Publish path: ``publish`` -> checks -> ``session.publish`` -> the supervisor's link
 flushes at the end of the loop turn -> the ack resolves the caller's future. Receive path:
 connection -> session -> dispatcher -> the subscription's queue -> its handler.
+
+One class with one ``__init__`` that sets every field (httpx's ``Client``): the methods below
+share its state, grouped by section (lifecycle, publish, events/request/reply/health,
+subscribe, run), rather than split into mixins that would declare each other's attributes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Final, Self, Unpack
+from typing import TYPE_CHECKING, Any, Final, Self, Unpack
 
 from mqtt5 import QoS, Will
 
-from ._argcheck import check_callable, check_number, check_type, wrong_type
+from ._argcheck import (
+    check_bool,
+    check_callable,
+    check_int,
+    check_number,
+    check_str,
+    check_type,
+    wrong_type,
+)
 from ._assembly import ignore, make_session, tls_factory
 from ._asyncio.acks import Acks
 from ._asyncio.connection import Connector, MessageListener, settle
 from ._asyncio.dispatch import Dispatcher
 from ._asyncio.linkview import LinkView
 from ._asyncio.retained import CHECK_SUBSCRIPTION_TOPIC, RetainedRestore, check_subscription_id
+from ._asyncio.subscription import Handler, ModelT, Overflow, Subscription
 from ._asyncio.supervisor import Hook, Supervisor
 from ._backoff import BackoffPolicy, ExponentialBackoff
 from ._checks import PublishCheck
-from ._client_events import EventMethods
-from ._client_run import RunMethods
 from ._client_state import ClientState, ClientStats
-from ._client_subscribe import SubscribeMethods
 from ._config import MQTTClientConfig
+from ._core.protocol import MQTT311
 from ._core.session import WaitFor
+from ._dedup import DedupWindow
+from ._envelope import Envelope, encode_event
 from ._errors import (
     ClientStateError,
+    ConnectionLostError,
+    InvalidArgumentError,
     InvalidArgumentTypeError,
     MQTTError,
+    NotConnectedError,
+    SubscribeError,
 )
 from ._health import encode_health, health_topic, keepalive_topic, will_payload
 from ._instrument import Instrument, Instruments
+from ._message import Message
 from ._options import ClientOptions
-from ._requests import PendingRequests
+from ._requests import PendingRequests, reply_to_of, with_reply_to
 from ._retained import RetainedMemory
+from ._topics import validate_topic_filter, validate_topic_name
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 __all__ = ["ClientState", "ClientStats", "MQTTClient"]
 
@@ -63,7 +87,7 @@ log = logging.getLogger("tars.mqtt")
 _SHUTDOWN_TIMEOUT: Final = 5.0
 
 
-class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
+class MQTTClient:
     """An asyncio MQTT 5 client with envelopes, dispatch, reconnection, heartbeat and health.
 
     ``MQTTClient("mqtt://user:pass@host:1883", "stt-worker", enable_health=True)`` — every
@@ -388,7 +412,470 @@ class MQTTClient(EventMethods, SubscribeMethods, RunMethods):
         """Same as :meth:`shutdown` (kept for code written against paho-style clients)."""
         await self.shutdown()
 
-    # --- internals -----------------------------------------------------------------------------
+    # --- publish -----------------------------------------------------------------------------
+    #
+    # A publish goes client -> session -> connection: checked once (:mod:`._checks`), handed
+    # to the session (which sends it, queues it for the Receive Maximum, or keeps it in the
+    # outbox while no link is up), written by the current link at the end of the loop turn;
+    # the caller awaits the future the session's event resolves.
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes | str,
+        *,
+        qos: int = 0,
+        retain: bool = False,
+        wait: bool = True,
+        properties: dict[str, Any] | None = None,
+    ) -> None:
+        """Publish raw bytes (or str, sent as UTF-8).
+
+        QoS 1/2 with ``wait=True`` return once the broker acknowledged (across reconnects:
+        the message is resent); ``wait=False`` returns once the message is handed over (the ack
+        is tracked, see :meth:`flush`). While disconnected, QoS 1/2 (and QoS 0 with
+        ``queue_qos0_offline``) go to the outbox; QoS 0 is otherwise dropped and counted. With
+        ``outbox_path``, an offline QoS 1/2 message is on disk (fsynced) when this returns.
+
+        Raises :class:`~tars.mqtt.InvalidTopicError`, :class:`~tars.mqtt.PayloadTooLarge`,
+        ``ValueError`` (qos), :class:`~tars.mqtt.NotConnectedError` (before :meth:`connect`),
+        :class:`~tars.mqtt.ClientStateError` (after :meth:`shutdown`),
+        :class:`~tars.mqtt.OutboxFullError` (policy ``raise``, or the durable outbox cannot
+        write to its disk),
+        :class:`~tars.mqtt.PublishError` (the broker refused it).
+        """
+        if self._instruments:  # observers (tars.mqtt._instrument) around the same call
+            await self._instruments.publish(
+                self._publish, topic, payload, qos, retain, wait, properties
+            )
+        else:
+            await self._publish(
+                topic, payload, qos=qos, retain=retain, wait=wait, properties=properties
+            )
+
+    async def _publish(
+        self,
+        topic: str,
+        payload: bytes | str,
+        *,
+        qos: int,
+        retain: bool,
+        wait: bool,
+        properties: dict[str, Any] | None,
+    ) -> None:
+        payload = self._check(topic, payload, qos, properties, retain, wait)
+        self._require_running("publish")
+        session = self._session
+        fut: asyncio.Future[int] | None = None
+        if qos:
+            if not wait and session.at_capacity:
+                # Bounds the memory of publishes nobody awaits when the broker is slower than
+                # the producer: the producer is slowed down instead.
+                await self._wait_for(WaitFor.CAPACITY)
+            if not session.has_room(len(payload)) and self._config.outbox_policy == "block":
+                await self._wait_for(WaitFor.ROOM, len(payload))
+                self._require_running("publish")
+            if wait:
+                fut = asyncio.get_running_loop().create_future()
+        if qos or not session.linked:
+            # Dates an offline record (TTL) and starts a QoS 1/2 publish's ack clock.
+            now = asyncio.get_running_loop().time()
+            events = session.publish(
+                topic, payload, qos, retain, handle=fut, properties=properties, now=now
+            )
+            if events:
+                settle(events)
+        else:  # QoS 0 on a link: written, or raises; it ends nothing
+            session.publish(topic, payload, 0, retain, properties=properties)
+        if retain and self._retained is not None:  # accepted: the service's state now
+            self._retained.note(topic, payload, qos, properties)
+        current = self._supervisor.current
+        if current is not None:
+            current.flush_soon()
+            if current.write_paused:
+                # Handed over already: a QoS 1/2 message is resent on the next link, and a
+                # QoS 0 one is at most once anyway. Losing the link here is not an error.
+                with contextlib.suppress(ConnectionLostError):
+                    await current.drain()
+        if fut is not None:
+            await fut
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Wait until every QoS 1/2 publish issued so far is acknowledged and the outbox is
+        empty. Raises ``TimeoutError`` after ``timeout`` seconds, and
+        :class:`~tars.mqtt.ClientStateError` before :meth:`connect` or after :meth:`shutdown`."""
+        check_number("timeout", timeout, optional=True)
+        if self._state in (ClientState.CLOSED, ClientState.CREATED):
+            raise ClientStateError(f"flush() while {self._state.value}")
+        async with asyncio.timeout(timeout):
+            await self._wait_for(WaitFor.FLUSHED)
+
+    async def _wait_for(self, what: WaitFor, size: int = 0) -> None:
+        """Wait until the session settles ``what`` (or shutdown fails the wait)."""
+        fut = asyncio.get_running_loop().create_future()
+        if not self._session.wait(fut, what, size):
+            return
+        try:
+            await fut
+        finally:
+            self._session.forget_waiter(fut)
+
+    def _require_running(self, what: str) -> None:
+        state = self._state
+        if state is ClientState.CREATED:
+            raise NotConnectedError(f"{what}() before connect()")
+        if state is not ClientState.CONNECTING:
+            raise ClientStateError(f"{what}() while {state.value}")
+
+    # --- events, request/reply, health -------------------------------------------------------
+    #
+    # Built on publish(): they add only what the fleet's envelopes need (an id, a
+    # ``correlate``, the original fleet's answer format).
+
+    async def publish_event(
+        self,
+        topic: str,
+        event_type: str,
+        data: Mapping[str, Any] | BaseModel,
+        *,
+        correlation_id: str | None = None,
+        qos: int = 0,
+        retain: bool = False,
+        wait: bool = True,
+    ) -> str:
+        """Wrap ``data`` in an :class:`~tars.mqtt.Envelope` and publish it; return its id.
+
+        ``correlation_id`` names the event this one answers: as ``correlate`` by default, or,
+        with ``correlation_format="original"`` (for a fleet that still runs the original
+        client), as the envelope's own id, which is then also what is returned.
+
+        See :meth:`publish` for ``qos``, ``retain``, ``wait`` and the errors raised; also
+        ``TypeError`` when ``data`` is not a mapping or pydantic model or cannot be serialized.
+        """
+        if correlation_id is not None and self._config.correlation_format == "original":
+            msg_id, payload = encode_event(
+                event_type, data, source=self._config.source, msg_id=correlation_id
+            )
+        else:
+            msg_id, payload = encode_event(
+                event_type, data, source=self._config.source, correlate=correlation_id
+            )
+        await self.publish(topic, payload, qos=qos, retain=retain, wait=wait)
+        return msg_id
+
+    async def request(
+        self,
+        topic: str,
+        event_type: str,
+        data: Mapping[str, Any] | BaseModel,
+        *,
+        response_topic: str,
+        qos: int = 1,
+        timeout: float = 10.0,
+    ) -> Envelope:
+        """Publish an event and wait for the answer whose ``correlate`` is its id.
+
+        The answer is expected on ``response_topic`` (an exact topic the client subscribes to
+        on first use, and after every reconnect). The request carries MQTT 5
+        ``response_topic`` and ``correlation_data`` too, so a responder can simply call
+        :meth:`reply`; on an MQTT 3.1.1 link, which has no properties, the envelope carries
+        ``reply_to`` instead (not with ``correlation_format="original"``: the original client
+        refuses unknown envelope keys). The correlation is registered before the request
+        leaves, so an answer can never arrive "too early".
+
+        Use one response topic per service (e.g. ``"stt/answers"``): each distinct response
+        topic stays subscribed for the client's life.
+
+        Raises ``TimeoutError`` after ``timeout`` seconds, plus what :meth:`publish` raises.
+        """
+        check_str("response_topic", response_topic)
+        validate_topic_name(response_topic)
+        check_int("qos", qos)
+        check_number("timeout", timeout)
+        msg_id, payload = encode_event(event_type, data, source=self._config.source)
+        requests = self._requests
+        if response_topic not in requests.topics:
+            requests.topics.add(response_topic)
+            fut = asyncio.get_running_loop().create_future()
+            sid, sent = self._session.add_internal(response_topic, handle=fut)
+            self._dispatcher.add_internal(response_topic, sid, requests.on_answer)
+            if sent:
+                self._supervisor.flush_soon()
+                # Lost meanwhile: the next link subscribes every internal topic anyway.
+                with contextlib.suppress(ConnectionLostError):
+                    await fut
+        properties: dict[str, Any] | None = {
+            "response_topic": response_topic,
+            "correlation_data": msg_id.encode(),
+        }
+        if self._session.protocol_level == MQTT311:
+            # MQTT 3.1.1 has no properties: the envelope says where to answer (docs/mqtt311.md).
+            properties = None
+            if self._config.correlation_format == "native":
+                payload = with_reply_to(payload, response_topic)
+        answer = requests.expect(msg_id)
+        try:
+            async with asyncio.timeout(timeout):
+                await self.publish(topic, payload, qos=qos, properties=properties)
+                return await answer
+        finally:
+            requests.forget(msg_id)
+
+    async def reply(
+        self,
+        request: Message,
+        event_type: str,
+        data: Mapping[str, Any] | BaseModel,
+        *,
+        topic: str | None = None,
+        qos: int | None = None,
+    ) -> str:
+        """Answer a request received as a :class:`~tars.mqtt.Message`: publish an event whose
+        ``correlate`` is the request's envelope id, on ``topic`` or else the request's MQTT 5
+        response topic, at the request's QoS unless ``qos`` is given. Returns the answer's id.
+
+        On MQTT 3.1.1, which has no response topic property, :meth:`request` writes the
+        response topic into the envelope as ``reply_to``, and the answer goes there.
+
+        A request that came without MQTT 5 correlation data (nor ``reply_to``) was not sent by
+        :meth:`request`
+        (the fleet's original client cannot send any): the answer is then written in the
+        original format, which such a requester understands: no ``correlate``, and the
+        request's id as its own id. So is every answer with ``correlation_format="original"``.
+
+        Raises :class:`~tars.mqtt.EnvelopeError` when the request is not an envelope and
+        ``ValueError`` when there is no topic to answer on.
+        """
+        check_type("request", request, Message)
+        check_str("topic", topic, optional=True)
+        check_int("qos", qos, optional=True)
+        packet = request.packet
+        # An MQTT 3.1.1 request carries its response topic in the envelope (``reply_to``).
+        via_envelope = None if packet.response_topic else reply_to_of(request.payload)
+        target = topic or packet.response_topic or via_envelope
+        if not target:
+            raise InvalidArgumentError("the request has no response topic: pass topic=")
+        request_id = request.envelope.id
+        qos = request.qos if qos is None else qos
+        native = packet.correlation_data is not None or via_envelope is not None
+        if not native or self._config.correlation_format == "original":
+            msg_id, payload = encode_event(
+                event_type, data, source=self._config.source, msg_id=request_id
+            )
+            await self.publish(target, payload, qos=qos)
+            return msg_id
+        return await self.publish_event(
+            target, event_type, data, correlation_id=request_id, qos=qos
+        )
+
+    async def publish_health(
+        self, ok: bool, event: str | None = None, error: str | None = None
+    ) -> str:
+        """Publish a retained ``health.status`` envelope on ``system/health/{client_id}``, QoS 1."""
+        check_bool("ok", ok)
+        check_str("event", event, optional=True)
+        check_str("error", error, optional=True)
+        cfg = self._config
+        msg_id, payload = encode_health(ok, event, error, source=cfg.source, timestamp=time.time())
+        await self.publish(health_topic(cfg.effective_client_id), payload, qos=1, retain=True)
+        return msg_id
+
+    # --- subscribe ---------------------------------------------------------------------------
+    #
+    # A subscription is two things: a Subscription (handler, queue, worker), routed to by the
+    # dispatcher, and one entry of the session's table (filter, QoS, identifier), which the
+    # broker is told about now or by the next link's restore.
+
+    async def subscribe(
+        self,
+        topic: str,
+        handler: Handler[ModelT],
+        qos: int = 0,
+        *,
+        queue_size: int | None = None,
+        overflow: Overflow | None = None,
+        concurrency: int | None = None,
+        timeout: float | None = None,
+    ) -> Subscription:
+        """Call ``handler`` for every message on ``topic`` (a filter; wildcards and
+        ``$share/group/...`` allowed), from its own bounded queue.
+
+        The handler is ``async def handler(payload: bytes)``, or takes a
+        :class:`~tars.mqtt.Message`, an :class:`~tars.mqtt.Envelope` or a pydantic model (the
+        envelope's data, validated) when its first parameter is annotated so. Per-subscription
+        ``queue_size``, ``overflow``, ``concurrency`` and ``timeout`` default to the config's.
+        Before :meth:`connect` the subscription is sent on connect. Subscribing a handler
+        again on the same filter (``==``: the same function or bound method) is a no-op that
+        returns the existing :class:`Subscription`, whose options stay those of the first call.
+
+        Raises :class:`~tars.mqtt.InvalidTopicError`, ``TypeError`` (not an async handler, or
+        its first parameter annotated with another type, such as ``str`` or ``dict``),
+        ``ValueError`` (qos or options), :class:`~tars.mqtt.SubscribeError` (broker refused),
+        :class:`~tars.mqtt.ClientStateError` (after shutdown).
+        """
+        validate_topic_filter(topic)
+        check_callable("handler", handler)
+        check_int("qos", qos)
+        check_int("queue_size", queue_size, optional=True)
+        check_str("overflow", overflow, optional=True)
+        check_int("concurrency", concurrency, optional=True)
+        check_number("timeout", timeout, optional=True)
+        if qos not in (0, 1, 2):
+            raise InvalidArgumentError(f"qos must be 0, 1 or 2, not {qos!r}")
+        if self._state in (ClientState.CLOSING, ClientState.CLOSED):
+            raise ClientStateError(f"subscribe() while {self._state.value}")
+        for existing in self._dispatcher.subscriptions(topic):
+            if existing.handler == handler:
+                # Already there (a reconnect loop subscribing again on the same client): a
+                # second subscription would deliver every message twice.
+                return existing
+        cfg = self._config
+        sup = self._supervisor
+        sub = Subscription(
+            topic,
+            handler,
+            qos=qos,
+            queue_size=queue_size if queue_size is not None else cfg.queue_size,
+            overflow=overflow if overflow is not None else cfg.overflow,
+            concurrency=concurrency if concurrency is not None else cfg.handler_concurrency,
+            timeout=timeout if timeout is not None else cfg.handler_timeout,
+            dedup=DedupWindow(cfg.dedupe_ttl, cfg.dedupe_max_entries)
+            if cfg.dedupe_ttl > 0
+            else None,
+            pause=sup.pause_reading,
+            resume=sup.resume_reading,
+            done=self._acks.done,
+        )
+        sub._instruments = self._instruments  # the instruments see its handler calls
+        session = self._session
+        fut = asyncio.get_running_loop().create_future()
+        sent = session.add_subscription(topic, qos, handle=fut)  # refusals announced: raises
+        self._dispatcher.add(sub, session.subscription_id(topic))
+        if self._state is not ClientState.CREATED:
+            sub.start()
+        if not sent:  # the broker holds it already, or the next link's restore sends it
+            return sub
+        sup.flush_soon()
+        try:
+            codes: tuple[int, ...] = await fut
+        except ConnectionLostError:
+            return sub  # the link flapped under us: like subscribing while offline
+        except BaseException:
+            await self._undo(sub)
+            raise
+        if codes and codes[0] >= 0x80:
+            await self._undo(sub)
+            raise SubscribeError(topic, codes[0])
+        return sub
+
+    async def unsubscribe(
+        self, topic: str | Subscription, handler: Handler[Any] | None = None
+    ) -> None:
+        """Remove the subscriptions on ``topic`` (all, or only ``handler``'s), or one
+        :class:`Subscription`; the broker is told when no handler is left on the filter.
+
+        Raises :class:`~tars.mqtt.InvalidTopicError` for a filter that breaks the MQTT rules."""
+        if isinstance(topic, Subscription):
+            subs = [topic]
+        else:
+            validate_topic_filter(topic)  # a filter that could never have been subscribed
+            check_callable("handler", handler, optional=True)
+            subs = [
+                s
+                for s in self._dispatcher.subscriptions(topic)
+                if handler is None or s.handler == handler
+            ]
+        for sub in subs:
+            if not self._dispatcher.remove(sub) and sub in self._dispatcher.subscriptions():
+                continue
+            await sub.stop()
+            fut = asyncio.get_running_loop().create_future()
+            # No link: a resumed (persistent) broker session would still hold the filter, so
+            # the session unsubscribes it on the next link (a fresh session has nothing).
+            if self._session.remove_subscription(sub.topic_filter, sub.qos, handle=fut):
+                self._supervisor.flush_soon()
+                with contextlib.suppress(ConnectionLostError):
+                    await fut
+
+    async def _undo(self, sub: Subscription) -> None:
+        self._dispatcher.remove(sub)
+        self._session.remove_subscription(sub.topic_filter, sub.qos)
+        self._supervisor.flush_soon()
+        await sub.stop()
+
+    # --- run ---------------------------------------------------------------------------------
+    #
+    # Every service ends its main() with run_forever(), so SIGINT and SIGTERM shut every
+    # service down gracefully, whoever wrote it.
+
+    async def wait_for_disconnect(self) -> None:
+        """Wait until the client is closed: by :meth:`shutdown` (from anywhere), or because
+        the reconnect policy gave up. Returns at once when it is already closed.
+
+        A lost link does not end the wait: the client reconnects and restores its
+        subscriptions by itself (use :meth:`on_disconnect` to hear about lost links). This is
+        the "serve until stopped" call of services that run their own signal handling.
+
+        Raises :class:`~tars.mqtt.ClientStateError` before the first :meth:`connect`.
+        """
+        if self._state is ClientState.CREATED:
+            raise ClientStateError("wait_for_disconnect() before connect()")
+        closed = self._closed
+        if closed is not None and not closed.done():
+            await asyncio.shield(closed)
+
+    async def run_forever(self, signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> None:
+        """Connect (unless already connected), serve until one of ``signals`` arrives or the
+        client is shut down elsewhere, then :meth:`shutdown` gracefully: the last line of a
+        service's ``main()``, so every service handles SIGINT/SIGTERM the same way.
+
+        The handlers are installed with ``loop.add_signal_handler`` and the previous ones put
+        back on return. Where that is not possible (Windows, or not in the main thread) it
+        still shuts down when cancelled (Ctrl-C under ``asyncio.run``). Raises what
+        :meth:`connect` raises.
+        """
+        loop = asyncio.get_running_loop()
+        stop: asyncio.Future[int] = loop.create_future()
+
+        def on_signal(signum: int) -> None:
+            if not stop.done():
+                stop.set_result(signum)
+
+        # Handlers before connecting: a signal while (re)trying to reach the broker, or just
+        # after "ready" went out, must stop the service gracefully, not kill it.
+        installed: list[tuple[int, Any]] = []
+        for signum in signals:
+            previous = signal.getsignal(signum)
+            try:
+                loop.add_signal_handler(signum, on_signal, signum)
+            except (NotImplementedError, RuntimeError, ValueError):
+                continue
+            installed.append((signum, previous))
+        connecting: asyncio.Task[None] | None = None
+        try:
+            if self._state in (ClientState.CREATED, ClientState.CLOSED):
+                connecting = loop.create_task(self.connect(), name="tars-mqtt-run-forever-connect")
+                await asyncio.wait((connecting, stop), return_when=asyncio.FIRST_COMPLETED)
+                if connecting.done():
+                    connecting.result()  # raises what connect() raised
+            closed = self._closed
+            if not stop.done() and closed is not None and not closed.done():
+                await asyncio.wait((stop, closed), return_when=asyncio.FIRST_COMPLETED)
+            if stop.done():
+                log.info("%s: signal %s received, shutting down", self.client_id, stop.result())
+        finally:
+            for signum, previous in installed:
+                loop.remove_signal_handler(signum)
+                if previous is not None:
+                    signal.signal(signum, previous)
+            if connecting is not None and not connecting.done():
+                connecting.cancel()
+                await asyncio.wait((connecting,))
+                if not connecting.cancelled():
+                    connecting.exception()  # retrieved: shutdown() below is the outcome
+            await self.shutdown()
+
+    # --- internals -------------------------------------------------------------------------
 
     async def _run(self) -> None:
         """The supervisor's task; when its policy gives up, the client shuts down."""
