@@ -15,4 +15,4 @@ async def test_async_tests_run_on_the_loop_named_by_tars_test_loop() -> None:
     if os.environ.get("TARS_TEST_LOOP", "asyncio") == "uvloop":
         assert type(loop).__module__.startswith("uvloop"), type(loop)
     else:
-        assert isinstance(loop, asyncio.BaseEventLoop), type(loop)
+        assert type(loop).__module__.startswith("asyncio"), type(loop)
