@@ -72,13 +72,19 @@ class Worker:
         await self.proc.line_with("ready", timeout=15)
 
     async def queued_at_least(self, count: int, timeout: float) -> int:
-        """Wait until the worker says that ``count`` messages or more wait in its queue."""
+        """Wait until the worker says that ``count`` messages or more wait in its queue; the
+        depth it said.
+
+        Only readings taken from now on count: the worker prints one every 50 ms whether or
+        not anyone reads, so the pipe holds readings seconds old (a busy CI machine: "queued
+        58" read, the queue long empty when the kill landed)."""
         assert self.proc is not None
+        since = time.monotonic()
         async with asyncio.timeout(timeout):
             while True:
-                depth = int((await self.proc.line_with("queued ")).split()[1])
-                if depth >= count:
-                    return depth
+                _, depth, taken = (await self.proc.line_with("queued ")).split()
+                if float(taken) >= since and int(depth) >= count:
+                    return int(depth)
 
     async def kill(self) -> None:
         """``kill -9`` by PID, and reap it."""
@@ -232,7 +238,10 @@ async def test_acknowledging_on_arrival_loses_what_the_killed_worker_had_queued(
     PUBACK of every message waiting in the dead worker's queue, and will not send it again."""
     run = await group_with_a_kill(mosquitto_broker, tmp_path, "on_arrival")
     print(run.summary("on_arrival"))
-    assert run.lost >= QUEUED_AT_KILL
+    # The reading that triggered the kill is up to one interval old (50 ms, about 25 handled
+    # at 2 ms each, while more arrive): half of the threshold is what is surely gone. With
+    # after_handling (above) the same run loses 0.
+    assert run.lost >= QUEUED_AT_KILL // 2
 
 
 async def test_an_overloaded_worker_with_default_settings_loses_nothing(

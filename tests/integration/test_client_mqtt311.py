@@ -268,3 +268,68 @@ async def test_the_link_view_refuses_what_only_mqtt5_can_say() -> None:
         with pytest.raises(ValueError, match="MQTT 5 only"):
             await view.unsubscribe("plain/t", user_properties=[("k", "v")])
         assert await view.unsubscribe("plain/t") == (0,)
+
+
+class RefusesSubscriptions(LoopbackServer):
+    """A 3.1.1 fake broker that takes the CONNECT and then closes the link on the SUBSCRIBE,
+    the first ``refusals`` times (what RabbitMQ 3.10 does while the node that holds the client
+    id's queue is down), and grants it afterwards."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__()
+        self.refusals = refusals
+        self.subscribes: Inbox[str] = Inbox()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.read(65536)  # the CONNECT (small: one read on loopback)
+            writer.write(b"\x20\x02\x00\x00")  # CONNACK, accepted
+            header = await reader.readexactly(2)  # SUBSCRIBE, a 1-byte remaining length here
+            body = await reader.readexactly(header[1])
+            assert header[0] == 0x82, header
+            if self.refusals > 0:
+                self.refusals -= 1
+                self.subscribes.add("refused")
+                return  # a bare close: 3.1.1 has no way to refuse a SUBSCRIBE
+            self.subscribes.add("granted")
+            writer.write(b"\x90\x03" + body[:2] + b"\x01")  # SUBACK, QoS 1 granted
+            await writer.drain()
+            while await reader.read(65536):  # until the client leaves
+                pass
+        finally:
+            writer.close()
+
+
+async def test_a_link_closed_on_its_subscribe_is_said_and_retried_until_granted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Not "connected" and silent: each refusal is a WARNING that names the broker (redacted)
+    and says what a 3.1.1 broker means by it; the client is connected once it is granted."""
+    async with RefusesSubscriptions(refusals=2) as broker:
+        url = f"mqtt://svc:s3cret@{broker.host}:{broker.port}"
+        client = MQTTClient(
+            url,
+            unique("refused"),
+            protocol="3.1.1",
+            reconnect_min_delay=0.05,
+            reconnect_max_delay=0.2,
+        )
+
+        async def on_message(msg: Message) -> None:
+            pass
+
+        await client.subscribe("jobs/x", on_message, qos=1)
+        try:
+            async with asyncio.timeout(10):
+                await client.connect()
+            assert client.connected
+            assert broker.subscribes.items == ["refused", "refused", "granted"]
+            said = [
+                r.getMessage() for r in caplog.records if "before it was ready" in r.getMessage()
+            ]
+            assert len(said) == 2
+            assert f"mqtt://svc:***@{broker.host}:{broker.port}" in said[0]
+            assert "RabbitMQ" in said[0]  # what such a close means, for the reader of the log
+            assert "s3cret" not in caplog.text
+        finally:
+            await client.shutdown()

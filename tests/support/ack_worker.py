@@ -5,8 +5,10 @@ a persistent session (``clean_start=False``, a session expiry, the fixed client 
 ``SERVICE-INSTANCE``), de-duplication on, one QoS 1 subscription on ``FILTER`` whose handler
 takes ``--delay`` seconds, then appends ``n dup`` (the event's number, 1 if the broker marked
 the PUBLISH as a resend) to ``RECORD`` with one unbuffered ``write``: what was recorded
-survives ``kill -9``. It prints ``ready`` once connected, then ``queued N`` (its queue depth)
-every 50 ms, so a test can kill it while messages wait in it. On SIGTERM it shuts down and
+survives ``kill -9``. It prints ``ready`` once connected, then ``queued N T`` (its queue depth
+and ``time.monotonic()``, one clock for every process of the machine) every 50 ms, so a test
+can kill it while messages wait in it, going by a reading that is current, not one that waited
+in the pipe. On SIGTERM it shuts down and
 prints ``stats {json}`` (its subscription's counters) before it exits.
 """
 
@@ -19,6 +21,7 @@ import dataclasses
 import json
 import os
 import signal
+import time
 
 from tars.mqtt import Message, MQTTClient
 
@@ -57,7 +60,7 @@ async def main() -> None:
     async with client:
         print("ready", flush=True)
         while not stop.is_set():
-            print(f"queued {sub.queued}", flush=True)
+            print(f"queued {sub.queued} {time.monotonic()}", flush=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.05)
     stats = dataclasses.asdict(sub.stats)

@@ -2,7 +2,8 @@
 
 The failover tests publish thousands of numbered events (``{"n": 0}``, ``{"n": 1}``...) while
 they kill broker nodes, at points given as event counts: :meth:`PacedStream.passed` is an event
-set once that many events were handed to the client.
+set once that many events were handed to the client, and :meth:`PacedStream.hold_at` stops
+the stream at a count until the test lets it go on (a broker node started again meanwhile).
 """
 
 from __future__ import annotations
@@ -35,10 +36,16 @@ class PacedStream:
         self.pause = pause
         self.sent = 0
         self._marks: dict[int, asyncio.Event] = {}
+        self._holds: dict[int, asyncio.Event] = {}
 
     def passed(self, count: int) -> asyncio.Event:
         """An event set once ``count`` events were published (call before :meth:`run`)."""
         return self._marks.setdefault(count, asyncio.Event())
+
+    def hold_at(self, count: int) -> asyncio.Event:
+        """An event the stream waits for once ``count`` events were published: it goes on when
+        the test sets it (call before :meth:`run`)."""
+        return self._holds.setdefault(count, asyncio.Event())
 
     async def run(self) -> None:
         while self.sent < self.events:
@@ -51,4 +58,7 @@ class PacedStream:
             for count, mark in self._marks.items():
                 if self.sent >= count:
                     mark.set()
+            for count, hold in self._holds.items():
+                if self.sent >= count:
+                    await hold.wait()
             await asyncio.sleep(self.pause)  # traffic pacing, not a wait for an outcome

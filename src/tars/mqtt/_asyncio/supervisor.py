@@ -292,6 +292,19 @@ class Supervisor:
             if ready is None or self._closing or not conn.is_connected:
                 conn.abort()
                 await conn.wait_closed()
+                if not self._closing:
+                    # Said, not silent: a broker that accepts the CONNECT and then closes the
+                    # link on the restore (RabbitMQ while a queue's node is down) looks like
+                    # "no link" for as long as it lasts, with nothing but this to say why.
+                    log.warning(
+                        "%s: %s closed the link before it was ready (CONNACK and restored "
+                        "subscriptions): %s%s",
+                        self.client_id,
+                        self.params.redacted_url,
+                        conn.close_reason or "closed",
+                        _REFUSED_311 if self._session.protocol_level == 4 else "",
+                        extra=self._fields(),
+                    )
                 return False
             self._link_up(conn, ready.session_present, trouble)
             await conn.wait_closed()
@@ -496,6 +509,12 @@ class Supervisor:
             task.set_name(f"tars-mqtt-hook:{what}")
             self._hook_tasks.add(task)
             task.add_done_callback(self._hook_tasks.discard)
+
+
+_REFUSED_311 = (
+    " (an MQTT 3.1.1 broker refuses a SUBSCRIBE by closing the link; RabbitMQ does so while the"
+    " node that holds this client id's queue is down)"
+)
 
 
 def _unexpected(exc: Exception, params: ConnectionParams) -> ConnectError:
