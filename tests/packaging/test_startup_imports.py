@@ -46,6 +46,40 @@ def test_a_service_start_does_not_import_pydantic() -> None:
     assert _loaded(START) == "[]"
 
 
+SERVICE = (
+    "import sys\nfrom tars.mqtt import MQTTClient\n"
+    "client = MQTTClient.from_env({'MQTT_URL': 'mqtt://localhost:1', 'MQTT_CLIENT_ID': 'svc'})\n"
+)
+LATER = ("tars.mqtt._instrument", "tars.mqtt._options", "random")
+"""Loaded by what uses them, not at a service's start (issue 21): the instruments' dataclasses
+(when one is added), the ``ClientOptions`` TypedDict (type checkers only), :mod:`random` (the
+first retry's jitter, a shuffled broker order)."""
+
+
+def test_a_service_start_does_not_load_what_only_some_use() -> None:
+    assert _loaded(f"{SERVICE}print([m for m in {LATER!r} if m in sys.modules])") == "[]"
+
+
+@pytest.mark.parametrize(
+    ("use", "module"),
+    [
+        ("from tars.mqtt import Instrument; client.add_instrument(Instrument())", LATER[0]),
+        ("from tars.mqtt import ClientOptions", LATER[1]),
+        (
+            "client.config.model_copy(update={'broker_order': 'shuffle'}).ordered_endpoints()",
+            LATER[2],
+        ),
+        (
+            "from tars.mqtt import ExponentialBackoff\n"
+            "ExponentialBackoff().next_delay(0, refused=False)",
+            LATER[2],
+        ),
+    ],
+)
+def test_what_uses_them_loads_them(use: str, module: str) -> None:
+    assert _loaded(f"{SERVICE}{use}\nprint({module!r} in sys.modules)") == "True"
+
+
 @pytest.mark.parametrize(
     "use",
     [

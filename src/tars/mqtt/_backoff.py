@@ -9,10 +9,13 @@ not hit by every client at once, yet keeps probing quickly while nothing listens
 from __future__ import annotations
 
 import math
-import random
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ._errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    import random
 
 __all__ = ["BackoffPolicy", "ExponentialBackoff", "NoRetry"]
 
@@ -95,7 +98,8 @@ class ExponentialBackoff:
         self._jitter = jitter
         self._max_attempts = max_attempts
         self._refused_delay = refused_delay
-        self._random = rng.random if rng is not None else random.random
+        # The random module is loaded at the first retry, not at every service start (issue 21).
+        self._random: Callable[[], float] | None = rng.random if rng is not None else None
 
     def next_delay(self, attempt: int, *, refused: bool) -> float | None:
         """Return the jittered delay before attempt ``attempt``, or None past ``max_attempts``.
@@ -113,6 +117,10 @@ class ExponentialBackoff:
             base = self._max_delay
         if refused:
             base = min(base, self._refused_delay)
+        if self._random is None:
+            import random
+
+            self._random = random.random
         return base * (1.0 - self._jitter * self._random())
 
     def __repr__(self) -> str:

@@ -29,11 +29,10 @@ Adding an option is one declaration in the class body (and its line in ``_option
 
 import math
 import os
-import random
 import types
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, Union, get_args, get_origin
 
 from ._errors import ConfigError, ConfigTypeError
 from ._tls import check_ca_file, check_cert_chain
@@ -48,6 +47,9 @@ from ._url import (
     redact_url,
     redact_urls,
 )
+
+if TYPE_CHECKING:
+    import random  # loaded only by who shuffles (issue 21)
 
 __all__ = [
     "ENV_VARS",
@@ -600,7 +602,7 @@ class MQTTClientConfig:
         """Every broker of ``mqtt_url``, as written (one for a single URL); parsed once."""
         return self._endpoints
 
-    def ordered_endpoints(self, rng: random.Random | None = None) -> tuple[ConnectionParams, ...]:
+    def ordered_endpoints(self, rng: "random.Random | None" = None) -> tuple[ConnectionParams, ...]:
         """:attr:`endpoints` in ``broker_order``: what a client tries, first to last.
 
         With ``"shuffle"`` each call draws a new order (from ``rng``, default a fresh

@@ -11,10 +11,10 @@ A plain object that takes the time as an argument, so the schedule is tested wit
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Final
 
 from ._errors import InvalidArgumentError
+from ._record import Frozen, _set
 
 __all__ = [
     "MQTT311_CLOSE_HINT",
@@ -102,12 +102,16 @@ def describe_invalid(error: BaseException, limit: int = 3) -> str:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Healed:
+class Healed(Frozen):
     """A series of failed attempts ended with a link: how many failed, over how long."""
 
+    __slots__ = ("attempts", "seconds")
     attempts: int
     seconds: float
+
+    def __init__(self, attempts: int, seconds: float) -> None:
+        _set(self, "attempts", attempts)
+        _set(self, "seconds", seconds)
 
 
 class ConnectTrouble:

@@ -15,14 +15,16 @@ directly, another through a proxy on port 443). Credentials may differ per URL.
 
 from __future__ import annotations
 
-import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote, unquote
 
 from ._errors import ConfigError, InvalidArgumentError
+
+if TYPE_CHECKING:
+    import random
 
 __all__ = [
     "BrokerOrder",
@@ -229,7 +231,11 @@ def order_endpoints(
         return tuple(endpoints)
     if order == "shuffle":
         shuffled = list(endpoints)
-        (rng or random.Random()).shuffle(shuffled)
+        if rng is None:
+            import random  # loaded only by who shuffles (issue 21)
+
+            rng = random.Random()
+        rng.shuffle(shuffled)
         return tuple(shuffled)
     raise InvalidArgumentError(f"unknown broker order {order!r}: use 'in_order' or 'shuffle'")
 

@@ -70,15 +70,17 @@ from ._errors import (
     SubscribeError,
 )
 from ._health import encode_health, health_topic, keepalive_topic, will_payload
-from ._instrument import Instrument, Instruments
+from ._instruments import Instruments
 from ._message import Message
-from ._options import ClientOptions
 from ._requests import PendingRequests, reply_to_of, with_reply_to
 from ._retained import RetainedMemory
 from ._topics import validate_topic_filter, validate_topic_name
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
+
+    from ._instrument import Instrument
+    from ._options import ClientOptions  # a TypedDict: for type checkers only
 
 __all__ = ["ClientState", "ClientStats", "MQTTClient"]
 

@@ -8,8 +8,9 @@ in ``test_journal.py``, and the whole path with real processes and kill -9 in
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
-from dataclasses import replace
+from typing import Any
 
 import pytest
 from mqtt5 import PubAckPacket, PubAckReasonCode
@@ -19,6 +20,14 @@ from tars.mqtt._core.events import PublishDone
 from tars.mqtt._core.outgoing import Outgoing
 from tars.mqtt._core.session import Session
 from tars.mqtt._errors import OutboxFullError
+
+
+def replace(item: Outgoing, **changes: Any) -> Outgoing:
+    """A copy of ``item`` with ``changes``, as the SQLite journal stores and loads it."""
+    new = copy.copy(item)
+    for name, value in changes.items():
+        setattr(new, name, value)
+    return new
 
 
 class FakeJournal:

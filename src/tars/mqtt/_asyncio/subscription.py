@@ -39,13 +39,15 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from .._dedup import DedupWindow
 from .._envelope import Envelope
 from .._errors import EnvelopeError, InvalidArgumentError, InvalidArgumentTypeError
-from .._instrument import Instruments, Outcome
+from .._instruments import Instruments
 from .._logfields import message_fields
 from .._message import Message
 from .._trouble import describe_invalid
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
+
+    from .._instrument import Outcome
 
 __all__ = [
     "Handler",

@@ -24,7 +24,7 @@ from .._backoff import BackoffPolicy
 from .._core.protocol import ProtocolChoice, ProtocolOption, level_name
 from .._core.session import Session
 from .._errors import ConnectError
-from .._instrument import Instruments
+from .._instruments import Instruments
 from .._logfields import link_fields
 from .._trouble import ConnectTrouble, scheme_hint
 from .._url import ConnectionParams, endpoint_from_reference

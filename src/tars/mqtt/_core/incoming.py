@@ -30,8 +30,9 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Final, Generic, TypeVar
+
+from .._record import Frozen, Record, _set
 
 __all__ = ["BacklogReport", "Due", "Incoming"]
 
@@ -48,24 +49,36 @@ MAX_PARKED: Final = 1000
 """Most parked messages that hold no acknowledgement (``on_arrival``); the oldest goes first."""
 
 
-@dataclass(slots=True)
-class _Held:
+class _Held(Record):
+    __slots__ = ("holders", "packet_id", "qos")
     packet_id: int
     qos: int
     holders: int  # subscriptions (or the backlog) that still have it; 0: done
 
+    def __init__(self, packet_id: int, qos: int, holders: int) -> None:
+        self.packet_id = packet_id
+        self.qos = qos
+        self.holders = holders
 
-@dataclass(slots=True)
-class _Parked(Generic[T]):
+
+class _Parked(Record, Generic[T]):
+    __slots__ = ("item", "overdue", "since", "token")
     token: int | None  # None: acknowledged on arrival already
     since: float
     item: T
-    overdue: bool = False  # counted once in Incoming.overdue
+    overdue: bool  # counted once in Incoming.overdue
+
+    def __init__(self, token: int | None, since: float, item: T, overdue: bool = False) -> None:
+        self.token = token
+        self.since = since
+        self.item = item
+        self.overdue = overdue
 
 
-@dataclass(frozen=True, slots=True)
-class BacklogReport(Generic[T]):
+class BacklogReport(Frozen, Generic[T]):
     """What :meth:`Incoming.check` found in the unrouted backlog."""
+
+    __slots__ = ("discarded", "due", "oldest", "overdue", "remind", "waiting")
 
     waiting: int
     """Messages that wait for a subscription now."""
@@ -76,10 +89,26 @@ class BacklogReport(Generic[T]):
     remind: bool
     """True when the shell should say it (again): the first time something is overdue, then
     every ``remind_every`` seconds while it stays so."""
-    discarded: list[T] = field(default_factory=list)
+    discarded: list[T]
     """Given up after ``unrouted_timeout`` (the user's opt-in) or over ``max_parked``."""
-    due: list[Due] = field(default_factory=list)
+    due: list[Due]
     """The acknowledgements the discarded messages made due, in arrival order."""
+
+    def __init__(
+        self,
+        waiting: int,
+        overdue: int,
+        oldest: float,
+        remind: bool,
+        discarded: list[T] | None = None,
+        due: list[Due] | None = None,
+    ) -> None:
+        _set(self, "waiting", waiting)
+        _set(self, "overdue", overdue)
+        _set(self, "oldest", oldest)
+        _set(self, "remind", remind)
+        _set(self, "discarded", [] if discarded is None else discarded)
+        _set(self, "due", [] if due is None else due)
 
 
 class Incoming(Generic[T]):

@@ -15,18 +15,17 @@ session handles those first, then ends the link.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import mqtt5
 
+from .._record import Frozen, _set
 from .codes import MALFORMED, PACKET_TOO_LARGE
 from .framing import FramingError, bad_publish_topic, check_fixed_header, frame_length, read_packet
 
 __all__ = ["ReadError", "Reader"]
 
 
-@dataclass(frozen=True, slots=True)
-class ReadError:
+class ReadError(Frozen):
     """Why the bytes cannot go on: ``reason`` is the DISCONNECT reason code to end with.
 
     ``v311_connack``: the bytes were a CONNACK with a 2-byte body, which is MQTT 3.1.1's (MQTT
@@ -34,9 +33,15 @@ class ReadError:
     protocol version.
     """
 
+    __slots__ = ("message", "reason", "v311_connack")
     reason: int
     message: str
-    v311_connack: bool = False
+    v311_connack: bool
+
+    def __init__(self, reason: int, message: str, v311_connack: bool = False) -> None:
+        _set(self, "reason", reason)
+        _set(self, "message", message)
+        _set(self, "v311_connack", v311_connack)
 
 
 class Reader:

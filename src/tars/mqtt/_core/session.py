@@ -49,7 +49,6 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import mqtt5
@@ -77,6 +76,7 @@ from .._errors import (
     OutboxFullError,
     ProtocolError,
 )
+from .._record import Record
 from .codes import (
     KEEP_ALIVE_TIMEOUT,
     MAX_PACKET_ID,
@@ -141,25 +141,46 @@ class WaitFor(enum.Enum):
     ROOM = "room"  # a link, or room in the outbox for ``size`` bytes
 
 
-@dataclass(slots=True, eq=False)
 class _Waiter:
-    handle: object
-    what: WaitFor
-    size: int
+    __slots__ = ("handle", "size", "what")
+
+    def __init__(self, handle: object, what: WaitFor, size: int) -> None:
+        self.handle = handle
+        self.what = what
+        self.size = size
 
 
-@dataclass(slots=True)
-class _Link:
+class _Link(Record):
     """What lives and dies with one network link (the parts keep their own share)."""
 
-    keep_alive: int = 0
-    next_ping: float | None = None
-    ping_deadline: float | None = None
-    ready: bool = False
-    session_present: bool = False
-    first: bool = False
-    connacked: bool = False  # CONNACK accepted: resends and the restore went out on this link
-    broker_reason: int | None = None  # the reason code of the broker's DISCONNECT, if one came
+    __slots__ = (
+        "broker_reason",
+        "connacked",
+        "first",
+        "keep_alive",
+        "next_ping",
+        "ping_deadline",
+        "ready",
+        "session_present",
+    )
+    keep_alive: int
+    next_ping: float | None
+    ping_deadline: float | None
+    ready: bool
+    session_present: bool
+    first: bool
+    connacked: bool  # CONNACK accepted: resends and the restore went out on this link
+    broker_reason: int | None  # the reason code of the broker's DISCONNECT, if one came
+
+    def __init__(self) -> None:
+        self.keep_alive = 0
+        self.next_ping = None
+        self.ping_deadline = None
+        self.ready = False
+        self.session_present = False
+        self.first = False
+        self.connacked = False
+        self.broker_reason = None
 
 
 class Session:

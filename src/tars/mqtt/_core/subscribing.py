@@ -16,7 +16,6 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from mqtt5 import (
     ConnAckPacket,
@@ -58,12 +57,20 @@ class _Purpose(enum.Enum):
     INTERNAL = "internal"  # an internal topic: failures are logged
 
 
-@dataclass(slots=True, eq=False)
 class _Request:
-    kind: type[SubAckPacket] | type[UnsubAckPacket]
-    handle: object
-    filters: tuple[str, ...]
-    purpose: _Purpose
+    __slots__ = ("filters", "handle", "kind", "purpose")
+
+    def __init__(
+        self,
+        kind: type[SubAckPacket] | type[UnsubAckPacket],
+        handle: object,
+        filters: tuple[str, ...],
+        purpose: _Purpose,
+    ) -> None:
+        self.kind = kind
+        self.handle = handle
+        self.filters = filters
+        self.purpose = purpose
 
 
 class Subscribing:

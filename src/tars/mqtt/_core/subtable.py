@@ -21,22 +21,35 @@ so every process must choose the same ones whatever its subscription order.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, field
 from typing import Final
+
+from .._record import Frozen, Record, _set
 
 __all__ = ["FilterEntry", "RestorePlan", "SubscriptionTable"]
 
 _MAX_SUBSCRIPTION_ID: Final = 268_435_455  # MQTT 5: a Variable Byte Integer, 1 .. 2**28 - 1
 
 
-@dataclass(slots=True)
-class FilterEntry:
+class FilterEntry(Record):
     """One filter the client wants: handlers per QoS, its identifier, the broker's copy."""
 
+    __slots__ = ("broker_qos", "counts", "sid", "strikes")
     sid: int
-    counts: list[int] = field(default_factory=lambda: [0, 0, 0])  # subscriptions per QoS
-    broker_qos: int | None = None  # the QoS the broker holds it at, as far as we know
-    strikes: int = 0  # links in a row the broker ended with this filter's SUBSCRIBE unanswered
+    counts: list[int]  # subscriptions per QoS
+    broker_qos: int | None  # the QoS the broker holds it at, as far as we know
+    strikes: int  # links in a row the broker ended with this filter's SUBSCRIBE unanswered
+
+    def __init__(
+        self,
+        sid: int,
+        counts: list[int] | None = None,
+        broker_qos: int | None = None,
+        strikes: int = 0,
+    ) -> None:
+        self.sid = sid
+        self.counts = [0, 0, 0] if counts is None else counts
+        self.broker_qos = broker_qos
+        self.strikes = strikes
 
     @property
     def qos(self) -> int:
@@ -49,14 +62,24 @@ class FilterEntry:
         return not any(self.counts)
 
 
-@dataclass(frozen=True, slots=True)
-class RestorePlan:
+class RestorePlan(Frozen):
     """What a new link must send: SUBSCRIBE per (filter, qos, sid), internal topics, and one
     UNSUBSCRIBE for the filters a resumed session still holds but nobody wants."""
 
+    __slots__ = ("internal", "subscribe", "unsubscribe")
     subscribe: tuple[tuple[str, int, int], ...]
     internal: tuple[tuple[str, int], ...]
     unsubscribe: tuple[str, ...]
+
+    def __init__(
+        self,
+        subscribe: tuple[tuple[str, int, int], ...],
+        internal: tuple[tuple[str, int], ...],
+        unsubscribe: tuple[str, ...],
+    ) -> None:
+        _set(self, "subscribe", subscribe)
+        _set(self, "internal", internal)
+        _set(self, "unsubscribe", unsubscribe)
 
 
 class SubscriptionTable:
