@@ -3,6 +3,8 @@ last will on an abrupt disconnect, and the heartbeat payload, identical on every
 
 from __future__ import annotations
 
+import pytest
+
 from contract.harness import Target, collect, connections
 from tars.mqtt import HealthStatus, HeartbeatPayload, Message, health_topic, keepalive_topic
 
@@ -23,6 +25,7 @@ async def retained_status(target: Target, client_id: str) -> tuple[HealthStatus,
     return status(message), message.retain
 
 
+@pytest.mark.needs("will_discarded_on_disconnect")
 async def test_health_is_retained_ready_while_up_and_shutdown_after(target: Target) -> None:
     service = await target.client("svc", enable_health=True)
 
@@ -82,6 +85,7 @@ async def test_heartbeats_carry_the_documented_payload_and_come_back(target: Tar
     assert service.stats.stale_links == 0
 
 
+@pytest.mark.needs("will_discarded_on_disconnect")
 async def test_nothing_is_published_in_a_clients_name_after_a_graceful_shutdown(
     target: Target,
 ) -> None:
