@@ -11,6 +11,7 @@ rejoins, and the RabbitMQ facts that docs/scale-out.md relies on hold.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -190,3 +191,30 @@ async def test_rabbitmq_keeps_a_retained_message_on_the_node_it_was_published_on
 
     assert await first_message(0) == b"online"
     assert await first_message(2) == b"live"
+
+
+async def test_a_qos2_publish_is_taken_at_qos1_counted_and_said(
+    rabbitmq_cluster: RabbitMQCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RabbitMQ 3.10 has no QoS 2: it answers a QoS 2 PUBLISH with PUBACK. The publisher is not
+    held for a PUBREC that never comes: each publish returns, is delivered (at QoS 1), and the
+    downgrade is counted and said once."""
+    topic = unique("rmq/qos2")
+    inbox: Inbox[tuple[bytes, int]] = Inbox()
+
+    async def on_message(message: Message) -> None:
+        inbox.add((message.payload, message.qos))
+
+    async with (
+        service(rabbitmq_cluster.nodes[0].url, "sub2", protocol="3.1.1") as subscriber,
+        service(rabbitmq_cluster.nodes[0].url, "pub2", protocol="3.1.1") as publisher,
+    ):
+        await subscriber.subscribe(topic, on_message, qos=2)
+        async with asyncio.timeout(10):
+            for n in range(3):
+                await publisher.publish(topic, f"{n}".encode(), qos=2)
+        assert await inbox.wait_for(3, timeout=10) == [(b"0", 1), (b"1", 1), (b"2", 1)]
+        assert publisher.stats.qos2_downgraded == 3
+        assert publisher.stats.inflight == 0
+        said = [r.getMessage() for r in caplog.records if "qos2_downgraded" in r.getMessage()]
+        assert len(said) == 1

@@ -50,3 +50,4 @@ class ClientStats:
     properties_dropped: int = 0  # publishes whose MQTT 5 properties an MQTT 3.1.1 link dropped
     redirects_refused: int = 0  # server redirections not followed (the redirects option)
     poisoned: int = 0  # publishes/filters given up by the poison-message breaker (resilience.md)
+    qos2_downgraded: int = 0  # QoS 2 publishes the broker took at QoS 1 (answered with PUBACK)

@@ -292,6 +292,7 @@ class MQTTClient:
             properties_dropped=counts.properties_dropped,
             redirects_refused=self._supervisor.redirects_refused,
             poisoned=counts.poisoned,
+            qos2_downgraded=counts.qos2_downgraded,
             **totals,
         )
 

@@ -213,6 +213,7 @@ def on_wire(store: OutgoingStore, *names: str) -> list[Outgoing]:
     for packet_id, it in enumerate(items, 1):
         it.packet_id = packet_id
         store.inflight[packet_id] = it
+        store.sends = it.order = store.sends + 1  # as Publishing puts it on the wire
     return items
 
 
@@ -231,13 +232,37 @@ def test_a_record_is_given_up_at_the_limit_and_leaves_the_journal() -> None:
     store.attach(journal)
     poison, innocent = on_wire(store, "poison", "innocent")
     poison.seq = 7
-    assert store.strike(3) is None
-    assert store.strike(3) is None
-    assert store.strike(3) is poison
+    assert store.strike(3, 0.0) is None
+    assert store.strike(3, 0.0) is None
+    assert store.strike(3, 0.0) is poison
     assert list(store.inflight.values()) == [innocent]  # out of the resend set
     assert journal.removed == [7]  # and out of the durable outbox
     assert innocent.strikes == 0
 
 
 def test_nothing_on_the_wire_takes_no_strike() -> None:
-    assert OutgoingStore().strike(1) is None
+    assert OutgoingStore().strike(1, 0.0) is None
+
+
+def test_a_publish_the_broker_read_past_is_no_suspect() -> None:
+    """RabbitMQ confirms out of order and ends a publisher's link when one confirm fails (its
+    queue's node just died): a later publish answered on the link clears the oldest one."""
+    store = OutgoingStore()
+    oldest, later = on_wire(store, "oldest", "later")
+    assert store.suspect() is oldest
+    store.answered_upto = later.order  # the broker answered "later" (Publishing.finish)
+    del store.inflight[later.packet_id]
+    assert store.suspect() is None
+    assert store.strike(1, 0.0) is None
+    assert oldest.strikes == 0
+
+
+def test_bare_closes_give_a_publish_up_only_after_the_span() -> None:
+    """Closes without a DISCONNECT may be transient: the limit of strikes is not enough, the
+    first strike must also be ``span`` seconds old."""
+    store = OutgoingStore()
+    [poison] = on_wire(store, "poison")
+    assert [store.strike(3, t, span=10.0) for t in (0.0, 0.5, 1.0, 4.0)] == [None] * 4
+    assert poison.strikes == 4
+    assert store.strike(3, 10.5, span=10.0) is poison
+    assert not store.inflight

@@ -75,10 +75,36 @@ def test_an_unknown_or_wrong_qos_ack_is_ignored() -> None:
     p.publish("t/2", 2)
     p.sent()
     events: list[Event] = []
-    p.part.handle_puback(1, events, 0, None, 1.0)  # a PUBACK for a QoS 2 publish
     p.part.handle_puback(99, events, 0, None, 1.0)
     p.part.handle_pubcomp(1, events, 0, None, 1.0)  # PUBCOMP before PUBREC
     assert (events, p.part.inflight_count) == ([], 1)
+    p.part.handle_pubrec(PubRecPacket(1), events, 1.0)
+    p.part.handle_puback(1, events, 0, None, 1.0)  # after PUBREC only a PUBCOMP ends it
+    assert (events, p.part.inflight_count) == ([], 1)
+
+
+def test_a_puback_for_a_qos2_publish_finishes_it_as_taken_at_qos1(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """RabbitMQ 3.10 answers every QoS 2 PUBLISH with PUBACK: the publish is done (its slot of
+    the window free again), counted, and said once, not held for a PUBREC that never comes."""
+    p = Part(receive_max=1)
+    p.part.link_started(p.connack)
+    for n in range(3):
+        p.publish(f"t/{n}", 2)
+    events: list[Event] = []
+    for packet_id in (1, 2, 3):
+        [packet] = p.sent()
+        assert isinstance(packet, PublishPacket)
+        assert packet.packet_id == packet_id
+        p.part.handle_puback(packet_id, events, 0, None, 1.0)
+    assert events == [PublishDone(f"t/{n}", 0, None) for n in range(3)]
+    assert (p.part.inflight_count, p.part.send_quota) == (0, 1)
+    assert (p.stats.qos2_downgraded, p.stats.publish_failed) == (3, 0)
+    said = [r.getMessage() for r in caplog.records if "QoS 2" in r.getMessage()]
+    assert len(said) == 1
+    assert "PUBACK" in said[0]
+    assert "'t/0'" in said[0]
 
 
 def test_qos2_is_released_on_pubrec_and_done_on_pubcomp() -> None:

@@ -111,7 +111,7 @@ def test_an_ack_for_a_message_of_an_earlier_link_is_ignored() -> None:
     session = after_handling(**RESUMABLE)
     feed(session, message(1))
     old = routed(session, 1)
-    session.connection_lost()
+    session.connection_lost(now=0.0)
     assert finish(session, old) is False  # no link: nothing to acknowledge on
     connect(session, ConnAckPacket(session_present=True), now=1.0)
     sent(session)

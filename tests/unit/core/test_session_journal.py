@@ -178,7 +178,7 @@ def test_shutdown_keeps_journaled_records_uncounted_and_closes_the_journal(
     [_sent_1] = publishes(sent(session))[:1]  # in flight when the client shuts down
     session.publish("t/live", b"x", 1, handle="h2")  # never journaled: lost, counted below
     sent(session)
-    session.connection_lost()
+    session.connection_lost(now=0.0)
     handles = session.abandon()
     assert set(handles) >= {"h1", "h2"}
     assert journal.closed

@@ -68,7 +68,7 @@ def done(events: list[Event]) -> list[PublishDone]:
 
 def lose(session: Session) -> list[Event]:
     """The link drops (the asyncio layer's connection_lost)."""
-    events = session.connection_lost()
+    events = session.connection_lost(now=0.0)
     assert session.state is SessionState.DISCONNECTED
     return events
 

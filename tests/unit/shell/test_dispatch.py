@@ -476,7 +476,7 @@ async def test_health_recovers_when_a_link_end_takes_the_backlog_away() -> None:
     acking = Acking(warn_after=0.01)
     acking.arrive(1, subscription_ids=[4242])
     assert (await acking.health.wait_for(1))[0][0] is True  # degraded
-    acking.session.connection_lost()  # the parked message goes with its link
+    acking.session.connection_lost(now=0.0)  # the parked message goes with its link
     acking.session.connection_made(1.0)
     feed(acking.session, ConnAckPacket(session_present=True), now=1.0)
     sent(acking.session)

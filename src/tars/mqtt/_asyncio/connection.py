@@ -328,7 +328,9 @@ class Connection(asyncio.Protocol):
         """End this link's use of the session, exactly once (abort and loss may both call)."""
         if self._owns_session:
             self._owns_session = False
-            self._process(self._session.connection_lost(broker_closed=broker_closed))
+            self._process(
+                self._session.connection_lost(now=self._loop.time(), broker_closed=broker_closed)
+            )
 
     def _mark_closed(self) -> None:
         if self._timer is not None:

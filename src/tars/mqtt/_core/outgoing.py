@@ -49,6 +49,7 @@ class Outgoing:
         "expires_at",
         "handle",
         "offline",
+        "order",
         "packet_id",
         "payload",
         "properties",
@@ -57,6 +58,7 @@ class Outgoing:
         "retain",
         "seq",
         "strikes",
+        "struck_at",
         "topic",
         "wire",
     )
@@ -83,6 +85,8 @@ class Outgoing:
         self.expires_at: float | None = None  # offline records only: not sendable after this
         self.seq: int | None = None  # its record in the journal (durable outbox), until it ends
         self.strikes = 0  # links the broker ended while this was its oldest unacked publish
+        self.struck_at: float | None = None  # when it took its first strike
+        self.order = 0  # when its PUBLISH last went on the wire, in the store's send order
 
 
 class Journal(Protocol):
@@ -142,6 +146,10 @@ class OutgoingStore:
         self.dropped = 0  # dropped by the outbox policy or limits
         self.expired = 0  # older than the TTL when a link came back
         self.journal: Journal | None = None  # the durable outbox, while attached
+        # The poison-message breaker's evidence: PUBLISHes put on the wire so far (each one's
+        # ``order``), and the latest-sent one the broker answered on the current link.
+        self.sends = 0
+        self.answered_upto = 0
 
     def attach(self, journal: Journal) -> int:
         """Keep offline QoS 1/2 records in ``journal`` too, and queue what an earlier process
@@ -229,22 +237,27 @@ class OutgoingStore:
         """The oldest publish on the wire the broker has not acknowledged at all (not even a
         PUBREC), or None. A broker reads a link in order: when it ends the link on a packet of
         ours, this is the one it choked on (an earlier one would have been answered first).
-        Records still waiting in ``resend`` were not sent on this link."""
+        Records still waiting in ``resend`` were not sent on this link. None too when the
+        broker answered a publish sent after it on this link: it read past it (RabbitMQ
+        confirms out of order, and ends a publisher's link when a confirm fails)."""
         waiting = {id(item) for item in self.resend}
         for item in self.inflight.values():
             if not item.released and id(item) not in waiting:
-                return item
+                return item if item.order > self.answered_upto else None
         return None
 
-    def strike(self, limit: int) -> Outgoing | None:
+    def strike(self, limit: int, now: float, span: float = 0.0) -> Outgoing | None:
         """The poison-message breaker: the broker ended the link; its :meth:`suspect` takes a
-        strike. At ``limit`` strikes the record is given up: taken out of the resend set and
-        out of the journal, and returned (its outcome is the caller's to report)."""
+        strike. At ``limit`` strikes, and ``span`` seconds or more after its first one, the
+        record is given up: taken out of the resend set and out of the journal, and returned
+        (its outcome is the caller's to report)."""
         item = self.suspect()
         if item is None:
             return None
         item.strikes += 1
-        if item.strikes < limit:
+        if item.struck_at is None:
+            item.struck_at = now
+        if item.strikes < limit or now - item.struck_at < span:
             return None
         del self.inflight[item.packet_id]
         self.forget(item)

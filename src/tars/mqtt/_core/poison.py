@@ -16,8 +16,11 @@ reason blames a packet of ours, or, for a publish only, a close without any DISC
   takes a strike only from a DISCONNECT that blames a packet (a bare close while one is
   unanswered strikes nothing: RabbitMQ closes so while a queue's node is down, and a filter
   given up would be lost for good, where a publish given up fails to its caller);
+- not when the broker answered a publish sent after that one on the same link: it read past
+  it (RabbitMQ confirms out of order, and ends the link when a confirm fails);
 - that one takes a strike; a SUBACK resets a filter's strikes, an acknowledgement ends a
-  publish; at :data:`POISON_LINKS` strikes it is given up: the publish fails with
+  publish; at :data:`POISON_LINKS` strikes (and, when only bare closes blamed a publish, at
+  least :data:`BARE_CLOSE_SPAN` seconds after its first) it is given up: the publish fails with
   :class:`~tars.mqtt.PoisonMessageError` and leaves the resend set and the durable outbox, the
   filter leaves the table (no restore sends it again). Both are counted and logged.
 
@@ -41,12 +44,20 @@ from .stats import SessionStats
 from .subscribing import _Purpose, _Request
 from .subtable import SubscriptionTable
 
-__all__ = ["POISON_LINKS", "blames_a_packet", "link_ended_by_broker"]
+__all__ = ["BARE_CLOSE_SPAN", "POISON_LINKS", "blames_a_packet", "link_ended_by_broker"]
 
 log = logging.getLogger("tars.mqtt")
 
 POISON_LINKS: Final = 3
 """Links in a row a packet may be blamed for before it is given up."""
+
+BARE_CLOSE_SPAN: Final = 10.0
+"""Seconds a publish must go on ending links by bare closes (no DISCONNECT) before it is given
+up, whatever its strikes: such a close may be transient. RabbitMQ 3.10 ends a publisher's link
+when a publish cannot be confirmed because its queue's node just died, and does so again on
+the next links until the queue is back: three links in a second under a cluster failover
+(measured), where a publish given up is a message lost. A broker that chokes on a packet for
+good ends the links for as long as it is resent, so this costs it seconds offline, once."""
 
 # DISCONNECT reasons that say a packet of ours was at fault (MQTT 5 table 3-10).
 _PACKET_FAULTS: Final = frozenset(
@@ -81,6 +92,7 @@ def link_ended_by_broker(
     requests: Iterable[_Request],
     broker_reason: int | None,
     stats: SessionStats,
+    now: float,
 ) -> list[Event]:
     """Strike the packet the broker choked on (see the module docstring); the events of a
     publish given up (its caller gets the error)."""
@@ -106,7 +118,8 @@ def link_ended_by_broker(
                     )
                     log.error("poison-message breaker: %s", refusal)
                 return []
-    item = outgoing.strike(POISON_LINKS)
+    span = BARE_CLOSE_SPAN if broker_reason is None else 0.0
+    item = outgoing.strike(POISON_LINKS, now, span)
     if item is None:
         return []
     stats.poisoned += 1

@@ -92,6 +92,7 @@ class Publishing:
         self._stats = stats
         self._allocate_id = allocate_id
         self._liveness = liveness
+        self._downgrade_said = False  # the QoS 2 -> PUBACK WARNING, once per client
         # The current link's: what is left of the broker's Receive Maximum, its Maximum Packet
         # Size and its CONNACK (what it cannot serve). Set by link_started.
         self.send_quota = MAX_PACKET_ID
@@ -115,7 +116,9 @@ class Publishing:
     def link_ended(self) -> None:
         """The link is gone: what was in flight stays (resent on a resumed session, or sent
         again as new), but nothing is resent on a link that no longer exists."""
-        self.store.resend.clear()
+        store = self.store
+        store.resend.clear()
+        store.answered_upto = store.sends  # what the next link answers counts from here
 
     def publish(
         self,
@@ -184,6 +187,7 @@ class Publishing:
         if not store.inflight and self._liveness is not None:
             self._liveness.publishes_waiting(now, True)
         store.inflight[packet_id] = item
+        store.sends = item.order = store.sends + 1
         self.send_quota -= 1
         self._send(wire)
         self._stats.published += 1
@@ -252,15 +256,38 @@ class Publishing:
             assert item.wire is not None
             wire = bytearray(item.wire)
             wire[0] |= 0x08  # DUP flag: this PUBLISH may have been seen before
+            store = self.store
+            store.sends = item.order = store.sends + 1
             self._send(bytes(wire))
 
     def handle_puback(
         self, packet_id: int, events: list[Event], reason: int, text: str | None, now: float
     ) -> None:
-        """PUBACK: a QoS 1 publish of ours is done (an unknown id is ignored)."""
+        """PUBACK: a QoS 1 publish of ours is done (an unknown id is ignored).
+
+        A PUBACK for a QoS 2 publish not yet released means the broker took it at QoS 1:
+        RabbitMQ 3.10 does so with every QoS 2 PUBLISH (MQTT 3.1.1 has no way to say so).
+        Ignored, it would hold its publisher and a slot of the in-flight window for a PUBREC
+        that never comes, and the ack timeout would tear down link after link over it. It is
+        finished instead (delivered at least once, not exactly once), counted in
+        ``qos2_downgraded`` and said once per client.
+        """
         item = self.store.inflight.get(packet_id)
-        if item is not None and item.qos == 1:
-            self.finish(packet_id, events, reason, text, now)
+        if item is None:
+            return
+        if item.qos == 2:
+            if item.released:
+                return  # PUBREC came: only a PUBCOMP ends it
+            self._stats.qos2_downgraded += 1
+            if not self._downgrade_said:
+                self._downgrade_said = True
+                log.warning(
+                    "the broker answered a QoS 2 publish on %r with PUBACK: it took it at "
+                    "QoS 1 (at least once, not exactly once; RabbitMQ does so with every QoS 2 "
+                    "publish); counted in stats.qos2_downgraded, said once",
+                    item.topic,
+                )
+        self.finish(packet_id, events, reason, text, now)
 
     def handle_pubcomp(
         self, packet_id: int, events: list[Event], reason: int, text: str | None, now: float
@@ -277,6 +304,8 @@ class Publishing:
         store = self.store
         item = store.inflight.pop(packet_id)
         store.forget(item)
+        if item.order > store.answered_upto:  # the broker read this far (the poison breaker)
+            store.answered_upto = item.order
         self.send_quota += 1
         if reason >= 0x80:
             self._stats.publish_failed += 1
@@ -330,6 +359,9 @@ class Publishing:
         if reason_code == NO_SUBSCRIBERS:
             self._stats.no_subscribers += 1
         item.released = True
+        store = self.store
+        if item.order > store.answered_upto:
+            store.answered_upto = item.order
         if self._liveness is not None:
             self._liveness.acked(now)
         self._send(PubRelPacket(packet_id).write())

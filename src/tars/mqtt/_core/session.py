@@ -381,10 +381,11 @@ class Session:
         self._out.append(connect.write())
         self.state = SessionState.CONNECTING
 
-    def connection_lost(self, *, broker_closed: bool = False) -> list[Event]:
+    def connection_lost(self, *, now: float, broker_closed: bool = False) -> list[Event]:
         """The link is gone. Publishes stay for the next link; requests are aborted.
 
-        ``broker_closed``: the broker closed the connection (not us, not a transport error).
+        ``broker_closed``: the broker closed the connection (not us, not a transport error);
+        ``now``: the clock of the poison-message breaker's :data:`~.poison.BARE_CLOSE_SPAN`.
         A link the broker ended after its CONNACK feeds the poison-message breaker
         (:mod:`.poison`), whose verdict comes back as events.
         """
@@ -397,6 +398,7 @@ class Session:
                 self.subscriptions.requests.values(),
                 link.broker_reason,
                 self.stats,
+                now,
             )
         self.state = SessionState.DISCONNECTED
         self._out.clear()

@@ -17,6 +17,7 @@ class SessionStats(Record):
         "properties_dropped",
         "publish_failed",
         "published",
+        "qos2_downgraded",
         "receive_maximum_exceeded",
         "stale_links",
     )
@@ -28,6 +29,7 @@ class SessionStats(Record):
     receive_maximum_exceeded: int  # times the broker went over our Receive Maximum
     poisoned: int  # publishes and filters the poison-message breaker gave up on
     properties_dropped: int  # PUBLISH properties not sent: an MQTT 3.1.1 link has none
+    qos2_downgraded: int  # QoS 2 publishes the broker answered with PUBACK (took at QoS 1)
 
     def __init__(self) -> None:
         self.published = 0
@@ -38,3 +40,4 @@ class SessionStats(Record):
         self.receive_maximum_exceeded = 0
         self.poisoned = 0
         self.properties_dropped = 0
+        self.qos2_downgraded = 0
