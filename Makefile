@@ -52,7 +52,8 @@ amqtt: $(STAMP)
 
 # The second pass runs the contract suite, the core integration tests, the drop-in and the
 # testing kit again on uvloop (what uvicorn brings): its transports are not asyncio's classes
-# (issue 20). About 1 minute. Any non-zero status fails (5: nothing collected, included).
+# (issue 20). About 2 minutes (it boots the ejabberd and RabbitMQ clusters of the contract
+# suite's WebSocket targets). Any non-zero status fails (5: nothing collected, included).
 UVLOOP_TESTS := tests/contract tests/integration/test_client_*.py tests/integration/test_connection*.py \
   tests/integration/test_event_loop.py tests/integration/test_testing_kit_fixtures.py tests/adapters \
   tests/integration/test_resilience_retained.py
@@ -60,9 +61,10 @@ test: $(STAMP) mosquitto ejabberd rabbitmq amqtt
 	@markers=""; notes=""; \
 	if ! { $(EJABBERD_OK); }; then markers="not ejabberd"; notes="$(EJABBERD_NOTE)"; fi; \
 	if ! { $(RABBITMQ_OK); }; then markers="$${markers:+$$markers and }not rabbitmq"; notes="$$notes $(RABBITMQ_NOTE)"; fi; \
-	if [ -z "$$markers" ]; then $(PY) -m pytest; else \
-	  $(PY) -m pytest -m "$$markers"; status=$$?; echo "note: $$notes"; exit $$status; fi
-	TARS_TEST_LOOP=uvloop $(PY) -m pytest $(UVLOOP_TESTS)
+	if [ -z "$$markers" ]; then \
+	  $(PY) -m pytest && TARS_TEST_LOOP=uvloop $(PY) -m pytest $(UVLOOP_TESTS); else \
+	  $(PY) -m pytest -m "$$markers" && TARS_TEST_LOOP=uvloop $(PY) -m pytest -m "$$markers" $(UVLOOP_TESTS); \
+	  status=$$?; echo "note: $$notes"; exit $$status; fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench examples
@@ -77,7 +79,8 @@ check: lint typecheck test
 # tars-core and gmqtt on uvloop too (name@uvloop);
 # then memory over 1,000,000 messages for the clients that finish it in minutes (its table is
 # written to bench/out/rss.md and copied into RESULTS.md by hand); then tars_raw over TCP beside
-# tars_ws, the same over WebSockets (bench/out/ws.md, copied into RESULTS.md by hand too).
+# tars_ws, the same over WebSockets (bench/out/ws.md, copied into RESULTS.md by hand too); then
+# MQTT 5 beside MQTT 3.1.1 (tars_*_311, bench/out/311.md, copied into RESULTS.md by hand too).
 BENCH_CLIENTS := tars_event,tars_raw,tars_proto,gmqtt,aiomqtt,paho,tars_event@uvloop,tars_raw@uvloop,gmqtt@uvloop
 BENCH_CASES := qos0_pipelined,qos1_pipelined,qos0_sequential,qos1_sequential,rtt_qos0,rtt_qos1,large_qos0
 bench: $(STAMP) mosquitto
@@ -88,6 +91,9 @@ bench: $(STAMP) mosquitto
 	$(PY) -m bench --repeat 3 --cases qos0_pipelined,qos1_pipelined,qos1_sequential,rtt_qos0,rtt_qos1 \
 	  --clients tars_raw,tars_ws --n qos1_sequential=2000 --startup-repeat 0 --timeout-scale 3 \
 	  --output bench/out/ws.md --json bench/out/ws.json
+	$(PY) -m bench --repeat 3 --cases qos0_pipelined,qos1_pipelined,rtt_qos1 \
+	  --clients tars_event,tars_event_311,tars_raw,tars_raw_311 --startup-repeat 0 --timeout-scale 3 \
+	  --output bench/out/311.md --json bench/out/311.json
 
 clean:
 	rm -rf $(VENV) .venv-amqtt build dist .mypy_cache .ruff_cache

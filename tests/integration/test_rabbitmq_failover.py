@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -165,12 +166,13 @@ async def test_a_clean_session_subscriber_is_back_at_the_latest_with_its_queues_
     race inside RabbitMQ: about one run in three here). Either way the client keeps trying,
     says why at each refusal, and handles events again once RabbitMQ takes its subscription:
     at the latest right after the node is back."""
+    caplog.set_level(logging.INFO, "tars.mqtt")  # each refusal: a WARNING first, then INFO
     cluster = rabbitmq_cluster
     topic = unique("rmq/clean")
     subscriber = Watched(urls(cluster, 1, 2, 0), unique("clean"), last=1_000_000)
     producer = MQTTClient(urls(cluster, 0, 2), unique("producer"))
     await subscriber.client.subscribe(topic, subscriber.on_job, qos=1)
-    refused = "closed the link before it was ready"
+    refused = "ended before it was ready"
     async with subscriber.client, producer:
         await subscriber.ups.wait_for(1, timeout=15)
         killed_at = time.monotonic()

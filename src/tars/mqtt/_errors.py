@@ -195,9 +195,10 @@ class PublishError(MQTTError):
 
 class PoisonMessageError(PublishError):
     """The poison-message breaker gave up on a QoS 1/2 publish: each of the last ``links``
-    links ended, closed by the broker, while this message was the oldest one it had not
-    acknowledged. Resent again, it would take every next link down with it (and with it every
-    other message); it was taken out of the resend set and the durable outbox instead.
+    links in a row ended, closed by the broker, while this message was the oldest one it had
+    not acknowledged (3, or more when only bare closes blamed it: they must span 10 s).
+    Resent again, it would take every next link down with it (and with it every other
+    message); it was taken out of the resend set and the durable outbox instead.
 
     ``reason_code`` is the broker's DISCONNECT reason on the last of those links (0x81
     Malformed Packet from Mosquitto for a topic it calls malformed), or 0x80 when the broker

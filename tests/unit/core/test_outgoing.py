@@ -232,16 +232,16 @@ def test_a_record_is_given_up_at_the_limit_and_leaves_the_journal() -> None:
     store.attach(journal)
     poison, innocent = on_wire(store, "poison", "innocent")
     poison.seq = 7
-    assert store.strike(3, 0.0) is None
-    assert store.strike(3, 0.0) is None
-    assert store.strike(3, 0.0) is poison
+    assert store.strike(3, 0.0, bare=False, span=10.0) is None
+    assert store.strike(3, 0.0, bare=False, span=10.0) is None
+    assert store.strike(3, 0.0, bare=False, span=10.0) is poison  # DISCONNECTs: no span
     assert list(store.inflight.values()) == [innocent]  # out of the resend set
     assert journal.removed == [7]  # and out of the durable outbox
     assert innocent.strikes == 0
 
 
 def test_nothing_on_the_wire_takes_no_strike() -> None:
-    assert OutgoingStore().strike(1, 0.0) is None
+    assert OutgoingStore().strike(1, 0.0, bare=False, span=0.0) is None
 
 
 def test_a_publish_the_broker_read_past_is_no_suspect() -> None:
@@ -253,7 +253,7 @@ def test_a_publish_the_broker_read_past_is_no_suspect() -> None:
     store.answered_upto = later.order  # the broker answered "later" (Publishing.finish)
     del store.inflight[later.packet_id]
     assert store.suspect() is None
-    assert store.strike(1, 0.0) is None
+    assert store.strike(1, 0.0, bare=False, span=0.0) is None
     assert oldest.strikes == 0
 
 
@@ -262,7 +262,30 @@ def test_bare_closes_give_a_publish_up_only_after_the_span() -> None:
     first strike must also be ``span`` seconds old."""
     store = OutgoingStore()
     [poison] = on_wire(store, "poison")
-    assert [store.strike(3, t, span=10.0) for t in (0.0, 0.5, 1.0, 4.0)] == [None] * 4
+    strikes = [store.strike(3, t, bare=True, span=10.0) for t in (0.0, 0.5, 1.0, 4.0)]
+    assert strikes == [None] * 4
     assert poison.strikes == 4
-    assert store.strike(3, 10.5, span=10.0) is poison
+    assert store.strike(3, 10.5, bare=True, span=10.0) is poison
     assert not store.inflight
+
+
+def test_one_disconnect_that_blames_it_drops_the_span() -> None:
+    store = OutgoingStore()
+    [poison] = on_wire(store, "poison")
+    assert store.strike(3, 0.0, bare=True, span=10.0) is None
+    assert store.strike(3, 0.1, bare=False, span=10.0) is None
+    assert store.strike(3, 0.2, bare=True, span=10.0) is poison
+
+
+def test_strikes_count_links_in_a_row() -> None:
+    """A link that ends on another suspect (or on none) starts the count again."""
+    store = OutgoingStore()
+    first, second = on_wire(store, "first", "second")
+    assert store.strike(3, 0.0, bare=False, span=0.0) is None
+    assert store.strike(3, 0.0, bare=False, span=0.0) is None
+    store.answered_upto = second.order  # a link where the broker read past "first"
+    assert store.strike(3, 0.0, bare=False, span=0.0) is None
+    assert first.strikes == 0
+    store.answered_upto = 0
+    assert store.strike(3, 0.0, bare=False, span=0.0) is None  # one strike: a new run
+    assert first.strikes == 1

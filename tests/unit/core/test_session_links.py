@@ -832,3 +832,55 @@ def test_abandon_returns_every_handle_and_counts_offline_drops() -> None:
     assert session.outgoing.store.dropped == 2  # only what sat in the outbox
     assert (session.outgoing.store.unfinished, session.outgoing.store.offline_count) == (0, 0)
     assert session.abandon() == []
+
+
+# --- the poison-message breaker, through the session's link ends -----------------------------
+
+
+def _broker_ends_link(session: Session, now: float, reason: int | None) -> list[Event]:
+    """The broker ends the link: a DISCONNECT with ``reason`` (None: a bare close)."""
+    if reason is not None:
+        feed(session, DisconnectPacket(reason_code=DisconnectReasonCode(reason)), now=now)
+    return session.connection_lost(now=now, broker_closed=True)
+
+
+def test_a_publish_blamed_by_three_disconnects_in_a_row_is_given_up() -> None:
+    session = Session("c", **RESUMABLE)
+    session.publish("bad", b"x", 1, handle="bad", now=0.0)
+    given_up: list[PublishDone] = []
+    for link in range(3):
+        connect(session, ConnAckPacket(session_present=link > 0), now=float(link))
+        sent(session)
+        given_up += done(_broker_ends_link(session, float(link), 0x81))
+    [event] = given_up
+    assert (event.handle, event.reason_code) == ("bad", 0x81)
+    assert session.stats.poisoned == 1
+
+
+def test_a_publish_the_broker_read_past_takes_no_strike() -> None:
+    """The evaluation sees the link's answers before the link's end resets them: a later
+    publish answered on each link clears the oldest one (RabbitMQ's failed confirm)."""
+    session = Session("c", **RESUMABLE)
+    session.publish("slow", b"x", 1, handle="slow", now=0.0)
+    events: list[Event] = []
+    for link in range(4):
+        connect(session, ConnAckPacket(session_present=link > 0), now=float(link))
+        session.publish("fast", b"%d" % link, 1, handle=link, now=float(link))
+        [*_, later] = publishes(sent(session))
+        feed(session, PubAckPacket(later.packet_id), now=float(link))
+        events += _broker_ends_link(session, float(link), None)
+    assert done(events) == []
+    assert session.stats.poisoned == 0
+    assert session.outgoing.store.unfinished == 1  # "slow" is still there, to resend
+
+
+def test_bare_closes_give_a_publish_up_only_after_ten_seconds() -> None:
+    session = Session("c", **RESUMABLE)
+    session.publish("bad", b"x", 1, handle="bad", now=0.0)
+    given_up: list[tuple[float, list[PublishDone]]] = []
+    for now in (0.0, 0.2, 0.4, 3.0, 10.5):
+        connect(session, ConnAckPacket(session_present=now > 0), now=now)
+        sent(session)
+        given_up.append((now, done(_broker_ends_link(session, now, None))))
+    assert [len(events) for _, events in given_up] == [0, 0, 0, 0, 1]
+    assert given_up[-1][1][0].reason_code == 0x80

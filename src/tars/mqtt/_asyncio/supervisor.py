@@ -295,14 +295,21 @@ class Supervisor:
                 if not self._closing:
                     # Said, not silent: a broker that accepts the CONNECT and then closes the
                     # link on the restore (RabbitMQ while a queue's node is down) looks like
-                    # "no link" for as long as it lasts, with nothing but this to say why.
-                    log.warning(
-                        "%s: %s closed the link before it was ready (CONNACK and restored "
-                        "subscriptions): %s%s",
+                    # "no link" for as long as it lasts, with nothing but this to say why. A
+                    # failed attempt like any other: WARNING at the first and then every
+                    # WARN_EVERY seconds, INFO between, "connected after" when it heals.
+                    now = asyncio.get_running_loop().time()
+                    warn = trouble.failed(now)
+                    log.log(
+                        logging.WARNING if warn else logging.INFO,
+                        "%s: the link to %s ended before it was ready (CONNACK and restored "
+                        "subscriptions; failed attempts: %d in %.0f s): %s%s",
                         self.client_id,
                         self.params.redacted_url,
+                        trouble.attempts,
+                        trouble.seconds(now),
                         conn.close_reason or "closed",
-                        _REFUSED_311 if self._session.protocol_level == 4 else "",
+                        _REFUSED_311 if warn and self._session.protocol_level == 4 else "",
                         extra=self._fields(),
                     )
                 return False
@@ -512,8 +519,8 @@ class Supervisor:
 
 
 _REFUSED_311 = (
-    " (an MQTT 3.1.1 broker refuses a SUBSCRIBE by closing the link; RabbitMQ does so while the"
-    " node that holds this client id's queue is down)"
+    " (an MQTT 3.1.1 broker may refuse a SUBSCRIBE by closing the link; RabbitMQ does so while"
+    " the node that holds this client id's queue is down)"
 )
 
 

@@ -46,6 +46,7 @@ class Outgoing:
     """
 
     __slots__ = (
+        "bare_only",
         "expires_at",
         "handle",
         "offline",
@@ -85,7 +86,8 @@ class Outgoing:
         self.expires_at: float | None = None  # offline records only: not sendable after this
         self.seq: int | None = None  # its record in the journal (durable outbox), until it ends
         self.strikes = 0  # links the broker ended while this was its oldest unacked publish
-        self.struck_at: float | None = None  # when it took its first strike
+        self.struck_at: float | None = None  # when it took the first strike of its run
+        self.bare_only = True  # every strike of its run was a close without DISCONNECT
         self.order = 0  # when its PUBLISH last went on the wire, in the store's send order
 
 
@@ -150,6 +152,7 @@ class OutgoingStore:
         # ``order``), and the latest-sent one the broker answered on the current link.
         self.sends = 0
         self.answered_upto = 0
+        self._struck: Outgoing | None = None  # the last link's suspect, while its run lasts
 
     def attach(self, journal: Journal) -> int:
         """Keep offline QoS 1/2 records in ``journal`` too, and queue what an earlier process
@@ -246,19 +249,26 @@ class OutgoingStore:
                 return item if item.order > self.answered_upto else None
         return None
 
-    def strike(self, limit: int, now: float, span: float = 0.0) -> Outgoing | None:
-        """The poison-message breaker: the broker ended the link; its :meth:`suspect` takes a
-        strike. At ``limit`` strikes, and ``span`` seconds or more after its first one, the
-        record is given up: taken out of the resend set and out of the journal, and returned
-        (its outcome is the caller's to report)."""
+    def strike(self, limit: int, now: float, *, bare: bool, span: float) -> Outgoing | None:
+        """The poison-message breaker: the broker ended the link (``bare``: without any
+        DISCONNECT); its :meth:`suspect` takes a strike. Strikes count links in a row: a link
+        that ends on another suspect, or on none, starts the count again. At ``limit``
+        strikes the record is given up (and, when every one of them was a bare close, only
+        ``span`` seconds or more after the first): taken out of the resend set and out of the
+        journal, and returned (its outcome is the caller's to report)."""
         item = self.suspect()
+        last, self._struck = self._struck, item
+        if last is not None and last is not item:
+            last.strikes, last.struck_at, last.bare_only = 0, None, True  # not in a row
         if item is None:
             return None
         item.strikes += 1
+        item.bare_only = item.bare_only and bare
         if item.struck_at is None:
             item.struck_at = now
-        if item.strikes < limit or now - item.struck_at < span:
+        if item.strikes < limit or (item.bare_only and now - item.struck_at < span):
             return None
+        self._struck = None
         del self.inflight[item.packet_id]
         self.forget(item)
         return item

@@ -18,9 +18,11 @@ reason blames a packet of ours, or, for a publish only, a close without any DISC
   given up would be lost for good, where a publish given up fails to its caller);
 - not when the broker answered a publish sent after that one on the same link: it read past
   it (RabbitMQ confirms out of order, and ends the link when a confirm fails);
-- that one takes a strike; a SUBACK resets a filter's strikes, an acknowledgement ends a
-  publish; at :data:`POISON_LINKS` strikes (and, when only bare closes blamed a publish, at
-  least :data:`BARE_CLOSE_SPAN` seconds after its first) it is given up: the publish fails with
+- that one takes a strike; strikes count links in a row (a link that ends on another suspect,
+  or none, starts a publish's count again); a SUBACK resets a filter's strikes, an
+  acknowledgement ends a publish; at :data:`POISON_LINKS` strikes (and, when only bare closes
+  blamed a publish, at least :data:`BARE_CLOSE_SPAN` seconds after its first) it is given up:
+  the publish fails with
   :class:`~tars.mqtt.PoisonMessageError` and leaves the resend set and the durable outbox, the
   filter leaves the table (no restore sends it again). Both are counted and logged.
 
@@ -118,12 +120,12 @@ def link_ended_by_broker(
                     )
                     log.error("poison-message breaker: %s", refusal)
                 return []
-    span = BARE_CLOSE_SPAN if broker_reason is None else 0.0
-    item = outgoing.strike(POISON_LINKS, now, span)
+    bare = broker_reason is None
+    item = outgoing.strike(POISON_LINKS, now, bare=bare, span=BARE_CLOSE_SPAN)
     if item is None:
         return []
     stats.poisoned += 1
     stats.publish_failed += 1
-    error = PoisonMessageError(item.topic, POISON_LINKS, broker_reason)
+    error = PoisonMessageError(item.topic, item.strikes, broker_reason)
     log.error("poison-message breaker: %s", error)
     return [PublishDone(item.handle, error.reason_code, None, error)]

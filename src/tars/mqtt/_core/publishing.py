@@ -278,6 +278,10 @@ class Publishing:
         if item.qos == 2:
             if item.released:
                 return  # PUBREC came: only a PUBCOMP ends it
+            if reason >= 0x80:  # a refusal, whatever packet carried it: finish() says so
+                self.finish(packet_id, events, reason, text, now)
+                return
+            # On MQTT 5 a PUBACK for a QoS 2 publish breaks the protocol: accepted on purpose.
             self._stats.qos2_downgraded += 1
             if not self._downgrade_said:
                 self._downgrade_said = True
