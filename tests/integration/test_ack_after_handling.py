@@ -41,7 +41,7 @@ import pytest
 
 from support.cli_process import Proc
 from support.mosquitto_cli import unique
-from support.stream import PacedStream
+from support.stream import PacedStream, queue_backlog
 from tars.mqtt import Message, MQTTClient
 from tars.mqtt.testing import MosquittoBroker
 
@@ -295,18 +295,7 @@ async def test_a_resumed_backlog_waits_for_the_subscription_made_after_connect(
     lost or counted unmatched."""
     events, service, topic = 3_333, unique("resume"), unique("jobs")
     options = {"clean_start": False, "session_expiry_interval": 300}
-
-    async def ignore(message: Message) -> None:
-        pass
-
-    first = MQTTClient(mosquitto_broker.url, service, **options)  # type: ignore[arg-type]
-    await first.subscribe(topic, ignore, qos=1)
-    async with first:
-        pass  # the session and its subscription stay on the broker
-    producer = MQTTClient(mosquitto_broker.url, unique("producer"))
-    async with producer:
-        await PacedStream(producer, lambda n: topic, events=events, batch=500, pause=0.0).run()
-        await producer.flush(timeout=20)
+    await queue_backlog(mosquitto_broker.url, service, topic, events)
 
     handled: collections.Counter[int] = collections.Counter()
     done = asyncio.Event()

@@ -29,7 +29,7 @@ import pytest
 
 from support.cli_process import Proc
 from support.mosquitto_cli import MosquittoSub, unique
-from support.stream import PacedStream
+from support.stream import queue_backlog
 from tars.mqtt import Message, MQTTClient, health_topic
 from tars.mqtt.testing import MosquittoBroker
 
@@ -98,18 +98,7 @@ async def test_a_backlog_of_3000_waits_6_s_for_its_subscribe_and_none_is_acked_u
     ``recovered``."""
     events, service, topic = 3_000, unique("late"), unique("jobs")
     options = {"clean_start": False, "session_expiry_interval": 300}
-
-    async def ignore(message: Message) -> None:
-        pass
-
-    first = MQTTClient(shared_mosquitto.url, service, **options)  # type: ignore[arg-type]
-    await first.subscribe(topic, ignore, qos=1)
-    async with first:
-        pass  # the session and its subscription stay on the broker
-    producer = MQTTClient(shared_mosquitto.url, unique("producer"))
-    async with producer:
-        await PacedStream(producer, lambda n: topic, events=events, batch=500, pause=0.0).run()
-        await producer.flush(timeout=20)
+    await queue_backlog(shared_mosquitto.url, service, topic, events)
 
     handled: collections.Counter[int] = collections.Counter()
     done = asyncio.Event()

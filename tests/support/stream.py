@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from tars.mqtt import MQTTClient
+from tars.mqtt import Message, MQTTClient
 
-__all__ = ["PacedStream"]
+__all__ = ["PacedStream", "queue_backlog"]
 
 
 class PacedStream:
@@ -62,3 +62,21 @@ class PacedStream:
                 if self.sent >= count:
                     await hold.wait()
             await asyncio.sleep(self.pause)  # traffic pacing, not a wait for an outcome
+
+
+async def queue_backlog(url: str, client_id: str, topic: str, events: int) -> None:
+    """Leave a persistent session ``client_id`` on the broker at ``url``, subscribed to
+    ``topic`` at QoS 1, with ``events`` events queued for it while it is away (what a resumed
+    session's backlog is made of)."""
+
+    async def ignore(message: Message) -> None:
+        pass
+
+    first = MQTTClient(url, client_id, clean_start=False, session_expiry_interval=300)
+    await first.subscribe(topic, ignore, qos=1)
+    async with first:
+        pass  # the session and its subscription stay on the broker
+    producer = MQTTClient(url, f"{client_id}-producer")
+    async with producer:
+        await PacedStream(producer, lambda n: topic, events=events, batch=500, pause=0.0).run()
+        await producer.flush(timeout=20)

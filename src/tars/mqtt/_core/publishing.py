@@ -278,19 +278,19 @@ class Publishing:
         if item.qos == 2:
             if item.released:
                 return  # PUBREC came: only a PUBCOMP ends it
-            if reason >= 0x80:  # a refusal, whatever packet carried it: finish() says so
-                self.finish(packet_id, events, reason, text, now)
-                return
-            # On MQTT 5 a PUBACK for a QoS 2 publish breaks the protocol: accepted on purpose.
-            self._stats.qos2_downgraded += 1
-            if not self._downgrade_said:
-                self._downgrade_said = True
-                log.warning(
-                    "the broker answered a QoS 2 publish on %r with PUBACK: it took it at "
-                    "QoS 1 (at least once, not exactly once; RabbitMQ does so with every QoS 2 "
-                    "publish); counted in stats.qos2_downgraded, said once",
-                    item.topic,
-                )
+            # A refusal is a refusal whatever packet carried it (finish() says so); a success
+            # is the downgrade. On MQTT 5 a PUBACK for a QoS 2 publish breaks the protocol:
+            # accepted on purpose.
+            if reason < 0x80:
+                self._stats.qos2_downgraded += 1
+                if not self._downgrade_said:
+                    self._downgrade_said = True
+                    log.warning(
+                        "the broker answered a QoS 2 publish on %r with PUBACK: it took it at "
+                        "QoS 1 (at least once, not exactly once; RabbitMQ does so with every "
+                        "QoS 2 publish); counted in stats.qos2_downgraded, said once",
+                        item.topic,
+                    )
         self.finish(packet_id, events, reason, text, now)
 
     def handle_pubcomp(
