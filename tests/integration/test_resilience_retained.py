@@ -102,6 +102,46 @@ async def test_a_service_retained_state_is_back_after_a_kill_9_restart(
         await service.shutdown()
 
 
+async def test_a_service_subscribed_to_its_own_retained_topic_still_receives_on_it(
+    volatile_broker: MosquittoBroker,
+) -> None:
+    """A service that takes commands on the topic it publishes its mode on, retained: after a
+    kill -9 restart its mode is back, and so is its subscription (the check never subscribes
+    or unsubscribes a filter of the service's own)."""
+    mode = unique("retained/own") + "/mode"
+    service = MQTTClient(volatile_broker.url, unique("svc"), **FAST)
+    modes: Inbox[Message] = Inbox()
+
+    async def on_mode(msg: Message) -> None:
+        modes.add(msg)
+
+    await service.subscribe(mode, on_mode, qos=1)
+    await service.connect()
+    try:
+        await service.publish(mode, b"listening", qos=1, retain=True)
+        await modes.wait_for(1)  # its own publish, back through its subscription
+
+        await volatile_broker.akill()
+        await volatile_broker.astart()
+        await wait_reconnected(service, 2)
+
+        observer, inbox = await collect(volatile_broker.url, mode)
+        try:
+            (back,) = await inbox.wait_for(1, timeout=10)  # put back, after the check
+        finally:
+            await observer.shutdown()
+        assert back.payload == b"listening"
+        # Its own re-publish reached it too, and so does a command from someone else.
+        await mosquitto_pub(volatile_broker, mode, b"docked", qos=1)
+        got = await modes.wait_for(3)
+        assert [m.payload for m in got] == [b"listening", b"listening", b"docked"]
+        async with MosquittoSub(volatile_broker, mode, qos=1) as fresh:
+            (now,) = await fresh.wait_for(1)
+        assert (now.payload, now.retain) == (b"listening", True)
+    finally:
+        await service.shutdown()
+
+
 async def test_a_retained_message_someone_else_published_meanwhile_is_not_overwritten(
     volatile_broker: MosquittoBroker,
 ) -> None:

@@ -7,14 +7,16 @@ state back (:mod:`._asyncio.retained` decides when, and only where the broker ho
 
 Pure and cheap: one dict store per retained publish (a retained publish with an empty payload
 clears the topic on the broker, so it is forgotten here too); nothing on the path of a
-non-retained publish.
+non-retained publish. :func:`check_filters` is the check's one rule about the service's own
+subscriptions, kept here where it can be tested without a broker.
 """
 
 from __future__ import annotations
 
+from collections.abc import Container, Iterable
 from typing import Any, NamedTuple
 
-__all__ = ["Retained", "RetainedMemory"]
+__all__ = ["Retained", "RetainedMemory", "check_filters"]
 
 
 class Retained(NamedTuple):
@@ -61,3 +63,26 @@ class RetainedMemory:
     def clear(self) -> None:
         """Forget everything (a new life of the client: ``connect()`` after ``shutdown()``)."""
         self._last.clear()
+
+
+def check_filters(topics: Iterable[str], taken: Container[str]) -> tuple[dict[str, str], list[str]]:
+    """The filter to ask the broker about each topic with, and the topics that cannot be asked.
+
+    ``taken`` holds the client's own filters (its subscription table). Subscribing one of them
+    would replace the service's subscription on the broker (MQTT 5, 3.8.4: same filter, new
+    options and identifier) and the check's UNSUBSCRIBE would then delete it. So a topic that
+    is itself a taken filter is asked as ``topic/#``, which matches the topic too (MQTT 5,
+    4.7.1.2); when that is taken as well, the topic is not asked at all.
+
+    Returns ``({topic: filter}, [topic, ...])``, both in the order of ``topics``.
+    """
+    asked: dict[str, str] = {}
+    unasked: list[str] = []
+    for topic in topics:
+        if topic not in taken:
+            asked[topic] = topic
+        elif (subtree := f"{topic}/#") not in taken:
+            asked[topic] = subtree
+        else:
+            unasked.append(topic)
+    return asked, unasked

@@ -13,13 +13,25 @@ set right after the SUBACK. The answer is complete when one has arrived for ever
 :data:`_WINDOW` seconds after the last SUBACK (brokers with an asynchronous retained store, such
 as clustered ones, may send them a little after the SUBACK); then the subscription is removed.
 
+It never touches the service's own subscriptions: it never SUBSCRIBEs or UNSUBSCRIBEs a filter
+of the client's subscription table (internal topics included). On the broker a SUBSCRIBE of the
+same filter replaces the service's subscription (MQTT 5, 3.8.4: our options, our identifier, so
+its messages are routed nowhere) and the UNSUBSCRIBE then deletes it, while the table still
+believes it subscribed: a service that takes commands on the topic it publishes its state on
+would hear nothing more. So a topic that is itself one of the service's filters is asked with
+``topic/#``, which matches the topic too (the listener keeps only the topics asked; retained
+messages below the topic come along and are dropped), and a topic whose ``topic/#`` is the
+service's too is not asked (:func:`~tars.mqtt._retained.check_filters`). The filters are chosen
+in the same step as the SUBSCRIBE is queued, and a filter the service subscribed during the
+check is not UNSUBSCRIBEd (its SUBSCRIBE, sent after ours, replaced ours).
+
 It never writes over someone else's state: a topic on which any retained message arrives is left
-alone (whoever published it, us included); a topic the broker refused to let us subscribe to is
-left alone (we cannot know); a topic the service published again while the check ran is left
-alone (its new value is already on the broker); and nothing is sent once the link that was
-checked has ended (the next link checks again). What is left is a window of a few round trips
-between the check and the re-publish, in which a retained message published by someone else
-would be overwritten.
+alone (whoever published it, us included); a topic the broker refused to let us subscribe to, or
+that could not be asked about, is left alone (we cannot know); a topic the service published
+again while the check ran is left alone (its new value is already on the broker); and nothing is
+sent once the link that was checked has ended (the next link checks again). What is left is a
+window of a few round trips between the check and the re-publish, in which a retained message
+published by someone else would be overwritten.
 """
 
 from __future__ import annotations
@@ -34,7 +46,7 @@ from mqtt5 import PublishPacket, QoS, RetainHandling, TopicFilter
 
 from .._core.session import Session
 from .._errors import MQTTError
-from .._retained import Retained, RetainedMemory
+from .._retained import Retained, RetainedMemory, check_filters
 from .connection import Connection, MessageListener
 from .linkview import LinkView
 
@@ -99,7 +111,8 @@ class RetainedRestore:
 
     async def _held_by_broker(self, link: Connection, topics: list[str]) -> set[str] | None:
         """The topics of ``topics`` on which the broker holds a retained message, or on which
-        we cannot tell (a refused subscription); None when the link ended meanwhile."""
+        we cannot tell (a refused subscription, or no filter left to ask with); None when the
+        link ended meanwhile."""
         asked = set(topics)
         held: set[str] = set()
         complete = asyncio.Event()
@@ -114,37 +127,45 @@ class RetainedRestore:
         connack = self._session.connack
         sid = self._sid if connack is None or connack.subscription_id_available else None
         batches = [topics[i : i + _BATCH] for i in range(0, len(topics), _BATCH)]
+
+        async def ask(batch: list[str]) -> list[str]:
+            # The filters are chosen in the same step as the SUBSCRIBE is queued: a filter the
+            # service subscribes from now on is sent after ours, and replaces it.
+            filters, unasked = check_filters(batch, self._own_filters())
+            for topic in unasked:
+                self._cannot_tell(topic, "the service subscribes both it and its '/#'")
+                held.add(topic)
+            if not filters:
+                return []
+            codes = await view.subscribe(
+                *(
+                    TopicFilter(
+                        topic_filter,
+                        max_qos=QoS.AT_MOST_ONCE,
+                        retain_handling=RetainHandling.SEND_ALWAYS,
+                    )
+                    for topic_filter in filters.values()
+                ),
+                subscription_id=sid,
+            )
+            for topic, code in zip(filters, codes, strict=False):
+                if code >= 0x80:
+                    self._cannot_tell(topic, f"subscription refused: reason code {code:#x}")
+                    held.add(topic)
+            return list(filters.values())
+
+        async def withdraw(filters: list[str]) -> None:
+            # A filter the service subscribed during the check replaced ours on the broker: it
+            # is the service's now, and stays.
+            own = self._own_filters()
+            ours = [topic_filter for topic_filter in filters if topic_filter not in own]
+            if ours:
+                await view.unsubscribe(*ours)
+
         self._listeners.append(on_packet)
         try:
             async with asyncio.timeout(_ANSWER_TIMEOUT):
-                answers = await asyncio.gather(
-                    *(
-                        view.subscribe(
-                            *(
-                                TopicFilter(
-                                    topic,
-                                    max_qos=QoS.AT_MOST_ONCE,
-                                    retain_handling=RetainHandling.SEND_ALWAYS,
-                                )
-                                for topic in batch
-                            ),
-                            subscription_id=sid,
-                        )
-                        for batch in batches
-                    )
-                )
-            for batch, codes in zip(batches, answers, strict=True):
-                for topic, code in zip(batch, codes, strict=False):
-                    if code >= 0x80:
-                        log.info(
-                            "%s: cannot check whether the broker still holds our retained "
-                            "message on %r (subscription refused: reason code %#x); not "
-                            "re-publishing it",
-                            self._session.client_id,
-                            topic,
-                            code,
-                        )
-                        held.add(topic)
+                sent = await asyncio.gather(*(ask(batch) for batch in batches))
             if len(held) < len(asked):
                 try:
                     async with asyncio.timeout(_WINDOW):
@@ -152,7 +173,7 @@ class RetainedRestore:
                 except TimeoutError:
                     pass  # no retained message on the topics not seen: the broker lost them
             async with asyncio.timeout(_ANSWER_TIMEOUT):
-                await asyncio.gather(*(view.unsubscribe(*batch) for batch in batches))
+                await asyncio.gather(*(withdraw(filters) for filters in sent))
         except (MQTTError, TimeoutError) as exc:
             if link.is_connected:
                 log.warning(
@@ -165,6 +186,20 @@ class RetainedRestore:
         finally:
             self._listeners.remove(on_packet)
         return held if link.is_connected else None
+
+    def _own_filters(self) -> set[str]:
+        """The filters of the client's own subscription table, internal topics included."""
+        table = self._session.subscriptions.table
+        return table.filters.keys() | table.internal.keys()
+
+    def _cannot_tell(self, topic: str, why: str) -> None:
+        log.info(
+            "%s: cannot check whether the broker still holds our retained message on %r (%s); "
+            "not re-publishing it",
+            self._session.client_id,
+            topic,
+            why,
+        )
 
     async def _put_back(self, link: Connection, missing: list[tuple[str, Retained]]) -> None:
         done: list[str] = []
