@@ -6,6 +6,7 @@ Everything is checked by what a service (or another client) sees on a real broke
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from typing import Any
 
@@ -74,6 +75,27 @@ def test_models_keep_the_original_names_defaults_and_errors(
     assert MQTTClientConfig.from_env().enable_health is False
     with pytest.raises(ValueError, match="reconnect_max_delay"):
         MQTTClient("mqtt://h", "svc", reconnect_min_delay=5.0, reconnect_max_delay=1.0)
+
+
+def test_from_env_names_a_misspelt_variable_with_the_closest_it_reads(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fleet service on the drop-in with ``MQTT_KEEP_ALIVE=30`` is told, not ignored."""
+    for name in [n for n in os.environ if n.startswith("MQTT_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("MQTT_URL", "mqtt://h")
+    monkeypatch.setenv("MQTT_CLIENT_ID", "svc")
+    monkeypatch.setenv("MQTT_KEEP_ALIVE", "30")
+    monkeypatch.setenv("MQTT_DEDUPE_TTL", "5")
+    monkeypatch.setenv("MQTT_DEDUPE_MAX_ENTRIES", "10")
+    config = MQTTClientConfig.from_env()
+    assert config.keepalive == 60  # not read: the warning says why
+    assert config.dedupe_ttl == 5.0
+    said = [r.getMessage() for r in caplog.records if "MQTT_" in r.getMessage()]
+    assert said == [
+        "environment variable MQTT_KEEP_ALIVE is not a drop-in option: ignored "
+        "(did you mean MQTT_KEEPALIVE?)"
+    ]
 
 
 def test_deduplicator_keeps_chunks_that_share_an_id_apart() -> None:

@@ -20,6 +20,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from tars.mqtt import EnvelopeError, NotConnectedError
+from tars.mqtt._config import _warn_unknown_env
 from tars.mqtt._dedup import DedupWindow, content_key
 from tars.mqtt._envelope import envelope_from_json
 
@@ -180,13 +181,16 @@ class MQTTClientConfig(BaseModel):
     def from_env(cls) -> Self:
         """Read ``MQTT_URL``, ``MQTT_CLIENT_ID`` and the optional ``MQTT_*`` variables.
 
-        Booleans are true only for ``true`` (any case), as in the original.
+        Booleans are true only for ``true`` (any case), as in the original. An ``MQTT_*``
+        variable it does not read is a WARNING naming the closest one it does (a misspelt
+        ``MQTT_KEEP_ALIVE`` is otherwise silently ignored); the original said nothing.
 
         Raises:
             KeyError: ``MQTT_URL`` or ``MQTT_CLIENT_ID`` is not set.
             ValueError: a value does not parse or is out of bounds.
         """
         env = os.environ
+        _warn_unknown_env(env, _ENV_VARS, "drop-in")
         return cls(
             mqtt_url=env["MQTT_URL"],
             client_id=env["MQTT_CLIENT_ID"],
@@ -200,6 +204,22 @@ class MQTTClientConfig(BaseModel):
             reconnect_min_delay=float(env.get("MQTT_RECONNECT_MIN_DELAY", "0.5")),
             reconnect_max_delay=float(env.get("MQTT_RECONNECT_MAX_DELAY", "5.0")),
         )
+
+
+_ENV_VARS = (
+    "MQTT_URL",
+    "MQTT_CLIENT_ID",
+    "MQTT_SOURCE_NAME",
+    "MQTT_KEEPALIVE",
+    "MQTT_ENABLE_HEALTH",
+    "MQTT_ENABLE_HEARTBEAT",
+    "MQTT_HEARTBEAT_INTERVAL",
+    "MQTT_DEDUPE_TTL",
+    "MQTT_DEDUPE_MAX_ENTRIES",
+    "MQTT_RECONNECT_MIN_DELAY",
+    "MQTT_RECONNECT_MAX_DELAY",
+)
+"""What :meth:`MQTTClientConfig.from_env` reads (the original's variables, no more)."""
 
 
 class MessageDeduplicator:

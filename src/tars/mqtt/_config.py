@@ -30,7 +30,7 @@ Adding an option is one declaration in the class body (and its line in ``_option
 import math
 import os
 import types
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, Union, get_args, get_origin
 
@@ -782,12 +782,16 @@ def _from_text(var: str, raw: str, kind: type) -> Any:
     return text
 
 
-def _warn_unknown_env(source: Mapping[str, str]) -> None:
+def _warn_unknown_env(
+    source: Mapping[str, str], known: Collection[str] | None = None, reader: str = "tars-core"
+) -> None:
     """A WARNING per ``MQTT_*`` variable no option reads, with the closest known name: a
     misspelt one (``MQTT_KEEP_ALIVE``) is otherwise silently ignored. Only a warning: other
     programs may read ``MQTT_*`` variables of their own. The value is never logged (it may be
-    a secret)."""
-    known = ENV_VARS.values()
+    a secret). ``known``/``reader``: the variables another reader (the drop-in) reads, and its
+    name in the message."""
+    if known is None:
+        known = ENV_VARS.values()
     unknown = sorted(name for name in source if name.startswith("MQTT_") and name not in known)
     if not unknown:
         return
@@ -798,8 +802,9 @@ def _warn_unknown_env(source: Mapping[str, str]) -> None:
     for name in unknown:
         close = difflib.get_close_matches(name.removeprefix("MQTT_"), suffixes, n=1, cutoff=0.7)
         logging.getLogger("tars.mqtt").warning(
-            "environment variable %s is not a tars-core option: ignored%s",
+            "environment variable %s is not a %s option: ignored%s",
             name,
+            reader,
             f" (did you mean MQTT_{close[0]}?)" if close else "",
         )
 
