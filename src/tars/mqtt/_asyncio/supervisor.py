@@ -26,7 +26,7 @@ from .._core.session import Session
 from .._errors import ConnectError
 from .._instruments import Instruments
 from .._logfields import link_fields
-from .._trouble import ConnectTrouble, scheme_hint
+from .._trouble import ConnectTrouble, scheme_hint, with_scheme_hint
 from .._url import ConnectionParams, endpoint_from_reference
 from .connection import Connection, Connector, FilterListener, MessageListener, open_connection
 
@@ -238,11 +238,13 @@ class Supervisor:
                     if not fatal and failed_in_round < len(self._endpoints):
                         continue  # several brokers: the first that answers wins
                     if fatal or not self._wait_for_broker:
-                        first.set_exception(error)
+                        # Raised to the caller, who reads no WARNING: the hint goes with it.
+                        first.set_exception(with_scheme_hint(error, params.tls))
                         return error
                 delay = self._backoff.next_delay(attempt, refused=error.refused)
                 attempt += 1
                 if delay is None:
+                    error = with_scheme_hint(error, params.tls)
                     log.error(
                         "giving up connecting to %s: %s",
                         params.redacted_url,
