@@ -71,6 +71,16 @@ async def test_a_broker_that_never_answers_is_given_up_after_the_connect_timeout
     assert took < 10  # bounded: the process start plus half a second, not a retry loop
 
 
+@pytest.mark.mosquitto
+async def test_mqtts_to_a_plain_port_says_what_to_change_in_its_one_line(
+    spawn: Spawn, shared_mosquitto: MosquittoBroker
+) -> None:
+    url = f"mqtts://127.0.0.1:{shared_mosquitto.port}"
+    err = await _one_line_failure(spawn, "pub", "t", "--type", "x", "--url", url)
+    assert err.startswith(f"tars-mqtt: cannot connect to {url}: ")
+    assert err.count("use mqtt://") == 1, err
+
+
 async def test_a_bad_connect_timeout_names_the_flag(spawn: Spawn) -> None:
     err = await _one_line_failure(spawn, "sub", "#", "--connect-timeout", "0")
     assert err.startswith("tars-mqtt: bad --connect-timeout: ")

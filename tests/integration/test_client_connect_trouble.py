@@ -172,3 +172,36 @@ async def test_mqtt_to_a_tls_port_hints_mqtts_once(
     hinted = [w for w in warnings if "is this a TLS port? use mqtts://" in w]
     assert len(hinted) == 1, warnings
     assert url in hinted[0]
+
+
+async def _raised(url: str) -> str:
+    """The error ``connect()`` raises with ``wait_for_broker=False`` (the CLI's way)."""
+    client = MQTTClient(url, unique("fail-fast"), wait_for_broker=False, connect_timeout=5)
+    try:
+        with pytest.raises(ConnectError) as caught:
+            async with asyncio.timeout(10):
+                await client.connect()
+    finally:
+        await client.shutdown()
+    return str(caught.value)
+
+
+@pytest.mark.mosquitto
+async def test_mqtts_to_a_plain_port_raises_the_hint_once_to_a_caller_that_fails_fast(
+    shared_mosquitto: MosquittoBroker,
+) -> None:
+    """No WARNING reaches a caller that does not wait for the broker: the error it gets says
+    what to change itself."""
+    url = f"mqtts://127.0.0.1:{shared_mosquitto.port}"
+    text = await _raised(url)
+    assert url in text
+    assert text.count("use mqtt://") == 1, text
+
+
+@pytest.mark.mosquitto
+async def test_mqtt_to_a_tls_port_raises_the_hint_once_to_a_caller_that_fails_fast(
+    tmp_path: Path,
+) -> None:
+    with tls_mosquitto(make_certs(tmp_path)) as tls_broker:
+        text = await _raised(f"mqtt://127.0.0.1:{tls_broker.port}")
+    assert text.count("is this a TLS port? use mqtts://") == 1, text

@@ -5,20 +5,23 @@ Under uvloop the connection's ``connection_made`` once asserted that its transpo
 callback, the event loop only logged it, and the user saw "no CONNACK within 10 s", retried for
 ever. These tests use a real Mosquitto, links opened through a ``connector`` whose transport is
 a plain object that only has the methods asyncio promises a protocol (no asyncio class at all),
-and which can be told to fail the way a buggy transport or a platform surprise would.
+and which can be told to fail the way a buggy transport or a platform surprise would. The
+WebSocket layer under a ``ws://`` link has protocol callbacks of its own: websockets' parser is
+made to fail once inside them, on Mosquitto's WebSocket listener.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import uvloop
+from websockets.client import ClientProtocol
 
-from support.mosquitto_cli import Inbox, mosquitto_pub, unique
+from support.mosquitto_cli import Inbox, mosquitto_pub, unique, wait_until
 from tars.mqtt import ConnectError, Message, MQTTClient
 from tars.mqtt.testing import MosquittoBroker
 
@@ -192,6 +195,111 @@ async def test_an_error_in_data_received_drops_the_link_naming_it_and_the_client
         # The new link works: a message published now arrives.
         await mosquitto_pub(shared_mosquitto, topic, b"y", qos=1)
         await inbox.wait_for(1)
+    finally:
+        await client.shutdown()
+
+
+# --- the WebSocket layer (ws://) -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ws_mosquitto() -> Iterator[MosquittoBroker]:
+    """A Mosquitto with a WebSocket listener (``ws_url``)."""
+    broker = MosquittoBroker(persistence=False, websockets=True)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.close()
+
+
+def fail_once(monkeypatch: pytest.MonkeyPatch, owner: type, name: str, error: Exception) -> None:
+    """``owner.name`` raises ``error`` on its next call, then works again."""
+    original = getattr(owner, name)
+    armed = [error]
+
+    def failing(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if armed:
+            raise armed.pop()
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(owner, name, failing)
+
+
+@pytest.mark.parametrize(
+    ("callback", "method"),
+    [("connection_made", "send_request"), ("data_received", "receive_data")],
+)
+async def test_an_error_in_the_websocket_upgrade_fails_the_connect_at_once_naming_it(
+    ws_mosquitto: MosquittoBroker,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    callback: str,
+    method: str,
+) -> None:
+    """The upgrade request is sent from the WebSocket link's ``connection_made`` and its
+    answer read in ``data_received``: an error in either fails the connect at once, naming it
+    (in ``connection_made`` it used to leave the connect waiting for ``connect_timeout``)."""
+    assert ws_mosquitto.ws_url is not None
+    fail_once(monkeypatch, ClientProtocol, method, RuntimeError("websockets exploded"))
+    client = MQTTClient(
+        ws_mosquitto.ws_url, unique("ws-upgrade"), wait_for_broker=False, connect_timeout=10
+    )
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(ConnectError) as info:
+        await client.connect()
+    assert loop.time() - started < 5
+    text = str(info.value)
+    assert f"WebSocket link's {callback} callback raised" in text
+    assert "websockets exploded" in text
+    assert "CONNACK" not in text
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert errors_naming(caplog, callback)
+    await client.shutdown()
+    # The next attempt gets a link: nothing was left broken.
+    async with MQTTClient(ws_mosquitto.ws_url, unique("ws-after"), wait_for_broker=False) as c:
+        assert c.connected
+
+
+async def test_an_error_in_a_websocket_link_drops_it_naming_it_and_the_client_comes_back(
+    ws_mosquitto: MosquittoBroker,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Once MQTT flows, a failure in the WebSocket layer's ``data_received`` ends the link
+    with an error that names it (not a link left half-alive), and the client reconnects."""
+    assert ws_mosquitto.ws_url is not None
+    topic = unique("cb/ws")
+    client = MQTTClient(
+        ws_mosquitto.ws_url,
+        unique("cb-ws"),
+        reconnect_min_delay=0.05,
+        reconnect_max_delay=0.1,
+    )
+    inbox: Inbox[bytes] = Inbox()
+    back = asyncio.Event()
+
+    @client.on_connect
+    async def _count() -> None:
+        if client.stats.connects >= 2:
+            back.set()
+
+    async def handler(payload: bytes) -> None:
+        inbox.add(payload)
+
+    await client.subscribe(topic, handler, qos=1)
+    await client.connect()
+    try:
+        fail_once(monkeypatch, ClientProtocol, "receive_data", RuntimeError("frame soup"))
+        await mosquitto_pub(ws_mosquitto, topic, b"lost with the link", qos=1)
+        async with asyncio.timeout(5):
+            await back.wait()
+        assert errors_naming(caplog, "data_received")
+        lost = [r.getMessage() for r in caplog.records if "lost its link" in r.getMessage()]
+        assert any("data_received" in line and "frame soup" in line for line in lost), lost
+        await mosquitto_pub(ws_mosquitto, topic, b"after", qos=1)
+        await wait_until(lambda: b"after" in inbox.items)
     finally:
         await client.shutdown()
 

@@ -13,10 +13,19 @@ import asyncio
 import logging
 from pathlib import Path
 
+import mqtt5
 import pytest
 
+from support import LoopbackServer, RawMQTT
 from support.mosquitto_cli import MosquittoSub, connected_client, unique, wait_until
-from tars.mqtt import Message, MQTTClient, MQTTClientConfig, PoisonMessageError, PublishError
+from tars.mqtt import (
+    Message,
+    MQTTClient,
+    MQTTClientConfig,
+    PoisonMessageError,
+    PublishError,
+    SubscribeError,
+)
 from tars.mqtt._core.durable import DurableOutbox
 from tars.mqtt._core.poison import POISON_LINKS
 from tars.mqtt.testing import MosquittoBroker
@@ -92,16 +101,96 @@ async def test_a_poisoned_subscription_is_given_up_and_later_ones_work(
         got.append(message.payload)
         arrived.set()
 
+    poison = "x/\x02/#"
     good = unique("poison/sub")
     async with connected_client(shared_mosquitto, "poison-sub", **FAST) as client:
         async with asyncio.timeout(20):
-            await client.subscribe("x/\x02/#", on_good, qos=1)  # the link drops under it
-            await wait_until(lambda: client.stats.poisoned == 1, timeout=20)
+            sub = await client.subscribe(poison, on_good, qos=1)  # the link drops under it
+            assert sub.error is None  # a link lost under a SUBSCRIBE is no verdict yet
+            await wait_until(lambda: sub.error is not None, timeout=20)
             await wait_until(lambda: client.connected, timeout=10)  # back, for everything else
             await client.subscribe(good, on_good, qos=1)
             await client.publish(good, b"hello", qos=1)
             await arrived.wait()
         assert got == [b"hello"]
+        # The subscription says why it ended: a typed error with the broker's reason.
+        error = sub.error
+        assert isinstance(error, PoisonMessageError)
+        assert isinstance(error, SubscribeError)  # what subscribe()'s callers already catch
+        assert error.subscription
+        assert error.topic == poison
+        assert error.reason_code == 0x81  # Mosquitto's DISCONNECT: Malformed Packet
+        assert error.broker_reason == 0x81
+        assert "0x81 Malformed Packet" in str(error)
+        assert error.links == POISON_LINKS
+        assert client.stats.poisoned == 1
+        # Its worker is stopped (no task of it left), and unsubscribing it is a no-op.
+        assert not [t for t in asyncio.all_tasks() if t.get_name() == f"tars-mqtt-sub:{poison}"]
+        await client.unsubscribe(sub)
+        assert sub.error is error
+
+
+class ChokingBroker(LoopbackServer):
+    """Ends the link with DISCONNECT 0x81 on a SUBSCRIBE to ``poison``, as Mosquitto does on a
+    filter it calls malformed; on the third link only once a second SUBSCRIBE to it came (the
+    restore's is held unanswered meanwhile, :attr:`restoring` set), so that a ``subscribe()``
+    call is awaiting its SUBACK when the breaker's verdict comes."""
+
+    def __init__(self, poison: str) -> None:
+        super().__init__()
+        self.poison = poison
+        self.links = 0
+        self.restoring = asyncio.Event()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.links += 1
+        link, peer, seen = self.links, RawMQTT(reader, writer), 0
+        try:
+            assert isinstance(await peer.receive(), mqtt5.ConnectPacket)
+            await peer.send(mqtt5.ConnAckPacket())
+            while True:
+                packet = await peer.receive()
+                if not isinstance(packet, mqtt5.SubscribePacket):
+                    continue  # (heartbeat and health are off: nothing else needs an answer)
+                if packet.topic_filters[0].pattern != self.poison:
+                    granted = [mqtt5.SubAckReasonCode(int(f.max_qos)) for f in packet.topic_filters]
+                    await peer.send(mqtt5.SubAckPacket(packet.packet_id, granted))
+                    continue
+                seen += 1
+                if link == POISON_LINKS and seen == 1:
+                    self.restoring.set()
+                    continue
+                reason = mqtt5.DisconnectReasonCode.MALFORMED_PACKET
+                await peer.send(mqtt5.DisconnectPacket(reason_code=reason))
+                return
+        except EOFError:
+            pass
+        finally:
+            await peer.close()
+
+
+async def test_a_subscribe_awaiting_its_suback_when_the_filter_is_given_up_raises() -> None:
+    async def handler(payload: bytes) -> None:
+        """Never called."""
+
+    async def other(payload: bytes) -> None:
+        """Never called."""
+
+    async with ChokingBroker("bad/#") as broker:
+        client = MQTTClient(
+            broker.url, unique("poison-wait"), enable_heartbeat=False, enable_health=False, **FAST
+        )
+        async with client:
+            async with asyncio.timeout(20):
+                first = await client.subscribe("bad/#", handler, qos=1)  # the link drops
+                await broker.restoring.wait()  # two strikes; the third link's restore waits
+                with pytest.raises(PoisonMessageError) as info:
+                    await client.subscribe("bad/#", other, qos=2)
+        error = info.value
+        assert isinstance(error, SubscribeError)
+        assert (error.topic, error.reason_code, error.links) == ("bad/#", 0x81, POISON_LINKS)
+        assert first.error is error  # the subscription returned earlier ended with it too
+        assert client.stats.poisoned == 1
 
 
 @pytest.mark.usefixtures("no_topic_rules")

@@ -6,7 +6,13 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from tars.mqtt._errors import ConnectError, ConnectionLostError
-from tars.mqtt._trouble import ConnectTrouble, Healed, describe_invalid, scheme_hint
+from tars.mqtt._trouble import (
+    ConnectTrouble,
+    Healed,
+    describe_invalid,
+    scheme_hint,
+    with_scheme_hint,
+)
 
 
 def test_the_first_failure_warns_then_at_most_once_per_period() -> None:
@@ -82,6 +88,21 @@ def test_a_link_closed_before_connack_on_plain_mqtt_hints_a_tls_port() -> None:
 def test_other_failures_get_no_scheme_hint(error: ConnectError) -> None:
     assert scheme_hint(error, tls=True) is None
     assert scheme_hint(error, tls=False) is None
+
+
+def test_the_error_raised_to_a_caller_carries_the_hint_once() -> None:
+    cause = ConnectionResetError(104, "Connection reset by peer")
+    error = _lost("cannot connect to mqtts://h:1883: [Errno 104] Connection reset by peer", cause)
+    hint = scheme_hint(error, tls=True)
+    hinted = with_scheme_hint(error, tls=True)
+    assert hinted is error  # the same error: its cause, traceback and attributes kept
+    assert str(hinted) == (
+        f"cannot connect to mqtts://h:1883: [Errno 104] Connection reset by peer ({hint})"
+    )
+    assert hinted.__cause__ is cause
+    assert str(with_scheme_hint(hinted, tls=True)).count("use mqtt://") == 1  # once
+    other = ConnectError("connection to mqtt://h:1 refused", refused=True)
+    assert str(with_scheme_hint(other, tls=False)) == "connection to mqtt://h:1 refused"
 
 
 class Move(BaseModel):

@@ -21,8 +21,9 @@ its type an :class:`InvalidArgumentTypeError` (also a :class:`TypeError`), so bo
     ├── ConnectionLostError               the link went away under an operation
     ├── ProtocolError                     the peer broke MQTT 5 (malformed or unexpected packet)
     ├── PublishError                      the broker refused a publish (reason_code)
-    │   └── PoisonMessageError            the broker ended link after link on this publish
+    │   └── PoisonMessageError            the broker ended link after link on this packet
     ├── SubscribeError                    the broker refused a subscription (reason_code)
+    │   └── PoisonMessageError            (the same class: both trees catch it)
     └── OutboxFullError                   the outbox is full and its policy is "raise"
 
 Transport errors (``OSError``, ``ssl.SSLError``, ``socket.gaierror``) are caught at the connection
@@ -193,35 +194,6 @@ class PublishError(MQTTError):
         self.reason_code = reason_code
 
 
-class PoisonMessageError(PublishError):
-    """The poison-message breaker gave up on a QoS 1/2 publish: each of the last ``links``
-    links in a row ended, closed by the broker, while this message was the oldest one it had
-    not acknowledged (3, or more when only bare closes blamed it: they must span 10 s).
-    Resent again, it would take every next link down with it (and with it every other
-    message); it was taken out of the resend set and the durable outbox instead.
-
-    ``reason_code`` is the broker's DISCONNECT reason on the last of those links (0x81
-    Malformed Packet from Mosquitto for a topic it calls malformed), or 0x80 when the broker
-    closed the link without one (``broker_reason`` is then None).
-    """
-
-    def __init__(self, topic: str, links: int, broker_reason: int | None) -> None:
-        shown = topic if len(topic) <= 200 else topic[:200] + "..."
-        why = (
-            "the broker closed the link each time without a reason"
-            if broker_reason is None
-            else "the broker's DISCONNECT each time"
-        )
-        super().__init__(
-            f"publish on {shown!r} given up: the broker ended {links} links in a row while it "
-            f"was the oldest unacknowledged message ({why})",
-            0x80 if broker_reason is None else broker_reason,
-        )
-        self.topic = topic
-        self.links = links
-        self.broker_reason = broker_reason
-
-
 class SubscribeError(MQTTError):
     """The broker refused a subscription (SUBACK/UNSUBACK with a failure reason code)."""
 
@@ -232,6 +204,55 @@ class SubscribeError(MQTTError):
         )
         self.topic = topic
         self.reason_code = reason_code
+
+
+class PoisonMessageError(PublishError, SubscribeError):
+    """The poison-message breaker gave up on a QoS 1/2 publish or on a subscription: each of
+    the last ``links`` links in a row ended, closed by the broker, while this packet was the
+    oldest one it had not answered (3, or more when only bare closes blamed a publish: they
+    must span 10 s). Sent again, it would take every next link down with it (and with it
+    every other message). A publish was taken out of the resend set and the durable outbox;
+    a subscription's filter out of the subscriptions restored on each link (``subscription``
+    is then true, ``topic`` the filter, and its :class:`~tars.mqtt.Subscription` ended with
+    this error).
+
+    Both a :class:`PublishError` and a :class:`SubscribeError`, so that the ``except`` a
+    caller already has around ``publish()`` or ``subscribe()`` catches it.
+
+    ``reason_code`` is the broker's DISCONNECT reason on the last of those links (0x81
+    Malformed Packet from Mosquitto for a topic it calls malformed), or 0x80 when the broker
+    closed the link without one (``broker_reason`` is then None; never for a subscription,
+    which only a DISCONNECT that blames a packet strikes).
+    """
+
+    def __init__(
+        self, topic: str, links: int, broker_reason: int | None, *, subscription: bool = False
+    ) -> None:
+        shown = topic if len(topic) <= 200 else topic[:200] + "..."
+        why = (
+            "the broker closed the link each time without a reason"
+            if broker_reason is None
+            else f"the broker's DISCONNECT each time: reason code {broker_reason:#04x}"
+        )
+        if subscription:
+            message = (
+                f"subscription to {shown!r} given up: the broker ended {links} links in a row "
+                f"while its SUBSCRIBE was the oldest request it had not answered ({why}); it "
+                "is no longer restored"
+            )
+        else:
+            message = (
+                f"publish on {shown!r} given up: the broker ended {links} links in a row while "
+                f"it was the oldest unacknowledged message ({why})"
+            )
+        reason_code = 0x80 if broker_reason is None else broker_reason
+        # Not through the two bases' __init__ (their signatures differ): their attributes here.
+        MQTTError.__init__(self, name_in(message, reason_code))
+        self.reason_code = reason_code
+        self.topic = topic
+        self.links = links
+        self.broker_reason = broker_reason
+        self.subscription = subscription
 
 
 class OutboxFullError(MQTTError):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from ._errors import InvalidArgumentError
+from ._errors import ConnectError, InvalidArgumentError
 from ._record import Frozen, _set
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "Healed",
     "describe_invalid",
     "scheme_hint",
+    "with_scheme_hint",
 ]
 
 WARN_EVERY: Final = 60.0
@@ -79,6 +80,17 @@ def scheme_hint(error: Exception, tls: bool) -> str | None:
     if tls:
         return _USE_MQTT if ("ssl" in text or "cannot connect" in text) else None
     return _USE_MQTTS if "before connack" in text else None
+
+
+def with_scheme_hint(error: ConnectError, tls: bool) -> ConnectError:
+    """``error`` with :func:`scheme_hint`'s advice at the end of its message, once: for the
+    caller who gets it raised (``connect()`` with ``wait_for_broker=False``, the CLI's one
+    line), who reads no WARNING. The same object, its attributes, cause and traceback kept;
+    unchanged when it does not look like a mismatch, or says so already."""
+    hint = scheme_hint(error, tls)
+    if hint is not None and hint not in str(error):
+        error.args = (f"{error} ({hint})", *error.args[1:])
+    return error
 
 
 def describe_invalid(error: BaseException, limit: int = 3) -> str:

@@ -67,6 +67,7 @@ from ._errors import (
     InvalidArgumentTypeError,
     MQTTError,
     NotConnectedError,
+    PoisonMessageError,
     SubscribeError,
 )
 from ._health import encode_health, health_topic, keepalive_topic, will_payload
@@ -138,6 +139,7 @@ class MQTTClient:
             session,
             cfg.ordered_endpoints(),  # the brokers in the order this client tries them
             listeners=self._listeners,
+            filter_listener=self._filter_given_up,
             backoff=backoff
             or ExponentialBackoff(
                 min_delay=cfg.reconnect_min_delay, max_delay=cfg.reconnect_max_delay
@@ -162,6 +164,7 @@ class MQTTClient:
         )
         self._dispatcher = Dispatcher(self._acks)
         self._listeners.append(self._dispatcher.on_packet)
+        self._ending: set[asyncio.Task[None]] = set()  # subscriptions a verdict is stopping
         if cfg.enable_heartbeat:
             # Our own heartbeat coming back: the session's liveness noted it; nothing to deliver.
             topic = keepalive_topic(cfg.effective_client_id)
@@ -406,6 +409,8 @@ class MQTTClient:
             # caller, and is neither cancelled nor waited for.
             for sub in self._dispatcher.subscriptions():
                 await sub.stop(timeout=max(0.1, deadline - loop.time()))
+            if self._ending:  # subscriptions whose filter was given up, still stopping
+                await asyncio.wait(self._ending, timeout=max(0.1, deadline - loop.time()))
         except Exception:  # shutdown never raises: log and finish the job
             log.exception("error during shutdown of %s", self.client_id)
         finally:
@@ -714,7 +719,11 @@ class MQTTClient:
         Raises :class:`~tars.mqtt.InvalidTopicError`, ``TypeError`` (not an async handler, or
         its first parameter annotated with another type, such as ``str`` or ``dict``),
         ``ValueError`` (qos or options), :class:`~tars.mqtt.SubscribeError` (broker refused),
-        :class:`~tars.mqtt.ClientStateError` (after shutdown).
+        :class:`~tars.mqtt.PoisonMessageError` (also a ``SubscribeError``: the poison-message
+        breaker gave the filter up while this call awaited its SUBACK),
+        :class:`~tars.mqtt.ClientStateError` (after shutdown). A link lost before the SUBACK is
+        no error: the next link's restore sends the filter again, and if the breaker gives it
+        up later, the returned subscription's :attr:`~tars.mqtt.Subscription.error` says so.
         """
         validate_topic_filter(topic)
         check_callable("handler", handler)
@@ -763,12 +772,15 @@ class MQTTClient:
             codes: tuple[int, ...] = await fut
         except ConnectionLostError:
             return sub  # the link flapped under us: like subscribing while offline
+        except PoisonMessageError:
+            raise  # the verdict ended the subscription already (_filter_given_up)
         except BaseException:
             await self._undo(sub)
             raise
         if codes and codes[0] >= 0x80:
-            await self._undo(sub)
-            raise SubscribeError(topic, codes[0])
+            refusal = SubscribeError(topic, codes[0])
+            await self._undo(sub, refusal)
+            raise refusal
         return sub
 
     async def unsubscribe(
@@ -789,6 +801,8 @@ class MQTTClient:
                 if handler is None or s.handler == handler
             ]
         for sub in subs:
+            if sub.error is not None:
+                continue  # ended already (refused, or given up): nothing of it left to remove
             if not self._dispatcher.remove(sub) and sub in self._dispatcher.subscriptions():
                 continue
             await sub.stop()
@@ -800,11 +814,24 @@ class MQTTClient:
                 with contextlib.suppress(ConnectionLostError):
                     await fut
 
-    async def _undo(self, sub: Subscription) -> None:
+    async def _undo(self, sub: Subscription, error: MQTTError | None = None) -> None:
         self._dispatcher.remove(sub)
         self._session.remove_subscription(sub.topic_filter, sub.qos)
         self._supervisor.flush_soon()
-        await sub.stop()
+        await sub.stop(error=error)
+
+    def _filter_given_up(self, topic_filter: str, error: MQTTError) -> None:
+        """The session gave ``topic_filter`` up (the poison-message breaker; it left the table,
+        and the subscribe() calls awaiting its SUBACK fail with ``error``): its subscriptions
+        get no more messages, end with ``error`` and stop their workers (what they hold is
+        released as at an unsubscribe), in tasks the client owns until shutdown."""
+        for sub in self._dispatcher.subscriptions(topic_filter):
+            self._dispatcher.remove(sub)
+            task = asyncio.get_running_loop().create_task(
+                sub.stop(error=error), name=f"tars-mqtt-sub-end:{topic_filter}"
+            )
+            self._ending.add(task)
+            task.add_done_callback(self._ending.discard)
 
     # --- run ---------------------------------------------------------------------------------
     #

@@ -40,6 +40,7 @@ from support.session_wire import (
 from tars.mqtt._core.events import (
     Disconnected,
     Event,
+    FilterGivenUp,
     PublishDone,
     Ready,
     RequestAborted,
@@ -52,6 +53,7 @@ from tars.mqtt._errors import (
     ConnectionLostError,
     OutboxFullError,
     PayloadTooLarge,
+    PoisonMessageError,
     SubscribeError,
 )
 
@@ -884,3 +886,47 @@ def test_bare_closes_give_a_publish_up_only_after_ten_seconds() -> None:
         given_up.append((now, done(_broker_ends_link(session, now, None))))
     assert [len(events) for _, events in given_up] == [0, 0, 0, 0, 1]
     assert given_up[-1][1][0].reason_code == 0x80
+
+
+def test_a_filter_blamed_by_three_disconnects_in_a_row_is_given_up_with_its_waiting_calls() -> None:
+    """The verdict names the filter and the broker's reason, and carries the subscribe calls
+    still awaiting its SUBACK (here one asking a higher QoS on the last link); a call whose
+    link ended before (``first``) was told so then, as for any lost link."""
+    session = Session("c", **RESUMABLE)
+    connect(session, ConnAckPacket(), now=0.0)
+    session.add_subscription("bad/#", 1, handle="first")
+    events: list[Event] = []
+    for link in range(3):
+        if link:
+            connect(session, ConnAckPacket(session_present=True), now=float(link))
+        if link == 2:
+            assert session.add_subscription("bad/#", 2, handle="waiting") is True
+        sent(session)
+        events += _broker_ends_link(session, float(link), 0x81)
+    [verdict] = [e for e in events if isinstance(e, FilterGivenUp)]
+    assert verdict.topic_filter == "bad/#"
+    assert verdict.handles == ("waiting",)
+    error = verdict.error
+    assert isinstance(error, PoisonMessageError)
+    assert isinstance(error, SubscribeError)
+    assert (error.topic, error.reason_code, error.broker_reason) == ("bad/#", 0x81, 0x81)
+    assert error.subscription
+    assert [e.handle for e in events if isinstance(e, RequestAborted)] == ["first", "waiting"]
+    assert session.subscription_id("bad/#") is None  # out of the table: never restored again
+    assert session.stats.poisoned == 1
+    connect(session, ConnAckPacket(session_present=True), now=3.0)
+    assert not [p for p in sent(session) if isinstance(p, SubscribePacket)]
+
+
+def test_a_bare_close_under_a_subscribe_gives_no_filter_up() -> None:
+    session = Session("c", **RESUMABLE)
+    connect(session, ConnAckPacket(), now=0.0)
+    session.add_subscription("maybe/#", 1, handle="h")
+    events: list[Event] = []
+    for link in range(5):
+        if link:
+            connect(session, ConnAckPacket(session_present=True), now=float(link) * 10)
+        sent(session)
+        events += _broker_ends_link(session, float(link) * 10, None)
+    assert not [e for e in events if isinstance(e, FilterGivenUp)]
+    assert session.subscription_id("maybe/#") is not None

@@ -11,6 +11,7 @@ import pytest
 
 from tars.mqtt._asyncio.connection import map_exceptions, settle
 from tars.mqtt._core.events import (
+    FilterGivenUp,
     PublishDone,
     RequestAborted,
     Settled,
@@ -21,6 +22,7 @@ from tars.mqtt._errors import (
     ConnectError,
     ConnectionLostError,
     OutboxFullError,
+    PoisonMessageError,
     PublishError,
     SubscribeError,
 )
@@ -52,6 +54,17 @@ async def test_settle_resolves_each_kind_of_handle() -> None:
     assert unsub.result() == (0,)
     with pytest.raises(ConnectionLostError):
         aborted.result()
+
+
+async def test_settle_fails_the_subscribe_calls_of_a_filter_given_up() -> None:
+    loop = asyncio.get_running_loop()
+    waiting, gone = loop.create_future(), loop.create_future()
+    gone.cancel()  # its caller gave up meanwhile
+    error = PoisonMessageError("x/#", 3, 0x81, subscription=True)
+    settle([FilterGivenUp("x/#", error, (waiting, gone, None))])
+    assert waiting.exception() is error
+    settle([RequestAborted(waiting)])  # the link's end, right after: the verdict stands
+    assert waiting.exception() is error
 
 
 async def test_settle_skips_handles_nobody_waits_on() -> None:

@@ -17,7 +17,7 @@ from mqtt5 import PublishPacket
 from pydantic import BaseModel
 
 from support.mosquitto_cli import Inbox, wait_until
-from tars.mqtt import Envelope, Message
+from tars.mqtt import Envelope, Message, PoisonMessageError, SubscribeError
 from tars.mqtt._asyncio.subscription import Handler, Overflow, Subscription
 from tars.mqtt._dedup import DedupWindow
 from tars.mqtt._envelope import encode_event
@@ -274,6 +274,35 @@ async def test_stop_gives_back_every_token_it_holds_once_and_says_so(
     assert sorted(finished.items) == [1, 2, 3]  # the one in the handler, and the two queued
     assert sub.stats.dropped == 2
     assert "3 QoS 1/2 messages it had not finished" in caplog.text
+
+
+async def test_stopped_with_an_error_it_keeps_it_and_releases_what_it_holds() -> None:
+    """What the client does when the broker's verdict ends a subscription (its filter given
+    up): ``error`` says why; the tokens go back as at an unsubscribe. A plain stop (or a later
+    one) leaves no error, or keeps the first."""
+    finished: Inbox[int] = Inbox()
+    entered = asyncio.Event()
+
+    async def stuck(payload: bytes) -> None:
+        entered.set()
+        await asyncio.Event().wait()
+
+    sub = subscription(stuck, done=finished.add)
+    assert sub.error is None
+    sub.start()
+    sub.offer(msg(b"1"), 1)
+    sub.offer(msg(b"2"), 2)
+    await entered.wait()
+    verdict = PoisonMessageError("a/#", 3, 0x81, subscription=True)
+    await sub.stop(error=verdict)
+    assert sub.error is verdict
+    assert sorted(finished.items) == [1, 2]
+    await sub.stop(error=SubscribeError("a/#", 0x87))
+    assert sub.error is verdict
+    plain = subscription(stuck)
+    plain.start()
+    await plain.stop()
+    assert plain.error is None
 
 
 async def test_a_handler_stopping_its_own_subscription_releases_its_message_once() -> None:

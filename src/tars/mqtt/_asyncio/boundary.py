@@ -16,7 +16,15 @@ import ssl
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
-from .._core.events import Event, PublishDone, RequestAborted, Settled, Subscribed, Unsubscribed
+from .._core.events import (
+    Event,
+    FilterGivenUp,
+    PublishDone,
+    RequestAborted,
+    Settled,
+    Subscribed,
+    Unsubscribed,
+)
 from .._errors import ConnectError, ConnectionLostError, MQTTError, PublishError
 from .._tls import is_certificate_failure
 from .._trouble import MQTT311_HINT
@@ -56,6 +64,11 @@ def settle(events: Iterable[Event]) -> None:
         elif kind is Subscribed or kind is Unsubscribed:
             assert isinstance(event, Subscribed | Unsubscribed)
             _resolve(event.handle, event.reason_codes)
+        elif kind is FilterGivenUp:
+            assert isinstance(event, FilterGivenUp)
+            for fut in event.handles:  # subscribe() calls awaiting the SUBACK of that filter
+                if isinstance(fut, asyncio.Future) and not fut.done():
+                    fut.set_exception(event.error)
         elif kind is RequestAborted:
             assert isinstance(event, RequestAborted)
             fut = event.handle

@@ -7,8 +7,8 @@ This layer only moves bytes and keeps time; every decision is the session's. It:
 - feeds each received chunk to the session whole;
 - runs one timer, for the session's :meth:`~._session.Session.next_deadline` (keep-alive,
   heartbeat, watchdog, ack timeout);
-- turns the session's events into future results (:func:`settle`), listener calls and link
-  closes;
+- turns the session's events into future results (:func:`settle`), listener calls (messages,
+  a filter given up) and link closes;
 - maps transport exceptions to the library's own at one boundary (:func:`map_exceptions`).
 
 It knows nothing of envelopes, handlers or reconnection: the supervisor opens and replaces
@@ -31,6 +31,7 @@ from .._core.events import (
     ConnectFailed,
     Disconnected,
     Event,
+    FilterGivenUp,
     Ready,
 )
 from .._core.session import Session, SessionState
@@ -48,6 +49,7 @@ from .boundary import map_exceptions, settle
 __all__ = [
     "Connection",
     "Connector",
+    "FilterListener",
     "MessageListener",
     "map_exceptions",
     "open_connection",
@@ -58,6 +60,10 @@ log = logging.getLogger("tars.mqtt.connection")
 
 MessageListener = Callable[[PublishPacket], None]
 """Called synchronously for every PUBLISH received, in order, on the event loop."""
+
+FilterListener = Callable[[str, MQTTError], None]
+"""``(topic_filter, error)``: the session gave up a subscription filter (the poison-message
+breaker, :class:`~.._core.events.FilterGivenUp`); its subscriptions end with ``error``."""
 
 Connector = Callable[[Callable[[], asyncio.Protocol]], Awaitable[tuple[Any, Any]]]
 """``async (protocol_factory) -> (transport, protocol)``: opens a link some other way than TCP
@@ -70,10 +76,16 @@ _FLUSH_BACKLOG: Final = 64
 class Connection(asyncio.Protocol):
     """One network link of the session. Obtain one from :func:`open_connection`."""
 
-    def __init__(self, session: Session, listeners: list[MessageListener]) -> None:
+    def __init__(
+        self,
+        session: Session,
+        listeners: list[MessageListener],
+        filter_listener: FilterListener | None = None,
+    ) -> None:
         self._loop = asyncio.get_running_loop()
         self._session = session
         self._listeners = listeners
+        self._filter_listener = filter_listener
         self._transport: asyncio.Transport | None = None
         self._connected: asyncio.Future[Connected] = self._loop.create_future()
         self._ready: asyncio.Future[Ready] = self._loop.create_future()
@@ -416,6 +428,16 @@ class Connection(asyncio.Protocol):
             elif kind is Disconnected:
                 assert isinstance(event, Disconnected)
                 self._on_disconnected(event)
+            elif kind is FilterGivenUp:
+                assert isinstance(event, FilterGivenUp)
+                # The subscriptions first: they end (error set) before a subscribe() call
+                # awaiting the SUBACK of that filter is woken with the same error.
+                if self._filter_listener is not None:
+                    try:
+                        self._filter_listener(event.topic_filter, event.error)
+                    except Exception:
+                        log.exception("filter listener failed on %r", event.topic_filter)
+                settle((event,))
             else:
                 settle((event,))
 
@@ -461,12 +483,14 @@ async def open_connection(
     port: int,
     *,
     listeners: list[MessageListener],
+    filter_listener: FilterListener | None = None,
     ssl_context: ssl.SSLContext | None = None,
     connector: Connector | None = None,
     timeout: float = 10.0,
     display: str | None = None,
 ) -> Connection:
     """Open a link (TCP, TLS, or ``connector``), send CONNECT and wait for CONNACK.
+    ``listeners`` hear every PUBLISH received; ``filter_listener``, a filter given up.
 
     Raises :class:`~tars.mqtt.ConnectError` (``refused`` set when nothing listens) on any
     failure, within ``timeout`` seconds; no transport is left open then. Raises
@@ -477,7 +501,7 @@ async def open_connection(
         # a CONNACK that never comes.
         raise ClientStateError(f"the session already has a link ({session.state.value})")
     loop = asyncio.get_running_loop()
-    conn = Connection(session, listeners)
+    conn = Connection(session, listeners, filter_listener)
     try:
         with map_exceptions(
             display or f"{host}:{port}", timeout, lambda: conn._transport is not None

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .._dedup import DedupWindow
 from .._envelope import Envelope
-from .._errors import EnvelopeError, InvalidArgumentError, InvalidArgumentTypeError
+from .._errors import EnvelopeError, InvalidArgumentError, InvalidArgumentTypeError, MQTTError
 from .._instruments import Instruments
 from .._logfields import message_fields
 from .._message import Message
@@ -149,7 +149,8 @@ class Subscription:
     """One handler on one topic filter, with its own queue and worker.
 
     Returned by :meth:`MQTTClient.subscribe <tars.mqtt.MQTTClient.subscribe>`; use it to read
-    :attr:`stats` or to :meth:`~tars.mqtt.MQTTClient.unsubscribe` just this handler.
+    :attr:`stats` or :attr:`error`, or to :meth:`~tars.mqtt.MQTTClient.unsubscribe` just this
+    handler.
     """
 
     def __init__(
@@ -207,6 +208,7 @@ class Subscription:
         self._clock = time.monotonic
         self._busy = False  # the sequential worker is inside a handler call
         self._instruments = Instruments("")  # the client's, set by subscribe(): observers of _call
+        self._error: MQTTError | None = None
 
     def __repr__(self) -> str:
         name = getattr(self.handler, "__qualname__", repr(self.handler))
@@ -216,6 +218,16 @@ class Subscription:
     def queued(self) -> int:
         """Messages waiting for the handler."""
         return len(self._queue)
+
+    @property
+    def error(self) -> MQTTError | None:
+        """What ended this subscription without a call of yours, else None: a
+        :class:`~tars.mqtt.PoisonMessageError` when the poison-message breaker gave its filter
+        up (the broker ended link after link on its SUBSCRIBE), a
+        :class:`~tars.mqtt.SubscribeError` when the broker refused it. Its worker is stopped
+        then, and it receives nothing more; ``unsubscribe()`` and ``shutdown()`` leave it None.
+        """
+        return self._error
 
     # --- receive side (synchronous, from the link's data_received) ---------------------------
 
@@ -282,8 +294,9 @@ class Subscription:
             )
             worker.add_done_callback(self._worker_ended)
 
-    async def stop(self, timeout: float = 5.0) -> None:
+    async def stop(self, timeout: float = 5.0, *, error: MQTTError | None = None) -> None:
         """Cancel the worker and any running handler; queued messages are dropped (counted).
+        ``error``: what ended it, when not its user (kept in :attr:`error`).
 
         Called from this subscription's own handler (a one-shot handler unsubscribing itself,
         a "stop" command shutting the client down), the calling handler is neither cancelled
@@ -291,6 +304,8 @@ class Subscription:
         ignores its cancellation is waited for ``timeout`` seconds at most, then left behind
         (and logged), so that shutdown stays bounded.
         """
+        if error is not None and self._error is None:
+            self._error = error
         me = asyncio.current_task()
         tasks = [t for t in (self._worker, *self._running) if t is not None and t is not me]
         self._worker = None

@@ -26,9 +26,9 @@ from .._core.session import Session
 from .._errors import ConnectError
 from .._instruments import Instruments
 from .._logfields import link_fields
-from .._trouble import ConnectTrouble, scheme_hint
+from .._trouble import ConnectTrouble, scheme_hint, with_scheme_hint
 from .._url import ConnectionParams, endpoint_from_reference
-from .connection import Connection, Connector, MessageListener, open_connection
+from .connection import Connection, Connector, FilterListener, MessageListener, open_connection
 
 __all__ = ["Hook", "Supervisor"]
 
@@ -65,6 +65,7 @@ class Supervisor:
         endpoints: Sequence[ConnectionParams],
         *,
         listeners: list[MessageListener],
+        filter_listener: FilterListener | None = None,
         backoff: BackoffPolicy,
         tls_context: Callable[[], ssl.SSLContext],
         connector: Connector | None = None,
@@ -79,7 +80,9 @@ class Supervisor:
         instruments: Instruments | None = None,
         ws_headers: Mapping[str, str] | None = None,
     ) -> None:
-        """``settle_after``: a link that lasted this long starts the backoff afresh when lost.
+        """``listeners`` hear every PUBLISH received, ``filter_listener`` a subscription filter
+        the session gave up (each link is handed them).
+        ``settle_after``: a link that lasted this long starts the backoff afresh when lost.
         ``redirects``: which server redirections to follow (see :meth:`_redirect`).
         ``ws_headers``: the extra HTTP headers of a WebSocket upgrade (``ws://``, ``wss://``).
 
@@ -94,6 +97,7 @@ class Supervisor:
         self._index = 0
         self.params = self._endpoints[0]  # the broker we are on, or trying next
         self._listeners = listeners
+        self._filter_listener = filter_listener
         self._backoff = backoff
         self._tls_context = tls_context
         self._connector = connector
@@ -204,6 +208,7 @@ class Supervisor:
                     params.host,
                     params.port,
                     listeners=self._listeners,
+                    filter_listener=self._filter_listener,
                     ssl_context=self._tls_context() if params.tls else None,
                     connector=self._connector or self._websocket(params),
                     timeout=self._connect_timeout,
@@ -233,11 +238,13 @@ class Supervisor:
                     if not fatal and failed_in_round < len(self._endpoints):
                         continue  # several brokers: the first that answers wins
                     if fatal or not self._wait_for_broker:
-                        first.set_exception(error)
+                        # Raised to the caller, who reads no WARNING: the hint goes with it.
+                        first.set_exception(with_scheme_hint(error, params.tls))
                         return error
                 delay = self._backoff.next_delay(attempt, refused=error.refused)
                 attempt += 1
                 if delay is None:
+                    error = with_scheme_hint(error, params.tls)
                     log.error(
                         "giving up connecting to %s: %s",
                         params.redacted_url,

@@ -87,6 +87,9 @@ class WebSocketLink(asyncio.Protocol, asyncio.Transport):
     succeeded, ``inner.connection_made(self)`` is called and the link carries MQTT bytes.
     """
 
+    _log: logging.Logger = logging.getLogger("tars.mqtt.websocket")
+    """Where a failed callback is said (the server side of the test broker has its own)."""
+
     def __init__(self, ws: Protocol, inner: asyncio.Protocol) -> None:
         super().__init__()
         self._ws = ws
@@ -100,38 +103,59 @@ class WebSocketLink(asyncio.Protocol, asyncio.Transport):
 
     # --- the transport below ---------------------------------------------------------------
 
+    # As in the MQTT connection: an exception raised in one of these callbacks (a bug of ours
+    # or websockets', a platform surprise) would go to the loop's exception handler and leave
+    # the link half-open: the upgrade never settles, and the user sees only a connect timeout;
+    # a server-side link stays stuck. Each one is caught and ends the link with an error that
+    # names it (_callback_failed).
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """asyncio: TCP (and TLS) is up; begin the upgrade."""
         # A cast, not an isinstance check: any conforming loop's transport (uvloop's is not an
         # asyncio.Transport subclass) has the calls used here.
         self._transport = cast(asyncio.Transport, transport)
-        self._start()
-        self._send()
+        try:
+            self._start()
+            self._send()
+        except Exception as exc:
+            self._callback_failed("connection_made", exc)
 
     def data_received(self, data: bytes) -> None:
         """asyncio: bytes from the peer: the upgrade's answer, then frames."""
-        self._ws.receive_data(data)
-        self._process()
+        try:
+            self._ws.receive_data(data)
+            self._process()
+        except Exception as exc:
+            self._callback_failed("data_received", exc)
 
     def eof_received(self) -> bool | None:
         """asyncio: the peer closed its side; close ours (``connection_lost`` follows)."""
-        self._ws.receive_eof()
-        self._process()
+        try:
+            self._ws.receive_eof()
+            self._process()
+        except Exception as exc:
+            self._callback_failed("eof_received", exc)
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         """asyncio: the transport is gone; tell ``inner``, or fail the upgrade."""
-        if not self._open:
-            self._fail(
-                ConnectError(
-                    f"{self._where()}: the link closed during the WebSocket upgrade"
-                    + (f" ({exc})" if exc else "")
-                    + " (is it a WebSocket endpoint?)"
-                ),
-                exc,
-            )
-            return
-        reason = exc or self._lost or self._close_reason()
+        try:
+            if not self._open:
+                self._fail(
+                    ConnectError(
+                        f"{self._where()}: the link closed during the WebSocket upgrade"
+                        + (f" ({exc})" if exc else "")
+                        + " (is it a WebSocket endpoint?)"
+                    ),
+                    exc,
+                )
+                return
+            reason = exc or self._lost or self._close_reason()
+        except Exception as error:
+            self._callback_failed("connection_lost", error)
+            if not self._open:
+                return
+            reason = self._lost  # set by _callback_failed: inner still learns the link is gone
         self._inner.connection_lost(reason)
 
     def pause_writing(self) -> None:
@@ -230,6 +254,26 @@ class WebSocketLink(asyncio.Protocol, asyncio.Transport):
         return "the WebSocket peer" if not peer else f"{peer[0]}:{peer[1]}"
 
     # --- internals ---------------------------------------------------------------------------
+
+    def _callback_failed(self, callback: str, exc: Exception) -> None:
+        """A protocol callback raised: log it with its traceback and end the link with an
+        error that names it. During the upgrade the connect fails at once with a
+        :class:`ConnectError` (retried like any failed attempt); once MQTT flows, ``inner``
+        loses its link with a :class:`ConnectionLostError` saying why, when the transport's
+        ``connection_lost`` comes (or now, when that callback is the one that failed)."""
+        where = self._where()
+        text = f"the WebSocket link's {callback} callback raised {exc!r}"
+        self._log.error("%s: %s; dropping the link", where, text, exc_info=exc)
+        if not self._open:
+            error = ConnectError(f"{where}: {text}")
+            error.__cause__ = exc
+            if not self.opened.done():
+                self.opened.set_exception(error)
+                self.opened.exception()  # retrieved: a connector cancelled meanwhile never will
+        elif self._lost is None:
+            self._lost = ConnectionLostError(text)
+            self._lost.__cause__ = exc
+        self.abort()  # a second failure here goes to the loop's handler: the link ended already
 
     def _upgraded(self) -> None:
         """The upgrade succeeded: from now on MQTT bytes flow."""

@@ -24,6 +24,7 @@ __all__ = [
     "Connected",
     "Disconnected",
     "Event",
+    "FilterGivenUp",
     "PublishDone",
     "Ready",
     "RequestAborted",
@@ -153,6 +154,23 @@ class RequestAborted(Frozen):
         _set(self, "handle", handle)
 
 
+class FilterGivenUp(Frozen):
+    """The poison-message breaker gave up a filter of the subscription table: the broker ended
+    link after link on its SUBSCRIBE. It left the table (no restore sends it again); its
+    subscriptions end with ``error``, and ``handles`` are the subscribe calls still awaiting its
+    SUBACK, which fail with it."""
+
+    __slots__ = ("error", "handles", "topic_filter")
+    topic_filter: str
+    error: MQTTError
+    handles: tuple[object, ...]
+
+    def __init__(self, topic_filter: str, error: MQTTError, handles: tuple[object, ...]) -> None:
+        _set(self, "topic_filter", topic_filter)
+        _set(self, "error", error)
+        _set(self, "handles", handles)
+
+
 class Disconnected(Frozen):
     """The link must end: the broker sent DISCONNECT, or we found a protocol error or a dead link.
 
@@ -208,6 +226,7 @@ Event = (
     | Subscribed
     | Unsubscribed
     | RequestAborted
+    | FilterGivenUp
     | Disconnected
     | PublishPacket
 )

@@ -24,7 +24,9 @@ reason blames a packet of ours, or, for a publish only, a close without any DISC
   blamed a publish, at least :data:`BARE_CLOSE_SPAN` seconds after its first) it is given up:
   the publish fails with
   :class:`~tars.mqtt.PoisonMessageError` and leaves the resend set and the durable outbox, the
-  filter leaves the table (no restore sends it again). Both are counted and logged.
+  filter leaves the table (no restore sends it again) and its subscriptions end with a
+  :class:`~tars.mqtt.PoisonMessageError` (:class:`~.events.FilterGivenUp`). Both are counted
+  and logged.
 
 A DISCONNECT that blames the broker's own state (server shutting down, session taken over,
 server busy, a redirection...) or our keep-alive is no evidence against a packet and counts
@@ -34,13 +36,13 @@ nothing; nor does a link we closed, or one that broke with a transport error (a 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection
 from typing import Final
 
 from mqtt5 import SubAckPacket
 
-from .._errors import PoisonMessageError, SubscribeError
-from .events import Event, PublishDone
+from .._errors import PoisonMessageError
+from .events import Event, FilterGivenUp, PublishDone
 from .outgoing import OutgoingStore
 from .stats import SessionStats
 from .subscribing import _Purpose, _Request
@@ -91,13 +93,14 @@ def blames_a_packet(broker_reason: int | None) -> bool:
 def link_ended_by_broker(
     outgoing: OutgoingStore,
     table: SubscriptionTable,
-    requests: Iterable[_Request],
+    requests: Collection[_Request],
     broker_reason: int | None,
     stats: SessionStats,
     now: float,
 ) -> list[Event]:
-    """Strike the packet the broker choked on (see the module docstring); the events of a
-    publish given up (its caller gets the error)."""
+    """Strike the packet the broker choked on (see the module docstring); the event of a
+    publish given up (its caller gets the error) or of a filter given up (its subscriptions
+    end with the error, and so do the subscribe calls still awaiting its SUBACK)."""
     if not blames_a_packet(broker_reason):
         return []
     for request in requests:  # oldest first
@@ -110,16 +113,22 @@ def link_ended_by_broker(
                     # 3.1.1 broker can say nothing else. A filter given up would be lost for the
                     # client's life, so only a DISCONNECT that blames a packet strikes it.
                     return []
-                if table.strike(topic_filter, POISON_LINKS):
-                    stats.poisoned += 1
-                    refusal = SubscribeError(
-                        topic_filter,
-                        broker_reason,
-                        f"the broker ended {POISON_LINKS} links in a row on this SUBSCRIBE; "
-                        "it is no longer restored",
-                    )
-                    log.error("poison-message breaker: %s", refusal)
-                return []
+                if not table.strike(topic_filter, POISON_LINKS):
+                    return []
+                stats.poisoned += 1
+                error = PoisonMessageError(
+                    topic_filter, POISON_LINKS, broker_reason, subscription=True
+                )
+                log.error("poison-message breaker: %s", error)
+                waiting = tuple(
+                    r.handle
+                    for r in requests
+                    if r.kind is SubAckPacket
+                    and r.purpose is _Purpose.USER
+                    and r.handle is not None
+                    and topic_filter in r.filters
+                )
+                return [FilterGivenUp(topic_filter, error, waiting)]
     bare = broker_reason is None
     item = outgoing.strike(POISON_LINKS, now, bare=bare, span=BARE_CLOSE_SPAN)
     if item is None:

@@ -104,30 +104,42 @@ class BrokerLink(asyncio.Protocol):
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
+    # An exception raised in one of these callbacks (or in the flush and timer callbacks) would
+    # go to the loop's exception handler and leave this link stuck: its client waits for a
+    # CONNACK or an ack until its own timeout, or for ever. Each one is caught, logged with
+    # what raised it (a bug of the broker's, a user's auth callback), and drops the link
+    # (_callback_failed): the client sees a lost link at once and reconnects.
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport by asyncio's contract, whatever its class (uvloop's is not a
         # subclass of asyncio.Transport): a cast, never a check.
         self._transport = transport = cast(asyncio.Transport, transport)
-        if not self._owner.accepting:
-            self.abort()  # accepted by a listener of a broker that is going down
-            return
-        peer = transport.get_extra_info("peername")
-        if peer:
-            self.label = f"{self.label} {peer[0]}:{peer[1]}"
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            # Without it, every small ack waits for the peer's delayed ACK (tens of ms).
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._last_received = self._owner.now()
-        self._arm_timer(_CONNECT_TIMEOUT)
-        self._owner.link_opened(self)
+        try:
+            if not self._owner.accepting:
+                self.abort()  # accepted by a listener of a broker that is going down
+                return
+            peer = transport.get_extra_info("peername")
+            if peer:
+                self.label = f"{self.label} {peer[0]}:{peer[1]}"
+            sock = transport.get_extra_info("socket")
+            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                # Without it, every small ack waits for the peer's delayed ACK (tens of ms).
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._last_received = self._owner.now()
+            self._arm_timer(_CONNECT_TIMEOUT)
+            self._owner.link_opened(self)
+        except Exception as exc:
+            self._callback_failed("connection_made", exc)
 
     def data_received(self, data: bytes) -> None:
         if self.state not in (LinkState.AWAIT_CONNECT, LinkState.CONNECTED):
             return
-        self._last_received = self._owner.now()
-        self._inbound += data
-        self._process()
+        try:
+            self._last_received = self._owner.now()
+            self._inbound += data
+            self._process()
+        except Exception as exc:
+            self._callback_failed("data_received", exc)
 
     def eof_received(self) -> bool | None:
         return False  # a half-closed MQTT connection is a closed one
@@ -143,8 +155,24 @@ class BrokerLink(asyncio.Protocol):
         self._held.clear()
         self._reordered.clear()
         _log.debug("%r lost (%s)", self, exc or "closed")
-        self._owner.link_lost(self)
-        self.closed.set()
+        try:
+            self._owner.link_lost(self)
+        except Exception as error:
+            self._callback_failed("connection_lost", error)
+        finally:
+            self.closed.set()  # whoever waits for this link (close(), drop_link()) goes on
+
+    def _callback_failed(self, callback: str, exc: Exception) -> None:
+        """A callback of this link raised: log it with its traceback and drop the link (no
+        DISCONNECT, as a crash would: its will is published); every other link goes on."""
+        _log.error(
+            "%r: the link's %s callback raised %r; dropping the link",
+            self,
+            callback,
+            exc,
+            exc_info=exc,
+        )
+        self.abort()
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -241,9 +269,13 @@ class BrokerLink(asyncio.Protocol):
 
     def _flush(self) -> None:
         self._flush_handle = None
-        if self._outbound and self._transport is not None and not self._transport.is_closing():
-            self._transport.write(bytes(self._outbound))
-        self._outbound.clear()
+        try:
+            if self._outbound and self._transport is not None and not self._transport.is_closing():
+                self._transport.write(bytes(self._outbound))
+        except Exception as exc:
+            self._callback_failed("flush", exc)
+        finally:
+            self._outbound.clear()
 
     def _send_fresh_publish(self, packet: mqtt5.PublishPacket) -> None:
         if self._reorder_left == 0 and self.client_id is not None:
@@ -361,6 +393,12 @@ class BrokerLink(asyncio.Protocol):
     def _on_timer(self) -> None:
         """Enforce the CONNECT deadline, then 1.5 x keep-alive of silence (MQTT 5, 3.1.2.10)."""
         self._timer = None
+        try:
+            self._check_deadline()
+        except Exception as exc:
+            self._callback_failed("timer", exc)
+
+    def _check_deadline(self) -> None:
         if self.state is LinkState.AWAIT_CONNECT:
             if self.stalled:
                 self._arm_timer(_CONNECT_TIMEOUT)

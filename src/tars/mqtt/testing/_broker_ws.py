@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import http
+import logging
 from typing import Final
 
 from websockets.http11 import Request, Response
@@ -27,6 +28,8 @@ _LOG: Final = quiet_logger("tars.mqtt.testing.broker.ws")
 
 class ServerLink(WebSocketLink):
     """One WebSocket client of the test broker; ``inner`` is its :class:`BrokerLink`."""
+
+    _log = logging.getLogger("tars.mqtt.testing.broker.ws")
 
     def __init__(self, inner: asyncio.Protocol, path: str) -> None:
         ws = ServerProtocol(subprotocols=[SUBPROTOCOL], max_size=None, logger=_LOG)
