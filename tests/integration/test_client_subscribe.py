@@ -374,6 +374,31 @@ async def test_no_dedup_by_default(broker: Broker) -> None:
         assert await inbox.wait_for(2) == [dup, dup]
 
 
+async def test_unsubscribing_one_subscription_twice_leaves_the_others_subscribed(
+    broker: Broker,
+) -> None:
+    """The second call finds nothing of it left: the broker is not told to drop a filter
+    another handler still wants."""
+    topic = unique("sub/twice")
+    a: Inbox[bytes] = Inbox()
+    b: Inbox[bytes] = Inbox()
+
+    async def on_a(payload: bytes) -> None:
+        a.add(payload)
+
+    async def on_b(payload: bytes) -> None:
+        b.add(payload)
+
+    async with broker.connected_client() as client:
+        sub_a = await client.subscribe(topic, on_a)
+        await client.subscribe(topic, on_b)
+        await client.unsubscribe(sub_a)
+        await client.unsubscribe(sub_a)
+        await client.publish(topic, b"1", qos=1)
+        await b.wait_for(1)
+    assert a.items == []
+
+
 async def test_a_handler_may_unsubscribe_itself(broker: Broker) -> None:
     topic = unique("sub/once")
     sentinel = unique("sub/once-sentinel")

@@ -803,8 +803,9 @@ class MQTTClient:
         for sub in subs:
             if sub.error is not None:
                 continue  # ended already (refused, or given up): nothing of it left to remove
-            if not self._dispatcher.remove(sub) and sub in self._dispatcher.subscriptions():
-                continue
+            if sub not in self._dispatcher.subscriptions(sub.topic_filter):
+                continue  # unsubscribed already: its count on the filter is gone with it
+            self._dispatcher.remove(sub)
             await sub.stop()
             fut = asyncio.get_running_loop().create_future()
             # No link: a resumed (persistent) broker session would still hold the filter, so
