@@ -24,6 +24,7 @@ from tars.adapters.mqtt_client import (
     MQTTClientConfig,
     parse_mqtt_url,
 )
+from tars.mqtt import InvalidArgumentTypeError
 from tars.mqtt import MQTTClient as NativeClient
 from tars.mqtt.testing import MosquittoBroker
 
@@ -147,6 +148,12 @@ async def test_connect_is_idempotent_and_client_is_one_object(
         assert view is not None
         assert client.client is view
         assert client.connected
+        # A payload it cannot send: a TypeError as before, now also an MQTTError, that names
+        # the type and not the value (which may be anything the service holds).
+        with pytest.raises(InvalidArgumentTypeError, match=r"payload must be .* not dict") as info:
+            await view.publish(unique("t"), {"token": "s3cret"})
+        assert isinstance(info.value, TypeError)
+        assert "s3cret" not in str(info.value)
     finally:
         await client.shutdown()
     assert client.client is None

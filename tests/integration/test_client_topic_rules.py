@@ -1,6 +1,7 @@
-"""Issue 19 §1: a topic that Mosquitto calls malformed (MQTT 5 section 1.5.4) is refused at the
-call, against the real broker: it never reaches the wire, so it costs no link, and a valid
-message published afterwards is delivered."""
+"""Issue 19 §1: a topic or a string property that Mosquitto calls malformed (MQTT 5 section
+1.5.4) is refused at the call, against the real broker: it never reaches the wire, so it costs
+no link, and a valid message published afterwards is delivered. (That Mosquitto does end the
+link on each of them is checked in tests/integration/testing/test_broker_mosquitto_parity.py.)"""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import asyncio
 import pytest
 
 from support.mosquitto_cli import MosquittoSub, connected_client, unique
-from tars.mqtt import InvalidTopicError, Message
+from tars.mqtt import InvalidArgumentError, InvalidTopicError, Message
 from tars.mqtt.testing import MosquittoBroker
 
 pytestmark = pytest.mark.mosquitto
@@ -54,6 +55,62 @@ async def test_each_bad_topic_is_refused_at_once_and_costs_no_link(
         await client.publish(good, b"after", qos=1)
         [captured] = await sub.wait_for(1)
         assert captured.payload == b"after"
+        stats = client.stats
+        assert stats.connects == 1  # the link never dropped
+        assert stats.inflight == 0  # nothing left to resend
+        assert stats.outbox_depth == 0
+
+
+# The characters of the rule once each kind: C0, DEL, C1, BMP and astral non-characters.
+BAD_CHARS = ["\x00", "\x01", "\x7f", "\x85", "\ufdd0", "\uffff", "\U0010fffe"]
+
+
+async def test_each_bad_string_property_is_refused_at_once_and_costs_no_link(
+    shared_mosquitto: MosquittoBroker,
+) -> None:
+    good = unique("rules/props")
+    async with (
+        connected_client(shared_mosquitto) as client,
+        MosquittoSub(shared_mosquitto, good, count=1) as sub,
+    ):
+        view = client.client
+        assert view is not None
+        async with asyncio.timeout(1):  # "at once": no round trip to the broker, no resend
+            for char in BAD_CHARS:
+                text = f"x{char}y"
+                with pytest.raises(InvalidTopicError):
+                    await client.publish(good, b"x", qos=1, properties={"response_topic": text})
+                with pytest.raises(InvalidTopicError):
+                    await view.publish(good, b"x", qos=1, response_topic=text)
+                for properties in (
+                    {"content_type": text},
+                    {"user_properties": [(text, "v")]},
+                    {"user_properties": [("k", text)]},
+                ):
+                    with pytest.raises(InvalidArgumentError):
+                        await client.publish(good, b"x", qos=1, properties=properties)
+                    with pytest.raises(InvalidArgumentError):
+                        await client.publish(good, b"x", qos=2, wait=False, properties=properties)
+                    with pytest.raises(InvalidArgumentError):
+                        await view.publish(good, b"x", qos=1, **properties)
+                with pytest.raises(InvalidArgumentError):
+                    await view.subscribe(unique("rules/sub"), user_properties=[("k", text)])
+                with pytest.raises(InvalidArgumentError):
+                    await view.unsubscribe(good, user_properties=[(text, "v")])
+        # Printable text of any script and binary correlation data (no character rule) pass.
+        await client.publish(
+            good,
+            b"after",
+            qos=1,
+            properties={
+                "content_type": "text/é",
+                "correlation_data": b"\x00\x01\xff",
+                "user_properties": [("clé", "✓")],
+            },
+        )
+        [captured] = await sub.wait_for(1)  # the first message the broker delivered
+        assert captured.payload == b"after"
+        assert "clé:✓" in captured.user_properties
         stats = client.stats
         assert stats.connects == 1  # the link never dropped
         assert stats.inflight == 0  # nothing left to resend

@@ -19,7 +19,7 @@ from tars.mqtt._config import (
     parse_mqtt_url,
     redact_url,
 )
-from tars.mqtt._errors import ConfigError, MQTTError
+from tars.mqtt._errors import ConfigError, InvalidArgumentTypeError, MQTTError
 
 SECRET = "S3cr3tPW"
 CERTS = "{certs}"  # stands for the directory of the ``certs`` fixture in the cases below
@@ -170,6 +170,25 @@ def test_non_string_url_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as info:
         parse_mqtt_url(1883)  # type: ignore[arg-type]
     assert info.value.field == "mqtt_url"
+    assert isinstance(info.value, InvalidArgumentTypeError)  # a wrong type: also a TypeError
+
+
+@pytest.mark.parametrize("user", ["Xq%01Zk", "Xq%1FZk", "Xq%7FZk", "Xq%C2%85Zk", "Xq%EF%BF%BFZk"])
+def test_a_user_name_with_a_control_or_non_character_is_refused_without_showing_it(
+    user: str,
+) -> None:
+    # The user name is an MQTT 5 UTF-8 string: Mosquitto closes every connection whose CONNECT
+    # holds such a character in it, so the client would retry for ever.
+    with pytest.raises(ConfigError) as info:
+        parse_mqtt_url(f"mqtt://{user}:{SECRET}@h")
+    assert info.value.field == "mqtt_url"
+    assert "user name" in str(info.value)
+    assert "MQTT 5 section 1.5.4" in str(info.value)
+    assert_error_hides_secret(info.value, SECRET, "Xq", "Zk")
+
+
+def test_the_password_is_binary_data_with_no_character_rule() -> None:
+    assert parse_mqtt_url(f"mqtt://alice:{SECRET}%01@h").password == f"{SECRET}\x01"
 
 
 # --- redact_url ----------------------------------------------------------------------------------
@@ -357,6 +376,7 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("client_id", "a+b"),
     ("client_id", "a#"),
     ("client_id", "a\0b"),
+    ("client_id", "a\x01b"),
     ("client_id", "a\ud800"),
     ("client_id", "x" * 65536),
     ("client_id", None),
@@ -435,6 +455,24 @@ def test_bad_values_raise_config_error_naming_the_field(field: str, value: Any) 
     assert info.value.field == field
     assert str(info.value).startswith(f"{field}: ")
     assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    "char", ["\x01", "\x1f", "\x7f", "\x85", "\x9f", "\ufdd0", "\U0001fffe"], ids=ascii
+)
+def test_a_control_or_non_character_in_client_id_is_a_config_error(char: str) -> None:
+    # MQTT 5 section 1.5.4: Mosquitto closes a connection whose client id holds one (and the
+    # id is a level of the health topics), so it is refused at construction, whichever way.
+    client_id = f"sv{char}c"
+    for build in (
+        lambda: MQTTClientConfig(**{**BASE, "client_id": client_id}),
+        lambda: MQTTClientConfig.from_env({**BASE_ENV, "MQTT_CLIENT_ID": client_id}),
+        lambda: MQTTClientConfig(**{**BASE, "instance": client_id}),
+    ):
+        with pytest.raises(ConfigError) as info:
+            build()
+        assert info.value.field in ("client_id", "instance")
+        assert f"U+{ord(char):04X}" in str(info.value)
 
 
 def test_every_option_has_a_bad_value_test() -> None:

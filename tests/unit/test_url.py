@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tars.mqtt import ConfigError, ConnectionParams, MQTTClientConfig
+from tars.mqtt._topics import forbidden_character
 from tars.mqtt._url import (
     order_endpoints,
     parse_mqtt_url,
@@ -28,7 +29,8 @@ MARK = "S3cr3t"
 hosts = st.from_regex(r"[a-z][a-z0-9-]{0,10}(\.[a-z0-9]{1,5}){0,2}", fullmatch=True)
 ports = st.integers(1, 65535)
 secrets = st.text(min_size=0, max_size=12).map(lambda tail: MARK + tail)
-users = st.text(min_size=1, max_size=8)
+# A user name is an MQTT 5 UTF-8 string: no control or non-character (refused, test_config.py).
+users = st.text(min_size=1, max_size=8).filter(lambda user: forbidden_character(user) is None)
 
 
 @st.composite

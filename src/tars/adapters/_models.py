@@ -20,6 +20,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from tars.mqtt import EnvelopeError, NotConnectedError
+from tars.mqtt._argcheck import check_int, check_number, check_str
 from tars.mqtt._config import _warn_unknown_env
 from tars.mqtt._dedup import DedupWindow, content_key
 from tars.mqtt._envelope import envelope_from_json
@@ -128,7 +129,9 @@ def parse_mqtt_url(url: str) -> ConnectionParams:
 
     Raises:
         ValueError: the scheme is not ``mqtt``.
+        InvalidArgumentTypeError: ``url`` is not a ``str`` (also a ``TypeError``).
     """
+    check_str("url", url)
     parsed = urlparse(url)
     if parsed.scheme != "mqtt":
         raise ValueError(f"Invalid MQTT URL scheme: {parsed.scheme!r}. Expected 'mqtt://'.")
@@ -233,6 +236,10 @@ class MessageDeduplicator:
     """
 
     def __init__(self, *, ttl: float, max_entries: int) -> None:
+        """Raises :class:`~tars.mqtt.InvalidArgumentTypeError` for a ``ttl`` that is not a
+        number or ``max_entries`` that is not an ``int``."""
+        check_number("ttl", ttl)
+        check_int("max_entries", max_entries)
         self._window = DedupWindow(ttl, max_entries)
         self._clock = time.monotonic
 

@@ -19,6 +19,7 @@ from typing import Any
 from mqtt5 import PublishPacket
 
 from tars.mqtt import ClientStateError, Message, MQTTClient, NotConnectedError, topic_matches
+from tars.mqtt._argcheck import wrong_type
 
 from ._models import DropInNotConnectedError
 
@@ -132,7 +133,7 @@ class ClientView:
         elif isinstance(payload, int | float):
             data = str(payload).encode()
         else:
-            raise TypeError(f"payload must be str, bytes, int, float or None, not {payload!r}")
+            raise wrong_type("payload", payload, "str, bytes, int, float or None")
         with _as_runtime_error():
             async with asyncio.timeout(timeout):
                 await self._native.publish(

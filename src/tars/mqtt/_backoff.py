@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from ._argcheck import check_int, check_number, wrong_type
 from ._errors import InvalidArgumentError
 
 if TYPE_CHECKING:
@@ -69,9 +70,19 @@ class ExponentialBackoff:
         """Check and store the schedule.
 
         Raises:
+            InvalidArgumentTypeError: a number that is not an ``int`` or ``float``, a
+                ``max_attempts`` that is not an ``int`` or None, an ``rng`` without ``random()``.
             InvalidArgumentError: a delay is not positive and finite, ``max_delay < min_delay``,
                 ``multiplier < 1``, ``jitter`` outside [0, 1] or ``max_attempts < 0``.
         """
+        check_number("min_delay", min_delay)
+        check_number("max_delay", max_delay)
+        check_number("multiplier", multiplier)
+        check_number("jitter", jitter)
+        check_int("max_attempts", max_attempts, optional=True)
+        check_number("refused_delay", refused_delay)
+        if rng is not None and not callable(getattr(rng, "random", None)):
+            raise wrong_type("rng", rng, "a random.Random (with random()) or None")
         for name, value in (
             ("min_delay", min_delay),
             ("max_delay", max_delay),
@@ -105,8 +116,10 @@ class ExponentialBackoff:
         """Return the jittered delay before attempt ``attempt``, or None past ``max_attempts``.
 
         Raises:
+            InvalidArgumentTypeError: ``attempt`` is not an ``int``.
             InvalidArgumentError: ``attempt`` is negative.
         """
+        check_int("attempt", attempt)
         if attempt < 0:
             raise InvalidArgumentError(f"attempt must be >= 0, got {attempt!r}")
         if self._max_attempts is not None and attempt >= self._max_attempts:

@@ -8,10 +8,16 @@ from typing import Any, Final
 from mqtt5 import PublishPacket
 
 from ._argcheck import wrong_type
-from ._errors import InvalidArgumentError, InvalidArgumentTypeError, PayloadTooLarge
+from ._errors import (
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    InvalidTopicError,
+    PayloadTooLarge,
+)
+from ._properties import malformed_property
 from ._topics import validate_topic_name
 
-__all__ = ["PublishCheck"]
+__all__ = ["PublishCheck", "check_properties"]
 
 _TOPIC_CACHE: Final = 4096
 
@@ -46,20 +52,15 @@ class PublishCheck:
             raise wrong_type("retain", retain, "a bool")
         if wait is not True and wait is not False:
             raise wrong_type("wait", wait, "a bool")
-        if properties is not None and not isinstance(properties, dict):
-            raise wrong_type("properties", properties, "a dict or None")
-        if properties:
-            try:
-                PublishPacket(topic, b"", **properties)
-            except (TypeError, ValueError) as exc:
-                raise InvalidArgumentTypeError(
-                    f"invalid MQTT 5 publish properties: {exc}"
-                ) from None
         if topic not in self._valid_topics:
             validate_topic_name(topic)
-            if len(self._valid_topics) >= _TOPIC_CACHE:
-                self._valid_topics.clear()
-            self._valid_topics[topic] = None
+            _remember(self._valid_topics, topic)
+        if properties is not None:
+            # A publish without properties pays this one comparison, nothing more.
+            if not isinstance(properties, dict):
+                raise wrong_type("properties", properties, "a dict or None")
+            if properties:
+                check_properties(topic, properties, self._valid_topics)
         if type(payload) is not bytes:
             if isinstance(payload, str):
                 payload = payload.encode()
@@ -74,3 +75,47 @@ class PublishCheck:
         if len(payload) > self._max_payload:
             raise PayloadTooLarge(len(payload), self._max_payload)
         return payload
+
+
+def check_properties(
+    topic: str, properties: dict[str, Any], valid_topics: dict[str, None] | None = None
+) -> None:
+    """Refuse MQTT 5 PUBLISH properties (of a publish to the valid ``topic``) that the codec
+    cannot write or that a broker may call a malformed packet (see :mod:`._properties`).
+
+    ``valid_topics`` is the caller's cache of valid topic names: a response topic is one, and a
+    service sends its requests with the same one again and again.
+
+    Raises:
+        InvalidTopicError: ``response_topic`` breaks the rules of a topic name.
+        InvalidArgumentTypeError: an unknown property, or one of the wrong type or shape.
+        InvalidArgumentError: ``content_type`` or a user property's name or value holds a
+            control character or a Unicode non-character (named, its value not shown).
+    """
+    response_topic = properties.get("response_topic")
+    # Another type: the codec says so below.
+    if type(response_topic) is str and (valid_topics is None or response_topic not in valid_topics):
+        try:
+            validate_topic_name(response_topic)
+        except InvalidTopicError as exc:
+            raise InvalidTopicError(
+                response_topic, f"(the response_topic property) {exc.reason}"
+            ) from None
+        if valid_topics is not None:
+            _remember(valid_topics, response_topic)
+    try:
+        PublishPacket(topic, b"", **properties)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentTypeError(f"invalid MQTT 5 publish properties: {exc}") from None
+    reason = malformed_property(
+        properties.get("content_type"), None, properties.get("user_properties")
+    )
+    if reason is not None:
+        raise InvalidArgumentError(f"publish refused: {reason}")
+
+
+def _remember(valid_topics: dict[str, None], topic: str) -> None:
+    """Add a validated topic name to a bounded cache (emptied when full)."""
+    if len(valid_topics) >= _TOPIC_CACHE:
+        valid_topics.clear()
+    valid_topics[topic] = None

@@ -326,7 +326,9 @@ class MQTTClientConfig:
     )
     client_id: str = option(
         description="MQTT client identifier; also the default source of envelopes and a level of "
-        "the health topics, so it must not be empty or contain '+', '#' or NUL.",
+        "the health topics, so it must be non-empty valid UTF-8 of at most 65,535 bytes, "
+        "without '+', '#', NUL, a control character (U+0001..U+001F, U+007F..U+009F) or a "
+        "Unicode non-character (MQTT 5 section 1.5.4).",
         checks=(_check_client_id,),
     )
     source_name: str | None = option(
@@ -349,7 +351,8 @@ class MQTTClientConfig:
     instance: str | None = option(
         None,
         description="Name of this instance of a replicated service; the MQTT client id (and the "
-        "health topics) become '{client_id}-{instance}'. Keep it stable across restarts.",
+        "health topics) become '{client_id}-{instance}', which follows the rules of client_id. "
+        "Keep it stable across restarts.",
         checks=(_check_instance,),
     )
     keepalive: int = option(60, ge=1, le=3600, description="MQTT keep-alive, in seconds.")
@@ -501,7 +504,9 @@ class MQTTClientConfig:
         True,
         description="After a reconnect to a broker that lost our session (a restart without "
         "persistence), re-publish the last retained message this client published on each "
-        "topic where the broker holds none (never over one someone else published).",
+        "topic where the broker holds none. A retained message someone else published there "
+        "is left alone, except one that arrives within the window of a few round trips "
+        "between that check and the re-publish (docs/resilience.md).",
     )
     outbox_path: Path | None = option(
         None,
@@ -535,12 +540,13 @@ class MQTTClientConfig:
         """Validate a mapping (e.g. a parsed config file) like the constructor does.
 
         Raises:
-            ConfigError: as the constructor (``field="config"`` for anything but a mapping).
+            ConfigError: as the constructor; for anything but a mapping with ``str`` keys, its
+                :class:`ConfigTypeError` (``field="config"``).
         """
         if isinstance(obj, cls):
             return obj
         if not isinstance(obj, Mapping) or not all(isinstance(key, str) for key in obj):
-            raise ConfigError(
+            raise ConfigTypeError(
                 "config", f"Input should be a valid dictionary or instance of {cls.__name__}"
             )
         return cls(**obj)
@@ -550,10 +556,15 @@ class MQTTClientConfig:
         """Validate a JSON document like the constructor does.
 
         Raises:
-            ConfigError: as the constructor (``field="config"`` for JSON that does not parse).
+            ConfigError: as the constructor (``field="config"`` for JSON that does not parse);
+                its :class:`ConfigTypeError` when ``json_data`` is not text or bytes.
         """
         import json  # only here: it accepts Infinity and NaN, which the checks then name
 
+        if not isinstance(json_data, str | bytes | bytearray):
+            raise ConfigTypeError(
+                "config", f"JSON must be str, bytes or bytearray, not {type(json_data).__name__}"
+            )
         try:
             obj = json.loads(json_data)
         except ValueError as exc:
@@ -674,8 +685,11 @@ class MQTTClientConfig:
             ConfigError: a variable that does not parse (``field`` is the variable's name,
                 e.g. ``MQTT_KEEPALIVE``), ``MQTT_URL`` or ``MQTT_CLIENT_ID`` missing, or any
                 value the constructor refuses (``field`` is the option's name and the message
-                names the variable it came from).
+                names the variable it came from); its :class:`ConfigTypeError` when ``env`` is
+                not a mapping.
         """
+        if env is not None and not isinstance(env, Mapping):
+            raise ConfigTypeError("env", f"must be a mapping or None, not {type(env).__name__}")
         source = os.environ if env is None else env
         _warn_unknown_env(source)
         values: dict[str, Any] = {}

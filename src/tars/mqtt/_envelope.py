@@ -426,10 +426,16 @@ def decode_envelope(payload: bytes | bytearray | memoryview | str) -> Envelope:
     Raises:
         EnvelopeError: the payload is not UTF-8 JSON or not an envelope; the message says which
             check failed, never the whole payload.
+        InvalidArgumentTypeError: ``payload`` is not bytes, bytearray, memoryview or str (a
+            bug of the caller, not bad data: checked only once orjson refused it).
     """
     try:
         obj = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
+        if not isinstance(payload, bytes | bytearray | memoryview | str):
+            raise InvalidArgumentTypeError(
+                f"payload must be bytes, bytearray, memoryview or str, not {type(payload).__name__}"
+            ) from None
         raise EnvelopeError(f"not a JSON envelope: {exc.msg} (at {exc.pos})") from exc
     return envelope_from_json(obj)
 

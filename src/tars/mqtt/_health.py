@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from tars.mqtt._argcheck import check_str
 from tars.mqtt._envelope import encode_event
 
 __all__ = [
@@ -42,12 +43,21 @@ WILL_ERROR = "connection lost unexpectedly"
 
 
 def health_topic(client_id: str) -> str:
-    """Return the topic a client's health status is published (retained) on."""
+    """Return the topic a client's health status is published (retained) on.
+
+    Raises :class:`~tars.mqtt.InvalidArgumentTypeError` unless ``client_id`` is a ``str`` (an
+    int would make a topic that no client of that name ever uses).
+    """
+    check_str("client_id", client_id)
     return f"system/health/{client_id}"
 
 
 def keepalive_topic(client_id: str) -> str:
-    """Return the topic a client sends its heartbeats to (and subscribes to)."""
+    """Return the topic a client sends its heartbeats to (and subscribes to).
+
+    Raises :class:`~tars.mqtt.InvalidArgumentTypeError` unless ``client_id`` is a ``str``.
+    """
+    check_str("client_id", client_id)
     return f"system/keepalive/{client_id}"
 
 

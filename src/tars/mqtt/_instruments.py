@@ -54,12 +54,18 @@ class Instruments(list["Instrument"]):  # quoted: Instrument is loaded by add()
         self._handler_hooks: list[tuple[_Hook | None, _Hook | None]] = []
 
     def add(self, instrument: Instrument) -> Callable[[], None]:
-        """Add ``instrument``; return a function that removes it again."""
+        """Add ``instrument``; return a function that removes it again.
+
+        Raises:
+            InvalidArgumentTypeError: ``instrument`` is not a :class:`~tars.mqtt.Instrument`.
+        """
         from ._instrument import Instrument
 
         if not isinstance(instrument, Instrument):
-            raise TypeError(
-                f"an instrument must subclass tars.mqtt.Instrument, not {type(instrument)!r}"
+            from ._argcheck import wrong_type
+
+            raise wrong_type(
+                "instrument", instrument, "an instance of a tars.mqtt.Instrument subclass"
             )
         self.append(instrument)
         self._resolve()

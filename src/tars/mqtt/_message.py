@@ -17,7 +17,7 @@ from mqtt5 import PublishPacket
 
 from ._dedup import content_key
 from ._envelope import Envelope, envelope_from_json
-from ._errors import EnvelopeError
+from ._errors import EnvelopeError, InvalidArgumentTypeError
 
 __all__ = ["Message"]
 
@@ -44,11 +44,20 @@ class Message:
     )
 
     def __init__(self, packet: PublishPacket) -> None:
+        """Wrap a received ``mqtt5.PublishPacket`` (built by the client; by hand in tests).
+
+        Raises :class:`~tars.mqtt.InvalidArgumentTypeError` when ``packet`` is not one.
+        """
         self._packet = packet
-        self._topic: str = packet.topic
-        self._payload: bytes = packet.payload
-        self._qos = int(packet.qos)
-        self._retain: bool = packet.retain
+        try:  # free on the receive path; only a wrong argument pays for the message
+            self._topic: str = packet.topic
+            self._payload: bytes = packet.payload
+            self._qos = int(packet.qos)
+            self._retain: bool = packet.retain
+        except AttributeError:
+            raise InvalidArgumentTypeError(
+                f"packet must be an mqtt5.PublishPacket, not {type(packet).__name__}"
+            ) from None
         self._json: Any = _UNSET
         self._envelope: Envelope | EnvelopeError | None = None
 

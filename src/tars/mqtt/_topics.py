@@ -181,7 +181,14 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
 
     ``$share/{group}/{filter}`` matches as ``{filter}``. The arguments are not validated: call
     :func:`validate_topic_filter` / :func:`validate_topic_name` first when they come from outside.
+
+    Raises:
+        InvalidArgumentTypeError: an argument is not a ``str``.
     """
+    if type(topic_filter) is not str or type(topic) is not str:  # one comparison each, usually
+        for name, value in (("topic_filter", topic_filter), ("topic", topic)):
+            if not isinstance(value, str):
+                raise InvalidArgumentTypeError(f"{name} must be a str, not {type(value).__name__}")
     if topic_filter.startswith(_SHARE):
         topic_filter = split_shared(topic_filter)[1]
     if topic[:1] == "$" and topic_filter[:1] in ("+", "#"):

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote, unquote
 
-from ._errors import ConfigError, InvalidArgumentError
+from ._argcheck import wrong_type
+from ._errors import ConfigError, ConfigTypeError, InvalidArgumentError
 
 if TYPE_CHECKING:
     import random
@@ -141,7 +142,11 @@ def redact_url(url: str) -> str:
     ``user:secret`` authority whose "port" is not a number is masked as well. A query (a
     WebSocket gateway's token) is masked too. Erring towards masking too much is deliberate:
     this is for logs.
+
+    Raises :class:`~tars.mqtt.InvalidArgumentTypeError` when ``url`` is not a ``str``.
     """
+    if not isinstance(url, str):
+        raise wrong_type("url", url, "a str")
     at = url.rfind("@")
     question = url.find("?", at + 1)
     if question >= 0:
@@ -203,6 +208,7 @@ def parse_mqtt_urls(text: str) -> tuple[ConnectionParams, ...]:
         ConfigError: (``field="mqtt_url"``) as :func:`parse_mqtt_url`; for a list, the message
             says which URL ("URL 2 of 3: ..."). It never contains a password.
     """
+    _check_is_str(text)
     try:
         return _parse_list(text)
     except _URLError as exc:
@@ -314,13 +320,23 @@ def parse_mqtt_url(url: str) -> ConnectionParams:
     Raises:
         ConfigError: (``field="mqtt_url"``) unknown scheme, missing host, a port that is not an
             integer in 1..65535, a path other than ``/`` (TCP), a query parameter other than
-            ``protocol`` (TCP), a fragment, or bad percent-encoding. The message never contains
-            the password.
+            ``protocol`` (TCP), a fragment, bad percent-encoding, or a user name holding a
+            control or non-character (MQTT 5 section 1.5.4). The message never contains the
+            password. A ``url`` that is not a ``str`` raises :class:`~tars.mqtt.ConfigTypeError`
+            (both a ``ConfigError`` and an ``InvalidArgumentTypeError``).
     """
+    _check_is_str(url)
     try:
         return _parse(url)
     except _URLError as exc:
         raise ConfigError("mqtt_url", str(exc)) from None
+
+
+def _check_is_str(url: object) -> None:
+    if not isinstance(url, str):
+        raise ConfigTypeError(
+            "mqtt_url", f"must be a str like mqtt://host:1883, not {type(url).__name__}"
+        )
 
 
 def check_mqtt_url(url: str) -> None:
@@ -370,6 +386,14 @@ def _parse(url: str) -> ConnectionParams:
             password = unquote(secret, errors="strict") if colon else None
         except UnicodeDecodeError:
             raise _URLError("the user name or password is not percent-encoded UTF-8") from None
+        if username is not None and not username.isprintable():
+            # The user name is an MQTT 5 UTF-8 string (the password is binary data): Mosquitto
+            # closes every connection whose CONNECT holds a control or non-character in it.
+            from ._topics import forbidden_character
+
+            reason = forbidden_character(username)
+            if reason is not None:
+                raise _URLError(f"the user name {reason}")
     return ConnectionParams(host, port, tls, username, password, ws_path, protocol)
 
 

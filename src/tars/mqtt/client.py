@@ -29,7 +29,7 @@ import logging
 import signal
 import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self, Unpack
 
@@ -315,7 +315,10 @@ class MQTTClient:
 
     def add_instrument(self, instrument: Instrument) -> Callable[[], None]:
         """Tell ``instrument`` (a :class:`~tars.mqtt.Instrument`) about every publish, handler
-        call and link change from now on; returns a function that removes it."""
+        call and link change from now on; returns a function that removes it.
+
+        Raises :class:`~tars.mqtt.InvalidArgumentTypeError` when it is not an ``Instrument``.
+        """
         return self._instruments.add(instrument)
 
     def add_message_listener(self, listener: MessageListener) -> Callable[[], None]:
@@ -862,9 +865,11 @@ class MQTTClient:
 
         The handlers are installed with ``loop.add_signal_handler`` and the previous ones put
         back on return. Where that is not possible (Windows, or not in the main thread) it
-        still shuts down when cancelled (Ctrl-C under ``asyncio.run``). Raises what
-        :meth:`connect` raises.
+        still shuts down when cancelled (Ctrl-C under ``asyncio.run``). Raises
+        :class:`~tars.mqtt.InvalidArgumentTypeError` when ``signals`` is not a sequence of
+        signal numbers (before anything is installed), and what :meth:`connect` raises.
         """
+        signals = _signal_numbers(signals)
         loop = asyncio.get_running_loop()
         stop: asyncio.Future[int] = loop.create_future()
 
@@ -975,3 +980,15 @@ class MQTTClient:
         self._state = ClientState.CLOSED
         if self._closed is not None and not self._closed.done():
             self._closed.set_result(None)
+
+
+def _signal_numbers(signals: object) -> tuple[int, ...]:
+    """``signals`` as a tuple of ints (``signal.Signals`` included), or the typed error: a bare
+    ``TypeError`` from the loop would come after some handlers were installed."""
+    if isinstance(signals, str | bytes) or not isinstance(signals, Iterable):
+        raise wrong_type("signals", signals, "a sequence of signal numbers")
+    numbers = tuple(signals)
+    for signum in numbers:
+        if not isinstance(signum, int):
+            raise wrong_type("each item of signals", signum, "a signal number (an int)")
+    return numbers

@@ -83,3 +83,100 @@ async def test_control_and_non_characters_end_the_link_like_mosquitto(
     theirs = await answer_to(mosquitto_port, packet)
     assert theirs == "DisconnectPacket 0x81"
     assert ours == theirs
+
+
+def _with_bad_property(kind: str, text: str) -> mqtt5.Packet:
+    """A packet whose only fault is ``text`` in one of its UTF-8 string properties."""
+    q1 = mqtt5.QoS.AT_LEAST_ONCE
+    pair = [("k", text)]
+    return {
+        "publish content_type": lambda: mqtt5.PublishPacket(
+            "t", b"x", qos=q1, packet_id=1, content_type=text
+        ),
+        "publish response_topic": lambda: mqtt5.PublishPacket(
+            "t", b"x", qos=q1, packet_id=1, response_topic=text
+        ),
+        "publish user property name": lambda: mqtt5.PublishPacket(
+            "t", b"x", qos=q1, packet_id=1, user_properties=[(text, "v")]
+        ),
+        "publish user property value": lambda: mqtt5.PublishPacket(
+            "t", b"x", qos=q1, packet_id=1, user_properties=pair
+        ),
+        "subscribe user property": lambda: mqtt5.SubscribePacket(
+            1, [mqtt5.TopicFilter("t")], user_properties=pair
+        ),
+        "unsubscribe user property": lambda: mqtt5.UnsubscribePacket(
+            1, ["t"], user_properties=pair
+        ),
+    }[kind]()
+
+
+BAD_TEXTS = ["a\x00b", "a\x01", "a\x7f", "a\x85", "a\ufdd0", "a\uffff", "a\U0010fffe"]
+
+
+@pytest.mark.parametrize("text", BAD_TEXTS, ids=ascii)
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "publish content_type",
+        "publish response_topic",
+        "publish user property name",
+        "publish user property value",
+        "subscribe user property",
+        "unsubscribe user property",
+    ],
+)
+async def test_a_bad_string_property_closes_the_link_without_a_word_like_mosquitto(
+    shared_mosquitto: MosquittoBroker, kind: str, text: str
+) -> None:
+    # Not only topics: Mosquitto 2.0 reads every UTF-8 string of a packet with the same rule
+    # and closes the connection, without even a DISCONNECT, on a string property that breaks
+    # it. So the client refuses such properties at the call, and the kit's broker closes alike.
+    packet = _with_bad_property(kind, text)
+    mosquitto_port = int(shared_mosquitto.url.rsplit(":", 1)[1])
+    async with InMemoryBroker(name="parity") as broker:
+        ours = await answer_to(await broker.serve_tcp(), packet)
+    theirs = await answer_to(mosquitto_port, packet)
+    assert theirs == "closed"
+    assert ours == theirs
+
+
+async def answer_to_connect(port: int, packet: mqtt5.ConnectPacket) -> str:
+    """What the broker answers a CONNECT with: "ConnAckPacket <reason>", or "closed"."""
+    peer = await RawMQTT.open("127.0.0.1", port)
+    try:
+        await peer.send(packet)
+        try:
+            answer = await peer.receive()
+        except EOFError:
+            return "closed"
+        return f"{type(answer).__name__} {int(getattr(answer, 'reason_code', 0)):#x}"
+    finally:
+        await peer.close()
+
+
+@pytest.mark.parametrize("text", ["a\x01", "a\x9f", "a\uffff"], ids=ascii)
+@pytest.mark.parametrize(
+    "part",
+    ["client id", "user name", "user property", "will topic", "will property", "good"],
+)
+async def test_a_bad_string_in_connect_closes_without_a_connack_like_mosquitto(
+    shared_mosquitto: MosquittoBroker, part: str, text: str
+) -> None:
+    will = {
+        "will topic": mqtt5.Will(f"w/{text}", payload=b""),
+        "will property": mqtt5.Will("w", payload=b"", content_type=text),
+    }.get(part)
+    packet = mqtt5.ConnectPacket(
+        f"parity-{text}" if part == "client id" else "parity-connect",
+        clean_start=True,
+        username=text if part == "user name" else None,
+        user_properties=[("k", text)] if part == "user property" else None,
+        will=will,
+    )
+    mosquitto_port = int(shared_mosquitto.url.rsplit(":", 1)[1])
+    async with InMemoryBroker(name="parity") as broker:
+        ours = await answer_to_connect(await broker.serve_tcp(), packet)
+    theirs = await answer_to_connect(mosquitto_port, packet)
+    assert theirs == ("ConnAckPacket 0x0" if part == "good" else "closed")
+    assert ours == theirs

@@ -176,6 +176,29 @@ async def test_malformed_bytes_get_disconnect_0x81_and_broker_lives_on(
     assert broker.connected_clients == ["good"]
 
 
+@pytest.mark.parametrize(
+    ("client_id", "options"),
+    [
+        pytest.param("id\x01", {}, id="client-id"),
+        pytest.param("c", {"username": "user\x9f"}, id="user-name"),
+        pytest.param("c", {"user_properties": [("k", "v\ufdd0")]}, id="user-property"),
+        pytest.param("c", {"will": mqtt5.Will("w/\x1f", payload=b"")}, id="will-topic"),
+        pytest.param(
+            "c", {"will": mqtt5.Will("w", payload=b"", content_type="\x7f")}, id="will-property"
+        ),
+    ],
+)
+async def test_a_malformed_string_in_connect_closes_without_connack_as_in_mosquitto(
+    broker: InMemoryBroker, open_peer: PeerOpener, client_id: str, options: dict[str, object]
+) -> None:
+    peer = await open_peer(broker)
+    options.setdefault("clean_start", True)
+    peer.send(mqtt5.ConnectPacket(client_id, **options))  # type: ignore[arg-type]
+    await peer.expect_closed()
+    assert peer.pending() == []  # no CONNACK: Mosquitto 2.0 closes on the spot
+    assert broker.connected_clients == []
+
+
 async def test_malformed_connect_gets_connack_0x81(
     broker: InMemoryBroker, open_peer: PeerOpener
 ) -> None:

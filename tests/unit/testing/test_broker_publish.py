@@ -185,6 +185,37 @@ async def test_a_control_or_non_character_is_a_malformed_packet_as_in_mosquitto(
     assert disconnect.reason_code == mqtt5.DisconnectReasonCode.MALFORMED_PACKET
 
 
+@pytest.mark.parametrize(
+    "properties",
+    [
+        pytest.param({"content_type": "text/\x01"}, id="content_type"),
+        pytest.param({"response_topic": "r/\x7f"}, id="response_topic"),
+        pytest.param({"user_properties": [("k\ufffe", "v")]}, id="user-property-name"),
+        pytest.param({"user_properties": [("k", "v\x85")]}, id="user-property-value"),
+    ],
+)
+async def test_a_malformed_string_property_ends_the_link_without_a_word_as_in_mosquitto(
+    broker: InMemoryBroker, open_peer: PeerOpener, properties: dict[str, object]
+) -> None:
+    watcher = await connected(open_peer, broker, "watcher")
+    await watcher.subscribe("will/#", qos=1)
+    pub = await connected(open_peer, broker, "pub", will=mqtt5.Will("will/pub", payload=b"gone"))
+    pub.send(
+        mqtt5.PublishPacket(
+            "t",
+            b"x",
+            qos=mqtt5.QoS.AT_LEAST_ONCE,
+            packet_id=1,
+            **properties,  # type: ignore[arg-type]
+        )
+    )
+    await pub.expect_closed()
+    assert pub.pending() == []  # neither a PUBACK nor a DISCONNECT: Mosquitto just closes
+    will = await watcher.receive_publish()
+    assert (will.topic, will.payload) == ("will/pub", b"gone")  # an abnormal end: the will
+    assert broker.connected_clients == ["watcher"]
+
+
 # -- retained messages ---------------------------------------------------------------------
 
 

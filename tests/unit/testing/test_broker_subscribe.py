@@ -78,6 +78,24 @@ async def test_unsubscribe_reason_codes_and_effect(
     await assert_nothing_more(sub)
 
 
+@pytest.mark.parametrize("kind", ["subscribe", "unsubscribe"])
+async def test_a_malformed_user_property_ends_the_link_without_a_word_as_in_mosquitto(
+    broker: InMemoryBroker, open_peer: PeerOpener, kind: str
+) -> None:
+    sub = await connected(open_peer, broker, "sub")
+    await sub.subscribe("kept", qos=1)
+    bad = [("trace", "id\x01")]
+    sub.send(
+        mqtt5.SubscribePacket(2, [mqtt5.TopicFilter("new")], user_properties=bad)
+        if kind == "subscribe"
+        else mqtt5.UnsubscribePacket(2, ["kept"], user_properties=bad)
+    )
+    await sub.expect_closed()
+    assert sub.pending() == []  # neither a SUBACK/UNSUBACK nor a DISCONNECT
+    assert broker.connected_clients == []
+    assert broker.subscriptions("sub") == []  # clean start, expiry 0: the session is gone
+
+
 async def test_overlapping_subscriptions_deliver_one_copy_per_subscription(
     broker: InMemoryBroker, open_peer: PeerOpener
 ) -> None:

@@ -17,9 +17,11 @@ from typing import Any
 from mqtt5 import ConnAckPacket, QoS, TopicFilter
 
 from .._argcheck import check_bool, check_int, check_type
+from .._checks import check_properties
 from .._core.protocol import MQTT311
 from .._core.session import Session
 from .._errors import ConnectionLostError, InvalidArgumentError
+from .._properties import check_user_properties, malformed_property
 from .._topics import validate_topic_filter, validate_topic_name
 from .connection import Connection, settle
 
@@ -89,19 +91,23 @@ class LinkView:
         (``content_type``, ``message_expiry_interval``, ``user_properties``, ...). An MQTT
         3.1.1 link sends none of them (counted in ``stats.properties_dropped``, said once).
 
-        Returns the broker's reason code (0 for QoS 0 or ``wait=False``). The topic follows the
-        rules of :meth:`MQTTClient.publish <tars.mqtt.MQTTClient.publish>` (a topic the broker
-        would call malformed must not reach it by a side door); the size is left to the codec's
-        and the broker's limits.
+        Returns the broker's reason code (0 for QoS 0 or ``wait=False``). The topic and the
+        properties follow the rules of :meth:`MQTTClient.publish
+        <tars.mqtt.MQTTClient.publish>` (a string the broker would call malformed must not
+        reach it by a side door); the size is left to the codec's and the broker's limits.
 
-        Raises :class:`~tars.mqtt.InvalidTopicError` and
-        :class:`~tars.mqtt.InvalidArgumentTypeError` before anything is sent.
+        Raises :class:`~tars.mqtt.InvalidTopicError` (the topic or ``response_topic``),
+        :class:`~tars.mqtt.InvalidArgumentTypeError` and
+        :class:`~tars.mqtt.InvalidArgumentError` (a control or non-character in another string
+        property) before anything is sent.
         """
         validate_topic_name(topic)
         check_type("payload", payload, (bytes, bytearray, memoryview))
         check_int("qos", qos)
         check_bool("retain", retain)
         check_bool("wait", wait)
+        if properties:
+            check_properties(topic, properties)
         conn = self._require()
         fut: asyncio.Future[int] | None = None
         if qos and wait:
@@ -130,13 +136,15 @@ class LinkView:
 
         Raises :class:`~tars.mqtt.InvalidArgumentError` on an MQTT 3.1.1 link for what only
         MQTT 5 can say (a subscription identifier, user properties, ``no_local``,
-        ``retain_handling``), and :class:`~tars.mqtt.InvalidTopicError` and
-        :class:`~tars.mqtt.InvalidArgumentTypeError` before anything is sent."""
+        ``retain_handling``), :class:`~tars.mqtt.InvalidTopicError`,
+        :class:`~tars.mqtt.InvalidArgumentTypeError` and
+        :class:`~tars.mqtt.InvalidArgumentError` (a control or non-character in a user
+        property) before anything is sent."""
         for f in filters:
             validate_topic_filter(f.pattern if isinstance(f, TopicFilter) else f)
         check_int("qos", qos)
         check_int("subscription_id", subscription_id, optional=True)
-        check_type("user_properties", user_properties, list, optional=True)
+        _check_user_properties("subscribe", user_properties)
         conn = self._require()
         topic_filters = [
             f if isinstance(f, TopicFilter) else TopicFilter(f, max_qos=QoS(qos)) for f in filters
@@ -166,11 +174,13 @@ class LinkView:
         """Send one UNSUBSCRIBE; returns the UNSUBACK reason codes (on MQTT 3.1.1, which has
         none, Success for each).
 
-        Raises :class:`~tars.mqtt.InvalidTopicError` and
-        :class:`~tars.mqtt.InvalidArgumentTypeError` before anything is sent."""
+        Raises :class:`~tars.mqtt.InvalidTopicError`,
+        :class:`~tars.mqtt.InvalidArgumentTypeError` and
+        :class:`~tars.mqtt.InvalidArgumentError` (a control or non-character in a user
+        property) before anything is sent."""
         for pattern in patterns:
             validate_topic_filter(pattern)
-        check_type("user_properties", user_properties, list, optional=True)
+        _check_user_properties("unsubscribe", user_properties)
         conn = self._require()
         if user_properties and self._session.protocol_level == MQTT311:
             raise InvalidArgumentError(
@@ -185,3 +195,13 @@ class LinkView:
         if not self._conn.is_connected:
             raise ConnectionLostError("the link to the broker is not up")
         return self._conn
+
+
+def _check_user_properties(call: str, user_properties: list[tuple[str, str]] | None) -> None:
+    """The user properties of a SUBSCRIBE or UNSUBSCRIBE: their type, then the string rule
+    (:mod:`tars.mqtt._properties`), before a packet id is taken or anything is sent."""
+    check_user_properties("user_properties", user_properties)
+    if user_properties:
+        reason = malformed_property(None, None, user_properties)
+        if reason is not None:
+            raise InvalidArgumentError(f"{call} refused: {reason}")

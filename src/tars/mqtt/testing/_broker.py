@@ -25,7 +25,14 @@ import ssl
 from collections.abc import Callable, Collection, Iterable
 from types import TracebackType
 
-from .._argcheck import check_bool, check_callable, check_int, check_number, check_str
+from .._argcheck import (
+    check_bool,
+    check_callable,
+    check_int,
+    check_number,
+    check_str,
+    check_type,
+)
 from .._errors import ClientStateError, InvalidArgumentError
 from ._broker_core import AuthCallback, BrokerCore
 from ._broker_faults import Faults
@@ -78,6 +85,7 @@ class InMemoryBroker:
             CONNECT gets return code 1 (unacceptable protocol version) and the link closes.
 
     Raises:
+        InvalidArgumentTypeError: an argument of the wrong type.
         InvalidArgumentError: a limit out of its MQTT range.
     """
 
@@ -96,6 +104,7 @@ class InMemoryBroker:
         check_int("receive_maximum", receive_maximum)
         check_int("max_queued_messages", max_queued_messages)
         check_callable("auth", auth, optional=True)
+        check_type("protocols", protocols, Collection)
         if not protocols or not set(protocols) <= {"5", "3.1.1"}:
             raise InvalidArgumentError(f"protocols must be '5' and/or '3.1.1', not {protocols!r}")
         self._levels = frozenset(5 if p == "5" else 4 for p in protocols)

@@ -19,6 +19,10 @@ Which rules, briefly (MQTT 5.0 sections in brackets):
   not offered (maximum 0).
 - Malformed bytes [4.13]: CONNACK 0x81 before the session exists, DISCONNECT 0x81 after, then
   close. Protocol errors likewise with 0x82 and friends.
+- Malformed UTF-8 strings [1.5.4]: a topic name or filter holding a control or non-character
+  gets DISCONNECT 0x81; any other string (a property, a user property, the client id, user
+  name or will of a CONNECT) makes the broker close the connection without a word. Both as
+  Mosquitto 2.0 does, so a test on this broker catches what would take production offline.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from dataclasses import replace
 import mqtt5
 
 from .._errors import InvalidTopicError
+from .._properties import malformed_property
 from .._topics import forbidden_character, validate_topic_name
 from ._broker_faults import Faults
 from ._broker_link import BrokerLink, LinkState
@@ -189,6 +194,10 @@ class BrokerCore:
     # -- CONNECT -------------------------------------------------------------------------------
 
     def _on_connect(self, link: BrokerLink, packet: mqtt5.ConnectPacket) -> None:
+        why = _malformed_connect(packet)
+        if why is not None:
+            self._close_malformed(link, why)
+            return
         if packet.receive_max == 0 or packet.max_packet_size == 0:
             self.protocol_error(link, 0x82, "receive maximum or maximum packet size of 0")
             return
@@ -196,8 +205,6 @@ class BrokerCore:
             self.protocol_error(link, 0x8C, "enhanced authentication is not supported")
             return
         if packet.will is not None:
-            if self._malformed_strings(link, "will topic", (packet.will.topic,)):
-                return
             try:
                 validate_topic_name(packet.will.topic)
             except InvalidTopicError as exc:
@@ -270,6 +277,10 @@ class BrokerCore:
             validate_topic_name(packet.topic)
         except InvalidTopicError as exc:
             self.protocol_error(link, 0x90, str(exc))
+            return
+        why = malformed_property(packet.content_type, packet.response_topic, packet.user_properties)
+        if why is not None:
+            self._close_malformed(link, why)
             return
         qos = int(packet.qos)
         packet_id = packet.packet_id or 0
@@ -385,6 +396,10 @@ class BrokerCore:
         if shared_no_local(packet):
             self.protocol_error(link, 0x82, "no local on a shared subscription")
             return
+        why = malformed_property(None, None, packet.user_properties)
+        if why is not None:
+            self._close_malformed(link, why)
+            return
         if self._malformed_strings(link, "filter", [f.pattern for f in packet.topic_filters]):
             return
         now = self.now()
@@ -398,6 +413,10 @@ class BrokerCore:
     ) -> None:
         if packet.packet_id == 0:
             self.protocol_error(link, 0x82, "UNSUBSCRIBE with packet id 0")
+            return
+        why = malformed_property(None, None, packet.user_properties)
+        if why is not None:
+            self._close_malformed(link, why)
             return
         if self._malformed_strings(link, "filter", packet.patterns):
             return
@@ -413,6 +432,13 @@ class BrokerCore:
                 self.protocol_error(link, 0x81, f"{what} {text!r} {reason}")
                 return True
         return False
+
+    def _close_malformed(self, link: BrokerLink, why: str) -> None:
+        """As Mosquitto 2.0 on a malformed string that is not a topic: close the connection
+        without a DISCONNECT (nor a CONNACK), and publish the will of a connected client."""
+        _log.debug("%r: %s -> closing without a word, as Mosquitto", link, why)
+        link.close()
+        self.detach(link, send_will=True)
 
     # -- the rest ------------------------------------------------------------------------------
 
@@ -453,3 +479,26 @@ class BrokerCore:
         if self._delay_timer is not None:
             self._delay_timer.cancel()
             self._delay_timer = None
+
+
+def _malformed_connect(packet: mqtt5.ConnectPacket) -> str | None:
+    """Why a string of ``packet`` breaks MQTT 5 section 1.5.4 (its user properties, client id,
+    authentication method, will topic and properties, user name), or None."""
+    why = malformed_property(None, None, packet.user_properties)
+    if why is not None:
+        return f"CONNECT: {why}"
+    for what, text in (
+        ("client id", packet.client_id),
+        ("authentication method", packet.authentication_method),
+        ("will topic", packet.will.topic if packet.will is not None else None),
+        ("user name", packet.username),
+    ):
+        reason = None if text is None else forbidden_character(text)
+        if reason is not None:
+            return f"CONNECT: the {what} {reason}"
+    will = packet.will
+    if will is not None:
+        why = malformed_property(will.content_type, will.response_topic, will.user_properties)
+        if why is not None:
+            return f"CONNECT: will: {why}"
+    return None

@@ -18,6 +18,7 @@ import shutil
 import time
 from pathlib import Path
 
+from .._argcheck import check_bool, check_int, check_str, check_type
 from ._process import BrokerProcess, BrokerRunner, ProcessExited, free_port
 
 __all__ = ["MosquittoBroker"]
@@ -62,7 +63,8 @@ class MosquittoBroker(BrokerRunner):
     (``certfile``...) apply to the listener they follow: the WebSocket one, when it exists.
 
     Raises :class:`ValueError` for a ``workdir`` path with whitespace (Mosquitto's configuration
-    format cannot quote it).
+    format cannot quote it), and :class:`~tars.mqtt.InvalidArgumentTypeError` for an argument of
+    the wrong type (``port="1883"`` would otherwise reach the configuration file as it is).
     """
 
     def __init__(
@@ -77,6 +79,14 @@ class MosquittoBroker(BrokerRunner):
         websockets: bool = False,
         ws_port: int | None = None,
     ) -> None:
+        check_int("port", port, optional=True)
+        check_str("host", host)
+        check_bool("persistence", persistence)
+        check_type("workdir", workdir, (str, os.PathLike), optional=True)
+        check_str("extra_config", extra_config)
+        check_str("binary", binary, optional=True)
+        check_bool("websockets", websockets)
+        check_int("ws_port", ws_port, optional=True)
         self.host = host
         self.port = port if port is not None else free_port(host)
         self.ws_port: int | None = None

@@ -24,6 +24,8 @@ import struct
 from types import TracebackType
 from typing import Self, cast
 
+from .._argcheck import check_int, check_str
+
 __all__ = ["TcpFaultProxy"]
 
 # SO_LINGER on with a zero timeout: close() sends RST instead of FIN.
@@ -177,11 +179,18 @@ class TcpFaultProxy:
     ``target_host``/``target_port`` is the broker; the proxy listens on ``host``/``port``
     (port 0: a free port, read :attr:`port` after :meth:`start`). Use it as an async context
     manager, or the ``make_tcp_proxy`` pytest fixture. Call it from its event loop only.
+
+    Raises :class:`~tars.mqtt.InvalidArgumentTypeError` for a host that is not a ``str`` or a
+    port that is not an ``int``.
     """
 
     def __init__(
         self, target_host: str, target_port: int, *, host: str = "127.0.0.1", port: int = 0
     ) -> None:
+        check_str("target_host", target_host)
+        check_int("target_port", target_port)
+        check_str("host", host)
+        check_int("port", port)
         self.target_host = target_host
         self.target_port = target_port
         self.host = host
