@@ -151,3 +151,24 @@ def test_quick_bench_runs_tars_core_and_gmqtt_on_uvloop_in_one_run(tmp_path: Pat
     header, *rows = [line for line in section.splitlines() if line.startswith("| ")]
     assert "vs gmqtt@uvloop" in header
     assert [row.split("|")[1].strip() for row in rows] == list(clients)
+
+
+@pytest.mark.timeout(120)
+def test_the_phase_breakdown_names_each_phase_of_each_client() -> None:
+    """``python -m bench.phases`` (issue 18's diagnostic): a line per client and repeat, with
+    the envelope's phases on the envelope client only."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.phases", "--clients", "tars_event,tars_raw",
+         "--case", "qos1_pipelined", "--n", "300", "--repeat", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=110, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert [line.split()[1] for line in lines] == ["tars_event", "tars_raw"]
+    event, raw = lines
+    for phase in ("publish", "data_received", "offer", "handler", "loop"):
+        assert f" {phase} " in event
+        assert f" {phase} " in raw
+    for phase in ("publish_event", "encode_event", "dedup_seen"):
+        assert f" {phase} " in event
+        assert f" {phase} " not in raw
