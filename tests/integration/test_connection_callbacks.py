@@ -21,6 +21,7 @@ import pytest
 import uvloop
 from websockets.client import ClientProtocol
 
+from support.monkey import fail_once
 from support.mosquitto_cli import Inbox, mosquitto_pub, unique, wait_until
 from tars.mqtt import ConnectError, Message, MQTTClient
 from tars.mqtt.testing import MosquittoBroker
@@ -211,19 +212,6 @@ def ws_mosquitto() -> Iterator[MosquittoBroker]:
         yield broker
     finally:
         broker.close()
-
-
-def fail_once(monkeypatch: pytest.MonkeyPatch, owner: type, name: str, error: Exception) -> None:
-    """``owner.name`` raises ``error`` on its next call, then works again."""
-    original = getattr(owner, name)
-    armed = [error]
-
-    def failing(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if armed:
-            raise armed.pop()
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(owner, name, failing)
 
 
 @pytest.mark.parametrize(

@@ -11,29 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 import mqtt5
 import pytest
 from websockets.server import ServerProtocol
 
+from support.monkey import fail_once
 from tars.mqtt import ConnectError, MQTTClient
 from tars.mqtt.testing import InMemoryBroker
 from tars.mqtt.testing._broker_core import BrokerCore
 from unit.testing.raw_peer import PeerOpener, RawPeer
-
-
-def fail_once(monkeypatch: pytest.MonkeyPatch, owner: type, name: str, error: Exception) -> None:
-    """``owner.name`` raises ``error`` on its next call, then works again."""
-    original = getattr(owner, name)
-    armed = [error]
-
-    def failing(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if armed:
-            raise armed.pop()
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(owner, name, failing)
 
 
 def errors_naming(caplog: pytest.LogCaptureFixture, callback: str, what: str) -> list[str]:
