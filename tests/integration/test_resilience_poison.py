@@ -186,7 +186,9 @@ async def test_a_subscribe_awaiting_its_suback_when_the_filter_is_given_up_raise
                 await broker.restoring.wait()  # two strikes; the third link's restore waits
                 with pytest.raises(PoisonMessageError) as info:
                     await client.subscribe("bad/#", other, qos=2)
+                ended_when_raised = first.error  # the caller looks at once
         error = info.value
+        assert ended_when_raised is error
         assert isinstance(error, SubscribeError)
         assert (error.topic, error.reason_code, error.links) == ("bad/#", 0x81, POISON_LINKS)
         assert first.error is error  # the subscription returned earlier ended with it too

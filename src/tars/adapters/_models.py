@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from tars.mqtt import EnvelopeError, NotConnectedError
 from tars.mqtt._argcheck import check_int, check_number, check_str
-from tars.mqtt._config import _warn_unknown_env
+from tars.mqtt._config import warn_unknown_env
 from tars.mqtt._dedup import DedupWindow, content_key
 from tars.mqtt._envelope import envelope_from_json
 
@@ -193,7 +193,8 @@ class MQTTClientConfig(BaseModel):
             ValueError: a value does not parse or is out of bounds.
         """
         env = os.environ
-        _warn_unknown_env(env, _ENV_VARS, "drop-in")
+        known = ["MQTT_URL" if n == "mqtt_url" else f"MQTT_{n.upper()}" for n in cls.model_fields]
+        warn_unknown_env(env, known, "drop-in")
         return cls(
             mqtt_url=env["MQTT_URL"],
             client_id=env["MQTT_CLIENT_ID"],
@@ -207,22 +208,6 @@ class MQTTClientConfig(BaseModel):
             reconnect_min_delay=float(env.get("MQTT_RECONNECT_MIN_DELAY", "0.5")),
             reconnect_max_delay=float(env.get("MQTT_RECONNECT_MAX_DELAY", "5.0")),
         )
-
-
-_ENV_VARS = (
-    "MQTT_URL",
-    "MQTT_CLIENT_ID",
-    "MQTT_SOURCE_NAME",
-    "MQTT_KEEPALIVE",
-    "MQTT_ENABLE_HEALTH",
-    "MQTT_ENABLE_HEARTBEAT",
-    "MQTT_HEARTBEAT_INTERVAL",
-    "MQTT_DEDUPE_TTL",
-    "MQTT_DEDUPE_MAX_ENTRIES",
-    "MQTT_RECONNECT_MIN_DELAY",
-    "MQTT_RECONNECT_MAX_DELAY",
-)
-"""What :meth:`MQTTClientConfig.from_env` reads (the original's variables, no more)."""
 
 
 class MessageDeduplicator:

@@ -59,6 +59,7 @@ __all__ = [
     "option",
     "parse_mqtt_url",
     "redact_url",
+    "warn_unknown_env",
 ]
 
 Check = Callable[[Any, Mapping[str, Any]], Any]
@@ -691,7 +692,7 @@ class MQTTClientConfig:
         if env is not None and not isinstance(env, Mapping):
             raise ConfigTypeError("env", f"must be a mapping or None, not {type(env).__name__}")
         source = os.environ if env is None else env
-        _warn_unknown_env(source)
+        warn_unknown_env(source)
         values: dict[str, Any] = {}
         for name, var in ENV_VARS.items():
             if name in overrides:
@@ -796,7 +797,7 @@ def _from_text(var: str, raw: str, kind: type) -> Any:
     return text
 
 
-def _warn_unknown_env(
+def warn_unknown_env(
     source: Mapping[str, str], known: Collection[str] | None = None, reader: str = "tars-core"
 ) -> None:
     """A WARNING per ``MQTT_*`` variable no option reads, with the closest known name: a

@@ -819,18 +819,23 @@ class MQTTClient:
                     await fut
 
     async def _undo(self, sub: Subscription, error: MQTTError | None = None) -> None:
-        self._dispatcher.remove(sub)
-        self._session.remove_subscription(sub.topic_filter, sub.qos)
-        self._supervisor.flush_soon()
+        """A subscribe() that failed: take back what it added, unless an unsubscribe() took
+        it back already (its count on the filter is gone: another subscription's is not)."""
+        if sub in self._dispatcher.subscriptions(sub.topic_filter):
+            self._dispatcher.remove(sub)
+            self._session.remove_subscription(sub.topic_filter, sub.qos)
+            self._supervisor.flush_soon()
         await sub.stop(error=error)
 
     def _filter_given_up(self, topic_filter: str, error: MQTTError) -> None:
         """The session gave ``topic_filter`` up (the poison-message breaker; it left the table,
         and the subscribe() calls awaiting its SUBACK fail with ``error``): its subscriptions
-        get no more messages, end with ``error`` and stop their workers (what they hold is
-        released as at an unsubscribe), in tasks the client owns until shutdown."""
+        get no more messages, end with ``error`` (said at once) and stop their workers in tasks
+        the client owns until shutdown (the verdict comes as a link ends: the acknowledgements
+        of what they held are void, as at any link loss)."""
         for sub in self._dispatcher.subscriptions(topic_filter):
             self._dispatcher.remove(sub)
+            sub.ended(error)  # said now: a woken subscribe() caller may look at once
             task = asyncio.get_running_loop().create_task(
                 sub.stop(error=error), name=f"tars-mqtt-sub-end:{topic_filter}"
             )

@@ -224,10 +224,18 @@ class Subscription:
         """What ended this subscription without a call of yours, else None: a
         :class:`~tars.mqtt.PoisonMessageError` when the poison-message breaker gave its filter
         up (the broker ended link after link on its SUBSCRIBE), a
-        :class:`~tars.mqtt.SubscribeError` when the broker refused it. Its worker is stopped
-        then, and it receives nothing more; ``unsubscribe()`` and ``shutdown()`` leave it None.
+        :class:`~tars.mqtt.SubscribeError` when the broker refused the SUBSCRIBE of the
+        ``subscribe()`` call that made it (that call raised it too; a refusal when a later link
+        restores the filter is logged and tried again on the next link, and leaves this None).
+        Its worker is stopped then, and it receives nothing more; ``unsubscribe()`` and
+        ``shutdown()`` leave it None.
         """
         return self._error
+
+    def ended(self, error: MQTTError) -> None:
+        """Record what ended it (the client calls it at once, then :meth:`stop` in a task)."""
+        if self._error is None:
+            self._error = error
 
     # --- receive side (synchronous, from the link's data_received) ---------------------------
 
@@ -304,8 +312,8 @@ class Subscription:
         ignores its cancellation is waited for ``timeout`` seconds at most, then left behind
         (and logged), so that shutdown stays bounded.
         """
-        if error is not None and self._error is None:
-            self._error = error
+        if error is not None:
+            self.ended(error)
         me = asyncio.current_task()
         tasks = [t for t in (self._worker, *self._running) if t is not None and t is not me]
         self._worker = None
