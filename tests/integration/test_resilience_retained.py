@@ -4,7 +4,8 @@ The fleet's services publish their own retained status; a broker without persist
 killed forgets it. After the link comes back on such a broker (no session present), tars-core
 re-publishes the last retained message the service published on each topic where the broker
 holds none, and not over a retained message someone else published before the check (a window
-of a few round trips is left: docs/resilience.md). Each test has its own broker, persistence off, killed with SIGKILL and started again on the same port.
+of a few round trips is left: docs/resilience.md). Each test has its own broker, persistence
+off, killed with SIGKILL and started again on the same port.
 """
 
 from __future__ import annotations
