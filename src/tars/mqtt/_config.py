@@ -507,7 +507,9 @@ class MQTTClientConfig:
         "persistence), re-publish the last retained message this client published on each "
         "topic where the broker holds none. A retained message someone else published there "
         "is left alone, except one that arrives within the window of a few round trips "
-        "between that check and the re-publish (docs/resilience.md).",
+        "between that check and the re-publish. On a link without subscription identifiers "
+        "(MQTT 3.1.1), a topic one of the client's own filters matches is not checked, so "
+        "not re-published (said at INFO; docs/resilience.md).",
     )
     outbox_path: Path | None = option(
         None,

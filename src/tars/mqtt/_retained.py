@@ -13,8 +13,10 @@ subscriptions, kept here where it can be tested without a broker.
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable
+from collections.abc import Collection, Iterable
 from typing import Any, NamedTuple
+
+from ._topics import TopicMatcher, split_shared, topic_matches
 
 __all__ = ["Retained", "RetainedMemory", "check_filters"]
 
@@ -65,24 +67,58 @@ class RetainedMemory:
         self._last.clear()
 
 
-def check_filters(topics: Iterable[str], taken: Container[str]) -> tuple[dict[str, str], list[str]]:
+def check_filters(
+    topics: Iterable[str], taken: Collection[str], *, routed_by_topic: bool = False
+) -> tuple[dict[str, str], dict[str, str]]:
     """The filter to ask the broker about each topic with, and the topics that cannot be asked.
 
-    ``taken`` holds the client's own filters (its subscription table). Subscribing one of them
-    would replace the service's subscription on the broker (MQTT 5, 3.8.4: same filter, new
-    options and identifier) and the check's UNSUBSCRIBE would then delete it. So a topic that
-    is itself a taken filter is asked as ``topic/#``, which matches the topic too (MQTT 5,
-    4.7.1.2); when that is taken as well, the topic is not asked at all.
+    ``taken`` holds the client's own filters (its subscription table, internal topics
+    included). Subscribing one of them would replace the service's subscription on the broker
+    (MQTT 5, 3.8.4: same filter, new options and identifier) and the check's UNSUBSCRIBE would
+    then delete it. So each topic is asked with the first of these that is not taken, all of
+    which match the topic (MQTT 5, 4.7.1): the topic itself; ``topic/#``; the topic with its
+    last level replaced by ``+`` (``a/b`` -> ``a/+``, ``/a`` -> ``/+``, ``x`` -> ``+``; not for
+    a one-level ``$`` topic, which a leading wildcard does not match). When all are taken, the
+    topic is not asked.
 
-    Returns ``({topic: filter}, [topic, ...])``, both in the order of ``topics``.
+    ``routed_by_topic``: the link has no subscription identifiers (MQTT 3.1.1, or a broker
+    without them), so the client routes the check's messages by their topic, to every handler
+    whose filter matches (a retained state handled twice, a command run twice). Then a topic
+    that any taken filter matches (a shared one as its inner filter) is not asked, and the
+    others are asked as themselves (no taken filter equals them).
+
+    Returns ``({topic: filter}, {topic: why it is not asked})``, both in the order of
+    ``topics``.
     """
     asked: dict[str, str] = {}
-    unasked: list[str] = []
+    unasked: dict[str, str] = {}
+    if routed_by_topic:
+        heard: TopicMatcher[str] = TopicMatcher(cache_size=0)
+        for topic_filter in taken:
+            heard.add(split_shared(topic_filter)[1], topic_filter)
+        for topic in topics:
+            hearing = heard.match(topic)
+            if hearing:
+                unasked[topic] = (
+                    "no subscription identifiers on this link: its retained message would "
+                    f"reach the service's handlers of {', '.join(map(repr, sorted(hearing)))}"
+                )
+            else:
+                asked[topic] = topic
+        return asked, unasked
     for topic in topics:
-        if topic not in taken:
-            asked[topic] = topic
-        elif (subtree := f"{topic}/#") not in taken:
-            asked[topic] = subtree
+        parent, slash, _ = topic.rpartition("/")
+        sibling = f"{parent}/+" if slash else "+"
+        candidates = [topic, f"{topic}/#"]
+        if topic_matches(sibling, topic):
+            candidates.append(sibling)
+        free = next((f for f in candidates if f not in taken), None)
+        if free is not None:
+            asked[topic] = free
         else:
-            unasked.append(topic)
+            quoted = [repr(f) for f in candidates]
+            unasked[topic] = (
+                f"the service subscribes {', '.join(quoted[:-1])} and {quoted[-1]}, every "
+                "filter that could ask about it"
+            )
     return asked, unasked

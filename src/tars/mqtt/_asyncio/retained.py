@@ -18,12 +18,22 @@ of the client's subscription table (internal topics included). On the broker a S
 same filter replaces the service's subscription (MQTT 5, 3.8.4: our options, our identifier, so
 its messages are routed nowhere) and the UNSUBSCRIBE then deletes it, while the table still
 believes it subscribed: a service that takes commands on the topic it publishes its state on
-would hear nothing more. So a topic that is itself one of the service's filters is asked with
-``topic/#``, which matches the topic too (the listener keeps only the topics asked; retained
-messages below the topic come along and are dropped), and a topic whose ``topic/#`` is the
-service's too is not asked (:func:`~tars.mqtt._retained.check_filters`). The filters are chosen
-in the same step as the SUBSCRIBE is queued, and a filter the service subscribed during the
-check is not UNSUBSCRIBEd (its SUBSCRIBE, sent after ours, replaced ours).
+would hear nothing more. So a topic is asked with the first of three filters that match it and
+is not one of the service's: the topic itself, ``topic/#``, then the topic with its last level
+as ``+`` (``a/+``; the listener keeps only the topics asked, and the retained messages below or
+beside the topic that come along are dropped); a topic whose three are all the service's is not
+asked (:func:`~tars.mqtt._retained.check_filters`). The filters are chosen in the same step as
+the SUBSCRIBE is queued, and a filter the service subscribed during the check is not
+UNSUBSCRIBEd (its SUBSCRIBE, sent after ours, replaced ours).
+
+On a link without subscription identifiers (MQTT 3.1.1, or a CONNACK with "subscription
+identifiers available" false) the check's messages carry no tag of ours: the client routes them
+by topic, like the service's, to every handler whose filter matches. The service would get its
+retained state a second time (a command topic: the command run again), and with ``topic/#``
+everything retained below the topic too. So on such a link a topic that any of the service's
+filters matches is not asked (we cannot tell; said at INFO), and the others are asked as
+themselves. Their copies reach no handler (they are counted as unmatched), except a handler the
+service subscribes during the check on a filter that matches one of them.
 
 It never writes over someone else's state: a topic on which any retained message arrives is left
 alone (whoever published it, us included); a topic the broker refused to let us subscribe to, or
@@ -127,15 +137,23 @@ class RetainedRestore:
         connack = self._session.connack
         sid = self._sid if connack is None or connack.subscription_id_available else None
         batches = [topics[i : i + _BATCH] for i in range(0, len(topics), _BATCH)]
+        asked_with: dict[str, str] = {}  # topic -> the filter it was asked with
+        sent: set[str] = set()  # one ``a/+`` may ask about several topics, in several batches
+        refused: dict[str, int] = {}  # filter -> SUBACK reason code
 
         async def ask(batch: list[str]) -> list[str]:
             # The filters are chosen in the same step as the SUBSCRIBE is queued: a filter the
             # service subscribes from now on is sent after ours, and replaces it.
-            filters, unasked = check_filters(batch, self._own_filters())
-            for topic in unasked:
-                self._cannot_tell(topic, "the service subscribes both it and its '/#'")
+            filters, unasked = check_filters(
+                batch, self._own_filters(), routed_by_topic=sid is None
+            )
+            for topic, why in unasked.items():
+                self._cannot_tell(topic, why)
                 held.add(topic)
-            if not filters:
+            asked_with.update(filters)
+            new = [f for f in dict.fromkeys(filters.values()) if f not in sent]
+            sent.update(new)
+            if not new:
                 return []
             codes = await view.subscribe(
                 *(
@@ -144,15 +162,12 @@ class RetainedRestore:
                         max_qos=QoS.AT_MOST_ONCE,
                         retain_handling=RetainHandling.SEND_ALWAYS,
                     )
-                    for topic_filter in filters.values()
+                    for topic_filter in new
                 ),
                 subscription_id=sid,
             )
-            for topic, code in zip(filters, codes, strict=False):
-                if code >= 0x80:
-                    self._cannot_tell(topic, f"subscription refused: reason code {code:#x}")
-                    held.add(topic)
-            return list(filters.values())
+            refused.update((f, code) for f, code in zip(new, codes, strict=False) if code >= 0x80)
+            return new
 
         async def withdraw(filters: list[str]) -> None:
             # A filter the service subscribed during the check replaced ours on the broker: it
@@ -165,7 +180,12 @@ class RetainedRestore:
         self._listeners.append(on_packet)
         try:
             async with asyncio.timeout(_ANSWER_TIMEOUT):
-                sent = await asyncio.gather(*(ask(batch) for batch in batches))
+                subscribed = await asyncio.gather(*(ask(batch) for batch in batches))
+            for topic, topic_filter in asked_with.items():
+                if topic_filter in refused:
+                    why = f"subscription refused: reason code {refused[topic_filter]:#x}"
+                    self._cannot_tell(topic, why)
+                    held.add(topic)
             if len(held) < len(asked):
                 try:
                     async with asyncio.timeout(_WINDOW):
@@ -173,7 +193,7 @@ class RetainedRestore:
                 except TimeoutError:
                     pass  # no retained message on the topics not seen: the broker lost them
             async with asyncio.timeout(_ANSWER_TIMEOUT):
-                await asyncio.gather(*(withdraw(filters) for filters in sent))
+                await asyncio.gather(*(withdraw(filters) for filters in subscribed))
         except (MQTTError, TimeoutError) as exc:
             if link.is_connected:
                 log.warning(
