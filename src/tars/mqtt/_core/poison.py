@@ -45,7 +45,7 @@ from .._errors import PoisonMessageError
 from .events import Event, FilterGivenUp, PublishDone
 from .outgoing import OutgoingStore
 from .stats import SessionStats
-from .subscribing import _Purpose, _Request
+from .subscribing import Purpose, Request
 from .subtable import SubscriptionTable
 
 __all__ = ["BARE_CLOSE_SPAN", "POISON_LINKS", "blames_a_packet", "link_ended_by_broker"]
@@ -93,7 +93,7 @@ def blames_a_packet(broker_reason: int | None) -> bool:
 def link_ended_by_broker(
     outgoing: OutgoingStore,
     table: SubscriptionTable,
-    requests: Collection[_Request],
+    requests: Collection[Request],
     broker_reason: int | None,
     stats: SessionStats,
     now: float,
@@ -104,7 +104,7 @@ def link_ended_by_broker(
     if not blames_a_packet(broker_reason):
         return []
     for request in requests:  # oldest first
-        if request.kind is SubAckPacket and request.purpose in (_Purpose.USER, _Purpose.RESTORE):
+        if request.kind is SubAckPacket and request.purpose in (Purpose.USER, Purpose.RESTORE):
             topic_filter = request.filters[0]
             if topic_filter in table.filters:
                 if broker_reason is None:
@@ -124,7 +124,7 @@ def link_ended_by_broker(
                     r.handle
                     for r in requests
                     if r.kind is SubAckPacket
-                    and r.purpose is _Purpose.USER
+                    and r.purpose is Purpose.USER
                     and r.handle is not None
                     and topic_filter in r.filters
                 )

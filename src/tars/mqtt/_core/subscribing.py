@@ -45,19 +45,24 @@ from .events import (
 )
 from .subtable import SubscriptionTable
 
-__all__ = ["Subscribing"]
+__all__ = ["Purpose", "Request", "Subscribing"]
 
 log = logging.getLogger("tars.mqtt")
 
 
-class _Purpose(enum.Enum):
+class Purpose(enum.Enum):
+    """Why a SUBSCRIBE/UNSUBSCRIBE was sent: who reads its answer, and what a failure means
+    (the poison-message breaker weighs only the table's own requests)."""
+
     RAW = "raw"  # a protocol-level request (the .client view): the caller reads the codes
     USER = "user"  # a subscription of the table, for a caller awaiting it
     RESTORE = "restore"  # the restore plan of a new link
     INTERNAL = "internal"  # an internal topic: failures are logged
 
 
-class _Request:
+class Request:
+    """One SUBSCRIBE/UNSUBSCRIBE awaiting its answer on the current link."""
+
     __slots__ = ("filters", "handle", "kind", "purpose")
 
     def __init__(
@@ -65,7 +70,7 @@ class _Request:
         kind: type[SubAckPacket] | type[UnsubAckPacket],
         handle: object,
         filters: tuple[str, ...],
-        purpose: _Purpose,
+        purpose: Purpose,
     ) -> None:
         self.kind = kind
         self.handle = handle
@@ -79,7 +84,7 @@ class Subscribing:
     def __init__(self, *, send: Callable[[bytes], None], allocate_id: Callable[[], int]) -> None:
         """``send`` queues bytes for the wire; ``allocate_id`` gives a free packet id."""
         self.table = SubscriptionTable()
-        self.requests: dict[int, _Request] = {}  # by packet id, until answered or link lost
+        self.requests: dict[int, Request] = {}  # by packet id, until answered or link lost
         self._send = send
         self._allocate_id = allocate_id
         # The current link's: its CONNACK (what the broker cannot serve), restore requests not
@@ -118,7 +123,7 @@ class Subscribing:
         sid, send = self.table.add(topic_filter, qos)
         if not send or not linked:
             return False
-        self._send_subscribe(topic_filter, qos, sid, handle, _Purpose.USER)
+        self._send_subscribe(topic_filter, qos, sid, handle, Purpose.USER)
         return True
 
     def remove_subscription(
@@ -135,7 +140,7 @@ class Subscribing:
             UnsubscribePacket(self._allocate_id(), [topic_filter]),
             handle,
             (topic_filter,),
-            _Purpose.USER,
+            Purpose.USER,
         )
         return True
 
@@ -168,7 +173,7 @@ class Subscribing:
             packet_id, filters, subscription_id=subscription_id, user_properties=user_properties
         )
         names = tuple(f.pattern for f in filters)
-        return self._send_request(SubAckPacket, packet, handle, names, _Purpose.RAW)
+        return self._send_request(SubAckPacket, packet, handle, names, Purpose.RAW)
 
     def unsubscribe(
         self,
@@ -179,7 +184,7 @@ class Subscribing:
     ) -> int:
         """A protocol-level UNSUBSCRIBE, outside the table."""
         packet = UnsubscribePacket(self._allocate_id(), patterns, user_properties=user_properties)
-        return self._send_request(UnsubAckPacket, packet, handle, tuple(patterns), _Purpose.RAW)
+        return self._send_request(UnsubAckPacket, packet, handle, tuple(patterns), Purpose.RAW)
 
     def _send_request(
         self,
@@ -187,15 +192,15 @@ class Subscribing:
         packet: SubscribePacket | UnsubscribePacket,
         handle: object,
         filters: tuple[str, ...],
-        purpose: _Purpose,
+        purpose: Purpose,
     ) -> int:
         packet_id = packet.packet_id
-        self.requests[packet_id] = _Request(kind, handle, filters, purpose)
+        self.requests[packet_id] = Request(kind, handle, filters, purpose)
         self._send(packet.write())
         return packet_id
 
     def _send_subscribe(
-        self, topic_filter: str, qos: int, sid: int, handle: object, purpose: _Purpose
+        self, topic_filter: str, qos: int, sid: int, handle: object, purpose: Purpose
     ) -> None:
         # retain_as_published off (MQTT 5's default; mqtt5's TopicFilter defaults to on): a
         # handler sees retain=True only on the broker's stored copy, never on a live update.
@@ -209,7 +214,7 @@ class Subscribing:
         self._send_request(SubAckPacket, packet, handle, (topic_filter,), purpose)
 
     def _send_internal(
-        self, topic: str, sid: int, purpose: _Purpose = _Purpose.INTERNAL, handle: object = None
+        self, topic: str, sid: int, purpose: Purpose = Purpose.INTERNAL, handle: object = None
     ) -> None:
         tf = TopicFilter(topic, max_qos=QoS.AT_MOST_ONCE, retain_handling=RetainHandling.SEND_NEVER)
         packet = SubscribePacket(self._allocate_id(), [tf], subscription_id=self._sid(sid))
@@ -250,14 +255,14 @@ class Subscribing:
                 log.error("%s", refusal)
                 self.refused += ((topic_filter, refusal.reason_code),)
                 continue
-            self._send_subscribe(topic_filter, qos, sid, None, _Purpose.RESTORE)
+            self._send_subscribe(topic_filter, qos, sid, None, Purpose.RESTORE)
             self.restoring += 1
         for topic, sid in plan.internal:
-            self._send_internal(topic, sid, _Purpose.RESTORE)
+            self._send_internal(topic, sid, Purpose.RESTORE)
             self.restoring += 1
         if plan.unsubscribe:
             packet = UnsubscribePacket(self._allocate_id(), list(plan.unsubscribe))
-            self._send_request(UnsubAckPacket, packet, None, plan.unsubscribe, _Purpose.RESTORE)
+            self._send_request(UnsubAckPacket, packet, None, plan.unsubscribe, Purpose.RESTORE)
             self.restoring += 1
 
     def handle_request_ack(
@@ -281,26 +286,26 @@ class Subscribing:
         table = self.table
         subscribing = type(packet) is SubAckPacket
         for name, code in zip(request.filters, codes, strict=True):
-            if purpose is _Purpose.RAW:
+            if purpose is Purpose.RAW:
                 continue
             if subscribing:
                 if code < 0x80:
                     table.confirmed(name, code)
                 else:
                     table.refused(name)
-                    if purpose is not _Purpose.USER:
+                    if purpose is not Purpose.USER:
                         log.error("%s", SubscribeError(name, code))
                         self.refused += ((name, code),)
             else:
                 table.unsubscribed(name)
-                if code >= 0x80 and purpose is not _Purpose.USER:
+                if code >= 0x80 and purpose is not Purpose.USER:
                     log.warning("could not unsubscribe %r: reason code %#x", name, code)
-        if purpose is _Purpose.RAW or purpose is _Purpose.USER or request.handle is not None:
+        if purpose is Purpose.RAW or purpose is Purpose.USER or request.handle is not None:
             if subscribing:
                 events.append(Subscribed(request.handle, codes))
             else:
                 events.append(Unsubscribed(request.handle, codes))
-        elif purpose is _Purpose.RESTORE:
+        elif purpose is Purpose.RESTORE:
             self.restoring -= 1
             return not self.restoring
         return False
