@@ -10,7 +10,7 @@ import asyncio
 import pytest
 
 from support.mosquitto_cli import MosquittoSub, connected_client, unique
-from tars.mqtt import InvalidArgumentError, InvalidTopicError, Message
+from tars.mqtt import InvalidArgumentError, InvalidArgumentTypeError, InvalidTopicError, Message
 from tars.mqtt.testing import MosquittoBroker
 
 pytestmark = pytest.mark.mosquitto
@@ -111,6 +111,45 @@ async def test_each_bad_string_property_is_refused_at_once_and_costs_no_link(
         [captured] = await sub.wait_for(1)  # the first message the broker delivered
         assert captured.payload == b"after"
         assert "clé:✓" in captured.user_properties
+        stats = client.stats
+        assert stats.connects == 1  # the link never dropped
+        assert stats.inflight == 0  # nothing left to resend
+        assert stats.outbox_depth == 0
+
+
+async def test_a_codec_keyword_that_is_no_callers_property_is_refused_at_once(
+    shared_mosquitto: MosquittoBroker,
+) -> None:
+    """``retain`` given as a property used to be queued, then raise a bare TypeError inside the
+    link's callback when its PUBLISH was written ("multiple values for keyword argument"): the
+    link dropped and the message was lost. The session's fields and the broker's subscription
+    identifiers (MQTT 5 section 3.3.4) are refused the same way, on both doors."""
+    good = unique("rules/keys")
+    async with (
+        connected_client(shared_mosquitto) as client,
+        MosquittoSub(shared_mosquitto, good, count=1) as sub,
+    ):
+        view = client.client
+        assert view is not None
+        async with asyncio.timeout(1):  # "at once": no round trip to the broker, no resend
+            for properties in (
+                {"retain": True},
+                {"duplicate": True},
+                {"topic_alias": 3},
+                {"subscription_ids": [1]},
+            ):
+                with pytest.raises(InvalidArgumentTypeError):
+                    await client.publish(good, b"x", qos=1, properties=properties)
+                with pytest.raises(InvalidArgumentTypeError):
+                    await client.publish(good, b"x", qos=2, wait=False, properties=properties)
+                with pytest.raises(InvalidArgumentTypeError):
+                    await client.publish(good, b"x", qos=0, properties=properties)
+                if "retain" not in properties:  # the view's own keyword
+                    with pytest.raises(InvalidArgumentTypeError):
+                        await view.publish(good, b"x", qos=1, **properties)
+        await client.publish(good, b"after", qos=1)
+        [captured] = await sub.wait_for(1)  # the first message the broker delivered
+        assert captured.payload == b"after"
         stats = client.stats
         assert stats.connects == 1  # the link never dropped
         assert stats.inflight == 0  # nothing left to resend

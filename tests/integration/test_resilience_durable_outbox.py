@@ -126,3 +126,35 @@ async def test_shutdown_keeps_offline_events_and_the_next_connect_sends_them(
         finally:
             await client.shutdown()
     assert [m.payload.decode() for m in received] == [str(n) for n in range(5)]
+
+
+async def test_a_stored_record_that_no_longer_passes_is_dropped_and_the_rest_delivered(
+    shared_mosquitto: MosquittoBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A record with ``retain`` among its properties (which the checks of an earlier version
+    let through) used to raise a bare TypeError inside the link's callback at each CONNACK:
+    the link dropped, the client reconnected into the same record, for ever, at every start.
+    Now it is dropped when the file is loaded (logged, counted) and the others are sent."""
+    broker = shared_mosquitto
+    client_id, topic = unique("durable-bad"), unique("durable") + "/bad"
+    file = MQTTClientConfig(
+        mqtt_url=broker.url, client_id=client_id, outbox_path=tmp_path
+    ).outbox_file
+    assert file is not None
+    with DurableOutbox(file, max_messages=10, max_bytes=1 << 20) as box:  # the earlier run
+        box.append(topic, b"before", 1)
+        box.append(topic, b"bad", 1, properties={"retain": True})
+        box.append(topic, b"after", 1, properties={"content_type": "text/plain"})
+    async with MosquittoSub(broker, topic, qos=1) as observer:
+        client = MQTTClient(broker.url, client_id, outbox_path=tmp_path, enable_health=False)
+        async with client:
+            await client.flush(timeout=10)
+            await client.publish(topic, b"end", qos=1)  # after all the backlog, on one link
+            received = await observer.messages.wait_for(3, timeout=10)
+            stats = client.stats
+    assert [m.payload for m in received] == [b"before", b"after", b"end"]
+    assert stats.connects == 1  # no link was lost to it
+    assert stats.properties_dropped == 0  # still MQTT 5: no fallback after a lost link
+    assert stats.outbox_dropped == 1
+    assert stored(file) == 0
+    assert "can no longer be sent" in caplog.text

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import tars.adapters.mqtt_client as drop_in
+from tars.adapters._view import ClientView
 from tars.mqtt import (
     ExponentialBackoff,
     InvalidArgumentError,
@@ -184,6 +185,11 @@ BAD_CALLS: list[tuple[str, str, Call]] = [
         "max_entries",
         lambda c: drop_in.MessageDeduplicator(ttl=1, max_entries=1.5),
     ),
+    (
+        "drop-in view publish retain as a property",
+        "'retain'",
+        lambda c: ClientView(c).publish("a", b"x", qos=1, properties={"retain": True}),
+    ),
 ]
 
 
@@ -224,6 +230,19 @@ VIEW_CALLS: list[tuple[str, type[Exception], Callable[[Any], Any]]] = [
         "publish property int",
         InvalidArgumentTypeError,
         lambda v: v.publish("a", b"x", content_type=5),
+    ),
+    # Keywords of the codec that are no caller's: the session's, or the broker's (MQTT 5 3.3.4).
+    (
+        "publish topic_alias",
+        InvalidArgumentTypeError,
+        lambda v: v.publish("a", b"x", topic_alias=1),
+    ),
+    ("publish packet_id", InvalidArgumentTypeError, lambda v: v.publish("a", b"x", packet_id=7)),
+    ("publish duplicate", InvalidArgumentTypeError, lambda v: v.publish("a", b"x", duplicate=True)),
+    (
+        "publish subscription_ids",
+        InvalidArgumentTypeError,
+        lambda v: v.publish("a", b"x", qos=1, subscription_ids=[1]),
     ),
     (
         "publish bad response topic",

@@ -7,11 +7,13 @@ same calls against Mosquitto are in tests/integration/test_client_topic_rules.py
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
 from tars.mqtt import (
+    ClientState,
     InvalidArgumentError,
     InvalidArgumentTypeError,
     InvalidTopicError,
@@ -86,6 +88,7 @@ async def test_a_bad_topic_is_named_as_such_even_with_properties(client: MQTTCli
         {"content_type": 5},
         {"response_topic": 5},
         {"no_such_property": "x"},
+        {5: "x"},
     ],
     ids=str,
 )
@@ -113,3 +116,69 @@ async def test_printable_text_and_binary_correlation_data_pass_the_checks(
     # correlation_data is binary data: MQTT 5 has no character rule for it.
     with pytest.raises(NotConnectedError):  # the checks passed; only then the missing link
         await client.publish("a/b", b"x", qos=1, properties=properties)
+
+
+# Keywords of the codec's PublishPacket that are not properties a caller may set (MQTT 5
+# section 3.3.2.3): publish's own arguments, the session's fields, and the subscription
+# identifiers a client must never send (3.3.4). Each was accepted by the codec's dry run; then
+# sending the queued message raised a bare TypeError inside the link's callback ("multiple
+# values for keyword argument 'retain'"), or put the session's or the broker's field on the wire.
+NOT_THE_CALLERS = [
+    ("retain", True),
+    ("qos", 1),
+    ("duplicate", True),
+    ("packet_id", 31337),
+    ("topic_alias", 31337),
+    ("subscription_ids", [31337]),
+]
+
+
+@pytest.mark.parametrize(("key", "value"), NOT_THE_CALLERS, ids=[k for k, _ in NOT_THE_CALLERS])
+async def test_a_key_a_caller_may_not_set_is_refused_naming_it_without_its_value(
+    client: MQTTClient, key: str, value: object
+) -> None:
+    for properties in ({key: value}, {"content_type": "text/plain", key: value}):
+        with pytest.raises(InvalidArgumentTypeError) as info:
+            await client.publish("a/b", b"x", qos=1, properties=properties)
+        message = str(info.value)
+        assert repr(key) in message
+        assert "31337" not in message
+
+
+@pytest.mark.parametrize(
+    "properties", [{"message_expiry_interval": -1}, {"payload_format_indicator": 256}], ids=str
+)
+async def test_an_int_property_out_of_range_is_an_invalid_argument(
+    client: MQTTClient, properties: dict[str, Any]
+) -> None:
+    with pytest.raises(InvalidArgumentError, match="out of the range"):  # not a bare OverflowError
+        await client.publish("a/b", b"x", qos=1, properties=properties)
+
+
+@pytest.mark.parametrize("qos", [0, 1, 2])
+async def test_retain_as_a_property_is_refused_at_once_and_queues_nothing_offline(qos: int) -> None:
+    """Offline, the message used to be queued: the TypeError came on the next CONNACK, inside
+    the link's callback, which dropped the link, lost the message and left publish() waiting
+    (and with a durable outbox, every later start met it again)."""
+    client = MQTTClient("mqtt://127.0.0.1:1", "props-offline", queue_qos0_offline=True)
+    connecting = asyncio.create_task(client.connect())
+    try:
+        while client.state is ClientState.CREATED:  # connecting: publishes go to the outbox
+            await asyncio.sleep(0)
+        async with asyncio.timeout(1):  # at once: nothing waits for a link
+            with pytest.raises(InvalidArgumentTypeError, match="'retain'"):
+                await client.publish("a/b", b"x", qos=qos, properties={"retain": True})
+            with pytest.raises(InvalidArgumentTypeError, match="'topic_alias'"):
+                await client.publish(
+                    "a/b", b"x", qos=qos, wait=False, properties={"topic_alias": 1}
+                )
+        stats = client.stats
+        assert stats.outbox_depth == 0
+        assert stats.outbox_dropped == 0
+        assert stats.inflight == 0
+        await client.publish("a/b", b"x", qos=1, wait=False, properties={"content_type": "t"})
+        assert client.stats.outbox_depth == 1  # a good one is still queued
+    finally:
+        await client.shutdown()
+        connecting.cancel()
+        await asyncio.gather(connecting, return_exceptions=True)

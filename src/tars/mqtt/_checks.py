@@ -12,14 +12,44 @@ from ._errors import (
     InvalidArgumentError,
     InvalidArgumentTypeError,
     InvalidTopicError,
+    MQTTError,
     PayloadTooLarge,
 )
 from ._properties import malformed_property
 from ._topics import validate_topic_name
 
-__all__ = ["PublishCheck", "check_properties"]
+__all__ = ["PUBLISH_PROPERTIES", "PublishCheck", "check_properties", "unsendable"]
 
 _TOPIC_CACHE: Final = 4096
+
+PUBLISH_PROPERTIES: Final = frozenset(
+    {
+        "payload_format_indicator",
+        "message_expiry_interval",
+        "content_type",
+        "response_topic",
+        "correlation_data",
+        "user_properties",
+    }
+)
+"""The MQTT 5 PUBLISH properties a caller may set (MQTT 5 section 3.3.2.3).
+
+The codec's ``mqtt5.PublishPacket`` takes more keywords, and passing them through would make
+them ours to send or crash on: ``qos`` and ``retain`` are publish's own arguments (as
+properties they reached the codec twice, a bare ``TypeError`` inside the link's callback when a
+queued message was sent); ``packet_id``, ``duplicate`` and ``topic_alias`` belong to the
+session; ``subscription_ids`` are the broker's alone (3.3.4 forbids them in a client's
+PUBLISH)."""
+
+# Why a key outside PUBLISH_PROPERTIES is not the caller's, for the message.
+_WHOSE: Final = {
+    "qos": "an argument of publish(), not a property",
+    "retain": "an argument of publish(), not a property",
+    "packet_id": "set by the session",
+    "duplicate": "set by the session",
+    "topic_alias": "set by the session",
+    "subscription_ids": "the broker's alone: MQTT 5 section 3.3.4",
+}
 
 
 class PublishCheck:
@@ -88,10 +118,14 @@ def check_properties(
 
     Raises:
         InvalidTopicError: ``response_topic`` breaks the rules of a topic name.
-        InvalidArgumentTypeError: an unknown property, or one of the wrong type or shape.
+        InvalidArgumentTypeError: a key outside :data:`PUBLISH_PROPERTIES` (named, its value
+            not shown), or a property of the wrong type or shape.
         InvalidArgumentError: ``content_type`` or a user property's name or value holds a
-            control character or a Unicode non-character (named, its value not shown).
+            control character or a Unicode non-character (named, its value not shown), or an
+            int property is out of its range.
     """
+    if not PUBLISH_PROPERTIES.issuperset(properties):
+        raise _not_settable(properties)
     response_topic = properties.get("response_topic")
     # Another type: the codec says so below.
     if type(response_topic) is str and (valid_topics is None or response_topic not in valid_topics):
@@ -107,11 +141,52 @@ def check_properties(
         PublishPacket(topic, b"", **properties)
     except (TypeError, ValueError) as exc:
         raise InvalidArgumentTypeError(f"invalid MQTT 5 publish properties: {exc}") from None
+    except OverflowError:  # the codec's words name no property
+        raise InvalidArgumentError(
+            "publish refused: an int property (message_expiry_interval, "
+            "payload_format_indicator) is out of the range its MQTT 5 field can carry"
+        ) from None
     reason = malformed_property(
         properties.get("content_type"), None, properties.get("user_properties")
     )
     if reason is not None:
         raise InvalidArgumentError(f"publish refused: {reason}")
+
+
+def _not_settable(properties: dict[Any, Any]) -> InvalidArgumentTypeError:
+    key = next(k for k in properties if k not in PUBLISH_PROPERTIES)
+    name = repr(key) if type(key) is str else f"a key of type {type(key).__name__}"
+    why = _WHOSE.get(key, "unknown")
+    return InvalidArgumentTypeError(
+        f"properties: {name} is not an MQTT 5 PUBLISH property a caller may set ({why}); "
+        f"those are {', '.join(sorted(PUBLISH_PROPERTIES))}"
+    )
+
+
+def unsendable(
+    topic: str, qos: int, properties: object, valid_topics: dict[str, None] | None = None
+) -> str | None:
+    """Why a publish read back from the durable outbox can no longer be sent (its topic, QoS
+    and properties fail the checks of :class:`PublishCheck`: the message names which), or None.
+
+    A record was checked when it was accepted, but maybe by an earlier version with looser
+    rules: sent as it is, it would raise inside the link's callback, or make the broker end
+    each link, on every start. ``valid_topics`` caches valid topic names across calls.
+    """
+    try:
+        if valid_topics is None or topic not in valid_topics:
+            validate_topic_name(topic)
+            if valid_topics is not None:
+                _remember(valid_topics, topic)
+        if qos not in (0, 1, 2):
+            return f"its qos is {qos!r}, not 0, 1 or 2"
+        if properties is not None:
+            if type(properties) is not dict:
+                return f"its properties are a {type(properties).__name__}, not a dict"
+            check_properties(topic, properties, valid_topics)
+    except MQTTError as exc:
+        return str(exc)
+    return None
 
 
 def _remember(valid_topics: dict[str, None], topic: str) -> None:

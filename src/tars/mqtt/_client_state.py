@@ -29,7 +29,7 @@ class ClientStats:
     published: int  # publishes handed to a link (QoS 0 sent, QoS 1/2 in flight)
     publish_failed: int  # QoS 1/2 publishes the broker refused
     dropped_offline: int  # QoS 0 publishes dropped while disconnected
-    outbox_dropped: int  # dropped by the outbox policy or limits
+    outbox_dropped: int  # dropped by the outbox policy or limits (or unsendable on disk)
     outbox_expired: int  # older than outbox_message_ttl when the link came back
     received: int  # messages offered to subscription queues
     handled: int

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
+from tars.mqtt._argcheck import wrong_type
 from tars.mqtt._envelope_fields import ENVELOPE_FIELDS, FieldDoc
 from tars.mqtt._errors import EnvelopeError, InvalidArgumentTypeError
 
@@ -337,10 +338,6 @@ def _model_data(model: BaseModel) -> orjson.Fragment:
     return orjson.Fragment(model.model_dump_json())
 
 
-def _not_a_str(name: str, value: object) -> InvalidArgumentTypeError:
-    return InvalidArgumentTypeError(f"{name} must be a str, not {type(value).__name__}")
-
-
 def encode_event(
     event_type: str,
     data: Mapping[str, Any] | BaseModel,
@@ -365,11 +362,12 @@ def encode_event(
     """
     # `type(x) is str` first: the common case costs one comparison on this hot path.
     if type(event_type) is not str and not isinstance(event_type, str):
-        raise _not_a_str("event_type", event_type)
+        raise wrong_type("event_type", event_type, "a str")
     if correlate is not None and type(correlate) is not str and not isinstance(correlate, str):
-        raise _not_a_str("correlation_id", correlate)
+        raise wrong_type("correlation_id", correlate, "a str")
     if msg_id is not None and type(msg_id) is not str and not isinstance(msg_id, str):
-        raise _not_a_str("correlation_id", msg_id)  # the original format sends it as the id
+        # The original format sends the correlation id as the id.
+        raise wrong_type("correlation_id", msg_id, "a str")
     if type(data) is dict:  # the common case first: isinstance(x, BaseModel) costs an ABC check
         body: Any = data
     elif _pydantic_model(data):
@@ -379,9 +377,7 @@ def encode_event(
     elif isinstance(data, Mapping):
         body = dict(data)
     else:
-        raise InvalidArgumentTypeError(
-            f"event data must be a Mapping or a pydantic BaseModel, not {type(data).__name__}"
-        )
+        raise wrong_type("data", data, "a Mapping or a pydantic BaseModel")
     if msg_id is None:
         msg_id = new_id()
     wire: dict[str, Any]
@@ -433,9 +429,7 @@ def decode_envelope(payload: bytes | bytearray | memoryview | str) -> Envelope:
         obj = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         if not isinstance(payload, bytes | bytearray | memoryview | str):
-            raise InvalidArgumentTypeError(
-                f"payload must be bytes, bytearray, memoryview or str, not {type(payload).__name__}"
-            ) from None
+            raise wrong_type("payload", payload, "bytes, bytearray, memoryview or str") from None
         raise EnvelopeError(f"not a JSON envelope: {exc.msg} (at {exc.pos})") from exc
     return envelope_from_json(obj)
 

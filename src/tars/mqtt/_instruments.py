@@ -14,6 +14,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from ._argcheck import wrong_type
+
 if TYPE_CHECKING:
     from ._instrument import Instrument, Outcome, SubscriptionInfo
     from ._message import Message
@@ -62,8 +64,6 @@ class Instruments(list["Instrument"]):  # quoted: Instrument is loaded by add()
         from ._instrument import Instrument
 
         if not isinstance(instrument, Instrument):
-            from ._argcheck import wrong_type
-
             raise wrong_type(
                 "instrument", instrument, "an instance of a tars.mqtt.Instrument subclass"
             )

@@ -15,9 +15,10 @@ from typing import Any, Final
 import orjson
 from mqtt5 import PublishPacket
 
+from ._argcheck import wrong_type
 from ._dedup import content_key
 from ._envelope import Envelope, envelope_from_json
-from ._errors import EnvelopeError, InvalidArgumentTypeError
+from ._errors import EnvelopeError
 
 __all__ = ["Message"]
 
@@ -55,9 +56,7 @@ class Message:
             self._qos = int(packet.qos)
             self._retain: bool = packet.retain
         except AttributeError:
-            raise InvalidArgumentTypeError(
-                f"packet must be an mqtt5.PublishPacket, not {type(packet).__name__}"
-            ) from None
+            raise wrong_type("packet", packet, "an mqtt5.PublishPacket") from None
         self._json: Any = _UNSET
         self._envelope: Envelope | EnvelopeError | None = None
 

@@ -33,16 +33,15 @@ def malformed_property(
 
     The arguments have been type-checked already (by the caller or the codec).
     """
-    if content_type is not None and not content_type.isprintable():
-        reason = forbidden_character(content_type)
-        if reason is not None:
-            return f"the content_type property {reason}"
-    if response_topic is not None and not response_topic.isprintable():
-        reason = forbidden_character(response_topic)
-        if reason is not None:
-            return f"the response_topic property {reason}"
+    if content_type is not None and (reason := forbidden_character(content_type)) is not None:
+        return f"the content_type property {reason}"
+    if response_topic is not None and (reason := forbidden_character(response_topic)) is not None:
+        return f"the response_topic property {reason}"
     if user_properties:
-        for name, value in user_properties:  # one C-level pass per string when all is well
+        # A screen with no call per string (every forbidden character is unprintable); the
+        # pairs are described only when one string is not printable. One pass that names the
+        # pair as it goes (enumerate, then a call) measured a third slower on three pairs.
+        for name, value in user_properties:
             if not (name.isprintable() and value.isprintable()):
                 return _bad_user_property(user_properties)
     return None

@@ -389,6 +389,8 @@ def _parse(url: str) -> ConnectionParams:
         if username is not None and not username.isprintable():
             # The user name is an MQTT 5 UTF-8 string (the password is binary data): Mosquitto
             # closes every connection whose CONNECT holds a control or non-character in it.
+            # isprintable() first (every forbidden character is unprintable) spares nearly every
+            # name this import: about 2 us a call, and loading the topic rules without a client.
             from ._topics import forbidden_character
 
             reason = forbidden_character(username)

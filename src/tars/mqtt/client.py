@@ -447,9 +447,14 @@ class MQTTClient:
         is tracked, see :meth:`flush`). While disconnected, QoS 1/2 (and QoS 0 with
         ``queue_qos0_offline``) go to the outbox; QoS 0 is otherwise dropped and counted. With
         ``outbox_path``, an offline QoS 1/2 message is on disk (fsynced) when this returns.
+        ``properties``: the MQTT 5 PUBLISH properties a caller may set
+        (``payload_format_indicator``, ``message_expiry_interval``, ``content_type``,
+        ``response_topic``, ``correlation_data``, ``user_properties``).
 
         Raises :class:`~tars.mqtt.InvalidTopicError`, :class:`~tars.mqtt.PayloadTooLarge`,
-        ``ValueError`` (qos), :class:`~tars.mqtt.NotConnectedError` (before :meth:`connect`),
+        :class:`~tars.mqtt.InvalidArgumentTypeError` (a wrong type, or a key of
+        ``properties`` a caller may not set), ``ValueError`` (qos),
+        :class:`~tars.mqtt.NotConnectedError` (before :meth:`connect`),
         :class:`~tars.mqtt.ClientStateError` (after :meth:`shutdown`),
         :class:`~tars.mqtt.OutboxFullError` (policy ``raise``, or the durable outbox cannot
         write to its disk),

@@ -213,3 +213,39 @@ def test_more_records_than_the_limits_are_all_kept_and_said_so(
     connect(new)
     assert [p.topic for p in publishes(sent(new))] == [f"t/{n}" for n in range(5)]
     assert new.outgoing.store.dropped == 0
+
+
+def test_a_record_that_no_longer_passes_the_checks_is_dropped_at_load_not_sent(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Records an earlier version wrote under looser rules: sent as they are, ``retain`` as a
+    property raised a bare TypeError inside the link's callback (the link dropped, at every
+    start), and a control character makes the broker end each link. Each one leaves the
+    journal, is logged and counted; the others go out in order."""
+    journal = FakeJournal()
+    stored = [
+        ("t/ok0", None),
+        ("t/retain", {"retain": True}),
+        ("t/\x01", None),
+        ("t/type", {"content_type": "a\x00b"}),
+        ("t/subid", {"subscription_ids": [1]}),
+        ("t/ok1", {"content_type": "text/plain", "user_properties": [("k", "v")]}),
+    ]
+    for seq, (topic, properties) in enumerate(stored, 1):
+        journal.records[seq] = Outgoing(topic, b"x", 1, False, properties, None)
+    session = Session("c", journal=lambda: journal)
+    assert session.open_journal() == 2
+    assert journal.topics() == ["t/ok0", "t/ok1"]
+    assert session.outgoing.store.dropped == 4
+    assert session.outgoing.store.offline_count == 2
+    warnings = [r.getMessage() for r in caplog.records if "can no longer be sent" in r.getMessage()]
+    assert len(warnings) == 4
+    assert "record 2" in warnings[0]
+    assert "'retain'" in warnings[0]
+    assert all("a\x00b" not in line for line in warnings)  # a property's value is not logged
+    connect(session)  # used to raise TypeError here, inside the link's data_received
+    out = publishes(sent(session))
+    assert [p.topic for p in out] == ["t/ok0", "t/ok1"]
+    assert out[1].content_type == "text/plain"
+    puback(session, *(p.packet_id for p in out))
+    assert journal.records == {}

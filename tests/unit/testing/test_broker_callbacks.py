@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import mqtt5
 import pytest
@@ -20,6 +21,7 @@ from support.monkey import fail_once
 from tars.mqtt import ConnectError, MQTTClient
 from tars.mqtt.testing import InMemoryBroker
 from tars.mqtt.testing._broker_core import BrokerCore
+from tars.mqtt.testing._broker_ws import ServerLink
 from unit.testing.raw_peer import PeerOpener, RawPeer
 
 
@@ -116,5 +118,49 @@ async def test_an_error_in_the_brokers_websocket_layer_fails_the_upgrade_at_once
         assert loop.time() - started < 5
         await client.shutdown()
         assert errors_naming(caplog, "WebSocket link's data_received", "parser bug")
+        async with MQTTClient(broker.ws_url, "ws-after", wait_for_broker=False) as after:
+            assert after.connected
+
+
+class NoPeerInfo:
+    """A transport whose ``get_extra_info`` raises (a socket gone bad); the rest works."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        raise OSError("the socket is gone")
+
+    def __getattr__(self, name: str) -> Any:  # write, close, abort, is_closing...
+        return getattr(self._inner, name)
+
+
+async def test_a_websocket_link_whose_transport_fails_is_named_and_dropped_at_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failed callback was reported with the transport's peername, read at that moment: when
+    the transport was what failed, the report raised in its turn, into the loop's handler;
+    the failure went unnamed and the link stayed open for its client to find out later."""
+    opened = ServerLink.connection_made
+    faulty = [True]  # the first link's transport only
+
+    def connection_made(self: ServerLink, transport: Any) -> None:
+        opened(self, NoPeerInfo(transport) if faulty and faulty.pop() else transport)
+
+    monkeypatch.setattr(ServerLink, "connection_made", connection_made)
+    fail_once(monkeypatch, ServerLink, "_start", RuntimeError("upgrade bug"))
+    async with InMemoryBroker() as broker:
+        await broker.serve_ws()
+        assert broker.ws_url is not None
+        client = MQTTClient(broker.ws_url, "ws-no-peer", wait_for_broker=False, connect_timeout=10)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(ConnectError):
+            await client.connect()
+        assert loop.time() - started < 5
+        await client.shutdown()
+        [line] = errors_naming(caplog, "WebSocket link's connection_made", "upgrade bug")
+        assert line.startswith("the WebSocket peer: ")  # no peername: still named, said once
+        assert not [r for r in caplog.records if r.name == "asyncio"]  # nothing escaped
         async with MQTTClient(broker.ws_url, "ws-after", wait_for_broker=False) as after:
             assert after.connected

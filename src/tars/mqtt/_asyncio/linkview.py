@@ -87,8 +87,10 @@ class LinkView:
         wait: bool = True,
         **properties: Any,
     ) -> int:
-        """Publish with any MQTT 5 PUBLISH property of ``mqtt5.PublishPacket``
-        (``content_type``, ``message_expiry_interval``, ``user_properties``, ...). An MQTT
+        """Publish with any MQTT 5 PUBLISH property a caller may set (``content_type``,
+        ``correlation_data``, ``message_expiry_interval``, ``payload_format_indicator``,
+        ``response_topic``, ``user_properties``; the codec's other keywords, such as
+        ``topic_alias`` or ``subscription_ids``, are the session's or the broker's). An MQTT
         3.1.1 link sends none of them (counted in ``stats.properties_dropped``, said once).
 
         Returns the broker's reason code (0 for QoS 0 or ``wait=False``). The topic and the
@@ -97,7 +99,7 @@ class LinkView:
         reach it by a side door); the size is left to the codec's and the broker's limits.
 
         Raises :class:`~tars.mqtt.InvalidTopicError` (the topic or ``response_topic``),
-        :class:`~tars.mqtt.InvalidArgumentTypeError` and
+        :class:`~tars.mqtt.InvalidArgumentTypeError` (a wrong type, or another keyword) and
         :class:`~tars.mqtt.InvalidArgumentError` (a control or non-character in another string
         property) before anything is sent.
         """

@@ -98,6 +98,7 @@ class WebSocketLink(asyncio.Protocol, asyncio.Transport):
         self._open = False  # upgraded: inner.connection_made was called
         self._closing = False
         self._lost: Exception | None = None  # why the link ended, told to inner when it has
+        self._peer = "the WebSocket peer"  # host:port once connection_made read it (_where)
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         """The upgrade's outcome: a :class:`ConnectError` when it was refused or cut."""
 
@@ -114,6 +115,7 @@ class WebSocketLink(asyncio.Protocol, asyncio.Transport):
         # A cast, not an isinstance check: any conforming loop's transport (uvloop's is not an
         # asyncio.Transport subclass) has the calls used here.
         self._transport = cast(asyncio.Transport, transport)
+        self._peer = _peer_name(transport, self._peer)
         try:
             self._start()
             self._send()
@@ -250,8 +252,8 @@ class WebSocketLink(asyncio.Protocol, asyncio.Transport):
         raise NotImplementedError
 
     def _where(self) -> str:
-        peer = self.get_extra_info("peername")
-        return "the WebSocket peer" if not peer else f"{peer[0]}:{peer[1]}"
+        """Who is at the other end, for messages (read once: never from a failing transport)."""
+        return self._peer
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -333,6 +335,20 @@ class WebSocketLink(asyncio.Protocol, asyncio.Transport):
         if close is not None and close.code != CloseCode.NORMAL_CLOSURE:
             return ConnectionLostError(f"the peer closed the WebSocket: {close}")
         return None
+
+
+def _peer_name(transport: asyncio.BaseTransport, default: str) -> str:
+    """The transport's peer as ``host:port``, or ``default``. Read once, when the link opens,
+    and guarded: :meth:`WebSocketLink._callback_failed` names the link with it, and must not
+    call into a transport that may be what failed (the report would raise in its turn, into
+    the loop's handler, and leave the link open)."""
+    try:
+        peer = transport.get_extra_info("peername")
+    except Exception:
+        return default
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer) if peer else default
 
 
 class ClientLink(WebSocketLink):

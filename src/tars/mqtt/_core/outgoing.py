@@ -28,15 +28,19 @@ caller already agreed to lose.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Iterator
 from typing import Any, Literal, Protocol
 
+from .._checks import unsendable
 from .._errors import InvalidArgumentError, OutboxFullError
 
 __all__ = ["Journal", "OutboxPolicy", "Outgoing", "OutgoingStore"]
 
 OutboxPolicy = Literal["drop_oldest", "drop_newest", "block", "raise"]
+
+log = logging.getLogger("tars.mqtt")
 
 
 class Outgoing:
@@ -145,7 +149,7 @@ class OutgoingStore:
         self.resend: deque[Outgoing] = deque()
         self._offline_count = 0
         self._offline_bytes = 0
-        self.dropped = 0  # dropped by the outbox policy or limits
+        self.dropped = 0  # dropped by the outbox policy or limits, or unsendable at attach
         self.expired = 0  # older than the TTL when a link came back
         self.journal: Journal | None = None  # the durable outbox, while attached
         # The poison-message breaker's evidence: PUBLISHes put on the wire so far (each one's
@@ -158,10 +162,29 @@ class OutgoingStore:
         """Keep offline QoS 1/2 records in ``journal`` too, and queue what an earlier process
         left in it (handles None), in order, before any record queued later. Those count in
         the outbox (they were accepted offline) but are never dropped to fit the limits here:
-        their number is bounded by what the last process accepted. Returns how many."""
+        their number is bounded by what the last process accepted. Returns how many.
+
+        A record that no longer passes the checks of a publish (:func:`~.._checks.unsendable`:
+        written by an earlier version with looser rules, or by hand) is not queued: sent, it
+        would raise inside the link's callback, or make the broker end every link, on every
+        start. It leaves the journal, is logged at WARNING and counts in :attr:`dropped`."""
         self.journal = journal
         loaded = 0
+        valid_topics: dict[str, None] = {}  # one check per topic, as PublishCheck caches them
         for item in journal.load():
+            fault = unsendable(item.topic, item.qos, item.properties, valid_topics)
+            if fault is not None:
+                log.warning(
+                    "durable outbox: record %s (a publish to %r) can no longer be sent and is "
+                    "dropped: %s",
+                    item.seq,
+                    item.topic,
+                    fault,
+                )
+                if item.seq is not None:
+                    journal.remove(item.seq)
+                self.dropped += 1
+                continue
             item.offline = True
             self._offline_count += 1
             self._offline_bytes += len(item.payload)
