@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -134,7 +135,8 @@ async def test_a_stored_record_that_no_longer_passes_is_dropped_and_the_rest_del
     """A record with ``retain`` among its properties (which the checks of an earlier version
     let through) used to raise a bare TypeError inside the link's callback at each CONNACK:
     the link dropped, the client reconnected into the same record, for ever, at every start.
-    Now it is dropped when the file is loaded (logged, counted) and the others are sent."""
+    Now it is dropped when the file is loaded (logged, counted) and the others are sent; so is
+    a record whose properties column was damaged (it failed every start with a JSON error)."""
     broker = shared_mosquitto
     client_id, topic = unique("durable-bad"), unique("durable") + "/bad"
     file = MQTTClientConfig(
@@ -144,7 +146,12 @@ async def test_a_stored_record_that_no_longer_passes_is_dropped_and_the_rest_del
     with DurableOutbox(file, max_messages=10, max_bytes=1 << 20) as box:  # the earlier run
         box.append(topic, b"before", 1)
         box.append(topic, b"bad", 1, properties={"retain": True})
+        damaged = box.append(topic, b"damaged", 1, properties={"content_type": "x"}).seq
         box.append(topic, b"after", 1, properties={"content_type": "text/plain"})
+    db = sqlite3.connect(file)  # and one record's properties damaged on the disk
+    db.execute("UPDATE outbox SET properties = '{not json' WHERE seq = ?", (damaged,))
+    db.commit()
+    db.close()
     async with MosquittoSub(broker, topic, qos=1) as observer:
         client = MQTTClient(broker.url, client_id, outbox_path=tmp_path, enable_health=False)
         async with client:
@@ -155,6 +162,7 @@ async def test_a_stored_record_that_no_longer_passes_is_dropped_and_the_rest_del
     assert [m.payload for m in received] == [b"before", b"after", b"end"]
     assert stats.connects == 1  # no link was lost to it
     assert stats.properties_dropped == 0  # still MQTT 5: no fallback after a lost link
-    assert stats.outbox_dropped == 1
+    assert stats.outbox_dropped == 2
     assert stored(file) == 0
     assert "can no longer be sent" in caplog.text
+    assert "cannot be read back" in caplog.text

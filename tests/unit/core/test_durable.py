@@ -83,6 +83,32 @@ def test_load_gives_back_every_field_in_order_after_reopening(tmp_path: Path) ->
     assert b.expires_at == 1e9
 
 
+@pytest.mark.parametrize("damage", ["{not json", '{"$t": 5}', '{"$b": "%%%"}', "[1, 2]"])
+def test_a_record_whose_properties_cannot_be_read_is_dropped_and_the_rest_loads(
+    tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A properties column damaged (by hand, a disk, another version) costs that record only:
+    removed, counted, said; it must not make every start fail."""
+    with store(tmp_path) as box:
+        box.append("a", b"1", 1)
+        bad = box.append("b", b"2", 1, False, {"content_type": "x"}).seq
+        box.append("c", b"3", 1)
+    db = sqlite3.connect(tmp_path / "box.sqlite3")
+    db.execute("UPDATE outbox SET properties = ? WHERE seq = ?", (damage, bad))
+    db.commit()
+    db.close()
+    with store(tmp_path) as box:
+        assert topics(box) == ["a", "c"]
+        assert box.unreadable == 1
+        assert len(box) == 2
+    with store(tmp_path) as box:  # gone from the file, not only skipped
+        assert topics(box) == ["a", "c"]
+        assert box.unreadable == 0
+    said = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(said) == 1
+    assert f"record {bad} (a publish to 'b')" in said[0].getMessage()
+
+
 def test_removed_records_stay_removed_and_seqs_are_never_reused(tmp_path: Path) -> None:
     with store(tmp_path) as box:
         seqs = [box.append(f"t{i}", b"xy", 1).seq for i in range(5)]

@@ -194,6 +194,7 @@ class RecordingJournal:
 
     def __init__(self) -> None:
         self.removed: list[int] = []
+        self.unreadable = 0
 
     def append(self, item: Outgoing) -> int:
         return 1

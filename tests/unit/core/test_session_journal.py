@@ -38,6 +38,7 @@ class FakeJournal:
         self.last_seq = 0
         self.closed = False
         self.fail = False
+        self.unreadable = 0
 
     def append(self, item: Outgoing) -> int:
         assert not self.closed

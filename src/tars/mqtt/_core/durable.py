@@ -37,7 +37,9 @@ reads in pages, so memory stays bounded whatever the file holds.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
+import logging
 import os
 import sqlite3
 import urllib.parse
@@ -57,6 +59,8 @@ from .._errors import (
 from .outgoing import OutboxPolicy
 
 __all__ = ["Appended", "DurableOutbox", "StoredPublish", "outbox_file"]
+
+log = logging.getLogger("tars.mqtt")
 
 Synchronous = Literal["NORMAL", "FULL"]
 
@@ -141,6 +145,7 @@ class DurableOutbox:
         self.policy: OutboxPolicy = policy
         self.remove_batch = remove_batch
         self.dropped = 0  # dropped by the policy or for being too large
+        self.unreadable = 0  # skipped and removed by load(): properties that cannot be read
         self._pending_removes = 0
         self._db = _open(self.path, synchronous)
         try:
@@ -256,7 +261,11 @@ class DurableOutbox:
     def load(self, after: int = 0) -> Iterator[StoredPublish]:
         """Every record with ``seq > after``, oldest first, read a page at a time.
 
-        Records appended or removed while iterating are seen or skipped as of each page.
+        Records appended or removed while iterating are seen or skipped as of each page. A
+        record whose properties cannot be read back (the column damaged by hand, by a disk, or
+        written by another program) is removed instead, logged at WARNING and counted in
+        :attr:`unreadable`: sent without them it would not be the message that was accepted,
+        and raising here would fail every start.
         """
         while True:
             rows = self._db.execute(
@@ -265,7 +274,19 @@ class DurableOutbox:
                 (after, _PAGE),
             ).fetchall()
             for seq, topic, payload, qos, retain, props, expires_at in rows:
-                properties = None if props is None else _untag(orjson.loads(props))
+                try:
+                    properties = None if props is None else _properties_of(props)
+                except (ValueError, TypeError, AttributeError, binascii.Error) as exc:
+                    log.warning(
+                        "durable outbox: record %s (a publish to %r) has properties that "
+                        "cannot be read back (%s) and is dropped",
+                        seq,
+                        topic,
+                        type(exc).__name__,
+                    )
+                    self.remove(seq)
+                    self.unreadable += 1
+                    continue
                 yield StoredPublish(
                     seq, topic, bytes(payload), qos, bool(retain), properties, expires_at
                 )
@@ -399,6 +420,14 @@ def _tag(value: Any) -> Any:
     raise InvalidArgumentTypeError(
         f"cannot store a publish property of type {type(value).__name__} in the durable outbox"
     )
+
+
+def _properties_of(column: str) -> dict[str, Any]:
+    """The properties a record was appended with (raises ValueError when they are not)."""
+    value = _untag(orjson.loads(column))
+    if not isinstance(value, dict):
+        raise ValueError("not a mapping")
+    return value
 
 
 def _untag(value: Any) -> Any:

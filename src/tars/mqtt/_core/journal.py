@@ -83,5 +83,9 @@ class DurableJournal:
             item.expires_at = expires_at
             yield item
 
+    @property
+    def unreadable(self) -> int:
+        return self._box.unreadable
+
     def close(self) -> None:
         self._box.close()

@@ -112,7 +112,13 @@ class Journal(Protocol):
 
     def load(self) -> Iterator[Outgoing]:
         """The records left by an earlier process, oldest first, each with its ``seq`` set and
-        ``handle`` None; read a page at a time."""
+        ``handle`` None; read a page at a time. A record it cannot read back is not given: it
+        removes it, logs it and counts it in :attr:`unreadable`."""
+        ...
+
+    @property
+    def unreadable(self) -> int:
+        """Records :meth:`load` could not read back (removed and logged)."""
         ...
 
     def close(self) -> None:
@@ -167,7 +173,8 @@ class OutgoingStore:
         A record that no longer passes the checks of a publish (:func:`~.._checks.unsendable`:
         written by an earlier version with looser rules, or by hand) is not queued: sent, it
         would raise inside the link's callback, or make the broker end every link, on every
-        start. It leaves the journal, is logged at WARNING and counts in :attr:`dropped`."""
+        start. It leaves the journal, is logged at WARNING and counts in :attr:`dropped`, as does
+        a record the journal could not read back at all."""
         self.journal = journal
         loaded = 0
         valid_topics: dict[str, None] = {}  # one check per topic, as PublishCheck caches them
@@ -190,6 +197,7 @@ class OutgoingStore:
             self._offline_bytes += len(item.payload)
             self.pending.append(item)
             loaded += 1
+        self.dropped += journal.unreadable
         return loaded
 
     def detach(self) -> None:
