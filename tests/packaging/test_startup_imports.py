@@ -134,3 +134,20 @@ def test_without_pytest_asyncio_a_kit_fixture_says_what_to_install(tmp_path: Pat
     assert "install tars-core[testing]" in result.stdout
     assert "fixture 'mqtt_client' not found" not in result.stdout
     assert "1 passed, 1 error" in result.stdout  # the other fixtures work
+
+
+def test_printable_topics_and_properties_compile_no_pattern() -> None:
+    """The forbidden-character patterns (about 1 ms to compile) wait for a string that is not
+    printable: a service's start and its ordinary publishes never pay for them."""
+    checks = (
+        "from tars.mqtt._checks import PublishCheck\n"
+        "from tars.mqtt import _topics\n"
+        "check = PublishCheck(1 << 20)\n"
+        "check('robot/état', b'x', 1, {'content_type': 'text/plain', 'response_topic': 'r/1'})\n"
+        "print(_topics._searches.cache_info().currsize, end=' ')\n"
+        "try:\n"
+        "    check('robot/\\x01', b'x', 1, None)\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, _topics._searches.cache_info().currsize)\n"
+    )
+    assert _loaded(SERVICE + checks) == "0 InvalidTopicError 1"

@@ -155,6 +155,18 @@ async def test_an_int_property_out_of_range_is_an_invalid_argument(
         await client.publish("a/b", b"x", qos=1, properties=properties)
 
 
+@pytest.mark.parametrize("value", [2, 7, 255])
+async def test_a_payload_format_indicator_other_than_0_or_1_is_refused(
+    client: MQTTClient, value: int
+) -> None:
+    """MQTT 5 defines 0 (bytes) and 1 (UTF-8) only; Mosquitto's newer property checks end the
+    link on another value."""
+    with pytest.raises(InvalidArgumentError, match=r"must be 0 \(bytes\) or 1"):
+        await client.publish("a/b", b"x", qos=1, properties={"payload_format_indicator": value})
+    with pytest.raises(NotConnectedError):  # 1 passes the checks
+        await client.publish("a/b", b"x", qos=1, properties={"payload_format_indicator": 1})
+
+
 @pytest.mark.parametrize("qos", [0, 1, 2])
 async def test_retain_as_a_property_is_refused_at_once_and_queues_nothing_offline(qos: int) -> None:
     """Offline, the message used to be queued: the TypeError came on the next CONNACK, inside

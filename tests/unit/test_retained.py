@@ -3,6 +3,8 @@ retained check asks the broker with (pure)."""
 
 from __future__ import annotations
 
+import pytest
+
 from tars.mqtt._retained import RetainedMemory, check_filters
 
 
@@ -99,3 +101,14 @@ def test_routed_by_topic_a_topic_any_filter_of_the_service_matches_is_not_asked(
 def test_with_no_subscription_of_the_service_every_topic_is_asked_as_itself() -> None:
     assert check_filters(["a", "b/c"], set()) == ({"a": "a", "b/c": "b/c"}, {})
     assert check_filters(["a"], set(), routed_by_topic=True) == ({"a": "a"}, {})
+
+
+@pytest.mark.parametrize("routed_by_topic", [False, True])
+def test_a_topic_named_like_a_shared_subscription_is_not_asked(routed_by_topic: bool) -> None:
+    """As a filter, ``$share/g/t`` would join group ``g`` on ``t`` (taking a share of its live
+    messages, and no retained one): the check would see nothing and re-publish over a state the
+    broker holds."""
+    asked, unasked = check_filters(["$share/g/t", "a/b"], (), routed_by_topic=routed_by_topic)
+    assert asked == {"a/b": "a/b"}
+    assert list(unasked) == ["$share/g/t"]
+    assert "shared subscription" in unasked["$share/g/t"]

@@ -121,8 +121,8 @@ def check_properties(
         InvalidArgumentTypeError: a key outside :data:`PUBLISH_PROPERTIES` (named, its value
             not shown), or a property of the wrong type or shape.
         InvalidArgumentError: ``content_type`` or a user property's name or value holds a
-            control character or a Unicode non-character (named, its value not shown), or an
-            int property is out of its range.
+            control character or a Unicode non-character (named, its value not shown), an
+            int property is out of its range, or ``payload_format_indicator`` is not 0 or 1.
     """
     if not PUBLISH_PROPERTIES.issuperset(properties):
         raise _not_settable(properties)
@@ -146,6 +146,11 @@ def check_properties(
             "publish refused: an int property (message_expiry_interval, "
             "payload_format_indicator) is out of the range its MQTT 5 field can carry"
         ) from None
+    if properties.get("payload_format_indicator", 0) not in (0, 1):
+        # MQTT 5 3.3.2.3.2 defines 0 (bytes) and 1 (UTF-8) only; a broker may end the link.
+        raise InvalidArgumentError(
+            "publish refused: payload_format_indicator must be 0 (bytes) or 1 (UTF-8 text)"
+        )
     reason = malformed_property(
         properties.get("content_type"), None, properties.get("user_properties")
     )

@@ -79,7 +79,8 @@ def check_filters(
     which match the topic (MQTT 5, 4.7.1): the topic itself; ``topic/#``; the topic with its
     last level replaced by ``+`` (``a/b`` -> ``a/+``, ``/a`` -> ``/+``, ``x`` -> ``+``; not for
     a one-level ``$`` topic, which a leading wildcard does not match). When all are taken, the
-    topic is not asked.
+    topic is not asked; nor is a topic named ``$share/...``, which as a filter would be a shared
+    subscription.
 
     ``routed_by_topic``: the link has no subscription identifiers (MQTT 3.1.1, or a broker
     without them), so the client routes the check's messages by their topic, to every handler
@@ -87,11 +88,19 @@ def check_filters(
     that any taken filter matches (a shared one as its inner filter) is not asked, and the
     others are asked as themselves (no taken filter equals them).
 
-    Returns ``({topic: filter}, {topic: why it is not asked})``, both in the order of
+    Returns ``({topic: filter}, {topic: why it is not asked})``, the first in the order of
     ``topics``.
     """
     asked: dict[str, str] = {}
     unasked: dict[str, str] = {}
+    shared = [t for t in topics if t.startswith("$share/")]
+    if shared:  # as a filter it would join a group of shared subscribers, not ask
+        topics = [t for t in topics if not t.startswith("$share/")]
+        for topic in shared:
+            unasked[topic] = (
+                "a topic named $share/... cannot be asked about: as a filter it is a shared "
+                "subscription (which gets no retained messages)"
+            )
     if routed_by_topic:
         heard: TopicMatcher[str] = TopicMatcher(cache_size=0)
         for topic_filter in taken:

@@ -826,10 +826,12 @@ class MQTTClient:
     async def _undo(self, sub: Subscription, error: MQTTError | None = None) -> None:
         """A subscribe() that failed: take back what it added, unless an unsubscribe() took
         it back already (its count on the filter is gone: another subscription's is not)."""
-        if sub in self._dispatcher.subscriptions(sub.topic_filter):
-            self._dispatcher.remove(sub)
-            self._session.remove_subscription(sub.topic_filter, sub.qos)
-            self._supervisor.flush_soon()
+        if sub not in self._dispatcher.subscriptions(sub.topic_filter):
+            await sub.stop()  # unsubscribed meanwhile: ended by its user, error stays None
+            return
+        self._dispatcher.remove(sub)
+        self._session.remove_subscription(sub.topic_filter, sub.qos)
+        self._supervisor.flush_soon()
         await sub.stop(error=error)
 
     def _filter_given_up(self, topic_filter: str, error: MQTTError) -> None:

@@ -38,6 +38,11 @@ async def test_a_cancelled_subscribe_already_unsubscribed_leaves_a_later_one_sub
     await asyncio.sleep(0)
     again = asyncio.create_task(service.subscribe("x/cmd", on_second, qos=1))
     await asyncio.sleep(0)
+    # The crossing the test is about: the first call still awaits its SUBACK, the unsubscribe
+    # took its subscription back, the second one holds the filter (else this proves nothing).
+    assert not subscribing.done()
+    assert not unsubscribing.done()
+    assert [s.handler for s in service._dispatcher.subscriptions("x/cmd")] == [on_second]
     subscribing.cancel()
     in_memory_broker.unstall("svc")
     async with asyncio.timeout(5):

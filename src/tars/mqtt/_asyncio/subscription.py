@@ -227,8 +227,9 @@ class Subscription:
         :class:`~tars.mqtt.SubscribeError` when the broker refused the SUBSCRIBE of the
         ``subscribe()`` call that made it (that call raised it too; a refusal when a later link
         restores the filter is logged and tried again on the next link, and leaves this None).
-        Its worker is stopped then, and it receives nothing more; ``unsubscribe()`` and
-        ``shutdown()`` leave it None.
+        Its worker is stopped then (a message it had queued may still be handled while the
+        stop runs), and it receives nothing more; ``unsubscribe()`` and ``shutdown()`` leave it
+        None.
         """
         return self._error
 

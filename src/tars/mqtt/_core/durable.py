@@ -37,7 +37,6 @@ reads in pages, so memory stays bounded whatever the file holds.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import logging
 import os
@@ -262,37 +261,42 @@ class DurableOutbox:
         """Every record with ``seq > after``, oldest first, read a page at a time.
 
         Records appended or removed while iterating are seen or skipped as of each page. A
-        record whose properties cannot be read back (the column damaged by hand, by a disk, or
-        written by another program) is removed instead, logged at WARNING and counted in
-        :attr:`unreadable`: sent without them it would not be the message that was accepted,
-        and raising here would fail every start.
+        record that cannot be read back (a column damaged by hand, by a disk, or written by
+        another program: properties that do not decode, a payload that is not bytes, a QoS or
+        deadline of another type) is removed instead, logged at WARNING and counted in
+        :attr:`unreadable`: sent without its properties it would not be the message that was
+        accepted, and raising here would fail every start.
         """
-        while True:
-            rows = self._db.execute(
-                "SELECT seq, topic, payload, qos, retain, properties, expires_at FROM outbox "
-                "WHERE seq > ? ORDER BY seq LIMIT ?",
-                (after, _PAGE),
-            ).fetchall()
-            for seq, topic, payload, qos, retain, props, expires_at in rows:
-                try:
-                    properties = None if props is None else _properties_of(props)
-                except (ValueError, TypeError, AttributeError, binascii.Error) as exc:
-                    log.warning(
-                        "durable outbox: record %s (a publish to %r) has properties that "
-                        "cannot be read back (%s) and is dropped",
-                        seq,
-                        topic,
-                        type(exc).__name__,
-                    )
-                    self.remove(seq)
-                    self.unreadable += 1
-                    continue
-                yield StoredPublish(
-                    seq, topic, bytes(payload), qos, bool(retain), properties, expires_at
-                )
-            if len(rows) < _PAGE:
-                return
-            after = rows[-1][0]
+        removed = False
+        try:
+            while True:
+                rows = self._db.execute(
+                    "SELECT seq, topic, payload, qos, retain, properties, expires_at FROM outbox "
+                    "WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (after, _PAGE),
+                ).fetchall()
+                for row in rows:
+                    try:
+                        record = _record_of(*row)
+                    except (ValueError, TypeError, AttributeError) as exc:
+                        log.warning(
+                            "durable outbox: record %s (a publish to %r) cannot be read back "
+                            "(%s) and is dropped",
+                            row[0],
+                            row[1],
+                            type(exc).__name__,
+                        )
+                        self.remove(row[0])
+                        self.unreadable += 1
+                        removed = True
+                        continue
+                    yield record
+                if len(rows) < _PAGE:
+                    return
+                after = rows[-1][0]
+        finally:
+            if removed:
+                self.flush()  # gone for good now: a crash must not bring them back
 
     # --- transactions ------------------------------------------------------------------------
 
@@ -422,12 +426,30 @@ def _tag(value: Any) -> Any:
     )
 
 
-def _properties_of(column: str) -> dict[str, Any]:
-    """The properties a record was appended with (raises ValueError when they are not)."""
-    value = _untag(orjson.loads(column))
-    if not isinstance(value, dict):
-        raise ValueError("not a mapping")
-    return value
+def _record_of(
+    seq: int,
+    topic: object,
+    payload: object,
+    qos: object,
+    retain: object,
+    props: object,
+    expires_at: object,
+) -> StoredPublish:
+    """One row as it was appended (ValueError or TypeError when a column is not)."""
+    if not isinstance(topic, str) or not isinstance(payload, bytes):
+        raise TypeError("a topic or payload of another type")
+    if not isinstance(qos, int) or qos not in (0, 1, 2):
+        raise TypeError("a QoS of another type")
+    if expires_at is not None and not isinstance(expires_at, int | float):
+        raise TypeError("a deadline of another type")
+    properties = None
+    if props is not None:
+        if not isinstance(props, str):
+            raise TypeError("properties of another type")
+        properties = _untag(orjson.loads(props))
+        if not isinstance(properties, dict):
+            raise ValueError("properties that are not a mapping")
+    return StoredPublish(seq, topic, payload, qos, bool(retain), properties, expires_at)
 
 
 def _untag(value: Any) -> Any:
@@ -436,8 +458,10 @@ def _untag(value: Any) -> Any:
     if isinstance(value, dict):
         ((tag, inner),) = value.items()
         if tag == "$b":
-            return base64.b64decode(inner)
+            return base64.b64decode(inner, validate=True)  # binascii.Error is a ValueError
         if tag == "$t":
             return tuple(_untag(v) for v in inner)
-        return {k: _untag(v) for k, v in inner.items()}
+        if tag == "$d":
+            return {k: _untag(v) for k, v in inner.items()}
+        raise ValueError(f"unknown tag {tag!r}")
     return value

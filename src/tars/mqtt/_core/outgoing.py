@@ -178,6 +178,7 @@ class OutgoingStore:
         self.journal = journal
         loaded = 0
         valid_topics: dict[str, None] = {}  # one check per topic, as PublishCheck caches them
+        unreadable = journal.unreadable  # a journal may be attached again: count this load's
         for item in journal.load():
             fault = unsendable(item.topic, item.qos, item.properties, valid_topics)
             if fault is not None:
@@ -197,7 +198,7 @@ class OutgoingStore:
             self._offline_bytes += len(item.payload)
             self.pending.append(item)
             loaded += 1
-        self.dropped += journal.unreadable
+        self.dropped += journal.unreadable - unreadable
         return loaded
 
     def detach(self) -> None:
