@@ -186,15 +186,17 @@ async def mosquitto_pub(
     args += ["-q", str(qos), "-s" if payload else "-n", *extra_args]
     if retain:
         args.append("-r")
+    # With -n nothing reads stdin, and the process may be gone before an empty write reaches
+    # its pipe: uvloop then raises on the write (asyncio ignores it). No pipe at all then.
     process = await asyncio.create_subprocess_exec(
         "mosquitto_pub",
         *args,
-        stdin=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.PIPE if payload else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
     async with asyncio.timeout(5):
-        _, err = await process.communicate(payload)
+        _, err = await process.communicate(payload or None)
     if process.returncode != 0:
         raise AssertionError(f"mosquitto_pub failed ({process.returncode}): {err.decode()}")
 
