@@ -28,11 +28,11 @@ _set = object.__setattr__
 """What a :class:`Frozen` subclass's ``__init__`` sets its fields with."""
 
 
-def _values(record: Frozen | Record) -> tuple[Any, ...]:
+def _values(record: _Fields) -> tuple[Any, ...]:
     return tuple([getattr(record, name) for name in record.__match_args__])
 
 
-def _repr(record: Frozen | Record) -> str:
+def _repr(record: _Fields) -> str:
     fields = ", ".join(f"{name}={getattr(record, name)!r}" for name in record.__match_args__)
     return f"{type(record).__qualname__}({fields})"
 
@@ -47,9 +47,9 @@ def _fields(cls: type) -> tuple[str, ...]:
     return tuple(names)
 
 
-@dataclass_transform(frozen_default=True, eq_default=True)
-class Frozen:
-    """An immutable record compared and hashed by its fields (a frozen dataclass's behaviour)."""
+class _Fields:
+    """What both kinds share: the field order (``__match_args__``), comparison by fields, and
+    the dataclass-like repr."""
 
     __slots__: ClassVar[tuple[str, ...]] = ()
     __match_args__: ClassVar[tuple[str, ...]] = ()
@@ -63,11 +63,18 @@ class Frozen:
             return _values(self) == _values(other)
         return NotImplemented
 
-    def __hash__(self) -> int:
-        return hash(_values(self))
-
     def __repr__(self) -> str:
         return _repr(self)
+
+
+@dataclass_transform(frozen_default=True, eq_default=True)
+class Frozen(_Fields):
+    """An immutable record compared and hashed by its fields (a frozen dataclass's behaviour)."""
+
+    __slots__ = ()
+
+    def __hash__(self) -> int:
+        return hash(_values(self))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise FrozenInstanceError(f"cannot assign to field {name!r}")
@@ -77,21 +84,8 @@ class Frozen:
 
 
 @dataclass_transform(eq_default=True)
-class Record:
+class Record(_Fields):
     """A mutable record compared by its fields, and so unhashable (a dataclass's behaviour)."""
 
-    __slots__: ClassVar[tuple[str, ...]] = ()
-    __match_args__: ClassVar[tuple[str, ...]] = ()
+    __slots__ = ()
     __hash__ = None  # type: ignore[assignment]
-
-    def __init_subclass__(cls) -> None:
-        super().__init_subclass__()
-        cls.__match_args__ = _fields(cls)  # type: ignore[misc]
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is self.__class__:
-            return _values(self) == _values(other)
-        return NotImplemented
-
-    def __repr__(self) -> str:
-        return _repr(self)
