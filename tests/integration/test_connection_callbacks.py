@@ -157,6 +157,23 @@ async def test_the_connect_is_retried_after_a_failed_callback_and_succeeds(
         await client.shutdown()
 
 
+def reconnected(client: MQTTClient) -> asyncio.Event:
+    """Set once ``client`` has connected a second time (the link came back by itself)."""
+    back = asyncio.Event()
+
+    @client.on_connect
+    async def _count() -> None:
+        if client.stats.connects >= 2:
+            back.set()
+
+    return back
+
+
+def lost_links(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The client's log lines saying a link was lost, and why."""
+    return [r.getMessage() for r in caplog.records if "lost its link" in r.getMessage()]
+
+
 async def test_an_error_in_data_received_drops_the_link_naming_it_and_the_client_comes_back(
     shared_mosquitto: MosquittoBroker, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -173,12 +190,7 @@ async def test_an_error_in_data_received_drops_the_link_naming_it_and_the_client
         reconnect_max_delay=0.1,
     )
     inbox: Inbox[str] = Inbox()
-    back = asyncio.Event()
-
-    @client.on_connect
-    async def _count() -> None:
-        if client.stats.connects >= 2:
-            back.set()
+    back = reconnected(client)
 
     async def handler(msg: Message) -> None:
         inbox.add(msg.topic)
@@ -191,7 +203,7 @@ async def test_an_error_in_data_received_drops_the_link_naming_it_and_the_client
         async with asyncio.timeout(5):
             await back.wait()
         assert errors_naming(caplog, "data_received")
-        lost = [r.getMessage() for r in caplog.records if "lost its link" in r.getMessage()]
+        lost = lost_links(caplog)
         assert any("data_received" in line and "socket buffer exploded" in line for line in lost)
         # The new link works: a message published now arrives.
         await mosquitto_pub(shared_mosquitto, topic, b"y", qos=1)
@@ -266,12 +278,7 @@ async def test_an_error_in_a_websocket_link_drops_it_naming_it_and_the_client_co
         reconnect_max_delay=0.1,
     )
     inbox: Inbox[bytes] = Inbox()
-    back = asyncio.Event()
-
-    @client.on_connect
-    async def _count() -> None:
-        if client.stats.connects >= 2:
-            back.set()
+    back = reconnected(client)
 
     async def handler(payload: bytes) -> None:
         inbox.add(payload)
@@ -284,7 +291,7 @@ async def test_an_error_in_a_websocket_link_drops_it_naming_it_and_the_client_co
         async with asyncio.timeout(5):
             await back.wait()
         assert errors_naming(caplog, "data_received")
-        lost = [r.getMessage() for r in caplog.records if "lost its link" in r.getMessage()]
+        lost = lost_links(caplog)
         assert any("data_received" in line and "frame soup" in line for line in lost), lost
         await mosquitto_pub(ws_mosquitto, topic, b"after", qos=1)
         await wait_until(lambda: b"after" in inbox.items)
