@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 import orjson
-from mqtt5 import PublishPacket
+from mqtt5 import PublishPacket, QoS
 
 from ._argcheck import wrong_type
 from ._dedup import content_key
@@ -23,6 +23,9 @@ from ._errors import EnvelopeError
 __all__ = ["Message"]
 
 _UNSET: Final[Any] = object()
+# The codec's QoS members are singletons: `is` against them costs a third of int(packet.qos).
+_AT_MOST_ONCE: Final = QoS.AT_MOST_ONCE
+_AT_LEAST_ONCE: Final = QoS.AT_LEAST_ONCE
 
 
 class Message:
@@ -53,7 +56,8 @@ class Message:
         try:  # free on the receive path; only a wrong argument pays for the message
             self._topic: str = packet.topic
             self._payload: bytes = packet.payload
-            self._qos = int(packet.qos)
+            qos = packet.qos
+            self._qos = 0 if qos is _AT_MOST_ONCE else 1 if qos is _AT_LEAST_ONCE else int(qos)
             self._retain: bool = packet.retain
         except AttributeError:
             raise wrong_type("packet", packet, "an mqtt5.PublishPacket") from None
@@ -106,10 +110,20 @@ class Message:
         """
         env = self._envelope
         if env is None:
-            try:
-                env = envelope_from_json(self.json())
-            except EnvelopeError as exc:
-                env = exc
+            value = self._json
+            if value is _UNSET:  # json()'s parse, written out: one call fewer per event
+                try:
+                    value = orjson.loads(self._payload)
+                except orjson.JSONDecodeError as exc:
+                    value = EnvelopeError(f"payload is not JSON: {exc}")
+                self._json = value
+            if isinstance(value, EnvelopeError):
+                env = value
+            else:
+                try:
+                    env = envelope_from_json(value)
+                except EnvelopeError as exc:
+                    env = exc
             self._envelope = env
         if isinstance(env, EnvelopeError):
             raise env
@@ -156,6 +170,30 @@ class Message:
         The id alone would merge distinct messages of the original fleet format, which reuses
         one id for an answer, for the chunks of a stream and for a re-published state.
         """
+        payload = self._payload
+        if self._json is _UNSET and payload.startswith(b'{"id":"'):
+            # envelope_id's and content_key's fast paths in one (every received event comes
+            # here): the same checks, the same key, no call and no parse.
+            end = payload.find(b'"', 7)
+            if end > 7 and payload.find(b"\\", 7, end) < 0:
+                at = payload.find(b'"ts":', end)
+                if at > 0:
+                    start = at + 5
+                    stop = payload.find(b",", start)
+                    if (
+                        stop > start
+                        and payload.find(b'"', start, stop) < 0
+                        and payload.find(b'"data":', 0, at) < 0
+                    ):
+                        try:
+                            msg_id = payload[7:end].decode()
+                        except UnicodeDecodeError:
+                            pass  # the slow path says what it is
+                        else:
+                            return msg_id, hash(payload[:start] + payload[stop:])
+        return self._slow_key()
+
+    def _slow_key(self) -> tuple[str, int] | None:
         msg_id = self.envelope_id
         if msg_id is None:
             return None

@@ -133,6 +133,10 @@ class MQTTClient:
         self._session = session = make_session(cfg)
         self._listeners: list[MessageListener] = []
         self._instruments = Instruments(cfg.effective_client_id)  # falsy until one is added
+        self._source = cfg.source  # the config is frozen: read once, not per event
+        # publish_event() skips publish()'s frame unless a subclass wraps publish().
+        self._plain_publish = type(self).publish is MQTTClient.publish
+        self._loop: asyncio.AbstractEventLoop | None = None  # connect()'s
         self._connect_hooks: list[Hook] = []
         self._disconnect_hooks: list[Hook] = []
         self._supervisor = Supervisor(
@@ -371,6 +375,7 @@ class MQTTClient:
                 retain=True,
             )
         self._state = ClientState.CONNECTING
+        self._loop = loop  # the publish path's: asyncio.get_running_loop() costs a getpid()
         self._closed = loop.create_future()
         first = self._supervisor.begin()
         for sub in self._dispatcher.subscriptions():
@@ -482,6 +487,8 @@ class MQTTClient:
         payload = self._check(topic, payload, qos, properties, retain, wait)
         self._require_running("publish")
         session = self._session
+        loop = self._loop
+        assert loop is not None  # set by connect(), which _require_running() vouches for
         fut: asyncio.Future[int] | None = None
         if qos:
             if not wait and session.at_capacity:
@@ -492,10 +499,10 @@ class MQTTClient:
                 await self._wait_for(WaitFor.ROOM, len(payload))
                 self._require_running("publish")
             if wait:
-                fut = asyncio.get_running_loop().create_future()
+                fut = loop.create_future()
         if qos or not session.linked:
             # Dates an offline record (TTL) and starts a QoS 1/2 publish's ack clock.
-            now = asyncio.get_running_loop().time()
+            now = loop.time()
             events = session.publish(
                 topic, payload, qos, retain, handle=fut, properties=properties, now=now
             )
@@ -574,9 +581,12 @@ class MQTTClient:
             )
         else:
             msg_id, payload = encode_event(
-                event_type, data, source=self._config.source, correlate=correlation_id
+                event_type, data, source=self._source, correlate=correlation_id
             )
-        await self.publish(topic, payload, qos=qos, retain=retain, wait=wait)
+        if self._instruments or not self._plain_publish:
+            await self.publish(topic, payload, qos=qos, retain=retain, wait=wait)
+        else:  # the same call, one coroutine frame fewer per event (issue 18)
+            await self._publish(topic, payload, qos=qos, retain=retain, wait=wait, properties=None)
         return msg_id
 
     async def request(

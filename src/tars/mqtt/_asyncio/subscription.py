@@ -416,6 +416,7 @@ class Subscription:
         me = asyncio.current_task()
         done = self._done
         holding = self._holding
+        call = self._call
         while self._worker is me:  # stop() from inside a handler: end after that call
             if not queue:
                 self._signal_idle()
@@ -433,7 +434,9 @@ class Subscription:
                 if token is not None:
                     holding.add(token)
                 try:
-                    await self._observed_call(msg)
+                    # _observed_call() written out: one call fewer per message.
+                    instruments = self._instruments
+                    await (instruments.handle(self, msg, call) if instruments else call(msg))
                 finally:
                     self._busy = False
                 # Not in the finally: a KeyboardInterrupt, SystemExit or the worker's own

@@ -20,6 +20,7 @@ __all__ = [
     "FramingError",
     "bad_publish_topic",
     "check_fixed_header",
+    "codec_failure",
     "frame_length",
     "read_packet",
 ]
@@ -86,12 +87,25 @@ def read_packet(chunk: bytes | memoryview) -> tuple[mqtt5.Packet, int]:
         return mqtt5.read(view)
     except IndexError:
         raise
-    except ValueError as exc:
-        raise FramingError(f"malformed packet: {exc}") from None
     except BaseException as exc:
-        if type(exc).__name__ != "PanicException":
+        failure = codec_failure(exc)
+        if failure is None:
             raise
-        raise FramingError("malformed packet: invalid UTF-8") from None
+        raise failure from None
+
+
+def codec_failure(exc: BaseException) -> FramingError | None:
+    """What a failure of ``mqtt5.read`` other than ``IndexError`` means: a
+    :class:`FramingError` for a malformed packet (``ValueError``, or the pyo3 panic on invalid
+    UTF-8), None for anything else (not the bytes' fault: re-raise it). The one translation,
+    used by :func:`read_packet` and by the reader's loop, which calls the codec directly."""
+    if isinstance(exc, FramingError):
+        return exc
+    if isinstance(exc, ValueError):
+        return FramingError(f"malformed packet: {exc}")
+    if type(exc).__name__ == "PanicException":
+        return FramingError("malformed packet: invalid UTF-8")
+    return None
 
 
 def bad_publish_topic(data: bytes, pos: int) -> bool:
@@ -101,19 +115,21 @@ def bad_publish_topic(data: bytes, pos: int) -> bool:
     topic is looked at first: an ASCII topic (nearly all of them) costs one ``isascii``. False
     while the topic is not all there yet (the codec then asks for more bytes).
     """
-    end = len(data)
-    i = pos + 1
-    for _ in range(4):  # the remaining length: 1 to 4 bytes
-        if i >= end:
-            return False
-        more = data[i] & 0x80
-        i += 1
-        if not more:
-            break
-    if i + 2 > end:
-        return False
-    stop = i + 2 + ((data[i] << 8) | data[i + 1])
-    if stop > end:
+    # Called for every PUBLISH (a chunk with binary framing is rarely all ASCII): the one- and
+    # two-byte remaining lengths of most packets are read without a loop.
+    try:
+        if data[pos + 1] < 0x80:
+            i = pos + 2
+        elif data[pos + 2] < 0x80:
+            i = pos + 3
+        elif data[pos + 3] < 0x80:
+            i = pos + 4
+        else:
+            i = pos + 5  # a fifth length byte is the codec's to refuse
+        stop = i + 2 + ((data[i] << 8) | data[i + 1])
+    except IndexError:
+        return False  # the length or the topic's is not all there yet
+    if stop > len(data):
         return False
     topic = data[i + 2 : stop]
     if topic.isascii():

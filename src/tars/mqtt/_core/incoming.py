@@ -207,7 +207,10 @@ class Incoming(Generic[T]):
         if order[0] != token:
             return []  # an earlier message goes first
         held, by_pid = self._held, self._by_pid
-        due: list[Due] = []
+        order.popleft()  # this one first, without a second lookup
+        del held[token]
+        del by_pid[entry.packet_id]
+        due: list[Due] = [(entry.packet_id, entry.qos)]
         while order:
             head = held[order[0]]
             if head.holders > 0:

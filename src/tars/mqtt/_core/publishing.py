@@ -307,17 +307,19 @@ class Publishing:
         """The in-flight publish ``packet_id`` has its outcome: report it, free its quota."""
         store = self.store
         item = store.inflight.pop(packet_id)
-        store.forget(item)
+        if item.seq is not None:
+            store.forget(item)
         if item.order > store.answered_upto:  # the broker read this far (the poison breaker)
             store.answered_upto = item.order
         self.send_quota += 1
+        handle = item.handle
         if reason >= 0x80:
             self._stats.publish_failed += 1
-            if item.handle is None:  # nobody awaits it: say it here
+            if handle is None:  # nobody awaits it: say it here
                 log.warning("broker refused a publish on %r: reason code %#x", item.topic, reason)
         elif reason == NO_SUBSCRIBERS:
             self._stats.no_subscribers += 1
-        events.append(PublishDone(item.handle, reason, text))
+        events.append(PublishDone(handle, reason, text))
         liveness = self._liveness
         if liveness is not None:
             liveness.acked(now)

@@ -4,8 +4,10 @@ It owns the partial-packet buffer of the link and the framing checks (:mod:`.fra
 packet split over chunks waits for the rest, a bad first byte or length ends the link at once
 (a reserved type announcing a large length would otherwise hold the link until keep-alive),
 a packet over our Maximum Packet Size is refused before it is buffered, and a codec failure,
-the pyo3 panic included, never reaches the process (:func:`.framing.read_packet` is the one
-place that catches it, for both ends of every link, the testing broker's too).
+the pyo3 panic included, never reaches the process (:func:`.framing.codec_failure` is the one
+place that translates it, for both ends of every link, the testing broker's too; the loop
+calls ``mqtt5.read`` itself rather than through :func:`.framing.read_packet`, a call fewer per
+packet).
 
 What a packet means is not its business: the session checks each against the link's state.
 A failure is returned as a :class:`ReadError` after the packets that came before it, so the
@@ -20,7 +22,14 @@ import mqtt5
 
 from .._record import Frozen, _set
 from .codes import MALFORMED, PACKET_TOO_LARGE
-from .framing import FramingError, bad_publish_topic, check_fixed_header, frame_length, read_packet
+from .framing import (
+    FramingError,
+    bad_publish_topic,
+    check_fixed_header,
+    codec_failure,
+    frame_length,
+    read_packet,
+)
 
 __all__ = ["ReadError", "Reader"]
 
@@ -93,14 +102,16 @@ class Reader:
         end = len(data)
         pos = 0
         limit = self.max_packet_size
-        read_packet = self.read
+        read = self.read
+        if read is read_packet:
+            read = mqtt5.read  # its failures translated below, as read_packet would: no call
         try:
             check_topics = not data.isascii()  # an ASCII chunk has only UTF-8 topics
             while pos < end:
                 if check_topics and data[pos] >> 4 == 3 and bad_publish_topic(data, pos):
                     return packets, ReadError(MALFORMED, "malformed packet: topic not UTF-8")
                 try:
-                    packet, size = read_packet(view[pos:])
+                    packet, size = read(view[pos:])
                 except IndexError:
                     try:
                         check_fixed_header(data[pos])
@@ -110,9 +121,12 @@ class Reader:
                     if need and end - pos >= need:  # all there: its fields overrun its length
                         return packets, ReadError(MALFORMED, "malformed packet: truncated")
                     break
-                except FramingError as exc:
+                except BaseException as exc:
+                    failure = codec_failure(exc)  # a FramingError, or None: not the bytes'
+                    if failure is None:
+                        raise
                     v311 = data[pos : pos + 2] == b"\x20\x02"
-                    return packets, ReadError(MALFORMED, str(exc), v311)
+                    return packets, ReadError(MALFORMED, str(failure), v311)
                 pos += size
                 if limit is not None and size > limit:
                     return packets, ReadError(PACKET_TOO_LARGE, "packet over our maximum")

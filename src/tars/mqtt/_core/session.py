@@ -131,6 +131,8 @@ class SessionState(enum.Enum):
 
 
 _ENDED: Final = frozenset((SessionState.CLOSING, SessionState.DISCONNECTED))
+_AT_MOST_ONCE: Final = mqtt5.QoS.AT_MOST_ONCE
+_AT_LEAST_ONCE: Final = mqtt5.QoS.AT_LEAST_ONCE
 
 
 class WaitFor(enum.Enum):
@@ -780,12 +782,16 @@ class Session:
         packets, error = self.reader.feed(data)
         events: list[Event] = []
         handle = self._handle_packet
+        connected = SessionState.CONNECTED
         for packet in packets:
-            if type(packet) is PublishPacket and self.state is SessionState.CONNECTED:
+            # `is` comparisons, not `in _ENDED`, per packet: an Enum member's hash is a Python
+            # call (issue 18's receive path, measured).
+            if type(packet) is PublishPacket and self.state is connected:
                 self._handle_publish(packet, events)
             else:
                 handle(packet, events, now)
-            if self.state in _ENDED:
+            state = self.state
+            if state is not connected and state is not SessionState.CONNECTING:
                 return events
         if error is not None:
             if error.v311_connack and self.state is SessionState.CONNECTING:
@@ -817,10 +823,14 @@ class Session:
                     events, PROTOCOL_ERROR, f"PUBLISH with an invalid topic name {topic!r}"
                 )
             return
-        if packet.topic == self._heartbeat_topic and self.liveness is not None:
+        if topic == self._heartbeat_topic and self.liveness is not None:
             self.liveness.heartbeat_returned()
-        qos = packet.qos
-        if qos == 0:
+        codec_qos = packet.qos  # the codec's members are singletons: `is`, not int()
+        if codec_qos is _AT_MOST_ONCE:
+            events.append(packet)
+            return
+        qos = 1 if codec_qos is _AT_LEAST_ONCE else int(codec_qos)
+        if not qos:
             events.append(packet)
             return
         packet_id = packet.packet_id
