@@ -28,6 +28,7 @@ are pydantic's ``ValidationError`` as before.
 from __future__ import annotations
 
 import itertools
+import operator
 import os
 import sys
 import time
@@ -57,6 +58,8 @@ __all__ = [
 _ALL_FIELDS = frozenset(ENVELOPE_FIELDS)
 _FIELDS_WITHOUT_CORRELATE = _ALL_FIELDS - {"correlate"}
 _new_instance = object.__new__
+_REQUIRED = operator.itemgetter("id", "type", "ts", "source", "data")
+_USUAL_TYPES = (str, str, float, str, dict)
 _set_attr = object.__setattr__
 
 
@@ -456,6 +459,30 @@ def envelope_from_json(obj: object) -> Envelope:
     """
     if type(obj) is not dict:
         raise EnvelopeError(f"not a JSON envelope: expected an object, got {_json_type(obj)}")
+    # Every received event comes here: the usual shape (the five fields, a float ts, no
+    # correlate) is taken in a few C calls; anything else takes the field-by-field checks below.
+    try:
+        values = _REQUIRED(obj)
+    except KeyError:
+        pass
+    else:
+        if tuple(map(type, values)) == _USUAL_TYPES and "correlate" not in obj:
+            envelope = _new_instance(Envelope)
+            msg_id, event_type, ts, source, data = values
+            _set_attr(
+                envelope,
+                "__dict__",
+                {
+                    "id": msg_id,
+                    "type": event_type,
+                    "ts": ts,
+                    "source": source,
+                    "correlate": None,
+                    "data": data,
+                },
+            )
+            _set_attr(envelope, "_fields_set", _FIELDS_WITHOUT_CORRELATE)
+            return envelope
     msg_id = obj.get("id")
     event_type = obj.get("type")
     source = obj.get("source")

@@ -32,6 +32,7 @@ from .._core.events import (
     Disconnected,
     Event,
     FilterGivenUp,
+    PublishDone,
     Ready,
 )
 from .._core.session import Session, SessionState
@@ -402,6 +403,10 @@ class Connection(asyncio.Protocol):
                         listener(event)
                     except Exception:
                         log.exception("message listener failed on topic %r", event.topic)
+            elif kind is PublishDone:  # one per PUBACK: only a waiting publisher is told
+                assert isinstance(event, PublishDone)
+                if event.handle is not None:
+                    settle((event,))
             elif kind is Connected:
                 assert isinstance(event, Connected)
                 if not self._connected.done():

@@ -98,6 +98,10 @@ class Publishing:
         self.send_quota = MAX_PACKET_ID
         self.broker_max_packet_size: int | None = None
         self._connack: ConnAckPacket | None = None
+        # What the CONNACK allows, read once per link (unservable() says why not, and is asked
+        # only when a publish goes beyond these: not per publish).
+        self._max_qos = 2
+        self._retain_ok = True
 
     def __repr__(self) -> str:
         return f"<Publishing quota={self.send_quota} {self.store!r}>"
@@ -110,6 +114,8 @@ class Publishing:
     def link_started(self, connack: ConnAckPacket) -> None:
         """A CONNACK-ed link: the broker's Receive Maximum, Maximum Packet Size and limits."""
         self._connack = connack
+        self._max_qos = int(connack.max_qos)
+        self._retain_ok = connack.retain_available is not False
         self.send_quota = connack.receive_max
         self.broker_max_packet_size = connack.max_packet_size
 
@@ -132,7 +138,11 @@ class Publishing:
         now: float,
     ) -> Sequence[Event]:
         """See :meth:`.session.Session.publish`; ``linked``: a CONNACK-ed link is up."""
-        if linked and (retain or qos) and (refusal := self.unservable(qos, retain)):
+        if (
+            linked
+            and (qos > self._max_qos or (retain and not self._retain_ok))
+            and (refusal := self.unservable(qos, retain))
+        ):
             raise refusal
         if qos == 0 and linked:
             if properties:

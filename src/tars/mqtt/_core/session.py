@@ -133,6 +133,7 @@ class SessionState(enum.Enum):
 _ENDED: Final = frozenset((SessionState.CLOSING, SessionState.DISCONNECTED))
 _AT_MOST_ONCE: Final = mqtt5.QoS.AT_MOST_ONCE
 _AT_LEAST_ONCE: Final = mqtt5.QoS.AT_LEAST_ONCE
+_PUBACK_SUCCESS: Final = mqtt5.PubAckReasonCode.SUCCESS
 
 
 class WaitFor(enum.Enum):
@@ -882,8 +883,13 @@ class Session:
             return
         if kind is PubAckPacket:
             assert isinstance(packet, PubAckPacket)
+            code = packet.reason_code  # a singleton member: `is` before int() (3x the cost)
             self.outgoing.handle_puback(
-                packet.packet_id, events, int(packet.reason_code), packet.reason_str, now
+                packet.packet_id,
+                events,
+                0 if code is _PUBACK_SUCCESS else int(code),
+                packet.reason_str,
+                now,
             )
         elif kind is PubRecPacket:
             assert isinstance(packet, PubRecPacket)
