@@ -275,6 +275,34 @@ def test_decoded_envelope_is_the_same_object_model_construct_builds() -> None:
     assert Envelope.model_validate(fast.model_dump()) == fast
 
 
+@pytest.mark.parametrize(
+    "wire",
+    [
+        pytest.param({k: v for k, v in _valid().items() if k != "correlate"}, id="usual: fast"),
+        pytest.param(_valid(), id="correlate null"),
+        pytest.param(_valid(correlate="c-1"), id="correlate set"),
+        pytest.param({**_valid(ts=1718000000), "correlate": "c"}, id="int ts"),
+        pytest.param(
+            {"data": {"a": 1}, "source": "s", "ts": 2.5, "type": "t", "id": "x"}, id="key order"
+        ),
+        pytest.param({**_valid(), "extra": [1], "version": 2}, id="extra keys"),
+    ],
+)
+def test_every_path_of_envelope_from_json_builds_what_model_construct_builds(
+    wire: dict[str, Any],
+) -> None:
+    """The usual shape takes a shortcut: it must build the very object the checked path and
+    model_construct build (fields, the fields given, repr, dump)."""
+    fast = envelope_from_json(orjson.loads(orjson.dumps(wire)))
+    known = {k: v for k, v in wire.items() if k in Envelope.model_fields}
+    slow = Envelope.model_construct(**{**known, "ts": float(known["ts"])})
+    assert fast == slow
+    assert fast.model_fields_set == slow.model_fields_set
+    assert repr(fast) == repr(slow)
+    assert fast.model_dump_json() == slow.model_dump_json()
+    assert type(fast.ts) is float
+
+
 def test_envelope_from_json_takes_an_already_parsed_object() -> None:
     env = envelope_from_json(_valid())
     assert (env.id, env.data) == ("id-1", {"text": "hi"})

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from mqtt5 import PublishPacket, QoS
 
 from tars.mqtt import Envelope, EnvelopeError, Message
+from tars.mqtt._dedup import content_key
 from tars.mqtt._envelope import encode_event
 
 
@@ -167,3 +168,63 @@ def test_envelope_id_of_a_tars_envelope_parses_nothing(monkeypatch: pytest.Monke
     assert calls == []
     assert msg.envelope.id == msg_id  # the handler's parse, once
     assert len(calls) == 1
+
+
+# --- dedup_key: envelope_id's and content_key's fast paths in one ------------------------------
+
+
+def _reference_key(payload: bytes) -> tuple[str, int] | None:
+    """The key as envelope_id and content_key compute it, one after the other (the fused
+    fast path must give the same, or redeliveries would be missed across versions)."""
+    msg = message(payload)
+    msg_id = msg.envelope_id
+    return None if msg_id is None else content_key(payload, msg_id, msg.json)
+
+
+_KEYED = [
+    pytest.param(encode_event("t", {"k": 1}, source="s")[1], id="tars-core envelope"),
+    pytest.param(encode_event("t", {"k": 1}, source="s", correlate="c-1")[1], id="with correlate"),
+    pytest.param(b'{"id":"a","type":"t","ts":1,"source":"s","data":{}}', id="int ts"),
+    pytest.param(b'{"id":"a","type":"t","ts":"x","source":"s","data":{}}', id="string ts"),
+    pytest.param(b'{"id":"a","data":{"ts":1,"k":2},"ts":3}', id="ts inside data first"),
+    pytest.param(b'{"id":"a","type":"t","ts":1.5}', id="ts last: no comma"),
+    pytest.param(b'{"id":"a","type":"t"}', id="no ts"),
+    pytest.param(b'{"id":"caf\xc3\xa9","ts":1,"data":{}}', id="utf-8 id"),
+    pytest.param(b'{"id":"\xff\xfe","ts":1,"data":{}}', id="id not utf-8"),
+    pytest.param(b'{"id":"a\\"b","ts":1,"data":{}}', id="escaped quote in the id"),
+    pytest.param(b'{"id": "a", "ts": 1, "data": {}}', id="json.dumps spacing"),
+    pytest.param(b'{"type":"t","id":"a","ts":1}', id="id not first"),
+    pytest.param(b'{"id":"","ts":1}', id="empty id"),
+    pytest.param(b'{"id":7,"ts":1}', id="id not a string"),
+    pytest.param(b"not json", id="not json"),
+]
+
+
+@pytest.mark.parametrize("payload", _KEYED)
+def test_dedup_key_is_the_key_envelope_id_and_content_key_give(payload: bytes) -> None:
+    assert message(payload).dedup_key == _reference_key(payload)
+
+
+@given(
+    st.text(st.characters(blacklist_characters='"\\'), max_size=8),
+    st.one_of(
+        st.floats(allow_nan=False, allow_infinity=False), st.integers(-(2**53), 2**53), st.text()
+    ),
+    st.dictionaries(st.text(max_size=4), st.integers(-(2**53), 2**53), max_size=3),
+)
+def test_dedup_key_agrees_on_generated_envelopes(
+    msg_id: str, ts: float | int | str, data: dict[str, int]
+) -> None:
+    payload = orjson.dumps({"id": msg_id, "type": "t", "ts": ts, "source": "s", "data": data})
+    assert message(payload).dedup_key == _reference_key(payload)
+
+
+def test_a_retry_with_a_later_ts_has_the_same_key_and_other_content_does_not() -> None:
+    def wire(ts: float, k: int) -> bytes:
+        return orjson.dumps(
+            {"id": "same-id", "type": "t", "ts": ts, "source": "s", "data": {"k": k}}
+        )
+
+    first, retry, other = wire(1.5, 1), wire(2.25, 1), wire(1.5, 2)
+    assert message(first).dedup_key == message(retry).dedup_key
+    assert message(first).dedup_key != message(other).dedup_key

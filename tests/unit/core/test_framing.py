@@ -6,16 +6,20 @@ to decide whether to wait for more bytes or to end the link, so each answer is p
 
 from __future__ import annotations
 
-import contextlib
-import sys
-from collections.abc import Iterator
-
 import mqtt5
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tars.mqtt._core.framing import FramingError, check_fixed_header, frame_length, read_packet
+from support.codec import codec_utf8_reports
+from tars.mqtt._core.framing import (
+    FramingError,
+    bad_publish_topic,
+    check_fixed_header,
+    codec_failure,
+    frame_length,
+    read_packet,
+)
 
 _MAX_REMAINING = 268_435_455  # the largest value four length bytes can express
 
@@ -28,19 +32,6 @@ def remaining_length(value: int) -> bytes:
         out.append(byte | (0x80 if value else 0))
         if not value:
             return bytes(out)
-
-
-@contextlib.contextmanager
-def codec_utf8_reports() -> Iterator[list[BaseException | None]]:
-    """Collect what the codec reports to ``sys.unraisablehook`` (mqtt5 0.8 reports the
-    UnicodeDecodeError of a string field before it panics on it)."""
-    reported: list[BaseException | None] = []
-    previous = sys.unraisablehook
-    sys.unraisablehook = lambda unraisable: reported.append(unraisable.exc_value)
-    try:
-        yield reported
-    finally:
-        sys.unraisablehook = previous
 
 
 _PACKETS: list[mqtt5.Packet] = [
@@ -236,3 +227,62 @@ def test_read_packet_fails_only_in_the_two_documented_ways(data: bytes) -> None:
         else:
             assert 0 < size <= len(data)
     assert all(isinstance(exc, UnicodeDecodeError) for exc in reported)
+
+
+# --- codec_failure: the one translation of the codec's failures (read_packet and the reader) ---
+
+
+def test_codec_failure_names_malformed_bytes_and_leaves_the_rest() -> None:
+    assert str(codec_failure(ValueError("Invalid remaining length"))) == (
+        "malformed packet: Invalid remaining length"
+    )
+    framing = FramingError("malformed packet: truncated")
+    assert codec_failure(framing) is framing  # already ours: kept as it is
+    assert codec_failure(RuntimeError("a bug, not the bytes")) is None
+    assert codec_failure(KeyboardInterrupt()) is None
+
+
+def test_codec_failure_names_the_codec_panic_invalid_utf8() -> None:
+    with codec_utf8_reports():
+        try:
+            mqtt5.read(memoryview(b"\x30\x05\x00\x02\xff\xfe\x00"))
+        except BaseException as exc:
+            panic = exc
+        else:  # pragma: no cover - the codec accepted invalid UTF-8
+            pytest.fail("the codec read a topic that is not UTF-8")
+    failure = codec_failure(panic)
+    assert isinstance(failure, FramingError)
+    assert str(failure) == "malformed packet: invalid UTF-8"
+
+
+# --- bad_publish_topic: called for every PUBLISH the reader sees -------------------------------
+
+
+def _publish_to(topic: bytes, payload_size: int) -> bytes:
+    """A QoS 0 PUBLISH to ``topic`` (raw bytes, UTF-8 or not), written by hand."""
+    body = len(topic).to_bytes(2, "big") + topic + b"\x00" + b"p" * payload_size
+    length, size = bytearray(), len(body)
+    while True:
+        byte, size = size & 0x7F, size >> 7
+        length.append(byte | (0x80 if size else 0))
+        if not size:
+            break
+    return b"\x30" + bytes(length) + body
+
+
+@pytest.mark.parametrize("payload_size", [0, 200, 20_000, 2_100_000], ids=["1", "2", "3", "4"])
+def test_bad_publish_topic_reads_every_width_of_remaining_length(payload_size: int) -> None:
+    """The remaining length is read without a loop for 1 to 3 bytes, and a 4th is read too."""
+    bad = _publish_to(b"\xff\xfe", payload_size)
+    width = len(bad) - 1 - 2 - 2 - 1 - payload_size
+    assert width == [0, 200, 20_000, 2_100_000].index(payload_size) + 1
+    assert bad_publish_topic(b"xx" + bad, 2)
+    assert not bad_publish_topic(_publish_to("é/t".encode(), payload_size), 0)
+    assert not bad_publish_topic(_publish_to(b"a/t", payload_size), 0)
+
+
+def test_bad_publish_topic_waits_for_a_topic_not_all_there() -> None:
+    bad = _publish_to(b"\xff\xfe", 20_000)
+    for cut in range(1, 8):  # the length, the topic's length, then the topic, in part
+        assert not bad_publish_topic(bad[:cut], 0)
+    assert bad_publish_topic(bad[:8], 0)  # the whole topic: enough to tell

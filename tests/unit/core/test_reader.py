@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mqtt5 import ConnAckPacket, PingRespPacket, PubAckPacket, PublishPacket, QoS
 
+from support.codec import codec_utf8_reports
 from tars.mqtt._core.codes import MALFORMED, PACKET_TOO_LARGE
 from tars.mqtt._core.reader import Reader, ReadError
 
@@ -103,3 +104,46 @@ def test_an_mqtt_3_connack_is_told_apart_from_other_malformed_bytes() -> None:
     assert (error.reason, error.v311_connack) == (MALFORMED, True)
     good = ConnAckPacket(reason_code=mqtt5.ConnAckReasonCode.SUCCESS).write()
     assert Reader().feed(good)[1] is None
+
+
+# The reader calls the codec itself (not through framing.read_packet): its failures must come out
+# as the same ReadError, and nothing else may escape.
+
+
+def test_a_codec_refusal_ends_the_link_after_the_packets_before_it() -> None:
+    packets, error = Reader().feed(PUBACK + b"\x20\x03\x00\x00\x05")  # CONNACK, bad properties
+    assert [type(p) for p in packets] == [PubAckPacket]
+    assert error == ReadError(MALFORMED, "malformed packet: Invalid remaining length")
+
+
+def test_invalid_utf8_past_the_topic_is_malformed_not_a_crash() -> None:
+    """The codec panics on a content type that is not UTF-8 (the topic check does not look
+    there): the reader names it malformed, after the packets before it."""
+    content_type_ff_fe = b"\x30\x09\x00\x01t\x05\x03\x00\x02\xff\xfe"
+    with codec_utf8_reports() as reported:
+        packets, error = Reader().feed(PUBACK + content_type_ff_fe)
+    assert reported  # the codec's own report of the bad string, before its panic
+    assert [type(p) for p in packets] == [PubAckPacket]
+    assert error == ReadError(MALFORMED, "malformed packet: invalid UTF-8")
+
+
+_VALID = [PUBLISH, PUBACK, PINGRESP, ConnAckPacket(session_present=False).write()]
+
+
+@st.composite
+def _hostile(draw: st.DrawFn) -> bytes:
+    """Valid packets with a few bytes changed, or random bytes."""
+    if draw(st.booleans()):
+        return draw(st.binary(max_size=400))
+    data = bytearray(b"".join(draw(st.lists(st.sampled_from(_VALID), min_size=1, max_size=3))))
+    for _ in range(draw(st.integers(1, 4))):
+        data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+    return bytes(data)
+
+
+@given(_hostile())
+def test_hostile_bytes_give_packets_and_at_most_a_read_error(data: bytes) -> None:
+    with codec_utf8_reports():
+        packets, error = Reader().feed(data)  # raises nothing
+    assert error is None or error.reason in (MALFORMED, PACKET_TOO_LARGE)
+    assert all(isinstance(p, mqtt5.Packet) for p in packets)
