@@ -5,7 +5,8 @@ tars-core. It runs one case per fresh process, like :mod:`bench.run_one`, with t
 per-message entry points wrapped in timers, and prints microseconds per message spent in each:
 
 - ``publish_event`` (the envelope publish, all of it), ``encode_event`` (the envelope's bytes),
-  ``publish`` (the MQTT publish under it, or the raw client's whole publish);
+  ``publish`` (``MQTTClient._publish``: the MQTT publish under it, or the raw client's whole
+  publish but for ``publish()``'s own frame);
 - ``data_received`` (bytes from the broker to queued messages: framing, the session, dispatch,
   and ``offer``), ``offer`` (the subscription's part: dedup, queueing), ``dedup_seen`` (the
   window's lookup alone);
@@ -85,7 +86,8 @@ def _instrument(totals: dict[str, float]) -> None:
 
     wrapped: list[tuple[object, str, str, bool]] = [
         # (owner, attribute, phase, async)
-        (client_module.MQTTClient, "publish", "publish", True),
+        # _publish, not publish: publish_event() calls it directly (no instruments here).
+        (client_module.MQTTClient, "_publish", "publish", True),
         (client_module.MQTTClient, "publish_event", "publish_event", True),
         (client_module, "encode_event", "encode_event", False),
         (connection.Connection, "data_received", "data_received", False),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import os
 import time
 import uuid
@@ -456,6 +457,16 @@ def test_a_forked_child_draws_different_ids() -> None:
     assert not set(child_ids) & set(parent_ids)
     # The per-process part was redrawn, not inherited from the parent.
     assert {i[-12:] for i in child_ids}.isdisjoint({i[-12:] for i in parent_ids})
+
+
+def test_the_counter_part_counts_up_by_one_across_formatted_blocks() -> None:
+    """Ids are formatted a block at a time: consecutive ids still carry consecutive counts,
+    the variant bits and the one node of this process, over several blocks."""
+    ids = [uuid.UUID(new_id()) for _ in range(300)]
+    counts = [(((u.int >> 64) & 0xFFF) << 14) | ((u.int >> 48) & 0x3FFF) for u in ids]
+    assert all(b == (a + 1) % (1 << 26) for a, b in itertools.pairwise(counts))
+    assert {(u.version, u.variant) for u in ids} == {(7, uuid.RFC_4122)}
+    assert len({u.node for u in ids}) == 1
 
 
 def test_new_id_tables_spell_the_counter_like_the_format_spec() -> None:
