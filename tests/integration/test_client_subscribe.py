@@ -359,6 +359,28 @@ async def test_dedup_within_the_ttl_and_not_after(broker: Broker) -> None:
         assert sub.stats.deduplicated == 1
 
 
+async def test_a_payload_that_only_starts_like_an_envelope_reaches_a_dedup_handler(
+    broker: Broker,
+) -> None:
+    """``{"id":"abc" garbage``: its id is read from the bytes, then the JSON parse fails. That
+    failure escaped the dedup check and the message was lost (and its QoS 1 acknowledgement
+    withheld for good); it is delivered as any payload that is not an envelope."""
+    topic = unique("sub/dedup-garbage")
+    inbox: Inbox[bytes] = Inbox()
+
+    async def handler(payload: bytes) -> None:
+        inbox.add(payload)
+
+    garbage = b'{"id":"abc" garbage'
+    async with broker.connected_client(dedupe_ttl=60, dedupe_max_entries=100) as client:
+        sub = await client.subscribe(topic, handler, qos=1)
+        await broker.publish(topic, garbage, qos=1)
+        after = envelope_bytes("e", {"n": 1}, msg_id="after-garbage")
+        await broker.publish(topic, after, qos=1)
+        assert await inbox.wait_for(2) == [garbage, after]
+        assert (sub.stats.handled, sub.stats.deduplicated) == (2, 0)
+
+
 async def test_no_dedup_by_default(broker: Broker) -> None:
     topic = unique("sub/nodedup")
     inbox: Inbox[bytes] = Inbox()

@@ -196,6 +196,7 @@ _KEYED = [
     pytest.param(b'{"type":"t","id":"a","ts":1}', id="id not first"),
     pytest.param(b'{"id":"","ts":1}', id="empty id"),
     pytest.param(b'{"id":7,"ts":1}', id="id not a string"),
+    pytest.param(b'{"id":"ts":1,"ts":2,"x":3}', id="an id that reads like the ts key"),
     pytest.param(b"not json", id="not json"),
 ]
 
@@ -228,3 +229,14 @@ def test_a_retry_with_a_later_ts_has_the_same_key_and_other_content_does_not() -
     first, retry, other = wire(1.5, 1), wire(2.25, 1), wire(1.5, 2)
     assert message(first).dedup_key == message(retry).dedup_key
     assert message(first).dedup_key != message(other).dedup_key
+
+
+@pytest.mark.parametrize(
+    "payload", [b'{"id":"abc" garbage', b'{"id":"abc","ts":1 garbage', b'{"id":"abc",'], ids=str
+)
+def test_a_payload_that_starts_like_an_envelope_but_is_not_json_has_no_dedup_key(
+    payload: bytes,
+) -> None:
+    """It used to raise EnvelopeError out of dedup_key (and so out of the subscription's
+    offer(): the message was lost); it is simply not an envelope."""
+    assert message(payload).dedup_key is None

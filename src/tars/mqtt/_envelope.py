@@ -288,14 +288,8 @@ def new_id() -> str:
     About five times cheaper than ``str(uuid.uuid4())`` because it needs no system randomness
     per call. URL-safe (lowercase hex and dashes).
     """
-    return _id_at(_time_ns())
-
-
-def _id_at(ns: int) -> str:
-    """:func:`new_id` for the time ``ns`` (``time.time_ns()``): ``encode_event`` reads the
-    clock once for the id and the ``ts``."""
     global _ms_prefix
-    ms = ns // 1_000_000
+    ms = _time_ns() // 1_000_000
     cached_ms, prefix = _ms_prefix
     if ms != cached_ms:
         prefix = f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-7"
@@ -387,18 +381,16 @@ def encode_event(
         body = dict(data)
     else:
         raise wrong_type("data", data, "a Mapping or a pydantic BaseModel")
-    ns = _time_ns()
-    ts = ns / 1e9  # what time.time() gives for this instant (CPython divides so)
     if msg_id is None:
-        msg_id = _id_at(ns)
+        msg_id = new_id()
     wire: dict[str, Any]
     if correlate is None:
-        wire = {"id": msg_id, "type": event_type, "ts": ts, "source": source, "data": body}
+        wire = {"id": msg_id, "type": event_type, "ts": time.time(), "source": source, "data": body}
     else:
         wire = {
             "id": msg_id,
             "type": event_type,
-            "ts": ts,
+            "ts": time.time(),
             "source": source,
             "correlate": correlate,
             "data": body,

@@ -176,7 +176,7 @@ class Message:
             # here): the same checks, the same key, no call and no parse.
             end = payload.find(b'"', 7)
             if end > 7 and payload.find(b"\\", 7, end) < 0:
-                at = payload.find(b'"ts":', end)
+                at = payload.find(b'"ts":', 6)  # content_key's find: never before 6 here
                 if at > 0:
                     start = at + 5
                     stop = payload.find(b",", start)
@@ -197,7 +197,12 @@ class Message:
         msg_id = self.envelope_id
         if msg_id is None:
             return None
-        return content_key(self._payload, msg_id, self.json)
+        try:
+            return content_key(self._payload, msg_id, self.json)
+        except EnvelopeError:
+            # It starts like an envelope (its id read from the bytes) but is not JSON: not an
+            # envelope, nothing to remember. Raised, it escaped offer() and cost the message.
+            return None
 
     def __repr__(self) -> str:
         return (

@@ -134,8 +134,6 @@ class MQTTClient:
         self._listeners: list[MessageListener] = []
         self._instruments = Instruments(cfg.effective_client_id)  # falsy until one is added
         self._source = cfg.source  # the config is frozen: read once, not per event
-        # publish_event() skips publish()'s frame unless a subclass wraps publish().
-        self._plain_publish = type(self).publish is MQTTClient.publish
         self._loop: asyncio.AbstractEventLoop | None = None  # connect()'s
         self._connect_hooks: list[Hook] = []
         self._disconnect_hooks: list[Hook] = []
@@ -583,7 +581,11 @@ class MQTTClient:
             msg_id, payload = encode_event(
                 event_type, data, source=self._source, correlate=correlation_id
             )
-        if self._instruments or not self._plain_publish:
+        if (
+            self._instruments
+            or type(self).publish is not _PUBLISH  # a subclass's, or a patched one
+            or "publish" in self.__dict__  # patched on this client
+        ):
             await self.publish(topic, payload, qos=qos, retain=retain, wait=wait)
         else:  # the same call, one coroutine frame fewer per event (issue 18)
             await self._publish(topic, payload, qos=qos, retain=retain, wait=wait, properties=None)
@@ -1002,6 +1004,11 @@ class MQTTClient:
         self._state = ClientState.CLOSED
         if self._closed is not None and not self._closed.done():
             self._closed.set_result(None)
+
+
+_PUBLISH: Final = MQTTClient.publish
+"""publish() as defined here: publish_event() calls _publish() itself only while this is the
+publish() a client would run (no subclass, patch or instrument would miss an event)."""
 
 
 def _signal_numbers(signals: object) -> tuple[int, ...]:

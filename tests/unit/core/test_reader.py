@@ -147,3 +147,21 @@ def test_hostile_bytes_give_packets_and_at_most_a_read_error(data: bytes) -> Non
         packets, error = Reader().feed(data)  # raises nothing
     assert error is None or error.reason in (MALFORMED, PACKET_TOO_LARGE)
     assert all(isinstance(p, mqtt5.Packet) for p in packets)
+
+
+def test_on_a_3_1_1_link_a_topic_the_codec_refuses_is_malformed_not_an_escape() -> None:
+    """The 3.1.1 codec builds mqtt5 packets, whose constructors raise a plain ValueError on a
+    topic such as ``a/+``. It used to escape feed() (the link torn down by the connection's
+    catch-all, an ERROR with a traceback, the PUBACK read before it lost); now it is the same
+    ReadError as any malformed packet, after the packets before it."""
+    from tars.mqtt._core import mqtt311
+    from tars.mqtt._core.stats import SessionStats
+
+    reader = Reader()
+    reader.read = mqtt311.Downgrade("c", SessionStats(), [False]).read
+    wildcard_topic = b"\x30\x05\x00\x03a/+"
+    packets, error = reader.feed(b"\x40\x02\x00\x07" + wildcard_topic)  # PUBACK 7, then it
+    assert [(type(p), p.packet_id) for p in packets] == [(PubAckPacket, 7)]
+    assert error is not None
+    assert error.reason == MALFORMED
+    assert error.message.startswith("malformed packet: ")

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from support.mosquitto_cli import Inbox
 from tars.mqtt import Envelope, MQTTClient
+from tars.mqtt import client as client_module
 from tars.mqtt.testing import InMemoryBroker
 from tars.mqtt.testing.pytest_plugin import MQTTClientFactory
 
@@ -68,7 +71,10 @@ async def test_an_event_takes_the_short_way_and_arrives_whole(
         got.add(env)
 
     await receiver.subscribe("stt/final", on_event, qos=1)
-    assert sender._plain_publish  # the short way is the one taken here
+    # The short way is the one taken here: no subclass, no patch, no instrument.
+    assert type(sender).publish is client_module._PUBLISH
+    assert "publish" not in vars(sender)
+    assert not sender._instruments
     ids = [
         await sender.publish_event("stt/final", "stt.final", {"seq": n}, qos=1, wait=n % 2 == 0)
         for n in range(20)
@@ -79,3 +85,29 @@ async def test_an_event_takes_the_short_way_and_arrives_whole(
         (msg_id, "stt", n) for n, msg_id in enumerate(ids)
     ]
     assert sender.stats.published == 20  # through the session, counted as publish() counts
+
+
+async def test_a_publish_patched_on_the_client_or_its_class_sees_every_event(
+    mqtt_client_factory: MQTTClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What tests do with mocks: a publish() replaced on the instance, or on the class after the
+    client was made, is called by publish_event() as it was before the short way existed."""
+    client = await mqtt_client_factory("patched")
+    seen: list[str] = []
+    real = client.publish
+
+    async def spy(topic: str, payload: bytes | str, **kwargs: Any) -> None:
+        seen.append(topic)
+        await real(topic, payload, **kwargs)
+
+    monkeypatch.setattr(client, "publish", spy)
+    await client.publish_event("spy/instance", "t", {}, qos=1)
+    monkeypatch.undo()
+
+    async def class_spy(self: MQTTClient, topic: str, payload: bytes | str, **kwargs: Any) -> None:
+        seen.append(topic)
+        await client_module._PUBLISH(self, topic, payload, **kwargs)
+
+    monkeypatch.setattr(MQTTClient, "publish", class_spy)
+    await client.publish_event("spy/class", "t", {}, qos=1)
+    assert seen == ["spy/instance", "spy/class"]

@@ -100,7 +100,7 @@ class Publishing:
         self._connack: ConnAckPacket | None = None
         # What the CONNACK allows, read once per link (unservable() says why not, and is asked
         # only when a publish goes beyond these: not per publish).
-        self._max_qos = 2
+        self._refused_qos: tuple[int, ...] = ()  # a tuple: `in` compares, any qos is safe
         self._retain_ok = True
 
     def __repr__(self) -> str:
@@ -114,7 +114,7 @@ class Publishing:
     def link_started(self, connack: ConnAckPacket) -> None:
         """A CONNACK-ed link: the broker's Receive Maximum, Maximum Packet Size and limits."""
         self._connack = connack
-        self._max_qos = int(connack.max_qos)
+        self._refused_qos = (1, 2)[int(connack.max_qos) :]
         self._retain_ok = connack.retain_available is not False
         self.send_quota = connack.receive_max
         self.broker_max_packet_size = connack.max_packet_size
@@ -140,7 +140,7 @@ class Publishing:
         """See :meth:`.session.Session.publish`; ``linked``: a CONNACK-ed link is up."""
         if (
             linked
-            and (qos > self._max_qos or (retain and not self._retain_ok))
+            and (qos in self._refused_qos or (retain and not self._retain_ok))
             and (refusal := self.unservable(qos, retain))
         ):
             raise refusal
