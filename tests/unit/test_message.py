@@ -206,12 +206,15 @@ def test_dedup_key_is_the_key_envelope_id_and_content_key_give(payload: bytes) -
     assert message(payload).dedup_key == _reference_key(payload)
 
 
+_JSON_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=4)  # no surrogates
+
+
 @given(
-    st.text(st.characters(blacklist_characters='"\\'), max_size=8),
+    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters='"\\'), max_size=8),
     st.one_of(
-        st.floats(allow_nan=False, allow_infinity=False), st.integers(-(2**53), 2**53), st.text()
+        st.floats(allow_nan=False, allow_infinity=False), st.integers(-(2**53), 2**53), _JSON_TEXT
     ),
-    st.dictionaries(st.text(max_size=4), st.integers(-(2**53), 2**53), max_size=3),
+    st.dictionaries(_JSON_TEXT, st.integers(-(2**53), 2**53), max_size=3),
 )
 def test_dedup_key_agrees_on_generated_envelopes(
     msg_id: str, ts: float | int | str, data: dict[str, int]

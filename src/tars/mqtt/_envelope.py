@@ -452,51 +452,37 @@ def envelope_from_json(obj: object) -> Envelope:
     if type(obj) is not dict:
         raise EnvelopeError(f"not a JSON envelope: expected an object, got {_json_type(obj)}")
     # Every received event comes here: the usual shape (the five fields, a float ts, no
-    # correlate) is taken in a few C calls; anything else takes the field-by-field checks below.
+    # correlate) is checked in a few C calls; anything else field by field, to say what is wrong.
     try:
         values = _REQUIRED(obj)
     except KeyError:
-        pass
+        values = None
+    if values is not None and tuple(map(type, values)) == _USUAL_TYPES and "correlate" not in obj:
+        msg_id, event_type, ts, source, data = values
+        correlate = None
     else:
-        if tuple(map(type, values)) == _USUAL_TYPES and "correlate" not in obj:
-            envelope = _new_instance(Envelope)
-            msg_id, event_type, ts, source, data = values
-            _set_attr(
-                envelope,
-                "__dict__",
-                {
-                    "id": msg_id,
-                    "type": event_type,
-                    "ts": ts,
-                    "source": source,
-                    "correlate": None,
-                    "data": data,
-                },
-            )
-            _set_attr(envelope, "_fields_set", _FIELDS_WITHOUT_CORRELATE)
-            return envelope
-    msg_id = obj.get("id")
-    event_type = obj.get("type")
-    source = obj.get("source")
-    ts = obj.get("ts")
-    data = obj.get("data")
-    correlate = obj.get("correlate")
-    if type(msg_id) is not str:
-        raise EnvelopeError(_field_problem("id", "a string", msg_id))
-    if type(event_type) is not str:
-        raise EnvelopeError(_field_problem("type", "a string", event_type))
-    if type(source) is not str:
-        raise EnvelopeError(_field_problem("source", "a string", source))
-    if type(ts) is float:
-        pass
-    elif type(ts) is int:
-        ts = float(ts)
-    else:
-        raise EnvelopeError(_field_problem("ts", "a number", ts))
-    if type(data) is not dict:
-        raise EnvelopeError(_field_problem("data", "an object", data))
-    if correlate is not None and type(correlate) is not str:
-        raise EnvelopeError(_field_problem("correlate", "a string or null", correlate))
+        msg_id = obj.get("id")
+        event_type = obj.get("type")
+        source = obj.get("source")
+        ts = obj.get("ts")
+        data = obj.get("data")
+        correlate = obj.get("correlate")
+        if type(msg_id) is not str:
+            raise EnvelopeError(_field_problem("id", "a string", msg_id))
+        if type(event_type) is not str:
+            raise EnvelopeError(_field_problem("type", "a string", event_type))
+        if type(source) is not str:
+            raise EnvelopeError(_field_problem("source", "a string", source))
+        if type(ts) is float:
+            pass
+        elif type(ts) is int:
+            ts = float(ts)
+        else:
+            raise EnvelopeError(_field_problem("ts", "a number", ts))
+        if type(data) is not dict:
+            raise EnvelopeError(_field_problem("data", "an object", data))
+        if correlate is not None and type(correlate) is not str:
+            raise EnvelopeError(_field_problem("correlate", "a string or null", correlate))
     envelope = _new_instance(Envelope)
     _set_attr(
         envelope,

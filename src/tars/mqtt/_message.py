@@ -93,11 +93,7 @@ class Message:
         """The payload parsed as JSON (cached). Raises :class:`~tars.mqtt.EnvelopeError`."""
         value = self._json
         if value is _UNSET:
-            try:
-                value = orjson.loads(self._payload)
-            except orjson.JSONDecodeError as exc:
-                value = EnvelopeError(f"payload is not JSON: {exc}")
-            self._json = value
+            value = self._json = _parse(self._payload)
         if isinstance(value, EnvelopeError):
             raise value
         return value
@@ -111,12 +107,8 @@ class Message:
         env = self._envelope
         if env is None:
             value = self._json
-            if value is _UNSET:  # json()'s parse, written out: one call fewer per event
-                try:
-                    value = orjson.loads(self._payload)
-                except orjson.JSONDecodeError as exc:
-                    value = EnvelopeError(f"payload is not JSON: {exc}")
-                self._json = value
+            if value is _UNSET:  # json()'s parse without json()'s raise and catch
+                value = self._json = _parse(self._payload)
             if isinstance(value, EnvelopeError):
                 env = value
             else:
@@ -209,3 +201,12 @@ class Message:
             f"<Message topic={self._topic!r} qos={self._qos} retain={self._retain} "
             f"payload={len(self._payload)} bytes>"
         )
+
+
+def _parse(payload: bytes) -> Any:
+    """The payload parsed, or the EnvelopeError to raise for it (cached as it is by the caller:
+    a payload that is not JSON is parsed once, however often it is asked for)."""
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        return EnvelopeError(f"payload is not JSON: {exc}")

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import sys
-from collections.abc import Iterator
 from typing import Any
 
 import mqtt5
@@ -13,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from support.codec import codec_utf8_reports
 from tars.mqtt import ClientStateError
 from tars.mqtt.testing import InMemoryBroker
 from unit.testing.raw_peer import RawPeer, connected
@@ -144,19 +142,6 @@ def hostile_bytes(draw: st.DrawFn) -> bytes:
     for _ in range(draw(st.integers(1, 4))):
         data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
     return bytes(data)
-
-
-@contextlib.contextmanager
-def codec_utf8_reports() -> Iterator[list[BaseException | None]]:
-    """Collect what the codec reports to ``sys.unraisablehook`` (mqtt5 0.8 reports the
-    UnicodeDecodeError of a string field it then panics on; see ``read_packet``)."""
-    reported: list[BaseException | None] = []
-    previous = sys.unraisablehook
-    sys.unraisablehook = lambda unraisable: reported.append(unraisable.exc_value)
-    try:
-        yield reported
-    finally:
-        sys.unraisablehook = previous
 
 
 async def test_invalid_utf8_topic_is_malformed(broker: InMemoryBroker) -> None:
