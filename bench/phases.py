@@ -20,6 +20,9 @@ core); so the envelope path's extra cost had to be measured in place. Each timer
 microsecond to its phase, and nested timers add theirs to the outer one: compare clients and
 trees with each other under the same timers, never with the bench's figures.
 
+Its figures move with the machine's load as the bench's do; :mod:`bench.opcount` counts the
+instructions and calls per message instead, which do not move between runs.
+
 Not part of ``make bench``: a diagnostic, run by hand (``--repeat`` alternates the clients, as
 the bench does, so a burst of load touches each alike)::
 

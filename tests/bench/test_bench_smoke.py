@@ -8,6 +8,7 @@ at this size.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -172,3 +173,28 @@ def test_the_phase_breakdown_names_each_phase_of_each_client() -> None:
     for phase in ("publish_event", "encode_event", "dedup_seen"):
         assert f" {phase} " in event
         assert f" {phase} " not in raw
+
+
+@pytest.mark.timeout(120)
+def test_the_opcode_count_gives_each_client_its_work_per_message() -> None:
+    """``python -m bench.opcount``: deterministic work per message (issue 18), a line per case
+    and client, the busiest functions under it with ``--by function``."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.opcount", "--clients", "tars_event,tars_raw",
+         "--cases", "qos0_pipelined", "--n", "100", "--by", "function", "--top", "3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=110, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    heads = [line.split() for line in lines if not line.startswith(" ")]
+    assert [(h[0], h[1]) for h in heads] == [
+        ("qos0_pipelined", "tars_event"),
+        ("qos0_pipelined", "tars_raw"),
+    ]
+    opcodes = {h[1]: float(h[5].replace(",", "")) for h in heads}
+    assert 0 < opcodes["tars_raw"] < opcodes["tars_event"]  # the envelope is work
+    assert len(lines) == 2 + 2 * 3
+    for line in lines[1:4] + lines[5:8]:  # "   118.8  _message.py:dedup_key"
+        count, where = line.split()
+        assert float(count) > 0
+        assert re.fullmatch(r"[\w.]+\.py:\w+", where), line
