@@ -23,19 +23,18 @@ import argparse
 import asyncio
 import collections
 import json
-import subprocess
 import sys
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from bench._broker import mosquitto_broker
+from bench._child import json_child
 from bench.adapters import ADAPTERS
 from bench.cases import CASES, run_case
 
 __all__ = ["main"]
 
-ROOT = Path(__file__).resolve().parent.parent
 KINDS = ("opcodes", "calls", "c_calls")
 
 
@@ -76,15 +75,8 @@ def _count(client: str, case_name: str, n: int, port: int, by_function: bool) ->
 
 
 def _run_child(client: str, case: str, n: int, port: int, by_function: bool) -> dict[str, Any]:
-    command = [sys.executable, "-m", "bench.opcount", "--child", client, "--cases", case]
-    command += ["--n", str(n), "--port", str(port)] + (["--by", "function"] if by_function else [])
-    proc = subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"{client}: {proc.stderr.strip().splitlines()[-1:]}")
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
+    args = ["--child", client, "--cases", case, "--n", str(n), "--port", str(port)]
+    return json_child("bench.opcount", args + (["--by", "function"] if by_function else []), 900)
 
 
 def _per_message(

@@ -36,19 +36,17 @@ import asyncio
 import collections
 import functools
 import json
-import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from bench._broker import mosquitto_broker
+from bench._child import json_child
 from bench.cases import CASES, run_case
 
 __all__ = ["main"]
 
-ROOT = Path(__file__).resolve().parent.parent
 
 TARS_CLIENTS = ("tars_event", "tars_raw", "tars_event_311", "tars_raw_311")
 
@@ -120,15 +118,8 @@ def _child(client: str, case_name: str, n: int, port: int) -> dict[str, Any]:
 
 
 def _run_child(client: str, case: str, n: int, port: int) -> dict[str, Any]:
-    command = [sys.executable, "-m", "bench.phases", "--child", client, "--case", case]
-    command += ["--n", str(n), "--port", str(port)]
-    proc = subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"{client}: {proc.stderr.strip().splitlines()[-1:]}")
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
+    args = ["--child", client, "--case", case, "--n", str(n), "--port", str(port)]
+    return json_child("bench.phases", args, timeout=600)
 
 
 def main(argv: list[str] | None = None) -> int:
